@@ -1,0 +1,113 @@
+"""The model adapter interface and the registry of adapters by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bench.types import FlowFrames, Prediction, Prompt
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter can handle; the runner checks prompts against it."""
+
+    prompt_kinds: frozenset[str] = frozenset({"point", "point-random", "box", "box-jitter", "mask"})
+    flow_kinds: frozenset[str] = frozenset({"volume", "image-flow"})
+    needs_weights: bool = False
+    devices: frozenset[str] = frozenset({"cpu"})
+
+
+@dataclass
+class Adapter:
+    """Base class of model adapters.
+
+    Subclasses set ``name`` and ``capabilities`` and implement
+    :meth:`predict`. Settings come from ``[models.NAME]`` in ``bench.toml``
+    and arrive as keyword arguments in ``settings``.
+    """
+
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    # Hidden adapters (self-tests) are not listed in default suites.
+    hidden: ClassVar[bool] = False
+
+    def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
+        """Segment every frame of ``flow`` for each prompted target.
+
+        Parameters
+        ----------
+        flow : FlowFrames
+            Frames only; adapters never see ground truth.
+        prompts : sequence of Prompt
+            The ledger's prompts for this flow (all targets, all frames).
+
+        Returns
+        -------
+        Prediction
+            A boolean mask per frame for every target that has a prompt.
+        """
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity of the model for the run record (weights hashes, settings)."""
+        return {"adapter": self.name, "description": self.description,
+                "settings": dict(self.settings)}
+
+
+_REGISTRY: dict[str, type[Adapter]] = {}
+
+
+def register(cls: type[Adapter]) -> type[Adapter]:
+    """Class decorator: make an adapter available by its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"adapter name {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registered() -> dict[str, type[Adapter]]:
+    """All adapters by name, including entry-point plugins."""
+    _load_builtin()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def create(name: str, settings: dict[str, Any] | None = None) -> Adapter:
+    """Instantiate the adapter registered as ``name``."""
+    adapters = registered()
+    if name not in adapters:
+        from difflib import get_close_matches
+
+        hint = get_close_matches(name, adapters, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise KeyError(f"unknown model {name!r}{suggestion}; known: {', '.join(adapters)}")
+    return adapters[name](settings=dict(settings or {}))
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="medsam2_bench.adapters"):
+        loaded: Callable[..., Any] | type[Adapter] = entry.load()
+        if isinstance(loaded, type) and issubclass(loaded, Adapter):
+            register(loaded)
+
+
+BUILTIN_MODULES: tuple[str, ...] = ("adapters.reference", "adapters.registration")

@@ -1,0 +1,524 @@
+"""Weight-free one-shot baseline: propagate the template mask by deformable registration.
+
+The classical atlas approach. The prompted (template) frame's mask is carried
+to every other frame of the flow by TV-L1 optical flow
+(:func:`skimage.registration.optical_flow_tvl1`) and a warp:
+
+- image flow: the template frame is registered directly to each other frame
+  (the images have no order);
+- volume: the mask is propagated slice to slice outward from the template in
+  both directions. The slice-to-slice displacement fields are composed, so the
+  template mask is interpolated once per slice instead of being re-warped and
+  re-thresholded at every step (same propagation, no accumulated blur).
+
+Registration runs on grey frames (RGB -> luminance, robust 1-99 percentile
+normalisation per frame) resized to a common working size, so an image flow of
+mixed shapes works; masks are warped at each frame's own resolution.
+
+Prompts other than masks are first turned into a template mask by a classical
+step that is part of this baseline (see :func:`box_to_mask` and
+:func:`points_to_mask`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
+from skimage.registration import optical_flow_tvl1
+from skimage.segmentation import flood
+from skimage.transform import resize
+
+from adapters.base import Adapter, Capabilities, register
+from adapters.reference import frame_shape
+from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
+from bench.validate import ConfigError, check_table
+
+SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "attachment": (int, float),
+    "tightness": (int, float),
+    "num_warp": int,
+    "size": int,
+}
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "attachment": 15.0, "tightness": 0.3, "num_warp": 5, "size": 128,
+}
+
+# Box -> mask: width (px) of the ring just outside the box that shows the background.
+BOX_RING = 3
+# Box -> mask: below this fraction of the box, the Otsu object is not trusted.
+BOX_MIN_FRACTION = 0.1
+# Point -> mask: a grown region may cover at most this fraction of the frame.
+POINT_MAX_FRACTION = 0.4
+# Point -> mask: radius of the fallback disc and of the local statistics window,
+# as a fraction of the frame's short side.
+POINT_RADIUS_FRACTION = 0.04
+# Point -> mask: tolerance = this many local standard deviations, within bounds.
+POINT_TOL_STDS = 3.0
+POINT_TOL_BOUNDS = (0.05, 0.35)
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def to_grey(frame: np.ndarray, index: int = 0) -> np.ndarray:
+    """Grey float32 frame normalised to [0, 1] by its 1st and 99th percentiles.
+
+    RGB frames are reduced to luminance (Rec. 709 weights, as
+    :func:`skimage.color.rgb2gray`). A constant frame becomes all zeros.
+    """
+    frame = np.asarray(frame)
+    frame_shape(frame, index)
+    grey = frame.astype(np.float64)
+    if grey.ndim == 3:
+        grey = grey @ np.array([0.2125, 0.7154, 0.0721])
+    lo, hi = np.percentile(grey, (1.0, 99.0))
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return np.zeros(grey.shape, dtype=np.float32)
+    return np.clip((grey - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def working_shape(shapes: Sequence[tuple[int, int]], size: int) -> tuple[int, int]:
+    """The common registration shape of a flow.
+
+    The most common frame shape (ties: the first seen), scaled so that its
+    longest side is ``size``; frames are never upsampled.
+    """
+    height, width = Counter(shapes).most_common(1)[0][0]
+    scale = min(1.0, size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize (anti-aliased when shrinking) to ``shape``, float32."""
+    if image.shape == tuple(shape):
+        return image.astype(np.float32, copy=False)
+    shrink = image.shape[0] > shape[0] or image.shape[1] > shape[1]
+    out = resize(image, shape, order=1, anti_aliasing=shrink, preserve_range=True)
+    return out.astype(np.float32)
+
+
+# ----------------------------------------------------------------------- registration
+
+
+def identity_map(shape: tuple[int, int]) -> np.ndarray:
+    """Coordinate map ``(2, H, W)`` that sends every pixel to itself."""
+    rows, cols = np.meshgrid(
+        np.arange(shape[0], dtype=np.float32), np.arange(shape[1], dtype=np.float32),
+        indexing="ij",
+    )
+    return np.stack([rows, cols])
+
+
+def flow_map(
+    reference: np.ndarray,
+    moving: np.ndarray,
+    *,
+    attachment: float = 15.0,
+    tightness: float = 0.3,
+    num_warp: int = 5,
+) -> np.ndarray:
+    """Register ``moving`` onto ``reference`` by TV-L1 optical flow.
+
+    Returns
+    -------
+    ndarray, shape (2, H, W)
+        For each ``reference`` pixel, its (row, col) position in ``moving``:
+        ``moving`` sampled there looks like ``reference``.
+    """
+    flow = optical_flow_tvl1(
+        reference, moving, attachment=attachment, tightness=tightness, num_warp=num_warp
+    )
+    return identity_map(reference.shape) + flow.astype(np.float32)
+
+
+def compose_maps(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The map ``outer(inner(x))``: follow ``inner``, then ``outer`` (bilinear)."""
+    return np.stack(
+        [ndi.map_coordinates(channel, inner, order=1, mode="nearest") for channel in outer]
+    ).astype(np.float32)
+
+
+def warp_mask(mask: np.ndarray, coord_map: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """Warp a template mask into another frame through a working-size coordinate map.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (Ht, Wt)
+        Template mask at the template frame's own resolution.
+    coord_map : ndarray, shape (2, h, w)
+        For each working-size pixel of the target frame, its position in the
+        template frame's working-size grid.
+    out_shape : (H, W)
+        The target frame's own shape.
+
+    Returns
+    -------
+    ndarray of bool, shape ``out_shape``
+        The bilinearly warped mask thresholded at 0.5. The map is upsampled to
+        ``out_shape`` and the mask sampled at full resolution, so thin
+        structures are not lost to the working size.
+    """
+    if not mask.any():
+        return np.zeros(out_shape, dtype=bool)
+    work_h, work_w = coord_map.shape[1:]
+    full = np.stack([resize_image(channel, out_shape) for channel in coord_map])
+    # Working-grid pixel centres -> template pixel centres.
+    rows = (full[0] + 0.5) * (mask.shape[0] / work_h) - 0.5
+    cols = (full[1] + 0.5) * (mask.shape[1] / work_w) - 0.5
+    values = ndi.map_coordinates(
+        mask.astype(np.float32), [rows, cols], order=1, mode="constant", cval=0.0
+    )
+    return values >= 0.5
+
+
+def nearest_templates(n_frames: int, prompted: Sequence[int]) -> list[int]:
+    """For each frame, the nearest prompted frame by index (ties: the lower index)."""
+    if not prompted:
+        raise ValueError("nearest_templates: no prompted frame")
+    return [min(prompted, key=lambda t: (abs(k - t), t)) for k in range(n_frames)]
+
+
+# -------------------------------------------------------------- prompts -> template mask
+
+
+def inscribed_ellipse(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """The ellipse inscribed in the inclusive box ``(x0, y0, x1, y1)``."""
+    x0, y0, x1, y1 = box
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    ay, ax = (y1 - y0 + 1) / 2, (x1 - x0 + 1) / 2
+    return ((rows - cy) / ay) ** 2 + ((cols - cx) / ax) ** 2 <= 1.0
+
+
+def _clip_box(box: Sequence[int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"box {tuple(box)}: expected x0 <= x1 and y0 <= y1")
+    height, width = shape
+    if x1 < 0 or y1 < 0 or x0 >= width or y0 >= height:
+        raise ValueError(f"box {tuple(box)}: outside the {width}x{height} frame")
+    return max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndi.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == (int(np.argmax(sizes)) + 1)
+
+
+def box_to_mask(grey: np.ndarray, box: Sequence[int]) -> np.ndarray:
+    """Classical box -> mask: Otsu inside the box, object class = not the surroundings.
+
+    The (Gaussian-smoothed, sigma 1) pixels inside the box are split in two by
+    Otsu's threshold. The background class is the one that dominates a
+    ``BOX_RING``-pixel ring just outside the box (a tight or jittered box has
+    background all around; where the box touches the image edge and no ring
+    exists, the box's own border is used). The largest connected component of
+    the other class, holes filled, is the mask. If the box has no contrast or
+    the component covers less than ``BOX_MIN_FRACTION`` of the box, the
+    ellipse inscribed in the box is returned instead.
+
+    Parameters
+    ----------
+    grey : ndarray, shape (H, W)
+        Normalised grey frame (see :func:`to_grey`).
+    box : (x0, y0, x1, y1)
+        Inclusive pixel box; clipped to the frame.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+    """
+    shape = grey.shape
+    x0, y0, x1, y1 = _clip_box(box, shape)
+    fallback = inscribed_ellipse(shape, (x0, y0, x1, y1))
+    smooth = ndi.gaussian_filter(grey.astype(np.float32), 1.0)
+    crop = smooth[y0 : y1 + 1, x0 : x1 + 1]
+    if crop.size < 9 or float(np.ptp(crop)) < 1e-3:
+        return fallback
+    threshold = threshold_otsu(crop)
+
+    outer = np.zeros(shape, dtype=bool)
+    top, left = max(y0 - BOX_RING, 0), max(x0 - BOX_RING, 0)
+    outer[top : y1 + BOX_RING + 1, left : x1 + BOX_RING + 1] = True
+    outer[y0 : y1 + 1, x0 : x1 + 1] = False
+    if outer.any():
+        surround = smooth[outer]
+    else:
+        surround = np.concatenate([crop[0], crop[-1], crop[1:-1, 0], crop[1:-1, -1]])
+    background_is_bright = float(np.mean(surround > threshold)) >= 0.5
+
+    inside = crop <= threshold if background_is_bright else crop > threshold
+    inside = ndi.binary_fill_holes(_largest_component(inside))
+    if inside.sum() < BOX_MIN_FRACTION * crop.size:
+        return fallback
+    mask = np.zeros(shape, dtype=bool)
+    mask[y0 : y1 + 1, x0 : x1 + 1] = inside
+    return mask
+
+
+def _disc(shape: tuple[int, int], row: int, col: int, radius: float) -> np.ndarray:
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    return (rows - row) ** 2 + (cols - col) ** 2 <= radius**2
+
+
+def grow_from_point(smooth: np.ndarray, row: int, col: int) -> np.ndarray:
+    """Region growing from one click on a smoothed grey frame.
+
+    1. Flood fill (4-connected, :func:`skimage.segmentation.flood`) from the
+       click with tolerance ``POINT_TOL_STDS`` standard deviations of the
+       intensities in a window around the click (window radius
+       ``POINT_RADIUS_FRACTION`` of the short side), bounded to
+       ``POINT_TOL_BOUNDS``. A region covering more than
+       ``POINT_MAX_FRACTION`` of the frame has leaked: the tolerance is halved
+       (up to four times).
+    2. Boundary refinement: with the median intensity inside the region and
+       in a shell around it, the pixels closer to the inside median than to the
+       shell median, connected to the click, form the refined region (the
+       boundary moves to half contrast, where the first pass stops short on a
+       blurred edge). It is kept only if it stays within the area bound.
+    3. If no region stays within the bound, or it is smaller than a quarter
+       of the fallback disc, the disc of radius ``POINT_RADIUS_FRACTION`` of the
+       short side centred on the click is returned. Holes are filled.
+    """
+    shape = smooth.shape
+    max_area = POINT_MAX_FRACTION * smooth.size
+    radius = max(2.0, POINT_RADIUS_FRACTION * min(shape))
+    disc = _disc(shape, row, col, radius)
+    r = int(np.ceil(radius))
+    window = smooth[max(row - r, 0) : row + r + 1, max(col - r, 0) : col + r + 1]
+    tolerance = float(np.clip(POINT_TOL_STDS * window.std(), *POINT_TOL_BOUNDS))
+    region = None
+    for _ in range(5):
+        grown = flood(smooth, (row, col), tolerance=tolerance)
+        if grown.sum() <= max_area:
+            region = grown
+            break
+        tolerance /= 2
+    if region is None or region.sum() < disc.sum() / 4:
+        return disc
+
+    outside = ndi.binary_dilation(region, iterations=r + 1)
+    shell = outside & ~ndi.binary_dilation(region, iterations=1)
+    if shell.any():
+        inside_level = float(np.median(smooth[region]))
+        outside_level = float(np.median(smooth[shell]))
+        if abs(inside_level - outside_level) > tolerance:
+            closer = np.abs(smooth - inside_level) < np.abs(smooth - outside_level)
+            labels, _ = ndi.label(closer)
+            refined = labels == labels[row, col] if closer[row, col] else None
+            if refined is not None and refined.sum() <= max_area:
+                region = refined
+    return ndi.binary_fill_holes(region)
+
+
+def points_to_mask(
+    grey: np.ndarray, points: Sequence[tuple[int, int]], labels: Sequence[int]
+) -> np.ndarray:
+    """Classical clicks -> mask: grow from positive clicks, remove what negative clicks grow.
+
+    Each click grows a region (:func:`grow_from_point`, on the frame smoothed
+    by a Gaussian of sigma 1). The mask is the union of the positive regions
+    minus the union of the negative regions.
+
+    Parameters
+    ----------
+    grey : ndarray, shape (H, W)
+        Normalised grey frame.
+    points : sequence of (x, y)
+        Clicks in pixels (column, row).
+    labels : sequence of int
+        1 positive, 0 negative; one per point.
+    """
+    if len(points) != len(labels):
+        raise ValueError(f"points_to_mask: {len(points)} points but {len(labels)} labels")
+    shape = grey.shape
+    smooth = ndi.gaussian_filter(grey.astype(np.float32), 1.0)
+    positive = np.zeros(shape, dtype=bool)
+    negative = np.zeros(shape, dtype=bool)
+    for (x, y), label in zip(points, labels, strict=True):
+        col, row = int(round(x)), int(round(y))
+        if not (0 <= row < shape[0] and 0 <= col < shape[1]):
+            raise ValueError(f"point ({x}, {y}) is outside the {shape[1]}x{shape[0]} frame")
+        if label not in (0, 1):
+            raise ValueError(f"point ({x}, {y}): label must be 0 or 1, got {label!r}")
+        region = grow_from_point(smooth, row, col)
+        if label == 1:
+            positive |= region
+        else:
+            negative |= region
+    return positive & ~negative
+
+
+def template_mask(frame: np.ndarray, prompts: Sequence[Prompt]) -> np.ndarray:
+    """The template mask of one target on one frame from all its prompts there.
+
+    Mask prompts give their mask, boxes :func:`box_to_mask`, clicks (pooled
+    over the frame's point prompts) :func:`points_to_mask`, ``empty-mask``
+    nothing; the results are united.
+    """
+    shape = frame_shape(frame, prompts[0].frame)
+    grey: np.ndarray | None = None
+    mask = np.zeros(shape, dtype=bool)
+    points: list[tuple[int, int]] = []
+    labels: list[int] = []
+    for prompt in prompts:
+        where = f"prompt for target {prompt.target!r} on frame {prompt.frame}"
+        if prompt.kind == "mask":
+            if prompt.mask is None:
+                raise ValueError(f"{where}: kind 'mask' without a mask")
+            given = np.asarray(prompt.mask)
+            if given.shape != shape:
+                raise ValueError(f"{where}: mask shape {given.shape} != frame shape {shape}")
+            mask |= given.astype(bool)
+        elif prompt.kind in ("box", "box-jitter"):
+            if prompt.box is None:
+                raise ValueError(f"{where}: kind {prompt.kind!r} without a box")
+            grey = to_grey(frame) if grey is None else grey
+            mask |= box_to_mask(grey, prompt.box)
+        elif prompt.kind in ("point", "point-random"):
+            if not prompt.points:
+                raise ValueError(f"{where}: kind {prompt.kind!r} without points")
+            labels_here = prompt.labels or (1,) * len(prompt.points)
+            if len(labels_here) != len(prompt.points):
+                raise ValueError(
+                    f"{where}: {len(prompt.points)} points but {len(labels_here)} labels"
+                )
+            points.extend(prompt.points)
+            labels.extend(labels_here)
+        elif prompt.kind != "empty-mask":
+            raise ValueError(f"{where}: unknown prompt kind {prompt.kind!r}")
+    if points:
+        grey = to_grey(frame) if grey is None else grey
+        mask |= points_to_mask(grey, points, labels)
+    return mask
+
+
+# ---------------------------------------------------------------------------- adapter
+
+
+@register
+@dataclass
+class RegistrationAdapter(Adapter):
+    """One-shot atlas baseline: TV-L1 registration of the template frame."""
+
+    name = "registration"
+    description = (
+        "Weight-free classical one-shot baseline (scikit-image TV-L1 optical flow + warp). "
+        "The prompted frame's mask is propagated to every other frame by deformable "
+        "registration at a working size: image flows register the template frame directly "
+        "to each frame; volumes propagate slice to slice outward from the template (composed "
+        "fields). With several prompted frames each frame uses the nearest one by index. "
+        "Template masks: mask prompt as given; box -> Otsu threshold inside the box, the "
+        "class that is not the ring around the box, largest component, holes filled "
+        "(inscribed ellipse if that fails); point -> flood fill from the click with a "
+        "tolerance of 3 local standard deviations, bounded to 40% of the frame "
+        "(small disc if it leaks); negative clicks remove what they grow."
+    )
+    capabilities = Capabilities(
+        prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask"}),
+        flow_kinds=frozenset({"volume", "image-flow"}),
+        needs_weights=False,
+        devices=frozenset({"cpu"}),
+    )
+
+    def __post_init__(self) -> None:
+        where = f"[models.{self.name}]"
+        check_table(self.settings, SETTINGS_SCHEMA, where)
+        resolved = {**DEFAULT_SETTINGS, **self.settings}
+        if resolved["size"] < 8:
+            raise ConfigError(f"{where}.size: must be at least 8, got {resolved['size']}")
+        if resolved["num_warp"] < 1:
+            raise ConfigError(f"{where}.num_warp: must be at least 1, got {resolved['num_warp']}")
+        for key in ("attachment", "tightness"):
+            if resolved[key] <= 0:
+                raise ConfigError(f"{where}.{key}: must be positive, got {resolved[key]}")
+        self._resolved = resolved
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"adapter": self.name, "settings": dict(self._resolved)}
+
+    def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
+        n_frames = len(flow.frames)
+        shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
+        grouped: dict[str, dict[int, list[Prompt]]] = {}
+        for prompt in prompts:
+            if not 0 <= prompt.frame < n_frames:
+                raise ValueError(
+                    f"flow {flow.id}: prompt for target {prompt.target!r} on frame "
+                    f"{prompt.frame}, but the flow has {n_frames} frames"
+                )
+            grouped.setdefault(prompt.target, {}).setdefault(prompt.frame, []).append(prompt)
+
+        propagator = _Propagator(flow, shapes, self._resolved)
+        masks: dict[str, list[np.ndarray]] = {}
+        for target, by_frame in grouped.items():
+            templates = {
+                t: template_mask(flow.frames[t], frame_prompts)
+                for t, frame_prompts in sorted(by_frame.items())
+            }
+            masks[target] = propagator.propagate(templates)
+        return Prediction(masks=masks)
+
+
+class _Propagator:
+    """Registers frame pairs of one flow on demand, once each, for all targets."""
+
+    def __init__(self, flow: FlowFrames, shapes: list[tuple[int, int]], settings: dict[str, Any]):
+        self.flow = flow
+        self.shapes = shapes
+        self.work_shape = working_shape(shapes, settings["size"])
+        self.params = {k: settings[k] for k in ("attachment", "tightness", "num_warp")}
+        self._work: dict[int, np.ndarray] = {}
+        self._maps: dict[tuple[int, int], np.ndarray] = {}
+
+    def work(self, index: int) -> np.ndarray:
+        if index not in self._work:
+            grey = to_grey(self.flow.frames[index], index)
+            self._work[index] = resize_image(grey, self.work_shape)
+        return self._work[index]
+
+    def pair_map(self, reference: int, moving: int) -> np.ndarray:
+        """Map from frame ``reference``'s working grid into frame ``moving``'s."""
+        key = (reference, moving)
+        if key not in self._maps:
+            self._maps[key] = flow_map(self.work(reference), self.work(moving), **self.params)
+        return self._maps[key]
+
+    def propagate(self, templates: dict[int, np.ndarray]) -> list[np.ndarray]:
+        """One mask per frame from the template masks (prompted frame -> mask)."""
+        n_frames = len(self.shapes)
+        nearest = nearest_templates(n_frames, sorted(templates))
+        out: list[np.ndarray | None] = [None] * n_frames
+        for t, mask in templates.items():
+            out[t] = mask
+            if not mask.any():
+                for k in range(n_frames):
+                    if nearest[k] == t and out[k] is None:
+                        out[k] = np.zeros(self.shapes[k], dtype=bool)
+                continue
+            if self.flow.kind == "volume":
+                for step in (-1, 1):
+                    cumulative = identity_map(self.work_shape)
+                    k = t + step
+                    while 0 <= k < n_frames and nearest[k] == t:
+                        # Slice k -> slice k - step (one nearer the template) -> template.
+                        cumulative = compose_maps(cumulative, self.pair_map(k, k - step))
+                        out[k] = warp_mask(mask, cumulative, self.shapes[k])
+                        k += step
+            else:
+                for k in range(n_frames):
+                    if nearest[k] == t and k != t:
+                        out[k] = warp_mask(mask, self.pair_map(k, t), self.shapes[k])
+        return [
+            m if m is not None else np.zeros(s, dtype=bool)
+            for m, s in zip(out, self.shapes, strict=True)
+        ]

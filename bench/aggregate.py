@@ -1,0 +1,93 @@
+"""Stage 5 of the data flow: summary tables with counts and confidence intervals.
+
+Every aggregate states how many cases it rests on (``n``), how many were
+excluded because prediction and reference were both empty (``n_excluded``),
+how many were penalised because exactly one was empty (``n_penalised``, these
+are inside ``n``) and how many failed (``n_failed``, no score at all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+GROUP = ["dataset", "target", "model", "protocol", "metric"]
+VALID_STATUSES = ("ok", "penalised")
+
+
+def cluster_bootstrap_ci(
+    values: np.ndarray,
+    clusters: Sequence[str],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean, resampling whole clusters.
+
+    Slices or images of one patient are not independent, so patients
+    (``clusters``) are drawn with replacement and all of a drawn patient's
+    values enter the resampled mean.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        NaN when there are no values; the value itself for a single cluster.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    labels, index = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+    sums = np.bincount(index, weights=values, minlength=len(labels))
+    counts = np.bincount(index, minlength=len(labels)).astype(float)
+    if len(labels) == 1:
+        mean = float(sums[0] / counts[0])
+        return (mean, mean)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(labels), size=(n_resamples, len(labels)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return (float(low), float(high))
+
+
+def summarise(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per dataset, target, model, protocol and metric.
+
+    Columns: ``mean, std, median, ci_low, ci_high`` (95 % cluster bootstrap
+    over patients, seeded per group), ``n, n_excluded, n_penalised,
+    n_failed, n_patients, seeds, seed_std`` (standard deviation of the
+    per-seed means; NaN for a single seed).
+    """
+    records = []
+    for key, group in table.groupby(GROUP, sort=True, dropna=False):
+        valid = group[group["status"].isin(VALID_STATUSES)]
+        values = valid["value"].to_numpy(dtype=float)
+        per_seed = valid.groupby("seed")["value"].mean()
+        group_seed = _stable_seed(seed, key)
+        low, high = cluster_bootstrap_ci(values, valid["patient"].astype(str).tolist(),
+                                         n_resamples=n_resamples, seed=group_seed)
+        records.append({
+            **dict(zip(GROUP, key, strict=True)),
+            "mean": float(values.mean()) if values.size else float("nan"),
+            "std": float(values.std(ddof=1)) if values.size > 1 else float("nan"),
+            "median": float(np.median(values)) if values.size else float("nan"),
+            "ci_low": low,
+            "ci_high": high,
+            "n": int(values.size),
+            "n_excluded": int((group["status"] == "both_empty").sum()),
+            "n_penalised": int((group["status"] == "penalised").sum()),
+            "n_failed": int((group["status"] == "error").sum()),
+            "n_patients": int(valid["patient"].nunique()),
+            "seeds": ",".join(str(s) for s in sorted(group["seed"].unique())),
+            "seed_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan"),
+        })
+    return pd.DataFrame.from_records(records)
+
+
+def _stable_seed(seed: int, key: tuple) -> int:
+    digest = hashlib.sha256(repr((seed, *map(str, key))).encode()).digest()
+    return int.from_bytes(digest[:8], "little")

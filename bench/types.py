@@ -1,0 +1,166 @@
+"""The data types that the pipeline stages pass to each other.
+
+Data flow (DESIGN section 3)::
+
+    reader -> Flow -> protocol -> Prompt (ledger) -> adapter -> Prediction
+           -> metrics -> tidy rows -> aggregate -> report
+
+A :class:`Flow` carries ground truth; an adapter only ever sees the
+:class:`FlowFrames` view of it, which has no masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+FlowKind = Literal["volume", "image-flow"]
+PromptKind = Literal["point", "point-random", "box", "box-jitter", "mask"]
+PROMPT_KINDS: tuple[str, ...] = ("point", "point-random", "box", "box-jitter", "mask")
+
+
+@dataclass(frozen=True)
+class FlowFrames:
+    """What a model adapter may see of a flow: its frames, never its masks.
+
+    Attributes
+    ----------
+    id : str
+        Flow identifier, unique within its dataset.
+    dataset : str
+        Dataset name (card name).
+    kind : {"volume", "image-flow"}
+        A volume has frames of one shape along a slicing axis; an image flow is
+        a set of 2D images of the same target, possibly of mixed shapes.
+    frames : sequence of ndarray
+        2D frames, ``(H, W)`` grey or ``(H, W, 3)`` RGB. For a volume this is
+        usually a 3D array ``(n, H, W)`` indexed along its first axis.
+    spacing : tuple of float or None
+        For a volume, ``(slice, row, col)`` in mm; for an image flow the
+        in-plane ``(row, col)`` spacing when all images share it; None when
+        unknown (metrics then use pixel units).
+    """
+
+    id: str
+    dataset: str
+    kind: FlowKind
+    frames: Sequence[np.ndarray]
+    spacing: tuple[float, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclass
+class Flow:
+    """One flow read from a dataset: frames, ground truth and geometry.
+
+    Attributes
+    ----------
+    id, dataset, kind, frames, spacing
+        As in :class:`FlowFrames`.
+    masks : mapping of str to sequence of ndarray
+        One boolean mask per target per frame (same indexing as ``frames``);
+        for a volume usually a 3D boolean array per target.
+    case_ids : list of str
+        The scoring units. A volume is one case scored in 3D (``[id]``); each
+        image of an image flow is its own case (one id per frame).
+    patient_ids : list of str
+        The patient behind each case, for resampling patients rather than
+        slices in confidence intervals. Defaults to ``case_ids``.
+    meta : dict
+        Reader-specific metadata needed to write predictions back in source
+        geometry (e.g. the NIfTI ``affine``) and provenance (source paths).
+    synthetic : bool
+        True for built-in demo data; reports say so.
+    """
+
+    id: str
+    dataset: str
+    kind: FlowKind
+    frames: Sequence[np.ndarray]
+    masks: Mapping[str, Sequence[np.ndarray]]
+    spacing: tuple[float, ...] | None = None
+    case_ids: list[str] = field(default_factory=list)
+    patient_ids: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    synthetic: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.case_ids:
+            if self.kind == "volume":
+                self.case_ids = [self.id]
+            else:
+                self.case_ids = [f"{self.id}/{i:04d}" for i in range(len(self.frames))]
+        if not self.patient_ids:
+            self.patient_ids = list(self.case_ids)
+        expected = 1 if self.kind == "volume" else len(self.frames)
+        if len(self.case_ids) != expected:
+            raise ValueError(
+                f"flow {self.id}: {len(self.case_ids)} case ids for {expected} cases"
+            )
+        for target, masks in self.masks.items():
+            if len(masks) != len(self.frames):
+                raise ValueError(
+                    f"flow {self.id}: target {target!r} has {len(masks)} masks "
+                    f"for {len(self.frames)} frames"
+                )
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.masks)
+
+    def view(self) -> FlowFrames:
+        """The ground-truth-free view handed to model adapters."""
+        return FlowFrames(self.id, self.dataset, self.kind, self.frames, self.spacing)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt on one frame for one target, in the frame's own pixels.
+
+    Attributes
+    ----------
+    target : str
+    frame : int
+        Index of the prompted frame in the flow.
+    kind : str
+        One of :data:`PROMPT_KINDS`, or ``"empty-mask"`` for the official-code
+        profile's prompt that declares a target absent.
+    points : tuple of (x, y)
+        Click coordinates (column, row).
+    labels : tuple of int
+        1 for a positive click, 0 for a negative one; one per point.
+    box : (x0, y0, x1, y1) or None
+        Inclusive pixel box.
+    mask : ndarray or None
+        Boolean mask for mask prompts (not serialised in the ledger: the ledger
+        records its sha256 and the runner re-derives it from ground truth).
+    """
+
+    target: str
+    frame: int
+    kind: str
+    points: tuple[tuple[int, int], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: tuple[int, int, int, int] | None = None
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass
+class Prediction:
+    """What an adapter returns for one flow.
+
+    Attributes
+    ----------
+    masks : dict of str to list of ndarray
+        One boolean mask per frame per prompted target, frame shapes as input.
+    scores : dict of str to list of float or None
+        Per-frame model confidence where the model has one (e.g. an IoU head).
+    """
+
+    masks: dict[str, list[np.ndarray]]
+    scores: dict[str, list[float | None]] = field(default_factory=dict)
