@@ -17,6 +17,9 @@ class Capabilities:
     flow_kinds: frozenset[str] = frozenset({"volume", "image-flow"})
     needs_weights: bool = False
     devices: frozenset[str] = frozenset({"cpu"})
+    # Only harness self-tests (the oracle) may see ground truth; the runner
+    # then passes the full Flow instead of its FlowFrames view.
+    sees_ground_truth: bool = False
 
 
 @dataclass

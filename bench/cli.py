@@ -8,9 +8,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from bench.validate import ConfigError
@@ -71,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="several seeds, e.g. 0,1,2 (each is a separate set of results)")
     run.add_argument("--out", type=Path, default=None,
                      help="run directory (default: OUT/SUITE/TIMESTAMP with OUT from bench.toml)")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None,
+                     help="device for models with weights (default: their bench.toml setting, "
+                     "else auto)")
+    run.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
+                     help="checkpoint file of a model, e.g. medsam2=MedSAM2_pretrain.pth "
+                     "(repeatable; overrides bench.toml and the environment)")
+    run.add_argument("--random-weights", action="store_true",
+                     help="run weighted models with random initial weights: smoke tests only, "
+                     "every output of the run is stamped meaningless")
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out (default: the latest run of the suite), "
                      "skipping completed work")
@@ -86,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
                                  "summary.json, figures and report.md.")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     report.set_defaults(handler=cmd_report)
+
+    prompts = commands.add_parser(
+        "prompts", help="show a run's prompt ledger; draw prompts over a frame",
+        description="Print the prompt ledger (prompts.jsonl) of RUN_DIR as a table, optionally "
+        "filtered; with --draw, draw the prompts of one flow's frame to a PNG.")
+    prompts.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    prompts.add_argument("--dataset", default=None, help="only this dataset")
+    prompts.add_argument("--flow", default=None, help="only this flow (the ledger's case)")
+    prompts.add_argument("--seed", type=int, default=None, help="only this seed")
+    prompts.add_argument("--draw", type=Path, default=None, metavar="PNG",
+                         help="draw the prompts of --dataset/--flow on --frame to this PNG")
+    prompts.add_argument("--frame", type=int, default=None,
+                         help="frame to draw (default: the first prompted frame)")
+    prompts.set_defaults(handler=cmd_prompts)
     return parser
 
 
@@ -98,14 +128,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     seeds = args.seeds or ([args.seed] if args.seed is not None else None)
     plan = make_plan(config, args.suite, models=args.models, datasets=args.datasets,
-                     seeds=seeds, limit=args.limit)
+                     seeds=seeds, limit=args.limit, device=args.device,
+                     random_weights=args.random_weights,
+                     checkpoints=_assignments(args.checkpoint, "--checkpoint"))
     run_dir = _run_dir(args, config, plan.suite)
     if plan.demo:
+        names = ", ".join(d.name for d in plan.datasets)
         console.print(f"[yellow]No dataset root configured for suite '{plan.suite}': running on "
-                      f"the built-in SYNTHETIC demo data ({', '.join(d.name for d in plan.datasets)}"
-                      ").[/] Set roots under [datasets] in bench.toml to run the real datasets.")
+                      f"the built-in SYNTHETIC demo data ({names}).[/] Set roots under "
+                      "[datasets] in bench.toml to run the real datasets.")
     elif plan.unconfigured:
-        console.print(f"[yellow]Skipping datasets without a root:[/] {', '.join(plan.unconfigured)}")
+        skipped = ", ".join(plan.unconfigured)
+        console.print(f"[yellow]Skipping datasets without a root:[/] {skipped}")
     console.print(f"suite [bold]{plan.suite}[/], protocol [bold]{plan.protocol}[/], models "
                   f"{', '.join(plan.models)}, seeds {', '.join(map(str, plan.seeds))} -> {run_dir}")
 
@@ -178,6 +212,53 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from bench.prompts import draw_prompts, ledger
+
+    rows = ledger.read_ledger(Path(args.run_dir) / "prompts.jsonl")
+    rows = [r for r in rows
+            if (args.dataset is None or r["dataset"] == args.dataset)
+            and (args.flow is None or r["case"] == args.flow)
+            and (args.seed is None or r["seed"] == args.seed)]
+    if args.draw is None:
+        console.print(ledger.format_rows(rows), markup=False)
+        console.print(f"{len(rows)} prompts")
+        return EXIT_OK
+    if args.dataset is None or args.flow is None:
+        raise ConfigError("--draw needs --dataset and --flow")
+    if not rows:
+        raise ConfigError(f"no prompts for dataset {args.dataset!r} flow {args.flow!r}")
+    flow = _reread_flow(Path(args.run_dir), args.dataset, args.flow, args.config)
+    seed = rows[0]["seed"] if args.seed is None else args.seed
+    prompts = ledger.rows_to_prompts([r for r in rows if r["seed"] == seed], flow)
+    frame = min(p.frame for p in prompts) if args.frame is None else args.frame
+    if not 0 <= frame < len(flow.frames):
+        raise ConfigError(f"--frame {frame}: flow {args.flow!r} has {len(flow.frames)} frames")
+    shown = [p for p in prompts if p.frame == frame]
+    path = draw_prompts(np.asarray(flow.frames[frame]), shown, args.draw,
+                        title=f"{args.dataset} / {args.flow} / frame {frame} / seed {seed}")
+    console.print(f"{len(shown)} prompts drawn on frame {frame}: {path}")
+    return EXIT_OK
+
+
+def _reread_flow(run_dir: Path, dataset: str, flow_id: str, config_path: Path | None):
+    """Read one flow of a run again, from the dataset root the run recorded."""
+    from bench import io
+    from bench.config import load_config
+    from bench.readers import read_flows
+
+    plan = io.read_json(run_dir / "config.json")["plan"]
+    roots = {d["name"]: d["root"] for d in plan["datasets"]}
+    if dataset not in roots:
+        raise ConfigError(f"dataset {dataset!r} is not part of the run in {run_dir}")
+    card = load_config(config_path).cards[dataset]
+    root = Path(roots[dataset]) if roots[dataset] else None
+    for flow in read_flows(card, root, plan["limit"]):
+        if flow.id == flow_id:
+            return flow
+    raise ConfigError(f"flow {flow_id!r} not found in dataset {dataset!r}")
+
+
 def _print_results(run_dir: Path) -> None:
     import pandas as pd
 
@@ -236,6 +317,16 @@ class _Progress:
         elif event == "advance" and self._task is not None:
             self._progress.update(self._task, advance=1,
                                   description=f"{info['dataset']} {info['model']}")
+
+
+def _assignments(items: Sequence[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"{option}: expected MODEL=PATH, got {item!r}")
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 def _names(text: str) -> list[str]:

@@ -245,9 +245,12 @@ def surface_distances(
     the same (raster) order:
 
     - Erosion: ``binary_erosion`` treats voxels outside the array as 0
-      (``border_value=0``). Outside the union bounding box the full array is
-      all 0 too, so the erosion of the crop equals the crop of the erosion;
-      where the crop edge is the array edge, both see the same border value.
+      (``border_value=0``). Around the union bounding box the crop keeps a
+      1-voxel margin of zeros, exactly what the full array has there, so the
+      erosion of the crop equals the crop of the erosion; where the margin
+      is clipped, the crop edge is the array edge and both see the same
+      border value. (With ``border_value=0`` even the tight box would be
+      exact; the margin keeps the crop exact without relying on that.)
     - Distances: each distance is measured between two surface voxels, both
       inside the crop, and the exact EDT's value depends only on those two
       positions and the spacing, not on the extent of the domain.

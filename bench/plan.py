@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters import create, registered
 from bench.config import Config
+from bench.prompts import get_protocol
 from bench.readers.cards import Card
 from bench.validate import ConfigError
 
@@ -64,11 +66,16 @@ def make_plan(
     seeds: Sequence[int] | None = None,
     limit: int | None = None,
     protocol_params: dict[str, Any] | None = None,
+    device: str | None = None,
+    random_weights: bool = False,
+    checkpoints: dict[str, str] | None = None,
 ) -> RunPlan:
     """Build the plan for ``suite_name``; CLI choices override the suite's own.
 
     When none of the suite's datasets has a root configured, the suite's demo
-    datasets stand in for them (``plan.demo`` is then True).
+    datasets stand in for them (``plan.demo`` is then True). ``device``,
+    ``random_weights`` and ``checkpoints`` (model -> path) go to the settings
+    of the models that need weights.
     """
     if suite_name not in config.suites:
         from difflib import get_close_matches
@@ -105,13 +112,15 @@ def make_plan(
 
     run_models = tuple(models) if models else suite.models
     params = {**suite.protocol_params, **(protocol_params or {})}
+    get_protocol(suite.protocol).resolve(params, where=f"[suites.{suite_name}.protocol_params]")
+    settings = _model_settings(config, run_models, device, random_weights, checkpoints or {})
     return RunPlan(
         suite=suite_name,
         protocol=suite.protocol,
         protocol_params=params,
         datasets=tuple(DatasetRun(config.cards[d], config.root(d)) for d in chosen),
         models=run_models,
-        model_settings={m: dict(config.models.get(m, {})) for m in run_models},
+        model_settings=settings,
         seeds=tuple(seeds) if seeds else (suite.seeds or (int(config.defaults["seed"]),)),
         metrics=suite.metrics or tuple(config.defaults["metrics"]),
         empty_policy=str(config.defaults["empty_policy"]),
@@ -122,6 +131,28 @@ def make_plan(
         demo=demo,
         unconfigured=unconfigured if demo or unconfigured else (),
     )
+
+
+def _model_settings(config: Config, models: Sequence[str], device: str | None,
+                    random_weights: bool, checkpoints: dict[str, str]) -> dict[str, dict]:
+    adapters = registered()
+    unknown = [m for m in (*models, *checkpoints) if m not in adapters]
+    if unknown:
+        create(unknown[0])  # raises the registry's error with the nearest name
+    settings = {}
+    for model in models:
+        chosen = dict(config.models.get(model, {}))
+        if adapters[model].capabilities.needs_weights:
+            if device is not None:
+                chosen["device"] = device
+            if random_weights:
+                chosen["random_weights"] = True
+            if model in checkpoints:
+                chosen["checkpoint"] = str(Path(checkpoints[model]).resolve())
+        elif model in checkpoints:
+            raise ConfigError(f"--checkpoint {model}=...: model {model!r} uses no weights")
+        settings[model] = chosen
+    return settings
 
 
 def _is_demo(config: Config, dataset: str) -> bool:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import time
 import traceback
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from bench import io
 from bench.metrics import EmptyPolicy
 from bench.plan import DatasetRun, RunPlan
 from bench.prompts import ledger, make_prompts, scored_frames
+from bench.prompts.protocols import resolve_prompt_kind
 from bench.readers import read_flows
 from bench.scoring import check_prediction, failure_rows, score_flow
 from bench.store import prediction_folder, write_prediction
@@ -68,9 +68,9 @@ def unit_key(dataset: str, flow: str, model: str, plan: RunPlan, seed: int) -> s
     return hashlib.sha256(identity.encode()).hexdigest()[:20]
 
 
-def prompt_kind_for(plan: RunPlan, dataset: DatasetRun) -> str:
-    """The prompt kind: the suite's override, else the card's one-prompt kind."""
-    return str(plan.protocol_params.get("prompt_kind", dataset.card.one_prompt_kind))
+def prompt_kind_for(plan: RunPlan, dataset: DatasetRun) -> str | None:
+    """The prompt kind: the suite's override, else the protocol's rule for this card."""
+    return resolve_prompt_kind(plan.protocol, plan.protocol_params, dataset.card.one_prompt_kind)
 
 
 def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False, progress: Any = None,
@@ -94,7 +94,7 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False, progress: Any
     io.write_json(run_dir / "config.json", config)
 
     manifest = _write_ledger(plan, run_dir, notify)
-    rows_by_flow = _ledger_by_flow(ledger.read_ledger(run_dir / "prompts.jsonl"))
+    rows_by_flow = ledger.group_rows(ledger.read_ledger(run_dir / "prompts.jsonl"))
 
     n_flows = sum(len(entry["flows"]) for entry in manifest["datasets"].values())
     outcome = RunOutcome(run_dir, n_flows * len(plan.seeds) * len(plan.models), 0, 0, 0, 0,
@@ -105,7 +105,8 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False, progress: Any
             if flow is None:
                 continue
             for seed in plan.seeds:
-                prompts = ledger.rows_to_prompts(rows_by_flow[(dataset.name, flow.id, seed)], flow)
+                rows = rows_by_flow.get((dataset.name, flow.id, plan.protocol, seed), [])
+                prompts = ledger.rows_to_prompts(rows, flow)
                 for model, adapter in adapters.items():
                     key = unit_key(dataset.name, flow.id, model, plan, seed)
                     unit_path = run_dir / "units" / f"{key}.json"
@@ -133,7 +134,9 @@ def _prepare_run_dir(plan: RunPlan, run_dir: Path, resume: bool, record: dict[st
     config_path = run_dir / "config.json"
     if run_dir.exists() and any(run_dir.iterdir()):
         if not resume:
-            raise RunError(f"{run_dir} is not empty: pass --resume to continue it, or another --out")
+            raise RunError(
+                f"{run_dir} is not empty: pass --resume to continue it, or another --out"
+            )
         if not config_path.exists():
             raise RunError(f"{run_dir} has no config.json: not a run directory")
         stored = io.read_json(config_path)["plan"]
@@ -181,11 +184,7 @@ def _write_ledger(plan: RunPlan, run_dir: Path, notify: Any) -> dict[str, Any]:
     ledger_path = run_dir / "prompts.jsonl"
     if ledger_path.exists():
         # Resuming: the ledger must be the one the completed units used.
-        fresh = run_dir / "prompts.check.jsonl"
-        ledger.write_ledger(fresh, rows)
-        same = fresh.read_bytes() == ledger_path.read_bytes()
-        fresh.unlink()
-        if not same:
+        if ledger.dumps_ledger(rows) != ledger_path.read_bytes():
             raise RunError(f"{ledger_path} differs from the prompts derived now; the data or "
                            "the protocol changed since the run started: start a new run")
     else:
@@ -215,7 +214,8 @@ def _run_unit(plan: RunPlan, run_dir: Path, dataset: DatasetRun, flow: Flow, ada
     policy = EmptyPolicy(both_empty=plan.empty_policy)
     started = time.perf_counter()
     try:
-        prediction = adapter.predict(flow.view(), prompts)
+        seen = flow if adapter.capabilities.sees_ground_truth else flow.view()
+        prediction = adapter.predict(seen, prompts)
         check_prediction(flow, prediction, sorted({p.target for p in prompts}))
         rows = score_flow(flow, prediction,
                           scored_frames=scored_frames(flow, plan.protocol, plan.protocol_params),
@@ -252,13 +252,6 @@ def collect_metrics(run_dir: Path) -> pd.DataFrame:
 def _write_table(path: Path, table: pd.DataFrame) -> None:
     with io.atomic_path(path) as temp:
         table.to_csv(temp, index=False, float_format="%.10g")
-
-
-def _ledger_by_flow(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], list[dict]]:
-    grouped: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
-    for row in rows:
-        grouped[(row["dataset"], row["case"], int(row["seed"]))].append(row)
-    return grouped
 
 
 def provenance() -> dict[str, Any]:

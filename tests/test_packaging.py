@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_import_datasets_is_huggingface_from_the_project_root():
     # Run from the repository root, where a top-level `datasets/` folder of
     # dataset cards exists; `python -c` puts the working directory first on sys.path.
-    code = "import datasets, sys; print(datasets.__file__); print(hasattr(datasets, 'load_dataset'))"
+    code = "import datasets; print(datasets.__file__); print(hasattr(datasets, 'load_dataset'))"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     path, has_loader = result.stdout.split()

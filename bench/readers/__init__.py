@@ -47,7 +47,8 @@ def read_flows(card: Card, root: Path | None = None, limit: int | None = None) -
     yield from get_reader(card.reader)(card, root, limit)
 
 
-_BUILTIN_MODULES = ("bench.readers.demo",)
+_BUILTIN_MODULES = ("bench.readers.demo", "bench.readers.volumes", "bench.readers.pairs2d",
+                    "bench.readers.special", "bench.readers.nnunet", "bench.readers.hf")
 _loaded = False
 
 

@@ -61,7 +61,8 @@ def load_card(path: Path) -> Card:
     if table["kind"] not in ("volume", "image-flow"):
         raise ConfigError(f"{where}.kind: expected 'volume' or 'image-flow', got {table['kind']!r}")
     if table["name"] != path.stem:
-        raise ConfigError(f"{where}.name: {table['name']!r} differs from the file name {path.stem!r}")
+        raise ConfigError(
+            f"{where}.name: {table['name']!r} differs from the file name {path.stem!r}")
     targets = tuple(str(t) for t in table.pop("targets"))
     return Card(targets=targets, path=path, **table)
 

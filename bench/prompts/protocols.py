@@ -1,0 +1,552 @@
+"""Prompt protocols (DESIGN section 4): which frames of a flow get which prompts.
+
+Every protocol is a :class:`ProtocolSpec` in :data:`PROTOCOLS`, with named
+parameters (declared per suite in ``bench.toml`` under ``protocol_params``),
+and a protocol card: the text printed in reports that says how many prompts a
+flow gets and what the harness took from the ground truth beyond the prompts.
+
+Prompt kinds. ``one-prompt`` takes its kind from the dataset card
+(``one_prompt_kind``); ``paper-random`` and ``every-frame`` have a protocol
+default (``mask`` and ``point``); all three accept an override, either as the
+``prompt_kind`` argument of :func:`make_prompts` or as the ``prompt_kind``
+protocol parameter. ``official-code`` and ``interactive`` fix their own kinds
+and ignore the argument. :func:`resolve_prompt_kind` applies these rules.
+
+Every random choice is drawn from a keyed stream (:mod:`bench.prompts.streams`)
+keyed by ``(seed, dataset, flow id, target, frame, protocol, purpose)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from typing import Any
+
+import numpy as np
+
+from bench.prompts.kinds import (
+    DEFAULT_MAX_JITTER,
+    empty_mask_prompt,
+    present_frames,
+    prompt_from_mask,
+    random_pixel,
+)
+from bench.prompts.streams import KeyedStream, keyed_stream
+from bench.types import PROMPT_KINDS, Flow, Prompt
+from bench.validate import ConfigError
+
+# Paper section 4 (experiments): "prompts are provided randomly with a probability of 0.25 [3D],
+# and for 2D images, the probability is 0.3".
+PAPER_P_VOLUME = 0.25
+PAPER_P_IMAGE_FLOW = 0.3
+
+Keyer = Callable[[str, "int | None", str], KeyedStream]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One protocol parameter: its default, the accepted values and a help line."""
+
+    name: str
+    default: Any
+    help: str
+    check: Callable[[Any], str | None]
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """A prompt protocol.
+
+    Attributes
+    ----------
+    name, description : str
+    params : tuple of Param
+        The accepted parameters, with defaults.
+    kind_source : {"card", "protocol", "fixed"}
+        Where the prompt kind comes from when not overridden: the dataset
+        card, ``default_kind``, or the protocol's own rules (no override).
+    default_kind : str or None
+        The kind used when ``kind_source == "protocol"``.
+    """
+
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    kind_source: str
+    default_kind: str | None
+    select: Callable[[Flow, dict[str, Any], str | None, Keyer], list[Prompt]] = \
+        field(repr=False)
+    scored: Callable[[Flow, dict[str, Any]], list[int] | None] = field(repr=False)
+    describe: Callable[[dict[str, Any], str | None], str] = field(repr=False)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Parameter names and their defaults."""
+        return {param.name: param.default for param in self.params}
+
+    def resolve(self, params: Mapping[str, Any] | None = None,
+                where: str = "protocol_params") -> dict[str, Any]:
+        """Defaults updated with ``params``, checked.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown parameter (naming the nearest valid one) or a bad value.
+        """
+        known = self.defaults
+        resolved = dict(known)
+        for key, value in dict(params or {}).items():
+            if key not in known:
+                hint = get_close_matches(key, list(known), n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                valid = ", ".join(known) or "none"
+                raise ConfigError(f"{where}: unknown parameter {key!r} for protocol "
+                                  f"{self.name!r}{suggestion}; valid: {valid}")
+            resolved[key] = value
+        for param in self.params:
+            problem = param.check(resolved[param.name])
+            if problem:
+                raise ConfigError(f"{where}.{param.name}: {problem}, got "
+                                  f"{resolved[param.name]!r} (protocol {self.name!r})")
+        return resolved
+
+    def card(self, params: Mapping[str, Any] | None = None,
+             prompt_kind: str | None = None) -> str:
+        """The protocol card: prompts per flow and what was taken from ground truth."""
+        resolved = self.resolve(params)
+        kind = prompt_kind or resolved.get("prompt_kind") or self.default_kind
+        return self.describe(resolved, kind)
+
+
+# ---------------------------------------------------------------- parameter checks
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_kind(value: Any) -> str | None:
+    if value is None or value in PROMPT_KINDS:
+        return None
+    return f"expected one of {', '.join(PROMPT_KINDS)}"
+
+
+def _check_jitter(value: Any) -> str | None:
+    return None if _is_int(value) and value >= 0 else "expected a non-negative integer"
+
+
+def _check_template(value: Any) -> str | None:
+    if value in ("first", "random") or (_is_int(value) and value >= 0):
+        return None
+    return "expected 'first', 'random' or a non-negative frame index"
+
+
+def _check_p(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        return "expected a probability in (0, 1]"
+    return None
+
+
+def _check_positive_int(value: Any) -> str | None:
+    return None if _is_int(value) and value >= 1 else "expected a positive integer"
+
+
+def _check_official_prompt(value: Any) -> str | None:
+    return None if value in ("box", "click") else "expected 'box' or 'click'"
+
+
+def _check_thresholds(value: Any) -> str | None:
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in value)
+    return None if ok else "expected a list of numbers in (0, 1]"
+
+
+def _kind_param(default: str | None, help_text: str) -> Param:
+    return Param("prompt_kind", default, help_text, _check_kind)
+
+
+_JITTER = Param("max_jitter", DEFAULT_MAX_JITTER,
+                "box-jitter: largest outward move of each side, in pixels", _check_jitter)
+
+
+# ---------------------------------------------------------------- selection helpers
+
+
+def _presence(flow: Flow) -> dict[str, list[int]]:
+    return {target: present_frames(flow.masks[target]) for target in flow.targets}
+
+
+def _frame_mask(flow: Flow, target: str, frame: int) -> np.ndarray:
+    return np.asarray(flow.masks[target][frame]).astype(bool, copy=False)
+
+
+def _prompt(flow: Flow, target: str, frame: int, kind: str, params: dict[str, Any],
+            keyer: Keyer) -> Prompt:
+    stream = keyer(target, frame, kind) if kind in ("point-random", "box-jitter") else None
+    return prompt_from_mask(_frame_mask(flow, target, frame), kind, target=target, frame=frame,
+                            stream=stream, max_jitter=params.get("max_jitter", DEFAULT_MAX_JITTER))
+
+
+def _require_kind(protocol: str, kind: str | None) -> str:
+    if kind is None:
+        raise ValueError(f"protocol {protocol!r}: no prompt kind given (pass prompt_kind, "
+                         "e.g. the dataset card's one_prompt_kind)")
+    if kind not in PROMPT_KINDS:
+        raise ValueError(f"prompt_kind: unknown {kind!r}; known: {', '.join(PROMPT_KINDS)}")
+    return kind
+
+
+def _pick(frames: list[int], stream: KeyedStream) -> int:
+    return frames[stream.integer(len(frames))]
+
+
+def _kind_words(kind: str | None, max_jitter: int) -> tuple[str, str]:
+    """(kind description, ground truth it reveals) for the protocol cards."""
+    if kind == "mask":
+        return "mask", "the ground-truth mask itself is the prompt"
+    if kind == "box-jitter":
+        return (f"box-jitter (each side moved out by 0-{max_jitter} px)",
+                "the target's bounding box, loosened")
+    if kind == "box":
+        return "box (tight)", "the target's tight bounding box"
+    if kind == "point-random":
+        return "point-random (uniform target pixel)", "one pixel inside the target"
+    if kind == "point":
+        return "point (deepest target pixel)", "the target's deepest interior pixel"
+    return "the dataset card's one_prompt_kind", "whatever the prompt kind reveals"
+
+
+# ---------------------------------------------------------------- one-prompt
+
+
+def _one_prompt(flow: Flow, params: dict[str, Any], kind: str | None, keyer: Keyer) -> list[Prompt]:
+    kind = _require_kind("one-prompt", kind)
+    template = params["template"]
+    prompts = []
+    for target, frames in _presence(flow).items():
+        if not frames:
+            continue  # nothing to prompt: the target is absent from the whole flow
+        if template == "first":
+            frame = frames[0]
+        elif template == "random":
+            frame = _pick(frames, keyer(target, None, "template"))
+        else:
+            frame = int(template)
+            if frame >= len(flow.frames):
+                raise ValueError(f"one-prompt template index {frame}: flow {flow.id!r} has only "
+                                 f"{len(flow.frames)} frames")
+            if frame not in frames:
+                raise ValueError(f"one-prompt template index {frame}: target {target!r} is "
+                                 f"absent from that frame of flow {flow.id!r}")
+        prompts.append(_prompt(flow, target, frame, kind, params, keyer))
+    return prompts
+
+
+def _one_prompt_card(params: dict[str, Any], kind: str | None) -> str:
+    template = params["template"]
+    which = {"first": "the first frame containing the target",
+             "random": "a frame drawn uniformly (keyed stream) among those containing the target"
+             }.get(template, f"frame {template}")
+    kind_text, reveals = _kind_words(kind, params["max_jitter"])
+    return (f"one-prompt: 1 prompt per flow and target, on {which}; prompt kind: {kind_text}. "
+            f"Taken from ground truth beyond the prompt: which frames contain the target "
+            f"(to place the template; targets absent from a flow get no prompt); {reveals}.")
+
+
+# ---------------------------------------------------------------- paper-random
+
+
+def paper_p(flow_kind: str, p: float | None) -> float:
+    """The paper-random probability: ``p`` if given, else 0.25 (volume) / 0.3 (image flow)."""
+    if p is not None:
+        return float(p)
+    return PAPER_P_VOLUME if flow_kind == "volume" else PAPER_P_IMAGE_FLOW
+
+
+def _paper_random(flow: Flow, params: dict[str, Any], kind: str | None,
+                  keyer: Keyer) -> list[Prompt]:
+    kind = _require_kind("paper-random", kind)
+    p = paper_p(flow.kind, params["p"])
+    prompts = []
+    for target, frames in _presence(flow).items():
+        if not frames:
+            continue
+        chosen = [f for f in frames if keyer(target, f, "include").bernoulli(p)]
+        if not chosen:
+            # At least one prompt per flow and target: a keyed uniform pick.
+            chosen = [_pick(frames, keyer(target, None, "fallback"))]
+        prompts.extend(_prompt(flow, target, f, kind, params, keyer) for f in chosen)
+    return prompts
+
+
+def _paper_random_card(params: dict[str, Any], kind: str | None) -> str:
+    p = params["p"]
+    p_text = (f"p = {PAPER_P_VOLUME} for volumes, {PAPER_P_IMAGE_FLOW} for image flows"
+              if p is None else f"p = {p}")
+    kind_text, reveals = _kind_words(kind, params["max_jitter"])
+    return (f"paper-random: each frame containing the target is prompted with probability "
+            f"{p_text} (keyed stream), so about p x (frames containing the target) prompts per "
+            f"flow and target, and at least 1 (if none is drawn, one such frame drawn "
+            f"uniformly); prompt kind: {kind_text}. Taken from ground truth beyond the "
+            f"prompts: which frames contain the target (only those are eligible, so a prompt "
+            f"tells the model the target is present there); {reveals}.")
+
+
+# ---------------------------------------------------------------- every-frame
+
+
+def _every_frame(flow: Flow, params: dict[str, Any], kind: str | None,
+                 keyer: Keyer) -> list[Prompt]:
+    kind = _require_kind("every-frame", kind)
+    return [_prompt(flow, target, f, kind, params, keyer)
+            for target, frames in _presence(flow).items() for f in frames]
+
+
+def _every_frame_card(params: dict[str, Any], kind: str | None) -> str:
+    kind_text, reveals = _kind_words(kind, params["max_jitter"])
+    return (f"every-frame: 1 prompt on every frame containing the target (as many prompts per "
+            f"flow and target as frames containing it); prompt kind: {kind_text}. Taken from "
+            f"ground truth beyond the prompts: which frames contain the target (frames without "
+            f"a prompt are known to be empty); {reveals}.")
+
+
+# ---------------------------------------------------------------- official-code
+
+
+def labelled_slab(flow: Flow) -> tuple[int, int] | None:
+    """``(start, stop)`` of the frames between the first and last containing any target.
+
+    ``stop`` is exclusive. None when no target is present anywhere.
+    """
+    present = sorted({f for frames in _presence(flow).values() for f in frames})
+    if not present:
+        return None
+    return present[0], present[-1] + 1
+
+
+def official_window(flow: Flow) -> list[int]:
+    """The frames the official code scores on a volume: the first floor(n/4) of the slab."""
+    slab = labelled_slab(flow)
+    if slab is None:
+        return []
+    start, stop = slab
+    return list(range(start, start + (stop - start) // 4))
+
+
+def _official_code(flow: Flow, params: dict[str, Any], kind: str | None,
+                   keyer: Keyer) -> list[Prompt]:
+    presence = {t: set(frames) for t, frames in _presence(flow).items()}
+    prompts: list[Prompt] = []
+    if flow.kind == "image-flow":
+        # func_2d: a click on every image whose index is a multiple of click_every. Its
+        # random_click puts a negative click at a random pixel when the mask is empty.
+        for frame in range(0, len(flow.frames), params["click_every"]):
+            for target in flow.targets:
+                if frame in presence[target]:
+                    prompts.append(_prompt(flow, target, frame, "point-random", params, keyer))
+                else:
+                    shape = np.shape(flow.masks[target][frame])
+                    point = random_pixel(shape, keyer(target, frame, "point-random"))
+                    prompts.append(Prompt(target, frame, "point-random", points=(point,),
+                                          labels=(0,)))
+        return prompts
+    window = official_window(flow)
+    if not window:
+        return prompts
+    # func_3d validation: objects present anywhere in the scored window; each gets a prompt on
+    # window frames 0, prompt_freq, 2*prompt_freq, ...: box (or click) where present, an
+    # all-zero mask where absent.
+    targets = [t for t in flow.targets if presence[t] & set(window)]
+    present_kind = "box" if params["prompt"] == "box" else "point-random"
+    for frame in window[::params["prompt_freq"]]:
+        for target in targets:
+            if frame in presence[target]:
+                prompts.append(_prompt(flow, target, frame, present_kind, params, keyer))
+            else:
+                shape = np.shape(flow.masks[target][frame])
+                prompts.append(empty_mask_prompt(shape, target=target, frame=frame))
+    return prompts
+
+
+def _official_scored(flow: Flow, params: dict[str, Any]) -> list[int] | None:
+    return official_window(flow) if flow.kind == "volume" else None
+
+
+def _official_code_card(params: dict[str, Any], kind: str | None) -> str:
+    what = "a tight box" if params["prompt"] == "box" else "one uniform random click"
+    freq, every = params["prompt_freq"], params["click_every"]
+    return (f"official-code (MedicineToken/Medical-SAM2 validation). Volumes: cropped to the "
+            f"labelled slab (first to last slice containing any target, n slices) and scored "
+            f"on its first floor(n/4) slices only (slabs under 4 slices give nothing to score); "
+            f"prompts on slices 0, {freq}, {2 * freq}, ... of that window: {what} per target "
+            f"present on the slice and an all-zero mask prompt per target absent from it; "
+            f"targets absent from the whole window get no prompt and are not scored. Image "
+            f"flows: on every image with index % {every} == 0, one uniform random click per "
+            f"target (a negative click at a random pixel where the target is absent); all "
+            f"images scored. Taken from ground truth beyond the prompts: the slab extent, the "
+            f"n/4 cut, which targets occur in the window, and absence on prompted frames "
+            f"(empty-mask prompts and negative clicks reveal it).")
+
+
+# ---------------------------------------------------------------- interactive
+
+
+def _interactive(flow: Flow, params: dict[str, Any], kind: str | None,
+                 keyer: Keyer) -> list[Prompt]:
+    # The ledger holds the first click of every session; later clicks depend on the model's
+    # predictions and are made by the runner with bench.prompts.interactive.
+    return [_prompt(flow, target, f, "point", params, keyer)
+            for target, frames in _presence(flow).items() for f in frames]
+
+
+def _interactive_card(params: dict[str, Any], kind: str | None) -> str:
+    thresholds = ", ".join(f"{100 * t:g}" for t in params["noc_thresholds"])
+    return (f"interactive (RITM clicker): one session per frame containing the target; first "
+            f"click at the deepest ground-truth pixel, then up to {params['max_clicks']} clicks "
+            f"in all, each at the error pixel deepest inside the false-negative or "
+            f"false-positive region of the previous prediction (positive when the deepest "
+            f"false-negative distance is larger); Dice after each click, NoC at {thresholds}. "
+            f"Taken from ground truth beyond the prompts: which frames contain the target; the "
+            f"clicker itself reads the ground truth after every prediction, by design.")
+
+
+# ---------------------------------------------------------------- registry
+
+
+def _all_frames(flow: Flow, params: dict[str, Any]) -> list[int] | None:
+    return None
+
+
+PROTOCOLS: dict[str, ProtocolSpec] = {
+    spec.name: spec
+    for spec in (
+        ProtocolSpec(
+            "one-prompt",
+            "One prompt on one frame (the template) per flow and target; the model segments "
+            "the rest (paper Figure 4).",
+            (Param("template", "first", "'first', 'random' or a frame index", _check_template),
+             _kind_param(None, "override of the dataset card's one_prompt_kind"),
+             _JITTER),
+            "card", None, _one_prompt, _all_frames, _one_prompt_card),
+        ProtocolSpec(
+            "paper-random",
+            "Each frame containing the target prompted with probability p (paper Tables 1-2).",
+            (Param("p", None, "probability; default 0.25 for volumes, 0.3 for image flows",
+                   _check_p),
+             # Paper section 3.1: the Table 1-2 experiments use auto-generated mask prompts.
+             _kind_param("mask", "prompt kind (paper: mask)"),
+             _JITTER),
+            "protocol", "mask", _paper_random, _all_frames, _paper_random_card),
+        ProtocolSpec(
+            "official-code",
+            "The official repository's validation loop: labelled slab, n/4 cut, prompts on "
+            "every 2nd slice (volumes) or every 5th image (image flows).",
+            (Param("prompt", "box", "volumes: 'box' or 'click' (the official -prompt option)",
+                   _check_official_prompt),
+             Param("prompt_freq", 2, "volumes: prompt every n-th slice of the window",
+                   _check_positive_int),
+             Param("click_every", 5, "image flows: click every n-th image", _check_positive_int)),
+            "fixed", None, _official_code, _official_scored, _official_code_card),
+        ProtocolSpec(
+            "every-frame",
+            "A prompt on every frame containing the target (per-frame interactive baselines).",
+            (_kind_param("point", "prompt kind"), _JITTER),
+            "protocol", "point", _every_frame, _all_frames, _every_frame_card),
+        ProtocolSpec(
+            "interactive",
+            "RITM-style corrective clicks on every frame containing the target; Dice per click, "
+            "NoC@85 and NoC@90.",
+            (Param("max_clicks", 20, "clicks per session", _check_positive_int),
+             Param("noc_thresholds", [0.85, 0.9], "Dice thresholds for NoC", _check_thresholds)),
+            "fixed", "point", _interactive, _all_frames, _interactive_card),
+    )
+}
+
+
+def get_protocol(name: str) -> ProtocolSpec:
+    """The spec of protocol ``name``; a clear error naming the nearest one otherwise."""
+    if name not in PROTOCOLS:
+        hint = get_close_matches(name, list(PROTOCOLS), n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"protocol: unknown {name!r}{suggestion}; "
+                          f"known: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def resolve_prompt_kind(protocol: str, params: Mapping[str, Any] | None = None,
+                        card_kind: str | None = None) -> str | None:
+    """The prompt kind a protocol uses for a dataset.
+
+    The ``prompt_kind`` parameter wins; otherwise ``one-prompt`` uses the
+    dataset card's kind and ``paper-random`` / ``every-frame`` their default.
+    None for ``official-code`` and ``interactive``, whose kinds are fixed.
+    """
+    spec = get_protocol(protocol)
+    if spec.kind_source == "fixed":
+        return None
+    resolved = spec.resolve(params)
+    if resolved.get("prompt_kind") is not None:
+        return resolved["prompt_kind"]
+    return card_kind if spec.kind_source == "card" else spec.default_kind
+
+
+def make_prompts(
+    flow: Flow,
+    protocol: str,
+    *,
+    seed: int,
+    prompt_kind: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> list[Prompt]:
+    """Derive the prompts of ``flow`` under ``protocol``.
+
+    Parameters
+    ----------
+    flow : Flow
+        With ground truth.
+    protocol : str
+        A key of :data:`PROTOCOLS`.
+    seed : int
+        Seed of the keyed random streams.
+    prompt_kind : str, optional
+        The prompt kind (for ``one-prompt`` the dataset card's
+        ``one_prompt_kind``, required). None: the ``prompt_kind`` parameter,
+        else the protocol default. Ignored by ``official-code`` and
+        ``interactive``, which fix their own kinds.
+    params : mapping, optional
+        Protocol parameters; unknown names are an error.
+
+    Returns
+    -------
+    list of Prompt
+        Sorted by (target, frame). Mask prompts carry the mask.
+    """
+    spec = get_protocol(protocol)
+    resolved = spec.resolve(params)
+    if spec.kind_source == "fixed":
+        kind = None
+    else:
+        kind = prompt_kind if prompt_kind is not None else resolved.get("prompt_kind")
+        if kind is None:
+            kind = spec.default_kind
+
+    def keyer(target: str, frame: int | None, purpose: str) -> KeyedStream:
+        return keyed_stream(seed, flow.dataset, flow.id, target, frame, protocol, purpose)
+
+    prompts = spec.select(flow, resolved, kind, keyer)
+    return sorted(prompts, key=lambda p: (p.target, p.frame))
+
+
+def scored_frames(flow: Flow, protocol: str,
+                  params: Mapping[str, Any] | None = None) -> list[int] | None:
+    """Frames of ``flow`` that are scored under ``protocol``; None means all.
+
+    Only ``official-code`` restricts them (volumes: the first floor(n/4)
+    slices of the labelled slab). Under ``official-code`` the targets to score
+    are also restricted: those with a prompt (present in the window).
+    """
+    spec = get_protocol(protocol)
+    return spec.scored(flow, spec.resolve(params))

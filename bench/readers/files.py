@@ -1,0 +1,277 @@
+"""Reading image files: volumes (NIfTI, NRRD/MHA/DICOM, NumPy) and 2D images.
+
+Every function here turns any failure to read a file into a one-line
+:class:`bench.readers.check.DataError` naming the file, so that a truncated
+download or a corrupt header is reported, never a traceback.
+
+Volumes are returned in NIfTI index order ``(i, j, k)`` with a 4x4 RAS affine,
+whatever their format: SimpleITK's ``(z, y, x)`` arrays are transposed back to
+``(x, y, z)`` and its LPS geometry converted, so a card's ``axis`` means the
+same for a ``.nii.gz`` and a ``.nrrd`` of the same scan.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.readers.check import DataError
+
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff",
+                  ".gif")
+ITK_HINT = "pip install 'medsam2-bench[itk]'"
+
+
+class MissingDependency(ImportError):
+    """An optional package needed for a file format is not installed."""
+
+
+@dataclass
+class Volume:
+    """A volume read from disk, in NIfTI index order.
+
+    Attributes
+    ----------
+    array : ndarray
+        3D (or 4D with channels last) array, index order ``(i, j, k)``.
+    spacing : tuple of float
+        Voxel size in mm along ``i, j, k``.
+    affine : ndarray
+        4x4 voxel-to-RAS (mm) matrix.
+    format : str
+        ``"nifti"``, ``"itk"`` or ``"npy"``.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, ...]
+    affine: np.ndarray
+    format: str
+
+
+def suffix(path: Path) -> str:
+    """Lower-case suffix including a ``.gz`` companion (``.nii.gz``, ``.ppm.gz``)."""
+    name = path.name.lower()
+    for double in (".nii.gz", ".ppm.gz", ".pgm.gz", ".npy.gz"):
+        if name.endswith(double):
+            return double
+    return path.suffix.lower()
+
+
+def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | None = None
+                ) -> Volume:
+    """Read a volume from ``path``.
+
+    Parameters
+    ----------
+    path : Path
+        ``.nii`` / ``.nii.gz`` (nibabel), ``.nrrd`` / ``.nhdr`` / ``.mha`` /
+        ``.mhd`` or a folder of DICOM files (SimpleITK, optional), ``.npy``.
+    role : {"image", "label"}
+        Images with a NIfTI scaling (``scl_slope``) are returned as float32
+        with it applied, others with their stored values and type; labels
+        always keep their stored values.
+    spacing : tuple of float, optional
+        Voxel size for formats without geometry (``.npy``); default 1 mm.
+
+    Raises
+    ------
+    DataError
+        The file is missing, truncated or unreadable.
+    MissingDependency
+        SimpleITK is needed but not installed.
+    """
+    if not path.exists():
+        raise DataError(path, "file not found")
+    kind = suffix(path)
+    try:
+        if kind in (".nii", ".nii.gz"):
+            return _read_nifti(path, role)
+        if kind == ".npy":
+            return _read_npy(path, spacing)
+        if kind in ITK_SUFFIXES or path.is_dir():
+            return _read_itk(path)
+    except (DataError, MissingDependency):
+        raise
+    except MemoryError:
+        raise
+    except Exception as err:  # any parser failure is a problem of this file
+        raise DataError(path, f"unreadable ({_describe(err)})") from None
+    raise DataError(path, f"unsupported volume format {kind!r}")
+
+
+def _read_nifti(path: Path, role: str) -> Volume:
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    proxy = image.dataobj
+    slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    unscaled = (slope in (1.0, None) or np.isnan(slope)) and (inter in (0.0, None)
+                                                                or np.isnan(inter))
+    if role == "label" or unscaled:
+        # stored values as stored: the caller converts once (no float64 detour)
+        array = np.asarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+    else:
+        array = image.get_fdata(dtype=np.float32)
+    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    return Volume(array, zooms, np.asarray(image.affine, dtype=float), "nifti")
+
+
+def _read_npy(path: Path, spacing: tuple[float, ...] | None) -> Volume:
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            array = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+    else:
+        array = np.load(path, allow_pickle=False)
+    if array.ndim < 2:
+        raise DataError(path, f"expected a 2D or 3D array, got shape {array.shape}")
+    dims = min(array.ndim, 3)
+    zooms = tuple(float(s) for s in (spacing or (1.0,) * dims))[:dims]
+    if len(zooms) != dims:
+        raise DataError(path, f"spacing {spacing} does not fit shape {array.shape}")
+    affine = np.diag([*zooms, *([1.0] * (4 - dims))])
+    return Volume(array, zooms, affine, "npy")
+
+
+def itk():
+    """Import SimpleITK, or raise a clear error saying how to install it."""
+    try:
+        import SimpleITK
+    except ImportError:
+        raise MissingDependency(
+            f"reading NRRD/MHA/DICOM needs SimpleITK, which is not installed: {ITK_HINT}"
+        ) from None
+    return SimpleITK
+
+
+def _read_itk(path: Path) -> Volume:
+    sitk = itk()
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        names = reader.GetGDCMSeriesFileNames(str(path))
+        if not names:
+            raise DataError(path, "folder holds no DICOM series")
+        reader.SetFileNames(names)
+        image = reader.Execute()
+    else:
+        image = sitk.ReadImage(str(path))
+    if image.GetDimension() != 3:
+        raise DataError(path, f"expected a 3D image, got {image.GetDimension()}D")
+    array = sitk.GetArrayFromImage(image)  # (z, y, x[, c])
+    axes = (2, 1, 0) + tuple(range(3, array.ndim))
+    array = np.transpose(array, axes)
+    spacing = tuple(float(s) for s in image.GetSpacing())
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    affine[:3, :3] = lps_to_ras @ direction @ np.diag(spacing)
+    affine[:3, 3] = lps_to_ras @ np.asarray(image.GetOrigin(), dtype=float)
+    return Volume(array, spacing, affine, "itk")
+
+
+def _open_image(path: Path):
+    from PIL import Image
+
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            data = io.BytesIO(handle.read())
+        image = Image.open(data)
+    else:
+        image = Image.open(path)
+    image.load()  # decode now so that truncated files fail here
+    return image
+
+
+def read_image2d(path: Path) -> np.ndarray:
+    """Read a 2D image as ``(H, W)`` grey or ``(H, W, 3)`` RGB, dtype as stored.
+
+    Palette, RGBA, CMYK and two-level images become RGB or grey uint8; 16-bit
+    grey images keep their values.
+    """
+    if not path.exists():
+        raise DataError(path, "file not found")
+    try:
+        image = _open_image(path)
+        return image_array(image)
+    except Exception as err:
+        raise DataError(path, f"unreadable image ({_describe(err)})") from None
+
+
+def image_array(image) -> np.ndarray:
+    """A PIL image as ``(H, W)`` grey or ``(H, W, 3)`` RGB array."""
+    if image.mode in ("1", "LA"):
+        image = image.convert("L")
+    elif image.mode == "P":
+        image = image.convert("RGB")
+    if image.mode in ("RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 4:
+        array = np.ascontiguousarray(array[..., :3])
+    return array
+
+
+def read_mask2d(path: Path, channel: int | None = None) -> np.ndarray:
+    """Read a 2D mask as an ``(H, W)`` array of grey levels or label values.
+
+    Two-level images become 0/255; palette images with a grey palette become
+    their grey levels and other palette images keep their indices (the
+    label values); colour masks must have equal channels unless ``channel``
+    picks one.
+    """
+    if not path.exists():
+        raise DataError(path, "file not found")
+    try:
+        image = _open_image(path)
+    except Exception as err:
+        raise DataError(path, f"unreadable mask ({_describe(err)})") from None
+    return mask_array(image, channel, path)
+
+
+def mask_array(image, channel: int | None, where: Path | str) -> np.ndarray:
+    """A PIL image (or array) as an ``(H, W)`` mask array (see :func:`read_mask2d`)."""
+    if hasattr(image, "mode"):
+        if image.mode == "1":
+            image = image.convert("L")
+        elif image.mode == "P":
+            palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+            grey = palette.size and bool(np.all(palette == palette[:, :1]))
+            image = image.convert("L") if grey else image
+        elif image.mode in ("LA", "RGBA"):
+            image = image.convert(image.mode[:-1])
+    array = np.asarray(image)
+    if array.ndim == 3:
+        if channel is not None:
+            array = array[..., channel]
+        elif np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(
+                array[..., 0], array[..., 2]):
+            array = array[..., 0]
+        else:
+            raise DataError(where, "colour mask with unequal channels; set the card option "
+                                   "mask_channel to pick one")
+    if array.ndim != 2:
+        raise DataError(where, f"expected a 2D mask, got shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def read_array2d(path: Path) -> np.ndarray:
+    """Read a 2D ``.npy`` array (for example a mask slice)."""
+    if not path.exists():
+        raise DataError(path, "file not found")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise DataError(path, f"unreadable array ({_describe(err)})") from None
+    array = np.squeeze(array)
+    if array.ndim != 2:
+        raise DataError(path, f"expected a 2D array, got shape {array.shape}")
+    return array
+
+
+def _describe(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or "no message"
+    return f"{type(err).__name__}: {text[:200]}"

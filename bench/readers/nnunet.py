@@ -1,0 +1,170 @@
+"""The ``nnunet`` reader: nnU-Net raw datasets and Medical Segmentation Decathlon tasks.
+
+Point a card with ``reader = "nnunet"`` at a folder holding ``dataset.json``,
+``imagesTr`` and ``labelsTr``; nothing else is needed (``targets = []`` takes
+every foreground label of ``dataset.json``)::
+
+    name = "my-task"
+    reader = "nnunet"
+    kind = "volume"
+    targets = []
+
+Understood layouts:
+
+- nnU-Net v2: ``labels`` maps names to values (a list of values is a
+  region), ``channel_names``, ``file_ending``; images
+  ``imagesTr/CASE_XXXX<ending>`` (one file per channel), labels
+  ``labelsTr/CASE<ending>``.
+- nnU-Net v1 / MSD: ``labels`` maps values (as strings) to names,
+  ``modality``, and a ``training`` list of ``{"image", "label"}``; MSD images
+  are 4D with channels last, v1 images carry the ``_XXXX`` suffix.
+
+Options: ``channel`` (index, or a name from ``channel_names`` / ``modality``,
+default 0), ``dataset_json`` (default ``"dataset.json"``), plus the common
+volume and label options (card ``labels``/``regions`` add to or override the
+dataset's).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.readers.cards import Card
+from bench.readers.check import DataError, Problem
+from bench.readers.core import (
+    CaseRef,
+    LabelSpec,
+    RawCase,
+    Source,
+    card_options,
+    label_spec,
+    natural_key,
+    register_source,
+)
+from bench.readers.files import Volume
+from bench.readers.volumes import label_reader, read_volume_case
+from bench.validate import ConfigError
+
+
+def read_dataset_json(root: Path, name: str = "dataset.json") -> dict[str, Any]:
+    """Parse ``dataset.json`` (DataError when missing or invalid)."""
+    path = root / name
+    if not path.is_file():
+        raise DataError(path, "file not found (an nnU-Net dataset needs dataset.json)")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise DataError(path, f"invalid JSON ({err})") from None
+
+
+def dataset_labels(info: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, list[int]],
+                                                       int]:
+    """Labels, regions and background value of a dataset.json (v1 or v2)."""
+    labels: dict[str, int] = {}
+    regions: dict[str, list[int]] = {}
+    background = 0
+    for key, value in dict(info.get("labels", {})).items():
+        if str(key).lstrip("-").isdigit():  # v1 / MSD: "1": "liver"
+            name, number = str(value), int(key)
+        elif isinstance(value, list):  # v2 region
+            regions[str(key)] = [int(v) for v in value]
+            continue
+        else:
+            name, number = str(key), int(value)
+        if name.lower() == "background":
+            background = number
+            continue
+        labels[name] = number
+    return labels, regions, background
+
+
+@register_source("nnunet")
+class NnUnetSource(Source):
+    """nnU-Net / MSD raw datasets (see the module docstring)."""
+
+    options = {"dataset_json": str}
+    volumes = True
+
+    def _info(self, card: Card, root: Path) -> dict[str, Any]:
+        return read_dataset_json(root, card.options.get("dataset_json", "dataset.json"))
+
+    def _info_of(self, card: Card, ref: CaseRef | None) -> dict[str, Any]:
+        if ref is None or "root" not in ref.files:
+            raise ConfigError(f"{card.path or card.name}: the label map of an nnU-Net dataset "
+                              "is in its dataset.json; pass a case reference")
+        return self._info(card, Path(ref.files["root"]))
+
+    def scan(self, card: Card, root: Path) -> tuple[list[CaseRef], list[Problem]]:
+        card_options(card, self)
+        info = self._info(card, root)
+        ending = str(info.get("file_ending", ".nii.gz"))
+        channel = _channel_index(card, info)
+        problems: list[Problem] = []
+        refs = []
+        training = info.get("training")
+        if isinstance(training, list) and training and isinstance(training[0], dict):
+            for entry in training:
+                label = root / str(entry.get("label", ""))
+                image = root / str(entry.get("image", ""))
+                name = label.name[: -len(ending)] if label.name.endswith(ending) else label.stem
+                if not image.exists():
+                    suffixed = image.with_name(
+                        image.name[: -len(ending)] + f"_{channel:04d}{ending}")
+                    image = suffixed if suffixed.exists() else image
+                refs.append(self._ref(root, name, image, label))
+        else:
+            labels_dir = root / "labelsTr"
+            for label in sorted(labels_dir.glob(f"*{ending}"), key=lambda p: natural_key(p.name)):
+                name = label.name[: -len(ending)]
+                image = root / "imagesTr" / f"{name}_{channel:04d}{ending}"
+                refs.append(self._ref(root, name, image, label))
+            known = {r.id for r in refs}
+            for image in sorted((root / "imagesTr").glob(f"*_{channel:04d}{ending}")):
+                name = image.name[: -len(f"_{channel:04d}{ending}")]
+                if name not in known:
+                    problems.append(Problem("error", str(image), "image without a label file"))
+        return refs, problems
+
+    @staticmethod
+    def _ref(root: Path, name: str, image: Path, label: Path) -> CaseRef:
+        missing = None
+        if not label.exists():
+            missing = f"label file {label} not found"
+        elif not image.exists():
+            missing = f"image file {image} not found"
+        return CaseRef(name, name, files={"image": image, "mask": (label,), "root": root},
+                       missing=missing)
+
+    def label_spec(self, card: Card, ref: CaseRef | None = None) -> LabelSpec:
+        labels, regions, background = dataset_labels(self._info_of(card, ref))
+        labels.update(card.options.get("labels", {}))
+        regions.update(card.options.get("regions", {}))
+        targets = list(card.targets) or [*labels, *regions]
+        options = dict(card.options)
+        options.setdefault("background", background)
+        return label_spec(card, options, labels=labels, regions=regions, targets=targets)
+
+    def read(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
+        options = dict(card.options)
+        # MSD: one 4D file, the channel is an index into its last axis
+        options["channel"] = _channel_index(card, self._info_of(card, ref))
+        geometries: list[tuple[Path, Volume]] = []
+        reader = label_reader(options, geometries)
+        return read_volume_case(options, ref, image,
+                                lambda shape: ([reader(p) for p in ref.files["mask"]], {}),
+                                geometries)
+
+
+def _channel_index(card: Card, info: Mapping[str, Any]) -> int:
+    channel = card.options.get("channel", 0)
+    if isinstance(channel, int) and not isinstance(channel, bool):
+        return channel
+    names = dict(info.get("channel_names") or info.get("modality") or {})
+    for key, value in names.items():
+        if str(value).lower() == str(channel).lower():
+            return int(key)
+    raise ConfigError(f"{card.path or card.name}.options.channel: {channel!r} is not one of "
+                      f"the dataset's channels {sorted(names.values())}")

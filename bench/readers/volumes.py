@@ -1,0 +1,130 @@
+"""The ``volumes`` reader: 3D images and label maps matched by file-name patterns.
+
+NIfTI (nibabel), NRRD / MHA / MHD / DICOM series folders (SimpleITK, the
+optional ``itk`` extra) and NumPy ``.npy`` volumes, in any mix. Spacing and
+affine are kept so that predictions can be written back in source geometry.
+Layout options are those of :mod:`bench.readers.layout`, geometry and label
+options those of :mod:`bench.readers.core`. Example (BTCV)::
+
+    reader = "volumes"
+    kind = "volume"
+    [options]
+    image = "**/Training/img/img{id}.nii.gz"
+    mask = "**/Training/label/label{id}.nii.gz"
+    axis = 2
+    window = [-125, 275]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.readers.cards import Card
+from bench.readers.check import DataError
+from bench.readers.core import CaseRef, RawCase, register_source
+from bench.readers.files import Volume, read_volume
+from bench.readers.layout import PatternSource, read_masks
+
+
+@register_source("volumes")
+class VolumeSource(PatternSource):
+    """Volumes and label maps matched by patterns (see the module docstring)."""
+
+    volumes = True
+
+    def read(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
+        layout = self.layout(card, ref)
+        geometries: list[tuple[Path, Volume]] = []
+        reader = label_reader(layout.options, geometries)
+        return read_volume_case(layout.options, ref, image,
+                                lambda shape: read_masks(layout, ref, shape, reader), geometries)
+
+
+def _spacing_option(options: Mapping[str, Any]) -> tuple[float, ...] | None:
+    spacing = options.get("spacing")
+    return tuple(float(s) for s in spacing) if spacing else None
+
+
+def label_reader(options: Mapping[str, Any], geometries: list[tuple[Path, Volume]]
+                 ) -> Callable[[Path], np.ndarray]:
+    """A function reading one label volume and recording its geometry in ``geometries``."""
+    spacing = _spacing_option(options)
+
+    def read(path: Path) -> np.ndarray:
+        volume = read_volume(path, "label", spacing)
+        array = volume.array
+        if array.ndim == 4 and array.shape[3] == 1:
+            array = array[..., 0]
+        geometries.append((path, volume))
+        return array
+
+    return read
+
+
+def select_channel(volume: Volume, options: Mapping[str, Any], path: Path) -> np.ndarray:
+    """A 3D array from a possibly 4D (channels last) image."""
+    array = volume.array
+    if array.ndim == 4:
+        channel = options.get("channel", 0)
+        if isinstance(channel, str) or not 0 <= channel < array.shape[3]:
+            raise DataError(path, f"channel {channel!r} not in a 4D image with "
+                                  f"{array.shape[3]} channels")
+        array = array[..., channel]
+    if array.ndim != 3:
+        raise DataError(path, f"expected a 3D volume, got shape {array.shape}")
+    return array
+
+
+def read_volume_case(options: Mapping[str, Any], ref: CaseRef, image: bool,
+                     masks_of: Callable[[tuple[int, ...]], tuple[list, dict]],
+                     geometries: list[tuple[Path, Volume]]) -> RawCase:
+    """Read a volume case: image (unless ``image`` is False) and its masks.
+
+    ``masks_of(image_shape)`` returns ``(label maps, per-target masks)`` and
+    records each label file's geometry in ``geometries``. Raises DataError
+    when the image and mask geometries disagree.
+    """
+    image_path = Path(ref.files["image"])
+    spacing, affine, array = None, None, None
+    if image:
+        volume = read_volume(image_path, "image", _spacing_option(options))
+        array = select_channel(volume, options, image_path)
+        spacing, affine = volume.spacing, volume.affine
+    labels, targets = masks_of(array.shape if array is not None else ())
+    if array is None:
+        if not geometries:
+            raise DataError(image_path, "no mask to read")
+        first = geometries[0][1]
+        spacing, affine = first.spacing, first.affine
+        array = np.zeros((0,), dtype=np.float32)
+    elif options.get("check_geometry", True):
+        for path, geometry in geometries:
+            if geometry.array.shape[:3] == array.shape and not np.allclose(
+                    geometry.affine, affine, rtol=1e-4, atol=1e-3):
+                raise DataError(path, f"geometry differs from the image {image_path} "
+                                      f"(affine {_short(geometry.affine)} vs {_short(affine)})")
+    meta = {
+        "image": str(image_path),
+        "mask": [str(p) for p in (ref.files.get("mask") or ())] or None,
+        "format": _format(image_path),
+    }
+    if ref.files.get("targets"):
+        meta["target_masks"] = {t: [str(p) for p in ps] for t, ps in ref.files["targets"].items()}
+    return RawCase(array, labels, targets, spacing, affine, meta)
+
+
+def _format(path: Path) -> str:
+    from bench.readers.files import suffix
+
+    return suffix(path).lstrip(".") or "dicom"
+
+
+def _short(affine: np.ndarray) -> str:
+    return "diag(" + ", ".join(f"{v:.3g}" for v in np.diag(affine)[:3]) + ")"
+
+
+__all__ = ["VolumeSource", "label_reader", "read_volume_case", "select_channel"]

@@ -1,0 +1,297 @@
+"""Qualitative gallery: best, median and worst case per model and dataset.
+
+Each panel shows the frame with the ground truth (green), the prediction
+(red) and the prompts (yellow: positive clicks as stars, negative clicks as
+crosses, boxes as rectangles). Frames and ground truth are re-read from the
+dataset through its card (the run stores neither); predictions come from the
+run's ``predictions/`` folder as written by :mod:`bench.store`. A case that
+cannot be drawn (dataset no longer readable, prediction file missing) is
+skipped with a note, never an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.aggregate import VALID_STATUSES
+from bench.report.figures import SYNTHETIC_MARK, _pyplot, save_figure
+from bench.store import prediction_folder, safe_name
+
+RANKS = ("best", "median", "worst")
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A case chosen for the gallery."""
+
+    dataset: str
+    model: str
+    seed: int
+    rank: str
+    flow: str
+    case: str
+    target: str
+    value: float
+
+
+@dataclass
+class Panel:
+    pick: Pick
+    image: np.ndarray
+    truth: np.ndarray
+    prediction: np.ndarray
+    prompts: list[dict[str, Any]]
+    note: str = ""
+
+
+def pick_cases(table: pd.DataFrame, *, metric: str = "dice") -> list[Pick]:
+    """Best, median (lower median) and worst scored case per dataset and model.
+
+    Uses the run's first seed; ties are broken by flow, case and target so
+    the choice is reproducible.
+    """
+    rows = table[(table["metric"] == metric) & table["status"].isin(VALID_STATUSES)]
+    if rows.empty:
+        return []
+    rows = rows[rows["seed"] == rows["seed"].min()]
+    picks = []
+    for (dataset, model), group in rows.groupby(["dataset", "model"], sort=False):
+        ordered = group.sort_values(["value", "flow", "case", "target"], kind="stable")
+        chosen = {"best": ordered.iloc[-1], "median": ordered.iloc[(len(ordered) - 1) // 2],
+                  "worst": ordered.iloc[0]}
+        for rank in RANKS:
+            row = chosen[rank]
+            picks.append(Pick(str(dataset), str(model), int(row["seed"]), rank, str(row["flow"]),
+                              str(row["case"]), str(row["target"]), float(row["value"])))
+    return picks
+
+
+def read_prediction_png(path: Path) -> np.ndarray:
+    from skimage.io import imread
+
+    image = np.asarray(imread(path))
+    return (image.max(axis=-1) if image.ndim == 3 else image) > 0
+
+
+def read_prediction_volume(path: Path, meta: Mapping[str, Any]) -> np.ndarray:
+    """A predicted volume in the flow's array order (undoing ``source_axes``)."""
+    import nibabel as nib
+
+    data = np.asarray(nib.load(str(path)).dataobj) > 0
+    axes = meta.get("source_axes")
+    if axes is not None:
+        data = np.transpose(data, np.argsort(axes))
+    return data
+
+
+def panels_for_flow(run_dir: Path, flow: Any, picks: Iterable[Pick],
+                    ledger_rows: list[dict[str, Any]]) -> tuple[list[Panel], list[str]]:
+    """The panels of the picks that belong to ``flow`` (and notes for those skipped)."""
+    panels, notes = [], []
+    for pick in picks:
+        try:
+            panels.append(_panel(run_dir, flow, pick, ledger_rows))
+        except (OSError, ValueError, KeyError, IndexError) as err:
+            notes.append(f"{pick.dataset} {pick.model} {pick.rank} ({pick.case}/{pick.target}) "
+                         f"not drawn: {type(err).__name__}: {err}")
+    return panels, notes
+
+
+def _panel(run_dir: Path, flow: Any, pick: Pick, ledger_rows: list[dict[str, Any]]) -> Panel:
+    folder = prediction_folder(run_dir, pick.model, pick.seed, pick.dataset)
+    if flow.kind == "volume":
+        path = folder / f"{safe_name(flow.id)}__{safe_name(pick.target)}.nii.gz"
+        if not path.is_file():
+            raise FileNotFoundError(f"no prediction file {path.relative_to(run_dir)}")
+        predicted = read_prediction_volume(path, flow.meta)
+        truth = np.stack([np.asarray(m, dtype=bool) for m in flow.masks[pick.target]])
+        if predicted.shape != truth.shape:
+            raise ValueError(f"prediction shape {predicted.shape} differs from the ground "
+                             f"truth's {truth.shape}")
+        # The slice with the most ground truth (or prediction when the truth is empty).
+        area = truth.reshape(len(truth), -1).sum(axis=1)
+        if not area.any():
+            area = predicted.reshape(len(predicted), -1).sum(axis=1)
+        index = int(np.argmax(area))
+        truth, predicted = truth[index], predicted[index]
+    else:
+        index = list(flow.case_ids).index(pick.case)
+        path = folder / safe_name(pick.target) / f"{safe_name(pick.case)}.png"
+        if not path.is_file():
+            raise FileNotFoundError(f"no prediction file {path.relative_to(run_dir)}")
+        predicted = read_prediction_png(path)
+        truth = np.asarray(flow.masks[pick.target][index], dtype=bool)
+        if predicted.shape != truth.shape:
+            raise ValueError(f"prediction shape {predicted.shape} differs from the ground "
+                             f"truth's {truth.shape}")
+    image = np.asarray(flow.frames[index])
+    own = [r for r in ledger_rows if r.get("dataset") == pick.dataset and r.get("case") == flow.id
+           and int(r.get("seed", -1)) == pick.seed and r.get("target") == pick.target]
+    here = [r for r in own if int(r.get("frame", -1)) == index]
+    note = f"slice {index}" if flow.kind == "volume" else ""
+    if not here:
+        frames = sorted({int(r["frame"]) for r in own if "frame" in r})
+        shown = ", ".join(map(str, frames[:5])) + ("..." if len(frames) > 5 else "")
+        note = ", ".join(filter(None, [note, f"prompted on frame {shown}" if frames
+                                       else "no prompt for this target"]))
+    elif any(r.get("kind") == "mask" for r in here):
+        note = ", ".join(filter(None, [note, "mask prompt = ground truth here"]))
+    return Panel(pick, image, truth, predicted, here, note)
+
+
+def _display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    image = np.asarray(image, dtype=float)
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        image = image[..., :3]
+        low, high = float(image.min()), float(image.max())
+        return (image - low) / (high - low or 1.0), None
+    low, high = np.percentile(image, [0.5, 99.5])
+    return np.clip((image - low) / ((high - low) or 1.0), 0, 1), "gray"
+
+
+def _crop_box(panel: Panel, margin: float = 0.35) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the region around truth, prediction and prompts (whole frame when
+    they cover a quarter of it or more)."""
+    height, width = panel.truth.shape
+    mask = panel.truth | panel.prediction
+    rows, cols = list(np.nonzero(mask.any(axis=1))[0]), list(np.nonzero(mask.any(axis=0))[0])
+    for prompt in panel.prompts:
+        for x, y in prompt.get("points") or []:
+            rows.append(int(y))
+            cols.append(int(x))
+        if prompt.get("box"):
+            x0, y0, x1, y1 = prompt["box"]
+            rows += [int(y0), int(y1)]
+            cols += [int(x0), int(x1)]
+    if not rows:
+        return 0, height, 0, width
+    r0, r1, c0, c1 = min(rows), max(rows) + 1, min(cols), max(cols) + 1
+    if (r1 - r0) * (c1 - c0) >= 0.25 * height * width:
+        return 0, height, 0, width
+    side = int(max(r1 - r0, c1 - c0) * (1 + 2 * margin)) + 10
+    rc, cc = (r0 + r1) // 2, (c0 + c1) // 2
+    r0, c0 = max(0, rc - side // 2), max(0, cc - side // 2)
+    return r0, min(height, r0 + side), c0, min(width, c0 + side)
+
+
+def draw_gallery(panels: list[Panel], path: Path, *, dataset: str, synthetic: bool,
+                 metric: str = "dice") -> Path:
+    """A grid: a row per model, a column per rank (best, median, worst)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    plt = _pyplot()
+    models = list(dict.fromkeys(p.pick.model for p in panels))
+    fig, axes = plt.subplots(len(models), len(RANKS), figsize=(3.2 * len(RANKS),
+                                                               3.3 * len(models) + 0.6),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for panel in panels:
+        ax = axes[models.index(panel.pick.model)][RANKS.index(panel.pick.rank)]
+        r0, r1, c0, c1 = _crop_box(panel)
+        image, cmap = _display_image(panel.image)
+        extent = (c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5)
+        ax.imshow(image[r0:r1, c0:c1], cmap=cmap, extent=extent, interpolation="nearest")
+        for mask, colour, style in ((panel.truth, "#00d000", "solid"),
+                                    (panel.prediction, "#ff3030", "dashed")):
+            part = mask[r0:r1, c0:c1]
+            if part.any():
+                # Padded with background so that a mask filling the crop still shows its edge.
+                ax.contour(np.arange(c0 - 1, c1 + 1), np.arange(r0 - 1, r1 + 1),
+                           np.pad(part, 1).astype(float), levels=[0.5], colors=[colour],
+                           linewidths=1.4, linestyles=style)
+        for prompt in panel.prompts:
+            for (x, y), label in zip(prompt.get("points") or [], prompt.get("labels") or [],
+                                     strict=False):
+                ax.plot([x], [y], marker="*" if label else "X", markersize=12,
+                        color="yellow" if label else "cyan", markeredgecolor="black",
+                        linestyle="none")
+            if prompt.get("box"):
+                x0, y0, x1, y1 = prompt["box"]
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1,
+                                       fill=False, edgecolor="yellow", linewidth=1.5))
+        ax.set_xlim(c0 - 0.5, c1 - 0.5)
+        ax.set_ylim(r1 - 0.5, r0 - 0.5)
+        title = (f"{panel.pick.model}: {panel.pick.rank}, {metric} {panel.pick.value:.3f}\n"
+                 f"{_short(panel.pick.case)} / {panel.pick.target}")
+        if panel.note:
+            title += f"\n({panel.note})"
+        ax.set_title(title, fontsize=7)
+    legend = [Line2D([], [], color="#00d000", label="ground truth"),
+              Line2D([], [], color="#ff3030", linestyle="dashed", label="prediction"),
+              Line2D([], [], color="yellow", marker="*", markeredgecolor="black",
+                     linestyle="none", label="prompt")]
+    fig.legend(handles=legend, loc="upper right", fontsize=8, ncol=3)
+    fig.suptitle(f"{dataset}: best, median and worst cases" + (SYNTHETIC_MARK if synthetic
+                                                              else ""),
+                 fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_size_inches()[1]))
+    return save_figure(fig, path, dpi=100)
+
+
+def _short(text: str, limit: int = 28) -> str:
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def build_gallery(run_dir: Path, table: pd.DataFrame, datasets: list[dict[str, Any]],
+                  cards: Mapping[str, Any], ledger_rows: list[dict[str, Any]], *,
+                  limit: int | None, synthetic: bool) -> tuple[list[tuple[str, Path]], list[str]]:
+    """Draw one gallery figure per dataset of the run.
+
+    Parameters
+    ----------
+    datasets : list of dict
+        The plan's datasets (``name``, ``root``) from ``config.json``.
+    cards : mapping
+        Dataset name -> :class:`bench.readers.cards.Card`.
+
+    Returns
+    -------
+    (figures, notes)
+        ``[(dataset, path)]`` and one line per case or dataset not drawn.
+    """
+    from bench.readers import read_flows
+
+    picks = pick_cases(table)
+    figures, notes = [], []
+    for entry in datasets:
+        name = entry["name"]
+        wanted = [p for p in picks if p.dataset == name]
+        if not wanted:
+            continue
+        card = cards.get(name)
+        if card is None:
+            notes.append(f"{name}: gallery skipped: no dataset card {name!r} found")
+            continue
+        flows_needed = {p.flow for p in wanted}
+        panels: list[Panel] = []
+        try:
+            root = Path(entry["root"]) if entry.get("root") else None
+            for flow in read_flows(card, root, limit):
+                if flow.id not in flows_needed:
+                    continue
+                drawn, skipped = panels_for_flow(run_dir, flow,
+                                                 [p for p in wanted if p.flow == flow.id],
+                                                 ledger_rows)
+                panels += drawn
+                notes += skipped
+                flows_needed.discard(flow.id)
+                if not flows_needed:
+                    break
+        except Exception as err:  # a dataset that cannot be re-read must not stop the report
+            notes.append(f"{name}: gallery stopped while re-reading the data: "
+                         f"{type(err).__name__}: {err}")
+        for missing in sorted(flows_needed):
+            notes.append(f"{name}: flow {missing} not found when re-reading the data")
+        if panels:
+            path = Path(run_dir) / "figures" / f"gallery_{safe_name(name)}.png"
+            figures.append((name, draw_gallery(panels, path, dataset=name,
+                                               synthetic=synthetic)))
+    return figures, notes

@@ -1,0 +1,257 @@
+"""Paper-style tables built from a run's aggregates (numbers, then display strings).
+
+- :func:`table1`: Dice per target and their average, a row per model (the
+  paper's Table 1 on BTCV).
+- :func:`table2`: a column group per dataset and target with Dice / IoU /
+  HD95 (the paper's Table 2).
+- :func:`figure4_data`: mean Dice per dataset, model and prompt kind (the
+  paper's Figure 4).
+- :func:`dataset_table`: one dataset's estimates with confidence intervals
+  and counts.
+- :func:`seed_spread`, :func:`click_curve`: several seeds; interactive runs.
+
+All builders take the frame of :func:`bench.aggregate.summarise` (or, for
+seeds and clicks, the tidy per-case table) and return plain DataFrames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from bench.aggregate import VALID_STATUSES
+from bench.report.published import TABLE1_DATASETS, TABLE1_TARGETS, normalise
+
+AVERAGE = "Ave"
+PERCENT_METRICS = ("dice", "iou", "nsd")
+METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "hd95_max": "HD95-max",
+                 "assd": "ASSD", "nsd": "NSD"}
+
+
+def model_labels(aggregates: pd.DataFrame) -> pd.Series:
+    """Row label per aggregate: the model, plus the protocol when a frame mixes protocols."""
+    if aggregates["protocol"].nunique() > 1:
+        return aggregates["model"] + " [" + aggregates["protocol"] + "]"
+    return aggregates["model"].astype(str)
+
+
+def target_order(dataset: str, targets: Sequence[str]) -> list[tuple[str, str]]:
+    """``[(target, column label)]``: BTCV in the paper's order and abbreviations, else sorted.
+
+    Targets of a BTCV run that the paper's Table 1 does not have come after
+    its twelve columns, under their own names.
+    """
+    targets = sorted(set(targets))
+    if normalise(dataset) not in {normalise(d) for d in TABLE1_DATASETS}:
+        return [(t, t) for t in targets]
+    ordered, used = [], set()
+    for label, aliases in TABLE1_TARGETS.items():
+        keys = {normalise(a) for a in aliases}
+        match = next((t for t in targets if normalise(t) in keys and t not in used), None)
+        if match is not None:
+            ordered.append((match, label))
+            used.add(match)
+    return ordered + [(t, t) for t in targets if t not in used]
+
+
+def table1(aggregates: pd.DataFrame, dataset: str, *, metric: str = "dice") -> pd.DataFrame:
+    """Mean ``metric`` per target of ``dataset`` and their average, a row per model.
+
+    ``Ave`` is the unweighted mean of the row's target columns, as in the
+    paper; it is NaN when a target has no value for that model (an average
+    over fewer targets would not be comparable).
+
+    Returns
+    -------
+    DataFrame
+        Index: model; columns: the target labels (see :func:`target_order`)
+        and ``Ave``; float values.
+    """
+    rows = aggregates[(aggregates["dataset"] == dataset) & (aggregates["metric"] == metric)]
+    if rows.empty:
+        return pd.DataFrame(columns=[AVERAGE], dtype=float)
+    rows = rows.assign(row=model_labels(rows))
+    order = target_order(dataset, rows["target"].unique())
+    wide = rows.pivot_table(index="row", columns="target", values="mean", aggfunc="first",
+                            dropna=False)
+    wide = wide.reindex(columns=[t for t, _ in order])
+    wide.columns = [label for _, label in order]
+    # mean(skipna=False): one missing organ makes the average missing, not optimistic.
+    wide[AVERAGE] = wide.mean(axis=1, skipna=False)
+    wide.index.name = "model"
+    return wide.reindex(sorted(wide.index, key=_model_order(rows)))
+
+
+def table2(aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", "iou", "hd95"),
+           datasets: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean of each metric per dataset and target (column groups), a row per model.
+
+    Returns
+    -------
+    DataFrame
+        Index: model; two-level columns ``(group, metric)`` where the group is
+        ``dataset`` (or ``dataset/target`` for a dataset with several
+        targets); float values in harness units (fractions and mm).
+    """
+    rows = aggregates[aggregates["metric"].isin(metrics)]
+    if datasets is not None:
+        rows = rows[rows["dataset"].isin(datasets)]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(row=model_labels(rows))
+    n_targets = rows.groupby("dataset")["target"].nunique()
+    rows = rows.assign(group=[d if n_targets[d] == 1 else f"{d}/{t}"
+                              for d, t in zip(rows["dataset"], rows["target"], strict=True)])
+    columns = [(group, metric) for group in sorted(rows["group"].unique()) for metric in metrics
+               if ((rows["group"] == group) & (rows["metric"] == metric)).any()]
+    wide = rows.pivot_table(index="row", columns=["group", "metric"], values="mean",
+                            aggfunc="first", dropna=False)
+    wide = wide.reindex(columns=pd.MultiIndex.from_tuples(columns))
+    wide.index.name = "model"
+    return wide.reindex(sorted(wide.index, key=_model_order(rows)))
+
+
+def _model_order(rows: pd.DataFrame):
+    # Models in the order the run lists them (first appearance), not alphabetically.
+    first = {label: i for i, label in enumerate(dict.fromkeys(rows["row"]))}
+    return lambda label: first.get(label, len(first))
+
+
+def format_number(value: float, digits: int, scale: float = 1.0) -> str:
+    """``value * scale`` with ``digits`` decimals; ``-`` for NaN (as the paper prints)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value * scale:.{digits}f}"
+
+
+def display_table1(wide: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Table 1 as display strings (fractions, 3 decimals like the paper)."""
+    shown = wide.map(lambda v: format_number(v, digits))
+    return shown.reset_index()
+
+
+def display_table2(wide: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 as display strings: Dice/IoU/NSD in percent (1 decimal), distances 2 decimals."""
+    data: dict[tuple[str, str], list[str]] = {("", "model"): [str(i) for i in wide.index]}
+    for group, metric in wide.columns:
+        percent = metric in PERCENT_METRICS
+        label = METRIC_LABELS.get(metric, metric) + (" %" if percent else "")
+        data[(group, label)] = [format_number(v, 1 if percent else 2, 100.0 if percent else 1.0)
+                                for v in wide[(group, metric)]]
+    shown = pd.DataFrame({i: values for i, values in enumerate(data.values())})
+    shown.columns = pd.MultiIndex.from_tuples(list(data))
+    return shown
+
+
+def chunk_groups(wide: pd.DataFrame, per_table: int = 5) -> list[pd.DataFrame]:
+    """Split a Table 2 frame into pieces of at most ``per_table`` column groups."""
+    if wide.empty:
+        return []
+    groups = list(dict.fromkeys(c[0] for c in wide.columns))
+    return [wide[[c for c in wide.columns if c[0] in groups[i:i + per_table]]]
+            for i in range(0, len(groups), per_table)]
+
+
+def format_estimate(mean: float, low: float, high: float, digits: int = 3) -> str:
+    """``0.812 [0.780, 0.840]``; ``-`` when there is no value."""
+    if mean is None or math.isnan(mean):
+        return "-"
+    if math.isnan(low) or math.isnan(high):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def dataset_table(aggregates: pd.DataFrame, dataset: str, metrics: Sequence[str]) -> pd.DataFrame:
+    """One dataset: a row per target and model, mean [95 % CI] per metric and the counts.
+
+    Counts (``n``, ``n_excluded``, ``n_penalised``, ``n_failed``,
+    ``patients``) are those of the first metric.
+    """
+    rows = aggregates[aggregates["dataset"] == dataset]
+    first = rows[rows["metric"] == metrics[0]]
+    records = []
+    for key in first.itertuples(index=False):
+        record = {"target": key.target, "model": key.model}
+        for metric in metrics:
+            match = rows[(rows["target"] == key.target) & (rows["model"] == key.model)
+                         & (rows["protocol"] == key.protocol) & (rows["metric"] == metric)]
+            digits = 3 if metric in PERCENT_METRICS else 2
+            record[METRIC_LABELS.get(metric, metric)] = (
+                "-" if match.empty else format_estimate(match["mean"].iloc[0],
+                                                        match["ci_low"].iloc[0],
+                                                        match["ci_high"].iloc[0], digits))
+        record.update(n=int(key.n), n_excluded=int(key.n_excluded),
+                      n_penalised=int(key.n_penalised), n_failed=int(key.n_failed),
+                      patients=int(key.n_patients))
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def figure4_data(aggregates: pd.DataFrame, kinds: Mapping[str, str], *,
+                 metric: str = "dice") -> pd.DataFrame:
+    """Mean ``metric`` with its interval per prompt kind, dataset (and target) and model.
+
+    Columns: ``kind, label, dataset, target, model, mean, ci_low, ci_high``;
+    ``label`` is the dataset, or ``dataset/target`` for datasets with several
+    targets. Datasets missing from ``kinds`` get the kind ``"unknown"``.
+    """
+    rows = aggregates[aggregates["metric"] == metric]
+    columns = ["kind", "label", "dataset", "target", "model", "mean", "ci_low", "ci_high"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    n_targets = rows.groupby("dataset")["target"].nunique()
+    frame = rows.assign(
+        kind=[kinds.get(d, "unknown") for d in rows["dataset"]],
+        label=[d if n_targets[d] == 1 else f"{d}/{t}"
+               for d, t in zip(rows["dataset"], rows["target"], strict=True)],
+        model=model_labels(rows),
+    )
+    return frame[columns].sort_values(["kind", "label"], kind="stable").reset_index(drop=True)
+
+
+def seed_spread(table: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
+    """Mean per seed, their standard deviation and range, per dataset, target and model.
+
+    Empty when the table has a single seed.
+    """
+    rows = table[(table["metric"] == metric) & table["status"].isin(VALID_STATUSES)]
+    seeds = sorted(rows["seed"].unique())
+    if len(seeds) < 2:
+        return pd.DataFrame()
+    per_seed = (rows.groupby(["dataset", "target", "model", "seed"])["value"].mean()
+                .unstack("seed").reindex(columns=seeds))
+    result = per_seed.copy()
+    result.columns = [f"seed {s}" for s in seeds]
+    result["std across seeds"] = per_seed.std(axis=1, ddof=1)
+    result["range"] = per_seed.max(axis=1) - per_seed.min(axis=1)
+    return result.reset_index()
+
+
+def click_curve(table: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
+    """Mean ``metric`` after each click per dataset, target and model (interactive runs).
+
+    Needs a ``click`` column in the tidy table (the number of clicks given
+    when the row was scored); empty otherwise.
+    """
+    if "click" not in table.columns:
+        return pd.DataFrame()
+    rows = table[(table["metric"] == metric) & table["status"].isin(VALID_STATUSES)]
+    rows = rows[pd.to_numeric(rows["click"], errors="coerce").notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(click=rows["click"].astype(int))
+    curve = rows.groupby(["dataset", "target", "model", "click"])["value"].agg(["mean", "count"])
+    return curve.reset_index()
+
+
+def as_strings(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Floats formatted with ``digits`` decimals (``-`` for NaN); other cells as text."""
+    def cell(value: object) -> str:
+        if isinstance(value, float | np.floating):
+            return format_number(float(value), digits)
+        return str(value)
+
+    return frame.map(cell)

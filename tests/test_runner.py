@@ -1,0 +1,128 @@
+"""End to end: the demo suite through the runner, resume and failure isolation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from adapters import Adapter, register
+from bench.config import load_config
+from bench.io import PARTIAL_MARK
+from bench.plan import make_plan
+from bench.report import write_report
+from bench.runner import execute
+from bench.types import Prediction
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "bench.toml"
+
+
+@register
+@dataclass
+class _FailsOnSecondFlow(Adapter):
+    """Test adapter: full-frame masks, except that it raises on flows whose id ends in 1."""
+
+    name = "test-fails-on-flow-1"
+    hidden = True
+
+    def predict(self, flow, prompts):
+        if flow.id.endswith("1"):
+            raise RuntimeError("simulated adapter crash")
+        full = [np.ones(np.shape(frame)[:2], dtype=bool) for frame in flow.frames]
+        return Prediction(masks={prompt.target: full for prompt in prompts})
+
+
+def _run(tmp_path, models, datasets=("demo-fundus",), limit=2):
+    config = load_config(CONFIG)
+    plan = make_plan(config, "demo", models=models, datasets=list(datasets), limit=limit)
+    outcome = execute(plan, tmp_path / "run")
+    write_report(tmp_path / "run")
+    return outcome, pd.read_csv(tmp_path / "run" / "metrics.csv", keep_default_na=False,
+                                na_values=[""])
+
+
+def test_one_failing_flow_is_recorded_and_the_rest_completes(tmp_path):
+    outcome, table = _run(tmp_path, ["test-fails-on-flow-1", "full-frame"])
+    assert outcome.units_failed == 1
+    failed = table[table["status"] == "error"]
+    assert set(failed["model"]) == {"test-fails-on-flow-1"}
+    assert set(failed["flow"]) == {f for f in table["flow"].unique() if f.endswith("1")}
+    assert failed["message"].str.contains("RuntimeError: simulated adapter crash").all()
+    ok = table[(table["model"] == "test-fails-on-flow-1") & (table["status"] != "error")]
+    assert len(ok) > 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["failed_units"]) == 1
+    assert (tmp_path / "run" / "logs").is_dir()
+    assert "simulated adapter crash" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_full_frame_scores_match_an_independent_count(tmp_path):
+    # full-frame predicts every pixel: Dice = 2|G| / (|G| + N), IoU = |G| / N per image.
+    from bench.readers import load_card, read_flows
+
+    _, table = _run(tmp_path, ["full-frame"], limit=1)
+    flow = next(read_flows(load_card(ROOT / "datasets" / "demo-fundus.toml"), None, 1))
+    for target in flow.targets:
+        for case, mask in zip(flow.case_ids, flow.masks[target], strict=True):
+            g, n = int(np.sum(mask)), int(np.size(mask))
+            row = table[(table["case"] == case) & (table["target"] == target)]
+            dice = row[row["metric"] == "dice"]["value"].item()
+            iou = row[row["metric"] == "iou"]["value"].item()
+            assert np.isclose(dice, 2 * g / (g + n)) and np.isclose(iou, g / n)
+
+
+def test_rerun_into_a_finished_run_needs_resume(tmp_path):
+    _run(tmp_path, ["full-frame"], limit=1)
+    config = load_config(CONFIG)
+    plan = make_plan(config, "demo", models=["full-frame"], datasets=["demo-fundus"], limit=1)
+    with pytest.raises(RuntimeError, match="--resume"):
+        execute(plan, tmp_path / "run")
+    outcome = execute(plan, tmp_path / "run", resume=True)
+    assert outcome.units_run == 0 and outcome.units_reused == outcome.units_total
+    changed = make_plan(config, "demo", models=["full-frame"], datasets=["demo-fundus"], limit=2)
+    with pytest.raises(RuntimeError, match="plan differs in limit"):
+        execute(changed, tmp_path / "run", resume=True)
+
+
+def _cli(out, *extra):
+    return [sys.executable, "-m", "bench.cli", "--config", str(CONFIG), "run", "--suite", "demo",
+            "--models", "registration", "--datasets", "demo-fundus,demo-ultrasound",
+            "--out", str(out), *extra]
+
+
+def test_killed_run_resumes_to_the_same_table(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    full = subprocess.run(_cli(tmp_path / "full"), cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    assert full.returncode == 0, full.stdout + full.stderr
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(_cli(killed_dir), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if len(list((killed_dir / "units").glob("*.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "metrics.csv").exists(), "the run finished before it was killed"
+
+    resumed = subprocess.run(_cli(killed_dir, "--resume"), cwd=ROOT, env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "reused" in resumed.stdout
+    assert not list(killed_dir.rglob(f"{PARTIAL_MARK}*"))
+    a = (tmp_path / "full" / "metrics.csv").read_bytes()
+    b = (killed_dir / "metrics.csv").read_bytes()
+    assert a == b
+    assert (tmp_path / "full" / "prompts.jsonl").read_bytes() == \
+        (killed_dir / "prompts.jsonl").read_bytes()
