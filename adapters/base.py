@@ -113,4 +113,7 @@ def _load_builtin() -> None:
             register(loaded)
 
 
-BUILTIN_MODULES: tuple[str, ...] = ("adapters.reference", "adapters.registration")
+BUILTIN_MODULES: tuple[str, ...] = ("adapters.reference", "adapters.registration",
+                                   "adapters.random_walker", "adapters.oracle",
+                                   "adapters.external", "adapters.sam2_video",
+                                   "adapters.medsam2", "adapters.sam_frames")

@@ -24,7 +24,8 @@ from bench.validate import ConfigError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
-console = Console(stderr=False, highlight=False)
+# Pipes and CI logs get a fixed width wide enough for the results table.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 errors = Console(stderr=True, highlight=False)
 
 
@@ -99,9 +100,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="(re)write the report of a run directory",
                                  description="Aggregate metrics.csv of RUN_DIR into "
-                                 "summary.json, figures and report.md.")
+                                 "summary.json, figures and the report: paper-style tables "
+                                 "(Table 1, Table 2, Figure 4 layouts), per-dataset tables with "
+                                 "counts and 95 % bootstrap intervals, paired comparisons, a "
+                                 "qualitative gallery and, for the paper's datasets, the "
+                                 "published numbers beside the reproduced ones.")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument("--format", default="md", metavar="FORMATS",
+                        help="comma-separated: md (report.md), html (report.html, one "
+                        "self-contained file), tex (report.tex, booktabs tables); default md")
+    report.add_argument("--no-gallery", action="store_true",
+                        help="skip the qualitative gallery (it re-reads the cases it shows)")
     report.set_defaults(handler=cmd_report)
+
+    check = commands.add_parser(
+        "check", help="check a run's means against a committed reference (regressions)",
+        description="Compare every dataset, target, model and metric mean of RUN_DIR with a "
+        "reference (a CSV written by --write-reference, a summary.json or a run directory). "
+        "Direction-aware: a drop in Dice/IoU/NSD or a rise in HD95/ASSD beyond the tolerance, "
+        "a missing row and a changed case count are regressions. Exit status 0: all within "
+        "tolerance; 1: regressions (listed); 2: usage error.")
+    check.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    check.add_argument("--against", type=Path, default=None, metavar="REFERENCE",
+                       help="reference CSV, summary.json or run directory")
+    check.add_argument("--tolerance", default=None, metavar="T",
+                       help="absolute tolerance on means: a number for every metric, or e.g. "
+                       "'0.01,hd95=1.0' (default 1e-6)")
+    check.add_argument("--write-reference", type=Path, default=None, metavar="CSV",
+                       help="write RUN_DIR's means as a reference CSV instead of checking")
+    check.set_defaults(handler=cmd_check)
+
+    compare = commands.add_parser(
+        "compare", help="compare two runs side by side, with paired differences",
+        description="Means of RUN_A and RUN_B side by side per dataset, target, model and "
+        "metric, and the paired difference B - A over the cases both runs scored under "
+        "identical prompts (same ledger rows): mean with a 95 % bootstrap interval over "
+        "patients and a Wilcoxon signed-rank p-value.")
+    compare.add_argument("run_a", type=Path, metavar="RUN_A")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B")
+    compare.add_argument("--metrics", type=_names, default=None,
+                         help="comma-separated metrics (default: all)")
+    compare.add_argument("--model-a", default=None, help="model of RUN_A to compare (with "
+                         "--model-b); default: every model present in both runs")
+    compare.add_argument("--model-b", default=None, help="model of RUN_B to compare")
+    compare.add_argument("--out", type=Path, default=None, metavar="CSV",
+                         help="also write the full comparison table as CSV")
+    compare.set_defaults(handler=cmd_compare)
 
     prompts = commands.add_parser(
         "prompts", help="show a run's prompt ledger; draw prompts over a frame",
@@ -204,11 +248,87 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.report import REPORT_NAMES, parse_formats, write_report
 
-    path = write_report(args.run_dir)
+    formats = parse_formats(args.format)
+    cards = None
+    if args.config is not None:
+        from bench.config import load_config
+
+        cards = load_config(args.config).cards
+    write_report(args.run_dir, formats, cards=cards, gallery=not args.no_gallery)
     _print_results(args.run_dir)
-    console.print(f"report: {path}")
+    for fmt in formats:
+        console.print(f"report: {Path(args.run_dir) / REPORT_NAMES[fmt]}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench.check import (
+        DEFAULT_TOLERANCE,
+        check_run,
+        findings_table,
+        parse_tolerance,
+        write_reference,
+    )
+
+    if args.write_reference is not None:
+        if args.against is not None or args.tolerance is not None:
+            raise ConfigError("--write-reference writes a reference; it takes no --against "
+                              "or --tolerance")
+        path = write_reference(args.run_dir, args.write_reference)
+        console.print(f"reference written: {path}")
+        return EXIT_OK
+    if args.against is None:
+        raise ConfigError("bench check needs --against REFERENCE (or --write-reference CSV)")
+    tolerance = parse_tolerance(args.tolerance or str(DEFAULT_TOLERANCE))
+    findings = check_run(args.run_dir, args.against, tolerance)
+    regressions = [f for f in findings if f.is_regression]
+    if findings:
+        shown = findings_table(findings)
+        table = Table(title=f"{len(regressions)} regression(s) against {args.against}",
+                      show_header=True, header_style="bold")
+        for column in shown.columns:
+            table.add_column(str(column))
+        for row in shown.itertuples(index=False):
+            table.add_row(*map(str, row))
+        console.print(table)
+    tolerance_text = ", ".join(f"{k}={v:g}" for k, v in tolerance.items())
+    if regressions:
+        errors.print(f"FAIL: {len(regressions)} regression(s) (tolerance {tolerance_text})")
+        for f in regressions:
+            errors.print(f"regression: {f.kind} {f.metric} {f.dataset}/{f.target} {f.model}: "
+                         f"reference {f.reference:.6g}, now {f.now:.6g}, difference "
+                         f"{f.difference:+.6g}" + (f" ({f.detail})" if f.detail else ""),
+                         markup=False, soft_wrap=True)
+        return EXIT_FAILURES
+    console.print(f"OK: every mean within tolerance ({tolerance_text})")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare_runs, format_comparison
+
+    result = compare_runs(args.run_a, args.run_b, model_a=args.model_a, model_b=args.model_b,
+                          metrics=args.metrics)
+    if args.out is not None:
+        from bench import io
+
+        with io.atomic_path(args.out) as temp:
+            result.to_csv(temp, index=False, float_format="%.10g")
+    shown = format_comparison(result).drop(columns=["model_a", "model_b", "mean_a", "mean_b"])
+    shown = shown.rename(columns={"run_mean_a": "A", "run_mean_b": "B"})
+    table = Table(title=f"A = {args.run_a}, B = {args.run_b}: paired B - A where cases and "
+                  "prompts match", show_header=True, header_style="bold")
+    for column in shown.columns:
+        table.add_column(str(column))
+    for row in shown.itertuples(index=False):
+        table.add_row(*map(str, row))
+    console.print(table)
+    unmatched = int(result["n_prompts_differ"].sum())
+    if unmatched:
+        console.print(f"[yellow]{unmatched} case scores not paired: their prompts differ "
+                      "between the runs[/]")
     return EXIT_OK
 
 
@@ -260,24 +380,34 @@ def _reread_flow(run_dir: Path, dataset: str, flow_id: str, config_path: Path | 
 
 
 def _print_results(run_dir: Path) -> None:
+    """A compact console table of means and counts (CIs are in the report)."""
     import pandas as pd
 
     from bench import io
-    from bench.report.markdown import results_table
 
     summary = io.read_json(Path(run_dir) / "summary.json")
     aggregates = pd.DataFrame(summary["aggregates"])
     if aggregates.empty:
         console.print("no results")
         return
-    wide = results_table(aggregates, list(summary["metric_definitions"]))
-    title = "Results (mean [95 % CI])" + (" - SYNTHETIC demo data" if summary["demo_data"]
-                                         else "")
+    # summary.json sorts its keys; the plan keeps the suite's metric order.
+    metrics = io.read_json(Path(run_dir) / "config.json")["plan"]["metrics"]
+    keys = ["dataset", "target", "model"]
+    means = aggregates.set_index([*keys, "metric"])["mean"].unstack("metric")
+    counts = aggregates[aggregates["metric"] == metrics[0]].set_index(keys)
+    title = "Mean per dataset, target and model (95 % CIs in report.md)"
+    if summary["demo_data"]:
+        title += " - SYNTHETIC demo data"
     table = Table(title=title, show_header=True, header_style="bold")
-    for column in wide.columns:
-        table.add_column(str(column), justify="right" if column.startswith("n") else "left")
-    for row in wide.itertuples(index=False):
-        table.add_row(*map(str, row))
+    for column in (*keys, *metrics):
+        table.add_column(column, justify="left" if column in keys else "right")
+    for header in ("n", "excl", "pen", "fail"):
+        table.add_column(header, justify="right")
+    for index, row in means.iterrows():
+        values = [f"{row[m]:.3f}" if pd.notna(row[m]) else "-" for m in metrics]
+        count = counts.loc[index]
+        table.add_row(*index, *values, *(str(int(count[c])) for c in
+                                         ("n", "n_excluded", "n_penalised", "n_failed")))
     console.print(table)
 
 

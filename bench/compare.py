@@ -121,7 +121,7 @@ def summarise_pairs(pairs: pd.DataFrame, *, label_a: str, label_b: str,
 
     ``mean_a`` and ``mean_b`` are the means over the paired cases only, so
     that they differ by exactly ``difference``. ``n_unpaired`` counts cases
-    scored on one side only (a failure or a missing case on the other),
+    without a score on at least one side (failed there, or missing),
     ``n_excluded`` the cases excluded on either side (both masks empty).
     """
     records = []

@@ -20,6 +20,8 @@ import numpy as np
 FlowKind = Literal["volume", "image-flow"]
 PromptKind = Literal["point", "point-random", "box", "box-jitter", "mask"]
 PROMPT_KINDS: tuple[str, ...] = ("point", "point-random", "box", "box-jitter", "mask")
+GEOMETRY_KEYS: tuple[str, ...] = ("affine", "source_axes", "source_shape")
+"""``Flow.meta`` entries that adapters may see: how to write a volume back to its source."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,13 @@ class FlowFrames:
         For a volume, ``(slice, row, col)`` in mm; for an image flow the
         in-plane ``(row, col)`` spacing when all images share it; None when
         unknown (metrics then use pixel units).
+    case_ids : tuple of str
+        The flow's case ids (see :class:`Flow`), so that adapters reading
+        saved predictions can find each case's file; empty when unknown.
+    geometry : mapping
+        The entries of ``Flow.meta`` named in :data:`GEOMETRY_KEYS` (source
+        affine, axis order and shape), never source paths, which could name
+        ground-truth files.
     """
 
     id: str
@@ -49,6 +58,8 @@ class FlowFrames:
     kind: FlowKind
     frames: Sequence[np.ndarray]
     spacing: tuple[float, ...] | None = None
+    case_ids: tuple[str, ...] = ()
+    geometry: Mapping[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -115,7 +126,9 @@ class Flow:
 
     def view(self) -> FlowFrames:
         """The ground-truth-free view handed to model adapters."""
-        return FlowFrames(self.id, self.dataset, self.kind, self.frames, self.spacing)
+        geometry = {key: self.meta[key] for key in GEOMETRY_KEYS if key in self.meta}
+        return FlowFrames(self.id, self.dataset, self.kind, self.frames, self.spacing,
+                          tuple(self.case_ids), geometry)
 
 
 @dataclass(frozen=True)

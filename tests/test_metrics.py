@@ -19,7 +19,7 @@ from bench import metrics
 _medpy_surface_distances = getattr(medpy_binary, "__surface_distances")
 
 SPACINGS = (0.5, 0.7, 0.8, 1.0, 1.3, 2.5, 3.0)
-HYP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HYP = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --------------------------------------------------------------------------- helpers

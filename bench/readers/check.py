@@ -102,6 +102,8 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
     problems.extend(scan_problems)
     checked = refs if limit is None else refs[:limit]
     for ref in checked:
+        if ref.missing:  # already reported by the scan
+            continue
         if progress is not None:
             progress(ref.id)
         problems.extend(_check_case(card, ref))

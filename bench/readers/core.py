@@ -172,7 +172,10 @@ class RawCase:
     spacing, affine
         Geometry of a volume (None for 2D images unless known).
     meta : dict
-        Source paths and anything needed to write predictions back.
+        Source paths and anything needed to write predictions back;
+        ``storage`` is ``"fortran"`` (default: NIfTI, ITK) or ``"c"``
+        (``.npy``, slice stacks), which sets the frames' in-plane order
+        (see :func:`frame_order`).
     """
 
     image: np.ndarray
@@ -376,15 +379,16 @@ def present_values(array: np.ndarray) -> np.ndarray:
     """Sorted distinct values of ``array``, computed in slabs to bound memory."""
     if array.size == 0:
         return np.zeros(0, dtype=array.dtype)
-    flat = array.reshape(-1)
+    flat = array.ravel(order="K")  # no copy for Fortran-ordered NIfTI arrays
     step = 1 << 22
     if array.dtype.kind in "ub" or (array.dtype.kind == "i" and array.dtype.itemsize <= 2):
         offset = 0 if array.dtype.kind in "ub" else 32768
         seen = np.zeros(65536 if array.dtype.itemsize > 1 or offset else 256, dtype=bool)
         for start in range(0, flat.size, step):
             chunk = flat[start:start + step]
-            counts = np.bincount(chunk.astype(np.int32) + offset, minlength=seen.size)
-            seen |= counts > 0
+            if offset:
+                chunk = chunk.astype(np.int32) + offset
+            seen |= np.bincount(chunk, minlength=seen.size) > 0
         return (np.flatnonzero(seen) - offset).astype(array.dtype)
     found: set = set()
     for start in range(0, flat.size, step):
@@ -514,9 +518,17 @@ def slicing_axis(option: Any, spacing: Sequence[float], where: str) -> int:
     return option
 
 
-def frame_order(axis: int, transpose: bool) -> tuple[int, int, int]:
-    """Permutation taking source index order to ``(slice, row, col)``."""
-    rest = [a for a in range(3) if a != axis]
+def frame_order(axis: int, transpose: bool, fortran: bool = True) -> tuple[int, int, int]:
+    """Permutation taking source index order to ``(slice, row, col)``.
+
+    For volumes stored with the first index fastest (NIfTI, NRRD/MHA: the
+    ``fortran`` storage) the in-plane axes come in descending order, as in
+    SimpleITK's ``(z, y, x)`` arrays: for ``axis = 2`` rows run along ``j``
+    and columns along ``i`` (and the reordering is a cheap contiguous copy).
+    C-ordered volumes (``.npy``, stacks of 2D slices) keep their array order.
+    ``transpose`` swaps rows and columns.
+    """
+    rest = [a for a in ((2, 1, 0) if fortran else (0, 1, 2)) if a != axis]
     if transpose:
         rest.reverse()
     return (axis, rest[0], rest[1])
@@ -703,19 +715,26 @@ def _prepared(card: Card, ref: CaseRef, options: Mapping[str, Any]
     source = get_source(card)
     raw = source.read(card, ref)
     spec = source.label_spec(card, ref)
-    masks, info = decode_case(raw, spec, _mask_name(ref))
+    where = f"{card.path or card.name}.options"
     spatial = raw.image.shape[:3] if source.volumes else raw.image.shape[:2]
-    for mask in masks.values():
-        if mask.shape != spatial:
-            raise DataError(_mask_name(ref), f"mask shape {mask.shape} differs from image "
+    arrays = [*raw.labels, *(a for arrays in raw.target_labels.values() for a in arrays)]
+    for array in arrays:
+        if array.shape != spatial:
+            raise DataError(_mask_name(ref), f"mask shape {array.shape} differs from image "
                                              f"shape {spatial} ({main_file(ref)})")
+    if source.volumes:
+        if raw.image.ndim != 3:
+            raise DataError(main_file(ref), f"expected a 3D volume, got shape {raw.image.shape}")
+        # reorder the label maps (small) rather than every decoded target mask
+        order = _order(raw, options, where)
+        raw.labels = [np.ascontiguousarray(np.transpose(a, order)) for a in raw.labels]
+        raw.target_labels = {t: [np.ascontiguousarray(np.transpose(a, order)) for a in arrays]
+                             for t, arrays in raw.target_labels.items()}
+    masks, info = decode_case(raw, spec, _mask_name(ref))
     meta = dict(raw.meta)
     meta.update(unknown_labels=info["unknown"], stray_values=info["stray"])
-    where = f"{card.path or card.name}.options"
     if source.volumes:
         image, spacing, meta = _volume_geometry(raw, options, where, meta)
-        order = meta["frame_order"]
-        masks = {t: np.ascontiguousarray(np.transpose(m, order)) for t, m in masks.items()}
     else:
         image = raw.image
         _check_image(image, str(main_file(ref)))
@@ -768,6 +787,12 @@ def _check_image(image: np.ndarray, where: str) -> None:
         raise DataError(where, "NaN or infinite values in the image")
 
 
+def _order(raw: RawCase, options: Mapping[str, Any], where: str) -> tuple[int, int, int]:
+    axis = slicing_axis(options.get("axis"), raw.spacing or (1.0, 1.0, 1.0), where)
+    fortran = raw.meta.get("storage", "fortran") == "fortran"
+    return frame_order(axis, bool(options.get("transpose", False)), fortran)
+
+
 def _volume_geometry(raw: RawCase, options: Mapping[str, Any], where: str,
                      meta: dict[str, Any]) -> tuple[np.ndarray, tuple[float, ...] | None, dict]:
     image = raw.image
@@ -777,8 +802,8 @@ def _volume_geometry(raw: RawCase, options: Mapping[str, Any], where: str,
                               "need options.channel)")
     known = raw.spacing is not None  # None: pixel units (e.g. slices stored as JPEG)
     spacing = raw.spacing if known else (1.0, 1.0, 1.0)
-    axis = slicing_axis(options.get("axis"), spacing, where)
-    order = frame_order(axis, bool(options.get("transpose", False)))
+    order = _order(raw, options, where)
+    axis = order[0]
     # one copy: reorder and convert in the same step, then window in place
     volume = np.ascontiguousarray(np.transpose(image, order), dtype=np.float32)
     if not np.isfinite(volume).all():

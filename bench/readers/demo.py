@@ -366,9 +366,9 @@ def _star_distance(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: flo
     return rho - radius
 
 
-def _soft(distance: np.ndarray, width: float) -> np.ndarray:
+def _soft(distance: np.ndarray, width: float | np.ndarray) -> np.ndarray:
     """Opacity in [0, 1] from a signed distance: 0.5 on the outline, ``width`` px ramp."""
-    return 1.0 / (1.0 + np.exp(np.clip(distance / max(width, 1e-3), -50, 50)))
+    return 1.0 / (1.0 + np.exp(np.clip(distance / np.maximum(width, 1e-3), -50, 50)))
 
 
 def _walk(rng: np.random.Generator, start: tuple[float, float], angle: float, length: float,
@@ -528,12 +528,12 @@ def dermoscopy_patient(rng: np.random.Generator, size: int) -> dict[str, Any]:
     """One synthetic lesion and skin: tones and outline, fixed across its images."""
     return {
         "skin": np.array([rng.uniform(200, 235), rng.uniform(150, 190), rng.uniform(130, 165)]),
-        "lesion": rng.uniform(100, 160) * np.array([1.0, rng.uniform(0.6, 0.7),
+        "lesion": rng.uniform(100, 180) * np.array([1.0, rng.uniform(0.6, 0.7),
                                                     rng.uniform(0.4, 0.5)]),
         "radius": rng.uniform(0.22, 0.32),
         "aspect": rng.uniform(0.75, 1.0),
         # Orders 3-7 with these amplitudes dent the outline: non-convex borders.
-        "harmonics": _harmonics(rng, range(2, 8), 0.22, decay=0.8),
+        "harmonics": _harmonics(rng, range(2, 8), 0.28, decay=0.8),
         "dark_centre": rng.uniform(0.15, 0.4),
     }
 
@@ -561,7 +561,10 @@ def dermoscopy_image(patient: dict[str, Any], rng: np.random.Generator,
     network = 1 - 0.18 * np.clip(_smooth_noise(rng, shape, 1.5), 0, None)
     blotches = 1 + 0.15 * _smooth_noise(rng, shape, s / 20)
     colour = patient["lesion"] * (shade * network * blotches)[..., None]
-    image = _blend(image, colour, rng.uniform(0.85, 1.0) * _soft(dist, rng.uniform(1.0, 2.5)))
+    # The border is sharp on one side and fades into the skin on the other.
+    fade = np.clip(np.cos(np.arctan2(yy - cy, xx - cx) - rng.uniform(-np.pi, np.pi)), 0, None)
+    edge = rng.uniform(1.0, 2.0) * (1 + rng.uniform(1.0, 3.0) * fade)
+    image = _blend(image, colour, rng.uniform(0.7, 1.0) * _soft(dist, edge))
 
     hairs = []
     for _ in range(int(rng.integers(0, 7))):
@@ -624,7 +627,7 @@ def ultrasound_image(patient: dict[str, Any], rng: np.random.Generator,
                           patient["harmonics"])
     nodule = (dist < 0) & sector
     inside = _soft(dist, 0.8)
-    rim = np.exp(-(((dist + 1.0) / rng.uniform(1.2, 2.0)) ** 2))
+    rim = np.exp(-((dist / rng.uniform(1.0, 1.6)) ** 2))  # a thin capsule on the border
     # Posterior acoustic enhancement: a brighter column below the nodule.
     column = np.exp(-(((xx - cx) / r) ** 4)) * np.clip((yy - cy) / r, 0, 3) / 3
     echo = echo * (1 + 0.35 * column * (dist >= 0))
@@ -776,7 +779,7 @@ def ct_volume(rng: np.random.Generator, slices: int, size: int,
     x = (np.arange(size) - (size - 1) / 2) * dx  # mm, increasing to the patient's left
     yy, xx = np.meshgrid(y, x, indexing="ij")
     scale = rng.uniform(0.9, 1.1)  # body habitus
-    shift_z = rng.uniform(-15, 15)  # where the slab sits along the body
+    shift_z = rng.uniform(-35, -5)  # where the slab sits along the body
 
     # Slice-independent anatomy: body outline, fat, muscle wall, spine.
     base = np.full(yy.shape, _HU["air"])

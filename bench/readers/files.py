@@ -117,7 +117,8 @@ def _read_nifti(path: Path, role: str) -> Volume:
         array = np.asarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
     else:
         array = image.get_fdata(dtype=np.float32)
-    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    # zooms are stored as float32: round to what the header author wrote (0.7, not 0.69999999)
+    zooms = tuple(float(f"{float(z):.6g}") for z in image.header.get_zooms()[:3])
     return Volume(array, zooms, np.asarray(image.affine, dtype=float), "nifti")
 
 
@@ -164,7 +165,7 @@ def _read_itk(path: Path) -> Volume:
     array = sitk.GetArrayFromImage(image)  # (z, y, x[, c])
     axes = (2, 1, 0) + tuple(range(3, array.ndim))
     array = np.transpose(array, axes)
-    spacing = tuple(float(s) for s in image.GetSpacing())
+    spacing = tuple(float(f"{s:.6g}") for s in image.GetSpacing())  # 0.78125, not 0.7812499
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     lps_to_ras = np.diag([-1.0, -1.0, 1.0])
     affine = np.eye(4)

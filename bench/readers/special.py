@@ -135,7 +135,8 @@ class MedSam2BtcvSource(Source):
             stack = np.stack([_grey(read_image2d(p), p) for p in frames])
         else:
             stack = np.zeros((0,), dtype=np.float32)
-        meta = {"image": str(image_dir), "mask": [str(mask_dir)], "format": "jpg-slices"}
+        meta = {"image": str(image_dir), "mask": [str(mask_dir)], "format": "jpg-slices",
+                "storage": "c"}
         return RawCase(stack, [labels], {}, None, np.eye(4), meta)
 
     def main_file(self, ref: CaseRef) -> Path | str:

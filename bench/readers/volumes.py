@@ -111,6 +111,8 @@ def read_volume_case(options: Mapping[str, Any], ref: CaseRef, image: bool,
         "image": str(image_path),
         "mask": [str(p) for p in (ref.files.get("mask") or ())] or None,
         "format": _format(image_path),
+        # .npy volumes are C-ordered: frames keep their array order (see frame_order)
+        "storage": "c" if _format(image_path) in ("npy", "npy.gz") else "fortran",
     }
     if ref.files.get("targets"):
         meta["target_masks"] = {t: [str(p) for p in ps] for t, ps in ref.files["targets"].items()}

@@ -46,7 +46,7 @@ def _grouped_bars(ax, frame: pd.DataFrame, groups: list[str], models: list[str])
                capsize=2, error_kw={"linewidth": 0.8})
     ax.set_xticks(x, groups, fontsize=8, rotation=20 if len(groups) > 4 else 0, ha="right"
                   if len(groups) > 4 else "center")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.02)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -93,10 +93,12 @@ def figure4(data: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | None:
         ax.set_title(f"{kind} prompt", fontsize=10)
     axes[0][0].set_ylabel("Dice (mean, 95 % CI)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=min(len(models), 4))
-    fig.suptitle("One prompt per flow: Dice per dataset and model, a panel per prompt kind"
-                 + (SYNTHETIC_MARK if synthetic else ""), fontsize=10, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=min(len(models), 6),
+               frameon=False)
+    fig.suptitle("Dice per dataset and model, a panel per prompt kind"
+                 + (SYNTHETIC_MARK if synthetic else ""), fontsize=10)
+    bottom = 0.1 + 0.05 * ((len(models) - 1) // 6)
+    fig.tight_layout(rect=(0, bottom, 1, 0.95))
     return save_figure(fig, path)
 
 
@@ -112,7 +114,7 @@ def seed_strip(spread: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | N
         ax.plot(np.full(row.shape, i), row, "o", color="tab:blue", alpha=0.7)
         ax.plot([i - 0.2, i + 0.2], [np.nanmean(row)] * 2, color="black", linewidth=1.5)
     ax.set_xticks(range(len(labels)), labels, fontsize=7)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.02)
     ax.set_ylabel("mean Dice per seed")
     ax.set_title("Spread across seeds (template choice)" + (SYNTHETIC_MARK if synthetic
                                                             else ""), fontsize=10)

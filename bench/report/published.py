@@ -213,29 +213,31 @@ def published_beside(aggregates: pd.DataFrame, published: pd.DataFrame | None = 
     if aggregates.empty:
         return pd.DataFrame(columns=columns)
     run_targets = {d: sorted(g["target"].unique()) for d, g in aggregates.groupby("dataset")}
-    by_paper_name = {}
+    by_paper_name: dict[str, list[str]] = {}
     for model in aggregates["model"].unique():
         paper = (model_map or {}).get(model, model)
-        by_paper_name[normalise(paper)] = model
+        by_paper_name.setdefault(normalise(paper), []).append(model)
     records = []
     for cell in published.itertuples(index=False):
-        model = by_paper_name.get(normalise(cell.model))
-        if model is None or cell.column == TABLE1_AVERAGE:
+        if cell.column == TABLE1_AVERAGE:
             continue
         place = locate(cell.table, cell.paper_target, run_targets)
         if place is None:
             continue
-        rows = aggregates[(aggregates["dataset"] == place[0]) & (aggregates["target"] == place[1])
-                          & (aggregates["model"] == model) & (aggregates["metric"] == cell.metric)]
-        if rows.empty:
-            continue
-        row = rows.iloc[0]
-        records.append({"table": cell.table, "column": cell.column, "paper_model": cell.model,
-                        "model": model, "dataset": place[0], "target": place[1],
-                        "metric": cell.metric, "printed": cell.printed, "published": cell.value,
-                        "reproduced": float(row["mean"]), "ci_low": float(row["ci_low"]),
-                        "ci_high": float(row["ci_high"]), "n": int(row["n"]),
-                        "difference": float(row["mean"]) - cell.value})
+        for model in by_paper_name.get(normalise(cell.model), []):
+            rows = aggregates[(aggregates["dataset"] == place[0])
+                              & (aggregates["target"] == place[1])
+                              & (aggregates["model"] == model)
+                              & (aggregates["metric"] == cell.metric)]
+            if rows.empty:
+                continue
+            row = rows.iloc[0]
+            records.append({"table": cell.table, "column": cell.column, "paper_model": cell.model,
+                            "model": model, "dataset": place[0], "target": place[1],
+                            "metric": cell.metric, "printed": cell.printed,
+                            "published": cell.value, "reproduced": float(row["mean"]),
+                            "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"]),
+                            "n": int(row["n"]), "difference": float(row["mean"]) - cell.value})
     result = pd.DataFrame.from_records(records, columns=columns)
     return pd.concat([result, _average_rows(result, published)], ignore_index=True)
 

@@ -57,12 +57,15 @@ def target_order(dataset: str, targets: Sequence[str]) -> list[tuple[str, str]]:
     return ordered + [(t, t) for t in targets if t not in used]
 
 
-def table1(aggregates: pd.DataFrame, dataset: str, *, metric: str = "dice") -> pd.DataFrame:
+def table1(aggregates: pd.DataFrame, dataset: str, *, metric: str = "dice",
+           models: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean ``metric`` per target of ``dataset`` and their average, a row per model.
 
     ``Ave`` is the unweighted mean of the row's target columns, as in the
     paper; it is NaN when a target has no value for that model (an average
     over fewer targets would not be comparable).
+
+    ``models`` gives the row order (default: first appearance).
 
     Returns
     -------
@@ -82,11 +85,12 @@ def table1(aggregates: pd.DataFrame, dataset: str, *, metric: str = "dice") -> p
     # mean(skipna=False): one missing organ makes the average missing, not optimistic.
     wide[AVERAGE] = wide.mean(axis=1, skipna=False)
     wide.index.name = "model"
-    return wide.reindex(sorted(wide.index, key=_model_order(rows)))
+    return wide.reindex(sorted(wide.index, key=_model_order(rows, models)))
 
 
 def table2(aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", "iou", "hd95"),
-           datasets: Sequence[str] | None = None) -> pd.DataFrame:
+           datasets: Sequence[str] | None = None,
+           models: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean of each metric per dataset and target (column groups), a row per model.
 
     Returns
@@ -111,13 +115,15 @@ def table2(aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", "iou",
                             aggfunc="first", dropna=False)
     wide = wide.reindex(columns=pd.MultiIndex.from_tuples(columns))
     wide.index.name = "model"
-    return wide.reindex(sorted(wide.index, key=_model_order(rows)))
+    return wide.reindex(sorted(wide.index, key=_model_order(rows, models)))
 
 
-def _model_order(rows: pd.DataFrame):
-    # Models in the order the run lists them (first appearance), not alphabetically.
+def _model_order(rows: pd.DataFrame, models: Sequence[str] | None):
+    # Rows in the order of ``models`` (the run's own order), then by first appearance.
+    order = {name: i for i, name in enumerate(models or [])}
     first = {label: i for i, label in enumerate(dict.fromkeys(rows["row"]))}
-    return lambda label: first.get(label, len(first))
+    model_of = dict(zip(rows["row"], rows["model"], strict=True))
+    return lambda label: (order.get(model_of.get(label), len(order)), first.get(label, 0))
 
 
 def format_number(value: float, digits: int, scale: float = 1.0) -> str:
@@ -179,10 +185,16 @@ def dataset_table(aggregates: pd.DataFrame, dataset: str, metrics: Sequence[str]
             match = rows[(rows["target"] == key.target) & (rows["model"] == key.model)
                          & (rows["protocol"] == key.protocol) & (rows["metric"] == metric)]
             digits = 3 if metric in PERCENT_METRICS else 2
-            record[METRIC_LABELS.get(metric, metric)] = (
-                "-" if match.empty else format_estimate(match["mean"].iloc[0],
-                                                        match["ci_low"].iloc[0],
-                                                        match["ci_high"].iloc[0], digits))
+            if match.empty:
+                text = "-"
+            elif int(match["n_patients"].iloc[0]) < 2:
+                # One patient: the bootstrap has nothing to resample; no interval.
+                text = format_estimate(match["mean"].iloc[0], math.nan, math.nan, digits)
+                text += " (1 patient, no CI)" if text != "-" else ""
+            else:
+                text = format_estimate(match["mean"].iloc[0], match["ci_low"].iloc[0],
+                                       match["ci_high"].iloc[0], digits)
+            record[METRIC_LABELS.get(metric, metric)] = text
         record.update(n=int(key.n), n_excluded=int(key.n_excluded),
                       n_penalised=int(key.n_penalised), n_failed=int(key.n_failed),
                       patients=int(key.n_patients))

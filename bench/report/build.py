@@ -1,0 +1,383 @@
+"""Build the report document of a run (the content; renderers format it).
+
+Sections: warnings, protocol, results overview, the paper's layouts (Table 1,
+Table 2, Figure 4), per-dataset tables with counts and definitions, paired
+comparisons, spread across seeds, Dice against clicks, published numbers
+beside reproduced ones, the qualitative gallery, definitions and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.report import figures as figs
+from bench.report import tables
+from bench.report.document import Bullets, Document, Figure, Heading, Note, Paragraph, Table
+from bench.report.markdown import results_table
+
+COUNTS_TEXT = ("Mean [95 % bootstrap CI, patients resampled]. `n`: cases scored; `n_excluded`: "
+               "prediction and reference both empty (excluded from means); `n_penalised`: exactly "
+               "one empty (scored Dice 0, IoU 0, distances = image diagonal; inside `n`); "
+               "`n_failed`: no prediction (adapter error); `patients`: independent units "
+               "resampled by the bootstrap.")
+
+
+@dataclass
+class RunContext:
+    """Everything about a run the report reads, loaded once."""
+
+    run_dir: Path
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    aggregates: pd.DataFrame
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    ledger: list[dict[str, Any]]
+    cards: Mapping[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.summary.get("demo_data"))
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.summary.get("metric_definitions", {})) or sorted(
+            self.table["metric"].unique())
+
+
+def read_ledger_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of ``prompts.jsonl`` (lenient: the report only reads kinds and coordinates)."""
+    if not Path(path).is_file():
+        return []
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def prompt_kinds(ledger: list[dict[str, Any]], cards: Mapping[str, Any],
+                 datasets: list[str]) -> dict[str, str]:
+    """The prompt kind of each dataset: the ledger's most common kind, else the card's."""
+    counts: dict[str, Counter] = {}
+    for row in ledger:
+        kind = row.get("kind")
+        if kind and kind != "empty-mask":
+            counts.setdefault(str(row.get("dataset")), Counter())[str(kind)] += 1
+    kinds = {}
+    for name in datasets:
+        if name in counts:
+            # most_common breaks ties by first insertion; sort for a stable choice.
+            kinds[name] = sorted(counts[name].items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        elif name in cards and getattr(cards[name], "one_prompt_kind", None):
+            kinds[name] = str(cards[name].one_prompt_kind)
+    return kinds
+
+
+def distance_unit(entry: Mapping[str, Any] | None) -> str:
+    """The unit of distance metrics of a dataset, from the spacing recorded in the manifest."""
+    flows = (entry or {}).get("flows", [])
+    spacings = [f.get("spacing") for f in flows if "spacing" in f]
+    if not flows or len(spacings) < len(flows):
+        return "mm where the reader knows the spacing, else pixels"
+    if all(s for s in spacings):
+        return "mm"
+    if not any(s for s in spacings):
+        return "pixels (no spacing known)"
+    return "mm for flows with a known spacing, pixels for the others"
+
+
+def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
+    """The report of the run in ``ctx`` as a :class:`Document` (writes figures)."""
+    summary, aggregates = ctx.summary, ctx.aggregates
+    doc = Document(f"medsam2-bench report: suite {summary['suite']}")
+    _warnings(doc, ctx)
+    datasets = [d["name"] for d in ctx.config.get("plan", {}).get("datasets", [])] or sorted(
+        aggregates["dataset"].unique() if not aggregates.empty else [])
+    kinds = prompt_kinds(ctx.ledger, ctx.cards, datasets)
+    _protocol(doc, summary, kinds)
+    if aggregates.empty:
+        doc.add(Heading("Results"), Paragraph("No results: the run scored no case."))
+        _closing(doc, ctx)
+        return doc
+
+    doc.add(Heading("Results"), Paragraph(COUNTS_TEXT),
+            Table(results_table(aggregates, ctx.metrics)))
+    _paper_layouts(doc, ctx, kinds)
+    _per_dataset(doc, ctx, kinds)
+    _paired(doc, ctx)
+    _seeds(doc, ctx)
+    _clicks(doc, ctx)
+    _published(doc, ctx)
+    if gallery:
+        _gallery(doc, ctx)
+    _closing(doc, ctx)
+    return doc
+
+
+def _warnings(doc: Document, ctx: RunContext) -> None:
+    summary = ctx.summary
+    if ctx.synthetic:
+        doc.add(Note("**Synthetic data.** No dataset root is configured for this suite, so it "
+                     "ran on the built-in synthetic demo data. These numbers exercise the "
+                     "pipeline; they say nothing about performance on real medical images."))
+    stamped = [name for name, fp in summary.get("adapters", {}).items()
+               if isinstance(fp, dict) and fp.get("meaningless")]
+    if stamped:
+        doc.add(Note(f"**Meaningless results for {', '.join(stamped)}:** randomly initialised "
+                     "weights (smoke test only)."))
+    failed = summary.get("failed_units", [])
+    read_failures = sum(len(e.get("failures", [])) for e in ctx.manifest.get("datasets",
+                                                                              {}).values())
+    doc.add(Paragraph(f"Failed units: **{len(failed)}**; unreadable cases: "
+                      f"**{read_failures}**."))
+
+
+def _protocol(doc: Document, summary: dict[str, Any], kinds: dict[str, str]) -> None:
+    from bench.prompts import PROTOCOLS
+
+    params = ", ".join(f"{k} = {v!r}" for k, v in sorted(summary["protocol_params"].items()))
+    doc.add(Heading("Protocol"),
+            Paragraph(f"`{summary['protocol']}` ({params or 'defaults'}); seeds: "
+                      f"{', '.join(map(str, summary['seeds']))}."))
+    spec = PROTOCOLS.get(summary["protocol"])
+    if spec is None:
+        doc.add(Paragraph(f"Protocol `{summary['protocol']}` is not in this version's registry: "
+                          "no protocol card."))
+        return
+    used = sorted(set(kinds.values())) or [None]
+    for kind in used:
+        try:
+            card = spec.card(summary["protocol_params"], prompt_kind=kind)
+        except Exception as err:  # an old run's parameters may no longer validate
+            card = f"(protocol card unavailable: {err})"
+        if kind is not None and len(used) > 1:
+            names = ", ".join(sorted(d for d, k in kinds.items() if k == kind))
+            doc.add(Paragraph(f"**{kind} prompts** ({names}): {card}"))
+        else:
+            doc.add(Paragraph(card))
+
+
+def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
+    aggregates = ctx.aggregates
+    models = ctx.config.get("plan", {}).get("models")
+    figures_dir = ctx.run_dir / "figures"
+    doc.add(Heading("Paper layouts"))
+    multi = [d for d, g in aggregates[aggregates["metric"] == "dice"].groupby("dataset")
+             if g["target"].nunique() > 1]
+    for dataset in multi:
+        wide = tables.table1(aggregates, dataset, models=models)
+        doc.add(Heading(f"Table 1 layout: {dataset}", 3),
+                Table(tables.display_table1(wide),
+                      f"Dice per target of {dataset} and their unweighted average (Ave), a row "
+                      "per model, as in the paper's Table 1. Ave is '-' when a target has no "
+                      "value for the model.", wide=len(wide.columns) > 8))
+    t2_metrics = [m for m in ("dice", "iou", "hd95") if m in set(aggregates["metric"])]
+    if t2_metrics:
+        wide = tables.table2(aggregates, metrics=t2_metrics, models=models)
+        pieces = tables.chunk_groups(wide)
+        unit = "mm (pixels where the spacing is unknown)"
+        if pieces:
+            doc.add(Heading("Table 2 layout", 3))
+        for i, piece in enumerate(pieces):
+            part = f" (part {i + 1} of {len(pieces)})" if len(pieces) > 1 else ""
+            doc.add(Table(tables.display_table2(piece),
+                          f"Mean Dice and IoU in %, HD95 in {unit}, per dataset (and target), "
+                          f"a row per model, as in the paper's Table 2{part}.", wide=True))
+    data = tables.figure4_data(aggregates, kinds)
+    path = figs.figure4(data, figures_dir / "figure4_dice_by_prompt_kind.png",
+                        synthetic=ctx.synthetic)
+    if path is not None:
+        doc.add(Heading("Figure 4 layout", 3),
+                Figure(path.relative_to(ctx.run_dir),
+                       "Mean Dice (95 % CI whiskers) per dataset and model, a panel per prompt "
+                       "kind, as in the paper's Figure 4."))
+
+
+def _per_dataset(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
+    from bench.metrics import METRIC_DEFINITIONS
+
+    doc.add(Heading("Per-dataset results"), Paragraph(COUNTS_TEXT))
+    seeds = ", ".join(map(str, ctx.summary["seeds"]))
+    definitions = ctx.summary.get("metric_definitions", METRIC_DEFINITIONS)
+    distance_metrics = [m for m in ctx.metrics if m in ("hd95", "hd95_max", "assd")]
+    for dataset in sorted(ctx.aggregates["dataset"].unique()):
+        entry = ctx.manifest.get("datasets", {}).get(dataset, {})
+        facts = [f"prompt kind: `{kinds.get(dataset, 'unknown')}`",
+                 f"protocol: `{ctx.summary['protocol']}`", f"seeds: {seeds}"]
+        if entry:
+            facts.append(f"flows read: {len(entry.get('flows', []))}, unreadable: "
+                         f"{len(entry.get('failures', []))}")
+        bullets = []
+        for metric in distance_metrics:
+            bullets.append(f"`{metric}`: {definitions.get(metric, metric)}; unit here: "
+                           f"{distance_unit(entry)}")
+        doc.add(Heading(dataset, 3), Paragraph("; ".join(facts) + "."))
+        if bullets:
+            doc.add(Bullets(bullets))
+        doc.add(Table(tables.dataset_table(ctx.aggregates, dataset, ctx.metrics)))
+
+
+def _paired(doc: Document, ctx: RunContext) -> None:
+    from bench.compare import compare_models, format_comparison
+
+    models = list(dict.fromkeys(ctx.table["model"]))
+    if len(models) < 2:
+        return
+    metric = "dice" if "dice" in ctx.metrics else ctx.metrics[0]
+    result = compare_models(ctx.table, models, metrics=[metric], n_resamples=1000)
+    if result.empty:
+        return
+    result = result.sort_values(["dataset", "target"], kind="stable")
+    doc.add(Heading("Paired comparisons between models"),
+            Paragraph(f"Difference b - a of `{metric}` over the cases both models scored, under "
+                      "identical prompts (one ledger per run). 95 % CI: percentile bootstrap "
+                      "resampling patients; p: two-sided Wilcoxon signed-rank test on per-patient "
+                      "mean "
+                      "differences. `n_unpaired`: cases without a score from at least one of "
+                      "the two (failed or missing); "
+                      "`n_excluded`: both masks empty on either side."),
+            Table(format_comparison(result)))
+
+
+def _seeds(doc: Document, ctx: RunContext) -> None:
+    spread = tables.seed_spread(ctx.table)
+    if spread.empty:
+        return
+    doc.add(Heading("Spread across seeds"),
+            Paragraph("Mean Dice per seed (each seed draws its own random templates and "
+                      "prompts), their standard deviation and range."),
+            Table(tables.as_strings(spread)))
+    path = figs.seed_strip(spread, ctx.run_dir / "figures" / "seed_spread.png",
+                           synthetic=ctx.synthetic)
+    if path is not None:
+        doc.add(Figure(path.relative_to(ctx.run_dir), "Mean Dice of each seed (dots) and "
+                       "their mean (bar)."))
+
+
+def _clicks(doc: Document, ctx: RunContext) -> None:
+    curve = tables.click_curve(ctx.table)
+    if curve.empty:
+        return
+    doc.add(Heading("Dice against the number of clicks"))
+    path = figs.click_lines(curve, ctx.run_dir / "figures" / "dice_vs_clicks.png",
+                            synthetic=ctx.synthetic)
+    if path is not None:
+        doc.add(Figure(path.relative_to(ctx.run_dir), "Mean Dice after each click."))
+    doc.add(Table(tables.as_strings(curve)))
+
+
+def _published(doc: Document, ctx: RunContext) -> None:
+    from bench.report import published
+
+    if ctx.synthetic:
+        return
+    try:
+        beside = published.published_beside(ctx.aggregates)
+    except (OSError, ValueError) as err:
+        doc.add(Heading("Published numbers"),
+                Paragraph(f"Published numbers unavailable: {err}"))
+        return
+    if beside.empty:
+        return
+    shown = pd.DataFrame({
+        "table": beside["table"], "column": beside["column"], "model": beside["model"],
+        "dataset/target": beside["dataset"] + "/" + beside["target"],
+        "metric": beside["metric"], "printed": beside["printed"],
+        "published": [tables.format_number(v, 3) for v in beside["published"]],
+        "reproduced [95 % CI]": [tables.format_estimate(r.reproduced, r.ci_low, r.ci_high)
+                                 for r in beside.itertuples()],
+        "difference": [tables.format_number(v, 3) for v in beside["difference"]],
+        "n": beside["n"].astype(str),
+    })
+    doc.add(Heading("Published numbers beside reproduced ones"),
+            Paragraph("The paper's cells (`reports/paper_table*.csv`, as printed; published = "
+                      "in harness units: fractions, mm) next to this run's means; difference = "
+                      "reproduced - published. Names map as documented in "
+                      "`bench/report/published.py`."),
+            Table(shown))
+    check = published.table1_average_check()
+    off = check[check["difference"].abs() > published.AVERAGE_ROUNDING]
+    if (beside["table"] == "Table 1").any() and not off.empty:
+        doc.add(Paragraph("The paper's printed Table 1 `Ave` is not the mean of its organ "
+                          "columns for: " + ", ".join(
+                              f"{r.model} (printed {r.printed_ave:.3f}, mean {r.row_mean:.4f})"
+                              for r in off.itertuples()) + "."))
+    consistency = published.iou_dice_consistency()
+    if (beside["table"] == "Table 2").any() and not consistency.empty:
+        doc.add(Paragraph(f"{len(consistency)} printed Table 2 IoU values are below the mean "
+                          "Dice's lower bound D/(2-D) (Jensen), which per-case means over one "
+                          "set of cases cannot produce, e.g. " + ", ".join(
+                              f"{r.model} {r.group} (Dice {r.dice:.1f}, IoU {r.iou:.1f} < "
+                              f"{r.iou_lower_bound:.1f})"
+                              for r in consistency.head(3).itertuples()) + "."))
+
+
+def _gallery(doc: Document, ctx: RunContext) -> None:
+    from bench.report.gallery import build_gallery
+
+    plan = ctx.config.get("plan", {})
+    try:
+        drawn, notes = build_gallery(ctx.run_dir, ctx.table, plan.get("datasets", []),
+                                     ctx.cards, ctx.ledger, limit=plan.get("limit"),
+                                     synthetic=ctx.synthetic)
+    except Exception as err:  # the gallery is illustration: it never stops the report
+        drawn, notes = [], [f"gallery not drawn: {type(err).__name__}: {err}"]
+    if not drawn and not notes:
+        return
+    doc.add(Heading("Qualitative gallery"),
+            Paragraph("Best, median and worst case by Dice per model and dataset (first seed): "
+                      "ground truth in green, prediction dashed red, prompts in yellow "
+                      "(stars: positive clicks, crosses: negative clicks, rectangles: boxes). "
+                      "Volumes show the slice with the most ground truth."))
+    for dataset, path in drawn:
+        doc.add(Figure(path.relative_to(ctx.run_dir), f"{dataset}: best, median, worst."))
+    if notes:
+        doc.add(Paragraph("Not drawn:"), Bullets(notes))
+
+
+def _closing(doc: Document, ctx: RunContext) -> None:
+    summary = ctx.summary
+    doc.add(Heading("Metric definitions"))
+    items = [f"`{name}`: {text}" for name, text in summary.get("metric_definitions", {}).items()]
+    policy = summary.get("empty_policy", {})
+    items.append(f"Empty masks (policy version {policy.get('version')}): both empty -> "
+                 f"{'excluded from means' if policy.get('both_empty') == 'exclude' else 'scored 1'}"
+                 "; exactly one empty -> Dice 0, IoU 0, distances = image diagonal in mm.")
+    items.append("Confidence intervals: 95 % percentile bootstrap of the mean, patients "
+                 "resampled with all their cases, seeded per group.")
+    doc.add(Bullets(items))
+
+    failed = summary.get("failed_units", [])
+    read_failures = {name: entry["failures"] for name, entry in
+                     ctx.manifest.get("datasets", {}).items() if entry.get("failures")}
+    if failed or read_failures:
+        items = [f"{f['dataset']} / {f['flow']} / {f['model']} / seed {f['seed']}: "
+                 f"{f['message']}" for f in failed]
+        for name, failures in read_failures.items():
+            items += [f"{name} (reading): {f.get('error')}" for f in failures]
+        doc.add(Heading("Failures"), Bullets(items))
+    if ctx.notes:
+        doc.add(Heading("Report notes"), Bullets(ctx.notes))
+
+    doc.add(Heading("Models"))
+    doc.add(Bullets([f"`{name}`: {fp.get('description', '')}".rstrip(": ")
+                     for name, fp in summary.get("adapters", {}).items()] or ["(none recorded)"]))
+    provenance = summary.get("provenance", {})
+    versions = provenance.get("versions", {})
+    git = provenance.get("git", {})
+    doc.add(Heading("Provenance"),
+            Bullets([f"git commit: `{git.get('commit')}`" + (" (uncommitted changes)"
+                                                          if git.get("dirty") else ""),
+                     "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)]))

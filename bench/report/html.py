@@ -1,0 +1,174 @@
+"""The HTML report: one self-contained file (styles inline, figures embedded as base64)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from bench.report.document import (
+    Bullets,
+    Document,
+    Figure,
+    Heading,
+    Note,
+    Paragraph,
+    Table,
+    header_levels,
+    spans,
+    split_inline,
+)
+
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1150px; color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #333; padding-bottom: .2em; }
+h2 { font-size: 1.3em; margin-top: 1.8em; border-bottom: 1px solid #bbb; }
+h3 { font-size: 1.1em; margin-top: 1.4em; }
+table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .86em; }
+p.caption { font-style: italic; font-size: .9em; margin: .8em 0 .2em; }
+thead tr:first-child th { border-top: 2px solid #222; }
+thead tr:last-child th { border-bottom: 1px solid #222; }
+tbody tr:last-child td { border-bottom: 2px solid #222; }
+th, td { padding: .25em .6em; text-align: right; white-space: nowrap; }
+th.text, td.text { text-align: left; }
+th.group { text-align: center; border-bottom: 1px solid #888; }
+tbody tr:nth-child(even) { background: #f6f6f6; }
+.note { background: #fff4d6; border-left: 4px solid #e0a800; padding: .5em .8em; margin: 1em 0; }
+figure { margin: 1em 0 1.6em; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-style: italic; font-size: .9em; }
+code { background: #f0f0f0; padding: 0 .25em; border-radius: 3px; }
+.scroll { overflow-x: auto; }
+"""
+
+
+def inline(text: str) -> str:
+    """Escaped HTML of a text with ``code`` and ``**bold**``."""
+    out = []
+    for kind, piece in split_inline(text):
+        escaped = html.escape(piece)
+        out.append(f"<code>{escaped}</code>" if kind == "code" else
+                   f"<strong>{escaped}</strong>" if kind == "bold" else escaped)
+    return "".join(out)
+
+
+def html_table(frame: pd.DataFrame, caption: str = "") -> str:
+    """A table with a spanning header row for two-level columns."""
+    parts = [f'<p class="caption">{inline(caption)}</p>'] if caption else []
+    parts.append('<div class="scroll"><table>')
+    parts.append("<thead>")
+    text = [not _numeric(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    levels = header_levels(frame)
+    if levels is not None:
+        groups, names = levels
+        cells = "".join(f'<th colspan="{width}" class="group">{html.escape(label)}</th>'
+                        if label else f'<th colspan="{width}"></th>'
+                        for label, width in spans(groups))
+        parts.append(f"<tr>{cells}</tr>")
+    else:
+        names = [str(c) for c in frame.columns]
+    parts.append("<tr>" + "".join(f"<th{_cls(t)}>{html.escape(n)}</th>"
+                                  for n, t in zip(names, text, strict=True)) + "</tr>")
+    parts.append("</thead><tbody>")
+    for row in frame.itertuples(index=False):
+        parts.append("<tr>" + "".join(f"<td{_cls(t)}>{html.escape(str(v))}</td>"
+                                      for v, t in zip(row, text, strict=True)) + "</tr>")
+    parts.append("</tbody></table></div>")
+    return "".join(parts)
+
+
+_NUMBER = re.compile(r"^[-+<]?\d|^-$")
+
+
+def _numeric(column: pd.Series) -> bool:
+    """Numbers (possibly with an interval) or '-' in every cell: right-aligned."""
+    return all(_NUMBER.match(str(v).strip()) for v in column)
+
+
+def _cls(text: bool) -> str:
+    return ' class="text"' if text else ""
+
+
+def embed_png(path: Path) -> str:
+    """A ``data:`` URI of a PNG file."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"data:image/png;base64,{data}"
+
+
+def render_html(document: Document, run_dir: Path) -> str:
+    """The document as one HTML file; figure paths are relative to ``run_dir``."""
+    body = [f"<h1>{inline(document.title)}</h1>"]
+    for block in document.blocks:
+        if isinstance(block, Heading):
+            level = min(max(block.level, 2), 6)
+            body.append(f"<h{level}>{inline(block.text)}</h{level}>")
+        elif isinstance(block, Paragraph):
+            body.append(f"<p>{inline(block.text)}</p>")
+        elif isinstance(block, Note):
+            body.append(f'<div class="note">{inline(block.text)}</div>')
+        elif isinstance(block, Bullets):
+            body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            body.append(html_table(block.frame, block.caption))
+        elif isinstance(block, Figure):
+            source = Path(run_dir) / block.path
+            alt = html.escape(block.caption or block.path.stem)
+            caption = f"<figcaption>{inline(block.caption)}</figcaption>" if block.caption else ""
+            body.append(f'<figure><img src="{embed_png(source)}" alt="{alt}">{caption}</figure>')
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(document.title)}</title><style>{STYLE}</style></head>"
+            "<body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium-family browser on PATH (or ``/usr/bin/chromium``), else None."""
+    import shutil
+
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
+
+
+def chromium_command(browser: str, profile: Path, *extra: str) -> list[str]:
+    """A headless, network-quiet Chromium command line with its own throw-away profile."""
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}", *extra]
+
+
+def screenshot_html(page: Path, png: Path, *, browser: str | None = None, width: int = 1200,
+                    height: int = 2000, timeout: float = 120.0) -> Path:
+    """Render ``page`` in headless Chromium and save a ``width`` x ``height`` PNG at ``png``.
+
+    Raises
+    ------
+    RuntimeError
+        When no browser is found or it fails to write the screenshot.
+    """
+    import subprocess
+    import tempfile
+
+    browser = browser or find_chromium()
+    if browser is None:
+        raise RuntimeError("no Chromium found (install Debian's 'chromium' package)")
+    png = Path(png).resolve()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-chromium-") as profile:
+        command = chromium_command(browser, Path(profile), f"--screenshot={png}",
+                                   f"--window-size={width},{height}",
+                                   Path(page).resolve().as_uri())
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                check=False)
+    if result.returncode != 0 or not png.is_file():
+        tail = " ".join(result.stderr.split()[-30:])
+        raise RuntimeError(f"{browser} did not write {png} (exit {result.returncode}): {tail}")
+    return png

@@ -1,0 +1,243 @@
+"""Unit tests of the reader machinery: patterns, label decoding, votes, geometry, cards."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.readers import load_card, load_cards
+from bench.readers.check import DataError
+from bench.readers.core import (
+    Pattern,
+    card_options,
+    decode_labels,
+    frame_order,
+    get_source,
+    label_spec,
+    present_values,
+    slicing_axis,
+    to_source_order,
+    vote,
+    window_intensities,
+)
+from bench.readers.files import MissingDependency, read_volume
+from bench.readers.layout import layouts
+from bench.validate import ConfigError
+
+CARDS = Path(__file__).resolve().parents[1] / "datasets"
+PAPER_DATASETS = ["btcv", "refuge2", "brats", "tnmix", "isic", "kits23", "atlas23", "tdsc-abus",
+                  "wbc", "segrap", "crossmoda23", "refuge", "cadvidset", "stare", "toothfairy"]
+
+
+def make_card(targets, kind="volume", reader="volumes", **options):
+    card = load_card(CARDS / "btcv.toml")
+    return dataclasses.replace(card, targets=tuple(targets), kind=kind, reader=reader,
+                               options=options)
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+def test_pattern_captures_fields_and_backreferences():
+    pattern = Pattern("**/BraTS2021_{id}/BraTS2021_{id}_flair.nii.gz", {"id": r"\d{5}"})
+    assert pattern.glob == "**/BraTS2021_*/BraTS2021_*_flair.nii.gz"
+    assert pattern.regex.match("a/b/BraTS2021_00012/BraTS2021_00012_flair.nii.gz")["id"] == "00012"
+    assert pattern.regex.match("BraTS2021_00012/BraTS2021_00012_flair.nii.gz")["id"] == "00012"
+    assert pattern.regex.match("BraTS2021_00012/BraTS2021_00013_flair.nii.gz") is None
+    assert pattern.regex.match("BraTS2021_0012/BraTS2021_0012_flair.nii.gz") is None
+
+
+def test_pattern_field_constraint_rejects_annotator_suffix():
+    plain = Pattern("im{id}.ppm")
+    assert plain.regex.match("im0001.ah.ppm")["id"] == "0001.ah"  # why STARE constrains id
+    constrained = Pattern("im{id}.ppm", {"id": r"\d{4}"})
+    assert constrained.regex.match("im0001.ah.ppm") is None
+    assert constrained.regex.match("im0001.ppm")["id"] == "0001"
+    assert Pattern("{a}/x*.png").regex.match("d/x12.png")["a"] == "d"
+    assert Pattern("{a}/x*.png").regex.match("d/e/x12.png") is None
+
+
+def test_pattern_find_skips_hidden_and_macos_files(tmp_path):
+    for name in ("img2.nii.gz", "img10.nii.gz", "img1.nii.gz", "._img3.nii.gz",
+                 "__MACOSX/img4.nii.gz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = Pattern("**/img{id}.nii.gz").find(tmp_path)
+    assert [f["id"] for _, f in found] == ["1", "2", "10"]  # natural order
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def test_decode_labels_regions_and_merges():
+    raw = np.array([[0, 1, 2], [4, 4, 0]], np.uint8)
+    spec = label_spec(make_card(["WT", "TC", "ET"]), {"labels": {"ncr": 1, "ed": 2, "et": 4},
+                                                      "regions": {"WT": [1, 2, 4],
+                                                                  "TC": ["ncr", "et"],
+                                                                  "ET": [4]}})
+    masks, info = decode_labels(raw, spec)
+    assert masks["WT"].tolist() == [[False, True, True], [True, True, False]]
+    assert masks["TC"].tolist() == [[False, True, False], [True, True, False]]
+    assert masks["ET"].sum() == 2 and info == {"unknown": [], "stray": []}
+
+
+def test_decode_labels_unknown_values_error_or_warn():
+    raw = np.array([0, 1, 7, 9], np.int16)
+    strict = label_spec(make_card(["a"]), {"labels": {"a": 1}})
+    with pytest.raises(DataError, match=r"lab.nii.gz: unknown label values \[7, 9\]"):
+        decode_labels(raw, strict, "lab.nii.gz")
+    lenient = label_spec(make_card(["a"]), {"labels": {"a": 1}, "unknown_labels": "warn"})
+    masks, info = decode_labels(raw, lenient)
+    assert masks["a"].tolist() == [False, True, False, False] and info["unknown"] == [7, 9]
+
+
+def test_decode_labels_snaps_grey_levels_to_nearest():
+    raw = np.array([0, 9, 63, 65, 128, 190, 200, 255], np.uint8)
+    spec = label_spec(make_card(["cyto", "nuc"]), {"levels": [0, 128, 255],
+                                                   "labels": {"cyto": 128, "nuc": 255}})
+    masks, info = decode_labels(raw, spec)
+    # 63 -> 0 (63 < 64), 65 -> 128, 190 -> 128 (62 < 65), 200 -> 255
+    assert masks["cyto"].tolist() == [False, False, False, True, True, True, False, False]
+    assert masks["nuc"].tolist() == [False] * 6 + [True, True]
+    assert info["stray"] == [9, 63, 65, 190, 200]
+
+
+def test_decode_labels_background_255_and_threshold():
+    refuge = label_spec(make_card(["disc", "cup"]), {
+        "levels": [0, 128, 255], "background": 255, "labels": {"cup": 0, "rim": 128},
+        "regions": {"disc": ["cup", "rim"], "cup": ["cup"]}})
+    masks, _ = decode_labels(np.array([255, 128, 0, 130], np.uint8), refuge)
+    assert masks["disc"].tolist() == [False, True, True, True]
+    assert masks["cup"].tolist() == [False, False, True, False]
+    jpeg = label_spec(make_card(["vessel"]), {"threshold": 128})
+    masks, info = decode_labels(np.array([0, 3, 127, 128, 252], np.uint8), jpeg)
+    assert masks["vessel"].tolist() == [False, False, False, True, True]
+    assert info["unknown"] == []
+
+
+def test_decode_labels_rejects_nan_and_fractions():
+    spec = label_spec(make_card(["a"]), {"labels": {"a": 1}})
+    with pytest.raises(DataError, match="NaN"):
+        decode_labels(np.array([0.0, np.nan]), spec, "m.nii")
+    with pytest.raises(DataError, match="non-integer"):
+        decode_labels(np.array([0.0, 0.5]), spec, "m.nii")
+    masks, _ = decode_labels(np.array([0.0, 1.0]), spec)
+    assert masks["a"].tolist() == [False, True]
+
+
+def test_label_spec_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"targets: 'liver' has no label value"):
+        label_spec(make_card(["liver"]), {"labels": {"kidney": 1}})
+    with pytest.raises(ConfigError, match=r"regions.AG: unknown label 'adrenal'"):
+        label_spec(make_card(["AG"]), {"labels": {"x": 1}, "regions": {"AG": ["adrenal"]}})
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32])
+def test_present_values_matches_unique(dtype):
+    rng = np.random.default_rng(3)
+    low = -50 if np.issubdtype(dtype, np.signedinteger) or dtype == np.float32 else 0
+    array = rng.integers(low, 200, (3, 70, 50)).astype(dtype)
+    np.testing.assert_array_equal(present_values(array), np.unique(array))
+
+
+def test_vote_rules():
+    raters = [np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool),
+              np.array([1, 0, 0, 0], bool)]
+    assert vote(raters, "majority").tolist() == [True, False, False, False]
+    assert vote(raters, "any").tolist() == [True, True, True, False]
+    assert vote(raters, "all").tolist() == [True, False, False, False]
+    # two raters: mean >= 0.5 (the official MedSAM-2 rule) counts a tie as foreground
+    assert vote(raters[:2], "majority").tolist() == [True, True, True, False]
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_frame_order_round_trip(axis, transpose):
+    volume = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    order = frame_order(axis, transpose)
+    frames = np.transpose(volume, order)
+    assert frames.shape[0] == volume.shape[axis]
+    meta = {"source_axes": tuple(np.argsort(order))}
+    np.testing.assert_array_equal(to_source_order(frames, meta), volume)
+
+
+def test_slicing_axis_auto_and_errors():
+    assert slicing_axis("auto", (0.8, 0.8, 5.0), "x") == 2
+    assert slicing_axis("auto", (3.0, 1.0, 1.0), "x") == 0
+    assert slicing_axis("auto", (1.0, 1.0, 1.0), "x") == 2
+    assert slicing_axis(None, (1.0, 1.0, 1.0), "x") == 2
+    with pytest.raises(ConfigError, match="axis: expected 0, 1, 2 or 'auto'"):
+        slicing_axis(3, (1.0, 1.0, 1.0), "card.options")
+
+
+def test_window_fixed_and_percentile():
+    volume = np.array([[[-1000.0, -125.0, 75.0, 275.0, 1000.0]]], np.float32)
+    out, window = window_intensities(volume.copy(), [-125, 275], None, "x")
+    np.testing.assert_allclose(out.ravel(), [0, 0, 0.5, 1, 1])
+    assert window == [-125.0, 275.0]
+    ramp = np.arange(101, dtype=np.float32).reshape(1, 1, 101)
+    out, window = window_intensities(ramp.copy(), "percentile", [10, 90], "x")
+    assert window == pytest.approx([10.0, 90.0])
+    assert out.ravel()[50] == pytest.approx(0.5)
+
+
+def test_missing_simpleitk_gives_install_hint(tmp_path, monkeypatch):
+    path = tmp_path / "DATA_001.nrrd"
+    path.write_bytes(b"NRRD0004\n")
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)
+    with pytest.raises(MissingDependency, match=r"pip install 'medsam2-bench\[itk\]'"):
+        read_volume(path)
+
+
+# --------------------------------------------------------------------------- cards
+
+
+def test_every_card_validates():
+    cards = load_cards(CARDS)
+    assert set(PAPER_DATASETS) <= set(cards)
+    assert {"official-btcv", "official-refuge"} <= set(cards)
+    for card in cards.values():
+        if card.reader == "demo":
+            continue
+        source = get_source(card)
+        options = card_options(card, source)
+        if card.reader in ("volumes", "pairs2d"):
+            assert layouts(card)
+            spec = source.label_spec(card)
+            assert set(spec.targets) == set(card.targets), card.name
+        if options.get("as_image_flow"):
+            assert card.kind == "image-flow"
+
+
+def test_paper_cards_say_what_the_dataset_is():
+    cards = load_cards(CARDS)
+    for name in PAPER_DATASETS:
+        card = cards[name]
+        assert card.title and card.modality and card.citation and card.licence, name
+        assert card.download and card.description, name
+    one_prompt = {"kits23": "point", "atlas23": "point", "tdsc-abus": "point", "wbc": "point",
+                  "segrap": "box", "crossmoda23": "box", "refuge": "box",
+                  "cadvidset": "mask", "stare": "mask", "toothfairy": "mask"}
+    assert {n: cards[n].one_prompt_kind for n in one_prompt} == one_prompt
+    for name in ("kits23", "atlas23", "tdsc-abus", "segrap", "crossmoda23", "toothfairy"):
+        assert cards[name].kind == "image-flow" and cards[name].options["as_image_flow"]
+
+
+def test_card_option_errors():
+    card = load_card(CARDS / "btcv.toml")
+    typo = dataclasses.replace(card, options={**card.options, "windw": [0, 1]})
+    with pytest.raises(ConfigError, match=r"unknown key 'windw' \(did you mean 'window'\?\)"):
+        card_options(typo)
+    sliced = dataclasses.replace(card, options={**card.options, "as_image_flow": True})
+    with pytest.raises(ConfigError, match="as_image_flow: True does not fit kind = 'volume'"):
+        card_options(sliced)
+    bad_vote = dataclasses.replace(card, options={**card.options, "vote": "mean"})
+    with pytest.raises(ConfigError, match="vote: expected one of majority, any, all"):
+        card_options(bad_vote)

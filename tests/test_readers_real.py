@@ -1,0 +1,143 @@
+"""The real samples in ../shared/data load through their cards.
+
+Skipped when the folder is absent (a fresh clone, CI). Expected values come
+from the files themselves, read independently with PIL / nibabel /
+SimpleITK, and from the sample README (shapes, spacings, case counts).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.readers import load_card
+from bench.readers.check import check_dataset, has_errors
+from bench.readers.core import list_cases, list_flows, load_case, load_flow, to_source_order
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+pytestmark = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"real sample data not found at {SHARED} (absent on a fresh "
+                                "clone; set BENCH_SHARED_DATA to point at it)")
+
+
+def card(name: str):
+    return load_card(REPO / "datasets" / f"{name}.toml")
+
+
+def test_wbc_sample(tmp_path):
+    wbc = card("wbc")
+    root = SHARED / "wbc"
+    flows = list_flows(wbc, root)
+    assert [(f.id, len(f.cases)) for f in flows] == [("wbc/Dataset 1", 300),
+                                                    ("wbc/Dataset 2", 100)]
+    ref = next(r for r in flows[1].cases if r.id == "Dataset 2/050")
+    flow = load_case(wbc, ref)
+    raw = np.asarray(Image.open(root / "Dataset 2" / "050.png"))
+    assert flow.frames[0].shape == (300, 300, 3)
+    assert 9 in np.unique(raw) and flow.meta["stray_values"] == [9]
+    np.testing.assert_array_equal(flow.masks["cytoplasm"][0], raw == 128)
+    np.testing.assert_array_equal(flow.masks["nucleus"][0], raw == 255)
+    first = load_case(wbc, flows[0].cases[0])
+    assert first.frames[0].shape == (120, 120, 3)
+    np.testing.assert_array_equal(first.frames[0],
+                                  np.asarray(Image.open(root / "Dataset 1" / "001.bmp")))
+    problems = check_dataset(wbc, root)
+    assert not has_errors(problems)
+    assert str(problems[-1]) == f"info: {root}: 400 cases found, 400 expected"
+    stray = [p for p in problems if "stray" in p.message]
+    assert any(p.path.endswith("Dataset 2/050.png") and "[9]" in p.message for p in stray)
+
+
+def test_fundus_optic_disc_sample():
+    fundus = card("fundus-optic-disc")
+    root = SHARED / "fundus-optic-disc"
+    (ref,) = list_flows(fundus, root)
+    assert len(ref.cases) == 19
+    flow = load_flow(fundus, ref)
+    raw = np.asarray(Image.open(root / "sample_dataset/groundtruth1/image_091.jpg"))
+    assert flow.case_ids[0] == "091" and flow.frames[0].shape == (400, 600, 3)
+    np.testing.assert_array_equal(flow.masks["optic disc"][0], raw >= 128)
+    assert all(m.any() for m in flow.masks["optic disc"])
+    assert not has_errors(check_dataset(fundus, root))
+
+
+def test_chase_sample_first_observer():
+    chase = card("chase-db1")
+    root = SHARED / "retina-vessels-chase"
+    cases = list_cases(chase, root)
+    assert len(cases) == 28 and cases[0].id == "01L"
+    flow = load_case(chase, cases[0])
+    raw = np.asarray(Image.open(root / "CHASEDB1/Image_01L_1stHO.png"))
+    assert flow.frames[0].shape == (960, 999, 3)
+    np.testing.assert_array_equal(flow.masks["vessel"][0], raw.astype(bool))
+
+
+def test_brain_tumour_mr_sample_and_its_nrrd_original():
+    brain = card("brain-tumour-mr")
+    root = SHARED / "brain-tumour-mr"
+    flows = [load_flow(brain, ref) for ref in list_flows(brain, root)]
+    assert [f.id for f in flows] == ["brain1", "brain2"]
+    assert flows[0].frames.shape == (25, 256, 256) and flows[1].frames.shape == (23, 256, 256)
+    assert flows[0].spacing == (6.5, 0.78125, 0.78125)
+    label = np.asarray(nib.load(str(root / "brain1_label.nii.gz")).dataobj)
+    np.testing.assert_array_equal(to_source_order(flows[0].masks["tumour"], flows[0].meta),
+                                  label == 1)
+    assert 0.0 <= flows[0].frames.min() and flows[0].frames.max() <= 1.0
+    # the NRRD original read through SimpleITK gives the same voxels and geometry
+    pytest.importorskip("SimpleITK")
+    import dataclasses
+
+    nrrd = dataclasses.replace(brain, options={**brain.options, "image": "brain{id}_image.nrrd",
+                                               "mask": "brain{id}_label.nrrd"})
+    (other,) = [load_flow(nrrd, ref) for ref in list_flows(nrrd, root)]
+    np.testing.assert_array_equal(other.frames, flows[0].frames)
+    np.testing.assert_array_equal(other.masks["tumour"], flows[0].masks["tumour"])
+    np.testing.assert_allclose(other.meta["affine"], flows[0].meta["affine"], atol=1e-4)
+    assert not has_errors(check_dataset(brain, root))
+
+
+def test_abdomen_ct_sample():
+    abdomen = card("abdomen-ct-small")
+    root = SHARED / "abdomen-ct-small"
+    (flow,) = [load_flow(abdomen, ref) for ref in list_flows(abdomen, root)]
+    assert flow.frames.shape == (30, 101, 122) and flow.spacing == (3.0, 3.0, 3.0)
+    seg = np.asarray(nib.load(str(root / "example_seg.nii.gz")).dataobj)
+    for target, value in (("liver", 5), ("spleen", 1), ("aorta", 52)):
+        np.testing.assert_array_equal(to_source_order(flow.masks[target], flow.meta),
+                                      seg == value)
+    ct = np.asarray(nib.load(str(root / "example_ct_sm.nii.gz")).dataobj).astype(np.float32)
+    expected = np.clip((ct + 125) / 400, 0, 1)
+    np.testing.assert_allclose(to_source_order(flow.frames, flow.meta), expected, atol=1e-6)
+    problems = check_dataset(abdomen, root)
+    assert not has_errors(problems)
+    (unknown,) = [p for p in problems if "not in the card" in p.message]
+    assert "117" in unknown.message and unknown.severity == "warning"
+
+
+def test_a_sample_scores_under_the_registration_baseline():
+    """Flows from real files run end to end: one-prompt prompts, registration, metrics."""
+    import dataclasses
+
+    from adapters.base import create
+    from bench.metrics import EmptyPolicy
+    from bench.prompts import make_prompts
+    from bench.scoring import check_prediction, score_flow
+
+    sample = card("fundus-optic-disc")
+    ref = list_flows(sample, SHARED / "fundus-optic-disc")[0]
+    flow = load_flow(sample, dataclasses.replace(ref, cases=ref.cases[:3]))
+    prompts = make_prompts(flow, "one-prompt", seed=0, prompt_kind=sample.one_prompt_kind)
+    prediction = create("registration").predict(flow.view(), prompts)
+    check_prediction(flow, prediction, sorted({p.target for p in prompts}))
+    rows = score_flow(flow, prediction, scored_frames=None, metrics=["dice"],
+                      policy=EmptyPolicy(), nsd_tolerance_mm=2.0)
+    dice = {r["case"]: r["value"] for r in rows if r["metric"] == "dice"}
+    assert sorted(dice) == ["091", "092", "093"]
+    assert all(0.0 <= d <= 1.0 for d in dice.values())

@@ -1,0 +1,218 @@
+"""The report of a synthetic run directory: layouts, counts, formats, gallery."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_report_support import CARDS, make_run, read_table, summary_of
+
+from bench.aggregate import VALID_STATUSES
+from bench.cli import main
+from bench.report import parse_formats, tables, write_report
+from bench.report.build import read_ledger_rows
+from bench.report.gallery import build_gallery, pick_cases
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Three models (one failing on a flow), two seeds, the second seed shifting 'good'."""
+    run_dir = make_run(tmp_path_factory.mktemp("report") / "run",
+                       models=("good", "poor", "broken"), seeds=(0, 1),
+                       extra_shift={("good", 1): 1})
+    write_report(run_dir, ("md", "html", "tex"), cards=CARDS)
+    return run_dir
+
+
+def _valid_means(table: pd.DataFrame, **where) -> float:
+    rows = table[table["status"].isin(VALID_STATUSES)]
+    for key, value in where.items():
+        rows = rows[rows[key] == value]
+    return float(rows["value"].mean())
+
+
+def test_all_formats_are_written(run):
+    for name in ("report.md", "report.html", "report.tex", "summary.json"):
+        assert (run / name).is_file(), name
+    for name in ("figure4_dice_by_prompt_kind.png", "seed_spread.png", "gallery_fake-cells.png",
+                 "gallery_fake-ct.png"):
+        assert (run / "figures" / name).stat().st_size > 5000, name
+
+
+def test_table1_layout_averages_the_targets(run):
+    table = read_table(run)
+    aggregates = pd.DataFrame(summary_of(run)["aggregates"])
+    assert list(tables.table1(aggregates, "fake-ct").index) == ["broken", "good", "poor"]
+    wide = tables.table1(aggregates, "fake-ct", models=["good", "poor", "broken"])
+    assert list(wide.columns) == ["liver", "spleen", "Ave"]
+    assert list(wide.index) == ["good", "poor", "broken"]  # the run's model order
+    for model in ("good", "poor"):
+        liver = _valid_means(table, dataset="fake-ct", model=model, metric="dice",
+                             target="liver")
+        spleen = _valid_means(table, dataset="fake-ct", model=model, metric="dice",
+                              target="spleen")
+        assert wide.loc[model, "liver"] == pytest.approx(liver)
+        assert wide.loc[model, "Ave"] == pytest.approx((liver + spleen) / 2)
+    text = (run / "report.md").read_text()
+    good = wide.loc["good"]
+    assert (f"| good | {good['liver']:.3f} | {good['spleen']:.3f} | {good['Ave']:.3f} |"
+            in text)
+
+
+def test_table1_average_is_missing_when_a_target_is(run):
+    aggregates = pd.DataFrame(summary_of(run)["aggregates"])
+    dropped = aggregates[~((aggregates["model"] == "poor") & (aggregates["target"] == "spleen"))]
+    wide = tables.table1(dropped, "fake-ct")
+    assert np.isnan(wide.loc["poor", "Ave"]) and np.isnan(wide.loc["poor", "spleen"])
+    assert tables.display_table1(wide).set_index("model").loc["poor", "Ave"] == "-"
+
+
+def test_table2_layout_groups_and_units(run):
+    table = read_table(run)
+    aggregates = pd.DataFrame(summary_of(run)["aggregates"])
+    wide = tables.table2(aggregates)
+    assert list(dict.fromkeys(c[0] for c in wide.columns)) == ["fake-cells", "fake-ct/liver",
+                                                                "fake-ct/spleen"]
+    shown = tables.display_table2(wide).set_index(("", "model"))
+    dice = _valid_means(table, dataset="fake-cells", model="poor", metric="dice")
+    hd95 = _valid_means(table, dataset="fake-ct", target="liver", model="poor", metric="hd95")
+    assert shown.loc["poor", ("fake-cells", "Dice %")] == f"{100 * dice:.1f}"
+    assert shown.loc["poor", ("fake-ct/liver", "HD95")] == f"{hd95:.2f}"
+
+
+def test_per_dataset_tables_state_counts_definitions_protocol_and_seeds(run):
+    text = (run / "report.md").read_text()
+    section = text[text.index("### fake-cells"):text.index("### fake-ct")]
+    assert "prompt kind: `point`" in section and "seeds: 0, 1" in section
+    assert "95th percentile of pooled surface distances" in section and "unit here" in section
+    table = read_table(run)
+    broken = table[(table["dataset"] == "fake-cells") & (table["model"] == "broken")
+                   & (table["metric"] == "dice")]
+    n_failed = int((broken["status"] == "error").sum())
+    n = int(broken["status"].isin(VALID_STATUSES).sum())
+    assert n_failed == 8 and n == 16  # 1 failing flow x 4 images x 2 seeds
+    row = next(line for line in section.splitlines() if line.startswith("| cell | broken |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[-5:] == [str(n), "0", "0", str(n_failed), "4"]  # n, excl, penal, failed, pat.
+    # Protocol cards for both prompt kinds.
+    assert "prompt kind: box (tight)" in text and "prompt kind: point (deepest" in text
+
+
+def test_single_patient_groups_show_no_interval(run):
+    text = (run / "report.md").read_text()
+    section = text[text.index("### fake-ct"):text.index("## Paired comparisons")]
+    broken = next(line for line in section.splitlines() if line.startswith("| liver | broken |"))
+    assert "(1 patient, no CI)" in broken
+
+
+def test_paired_comparison_in_the_report(run):
+    table = read_table(run)
+    text = (run / "report.md").read_text()
+    section = text[text.index("## Paired comparisons"):text.index("## Spread across seeds")]
+    row = next(line for line in section.splitlines()
+               if line.startswith("| fake-cells | cell | dice | good | poor |"))
+    good = _valid_means(table, dataset="fake-cells", model="good", metric="dice")
+    poor = _valid_means(table, dataset="fake-cells", model="poor", metric="dice")
+    assert f"| {poor - good:.3f} [" in row
+
+
+def test_seed_spread_is_per_seed_means(run):
+    table = read_table(run)
+    spread = tables.seed_spread(table).set_index(["dataset", "target", "model"])
+    means = [_valid_means(table, dataset="fake-cells", model="good", metric="dice", seed=s)
+             for s in (0, 1)]
+    row = spread.loc[("fake-cells", "cell", "good")]
+    assert row["seed 0"] == pytest.approx(means[0]) and row["seed 1"] == pytest.approx(means[1])
+    assert row["std across seeds"] == pytest.approx(np.std(means, ddof=1))
+    assert means[0] > means[1]  # the extra shift of seed 1 lowers Dice
+    assert spread.loc[("fake-cells", "cell", "poor"), "range"] == pytest.approx(0.0)
+
+
+def test_html_is_self_contained_with_every_figure_embedded(run):
+    html = (run / "report.html").read_text()
+    markdown = (run / "report.md").read_text()
+    linked = re.findall(r"\]\((figures/[^)]+\.png)\)", markdown)
+    assert len(linked) == 4
+    embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert sorted(base64.b64decode(e) for e in embedded) == sorted(
+        (run / path).read_bytes() for path in linked)
+    assert not re.search(r'(src|href)="(?!data:)', html)  # nothing outside the file
+    # Results, Table 1, Table 2, two datasets, paired comparison, seeds.
+    assert html.count("<table>") == markdown.count("\n|---") == 7
+
+
+def test_latex_uses_booktabs(run):
+    tex = (run / "report.tex").read_text()
+    n_tables = tex.count(r"\begin{tabular}")
+    assert n_tables == 7 and r"\usepackage{booktabs}" in tex
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert tex.count(rule) == n_tables
+    assert r"\hline" not in tex
+    assert r"\cmidrule(lr)" in tex and r"\multicolumn{3}{c}{fake-ct/liver}" in tex
+    assert r"n\_excluded" in tex and "95 \\%" in tex
+    assert r"\includegraphics[width=\linewidth]{figures/figure4_dice_by_prompt_kind.png}" in tex
+
+
+def test_gallery_picks_best_median_worst(run):
+    table = read_table(run)
+    picks = {(p.dataset, p.model, p.rank): p for p in pick_cases(table)}
+    rows = table[(table["dataset"] == "fake-cells") & (table["model"] == "poor")
+                 & (table["metric"] == "dice") & (table["seed"] == 0)]
+    values = np.sort(rows["value"].to_numpy())
+    assert picks[("fake-cells", "poor", "best")].value == values[-1]
+    assert picks[("fake-cells", "poor", "worst")].value == values[0]
+    assert picks[("fake-cells", "poor", "median")].value == values[(len(values) - 1) // 2]
+    assert len(picks) == 2 * 3 * 3
+
+
+def test_gallery_skips_what_it_cannot_draw_with_a_note(tmp_path):
+    run_dir = make_run(tmp_path / "run", models=("good",), datasets=("fake-cells",))
+    table = read_table(run_dir)
+    best = next(p for p in pick_cases(table) if p.rank == "best")
+    target_dir = run_dir / "predictions" / "good" / "seed0" / "fake-cells" / "cell"
+    (target_dir / f"{best.case.replace('/', '_')}.png").unlink()
+    datasets = [{"name": "fake-cells", "root": None}]
+    ledger = read_ledger_rows(run_dir / "prompts.jsonl")
+    drawn, notes = build_gallery(run_dir, table, datasets, CARDS, ledger, limit=None,
+                                 synthetic=True)
+    assert [name for name, _ in drawn] == ["fake-cells"]  # the other panels are drawn
+    assert len(notes) == 1 and notes[0].startswith(f"fake-cells good best ({best.case}/cell) "
+                                                   "not drawn: FileNotFoundError")
+    drawn, notes = build_gallery(run_dir, table, datasets, {}, ledger, limit=None,
+                                 synthetic=True)
+    assert drawn == [] and notes == ["fake-cells: gallery skipped: no dataset card "
+                                     "'fake-cells' found"]
+
+
+def test_published_numbers_are_not_shown_for_synthetic_runs(run):
+    assert "Published numbers" not in (run / "report.md").read_text()
+
+
+def test_click_curve():
+    rows = [{"dataset": "d", "target": "t", "model": "m", "metric": "dice", "status": "ok",
+             "click": c, "value": v, "seed": 0}
+            for c, v in ((1, 0.5), (1, 0.7), (2, 0.8), (2, 0.9))]
+    curve = tables.click_curve(pd.DataFrame(rows)).set_index("click")
+    assert curve.loc[1, "mean"] == pytest.approx(0.6) and curve.loc[2, "mean"] == pytest.approx(
+        0.85)
+    assert tables.click_curve(pd.DataFrame(rows).drop(columns="click")).empty
+
+
+def test_formats_are_validated():
+    assert parse_formats("md, html,md") == ("md", "html")
+    with pytest.raises(ValueError, match="--format: unknown format"):
+        parse_formats("md,pdf")
+
+
+def test_cli_report(tmp_path, capsys):
+    run_dir = make_run(tmp_path / "run", models=("good",), datasets=("fake-cells",))
+    assert main(["report", str(run_dir), "--format", "html,tex", "--no-gallery"]) == 0
+    assert (run_dir / "report.html").is_file() and (run_dir / "report.tex").is_file()
+    assert not (run_dir / "report.md").exists()
+    assert main(["report", str(run_dir), "--format", "docx"]) == 2
+    assert "unknown format" in capsys.readouterr().err
+    shutil.rmtree(run_dir / "figures")
