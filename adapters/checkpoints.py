@@ -91,9 +91,13 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint file not found") from None
     except pickle.UnpicklingError as err:
+        refused = _refused_global(err)
+        if refused is None:
+            raise CheckpointError(
+                f"{path}: not a readable torch checkpoint ({_unpickler_reason(err)})") from None
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors "
-            f"(a pickle that could run code; {_refused_global(err)}); "
+            f"(a pickle that could run code; refused global {refused}); "
             "only weights-only checkpoints are read"
         ) from None
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
@@ -118,10 +122,15 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _refused_global(err: BaseException) -> str:
+def _refused_global(err: BaseException) -> str | None:
     """The global the weights-only unpickler refused, from torch's long message."""
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-    return f"refused global {match.group(1)}" if match else _first_line(err)
+    return match.group(1) if match else None
+
+
+def _unpickler_reason(err: BaseException) -> str:
+    match = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+    return match.group(1).strip() if match else _first_line(err)
 
 
 @dataclass(frozen=True)

@@ -144,8 +144,8 @@ class MedSAM2Adapter(SAM2Adapter):
         requested = self.options["config"]
         candidates = AUTO_CONFIGS if requested == "auto" else (check_config(requested, where),)
         if state is None:
-            message = (f"random weights in {candidates[0]}"
-                       + (" (config auto: the first of tiny, small)" if requested == "auto" else ""))
+            auto = " (config auto: the first of tiny, small)" if requested == "auto" else ""
+            message = f"random weights in {candidates[0]}{auto}"
             return candidates[0], message
         tried = []
         for config in candidates:

@@ -17,10 +17,11 @@ How a flow is run
   frame, then ``reverse=True`` from it, so a template in the middle of a flow
   reaches both ends. Frames between prompted frames are tracked forward with
   every prompted frame as a conditioning memory (SAM 2's own rule).
-- Output: SAM 2's mask logits at the video resolution, ``> 0``. For a flow of
-  one frame shape the video resolution is that shape (exactly SAM 2's own
-  output path); for mixed shapes it is ``image_size`` and each frame's logits
-  are then resized (bilinear) to the frame's own shape.
+- Output: SAM 2's low-resolution mask logits (``image_size / 4``) resized
+  bilinearly to each frame's own shape, ``> 0``: the operation SAM 2 applies
+  to reach its video resolution, done per frame so that image flows of mixed
+  shapes get each frame back in its own shape (tested: identical to the stock
+  predictor on a flow of one shape).
 
 Per-frame confidence
 --------------------
@@ -727,9 +728,11 @@ class SAM2Adapter(Adapter):
     ) -> tuple[list[np.ndarray], list[float | None]]:
         import torch.nn.functional as F
 
-        mixed = len(set(shapes)) > 1
-        size = inputs.image_size
-        video_hw = (size, size) if mixed else shapes[0]
+        # SAM 2 resizes its low-resolution logits (image_size / 4) to the video size in one
+        # bilinear step. With the "video" at that low resolution, propagation hands them over
+        # unresized and each frame is resized to its own shape with the same operation.
+        low = predictor.image_size // 4
+        video_hw = (low, low)
         state = new_inference_state(predictor, inputs, video_hw)
         obj_idx = predictor._obj_id_to_idx(state, 1)
         output_dict = state["output_dict_per_obj"][obj_idx]
@@ -746,8 +749,8 @@ class SAM2Adapter(Adapter):
         masks = []
         for frame_idx, shape in enumerate(shapes):
             frame_logits = logits[frame_idx]
-            if tuple(frame_logits.shape[-2:]) != shape:
-                frame_logits = F.interpolate(frame_logits, size=shape, mode="bilinear",
+            if tuple(frame_logits.shape[-2:]) != tuple(shape):
+                frame_logits = F.interpolate(frame_logits, size=tuple(shape), mode="bilinear",
                                              align_corners=False)
             masks.append((frame_logits[0, 0] > 0).cpu().numpy())
         info = output_dict.get(INFO_KEY, {})

@@ -228,8 +228,19 @@ def load_model(name: str, options: Mapping[str, Any], device: Any) -> LoadedSam:
     key = (variant, size, sha, str(device))
     if key not in _MODELS:
         state = checkpoints.load_state_dict(path)
+        # Check the keys against the architecture built on the meta device (no memory,
+        # no random init), so that a checkpoint that does not fit fails fast.
+        with torch.device("meta"):
+            expected = build_sam(variant, size).state_dict()
+        check = checkpoints.check_keys(expected, state)
+        if not check.ok:
+            hint = ("; the published weights fit image_size = 1024 only"
+                    if size != 1024 else "")
+            raise checkpoints.CheckpointError(
+                f"{path}: does not fit the {name} {variant} model at image_size {size}: "
+                f"{check.summary()}{hint}")
         model = build_sam(variant, size)
-        checkpoints.load_strict(model, state, str(path))
+        model.load_state_dict(state, strict=True)
         _MODELS[key] = LoadedSam(model.to(device), sha, str(path), sha)
     return _MODELS[key]
 

@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--random-weights", action="store_true",
                      help="run weighted models with random initial weights: smoke tests only, "
                      "every output of the run is stamped meaningless")
+    run.add_argument("--skip-bad-cases", action="store_true",
+                     help="evaluate a dataset even if some of its cases cannot be read (they are "
+                     "skipped and listed); by default such a dataset is refused, since its n "
+                     "would differ from the published one")
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out (default: the latest run of the suite), "
                      "skipping completed work")
@@ -147,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write the full comparison table as CSV")
     compare.set_defaults(handler=cmd_compare)
 
+    data = commands.add_parser("datasets", help="dataset tools (check a download)",
+                               description="Tools for datasets on disk.")
+    data_commands = data.add_subparsers(title="commands", metavar="COMMAND")
+    check_data = data_commands.add_parser(
+        "check", help="validate a dataset folder against its card",
+        description="Read every case of dataset NAME under --root and report, one line per "
+        "problem with the file named: missing pairs, image/mask shape or geometry mismatches, "
+        "unknown label values, empty masks, unreadable or truncated files, NaNs, implausible "
+        "spacing, and the case count against the card's expected count. Exits 1 when an error "
+        "is found.")
+    check_data.add_argument("name", metavar="NAME", help="dataset card name (bench list datasets)")
+    check_data.add_argument("--root", type=Path, default=None,
+                            help="dataset folder (default: its root in bench.toml)")
+    check_data.add_argument("--limit", type=int, default=None, help="check only N cases")
+    check_data.set_defaults(handler=cmd_datasets_check)
+
     prompts = commands.add_parser(
         "prompts", help="show a run's prompt ledger; draw prompts over a frame",
         description="Print the prompt ledger (prompts.jsonl) of RUN_DIR as a table, optionally "
@@ -174,7 +194,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(config, args.suite, models=args.models, datasets=args.datasets,
                      seeds=seeds, limit=args.limit, device=args.device,
                      random_weights=args.random_weights,
-                     checkpoints=_assignments(args.checkpoint, "--checkpoint"))
+                     checkpoints=_assignments(args.checkpoint, "--checkpoint"),
+                     skip_bad_cases=args.skip_bad_cases)
     run_dir = _run_dir(args, config, plan.suite)
     if plan.demo:
         names = ", ".join(d.name for d in plan.datasets)
@@ -245,6 +266,34 @@ def cmd_list(args: argparse.Namespace) -> int:
                               card.one_prompt_kind, where)
     console.print(table)
     return EXIT_OK
+
+
+def cmd_datasets_check(args: argparse.Namespace) -> int:
+    from bench.config import load_config
+    from bench.readers.check import check_dataset, has_errors
+
+    config = load_config(args.config)
+    if args.name not in config.cards:
+        from difflib import get_close_matches
+
+        hint = get_close_matches(args.name, list(config.cards), n=1)
+        raise ConfigError(f"unknown dataset {args.name!r}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    card = config.cards[args.name]
+    root = args.root or config.root(card.name)
+    if root is None and not card.synthetic:
+        raise ConfigError(f"no root for {card.name}: pass --root PATH or set [datasets] "
+                          f"{card.name} in {config.path}")
+    with console.status(f"checking {card.name} ..."):
+        problems = check_dataset(card, root, limit=args.limit)
+    styles = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for problem in problems:
+        style = styles.get(problem.severity, "")
+        console.print(f"[{style}]{problem.severity}[/]: {problem.path}: {problem.message}",
+                      markup=True, highlight=False, soft_wrap=True)
+    counts = {s: sum(p.severity == s for p in problems) for s in ("error", "warning")}
+    console.print(f"{card.name}: {counts['error']} error(s), {counts['warning']} warning(s)")
+    return EXIT_FAILURES if has_errors(problems) else EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -442,6 +491,15 @@ class _Progress:
     def notify(self, event: str, **info: object) -> None:
         if event == "read":
             self._progress.console.print(f"deriving prompts: {info['dataset']}")
+        elif event == "refused":
+            failures = info["failures"]
+            lines = "\n".join(f"  {f['error']}" for f in failures[:10])
+            more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+            self._progress.console.print(
+                f"[red]dataset {info['dataset']} refused: {len(failures)} unreadable case(s)"
+                f"[/]\n{lines}{more}\n  Fix them (see `bench datasets check "
+                f"{info['dataset']} --root ...`) or rerun with --skip-bad-cases.",
+                markup=True, highlight=False)
         elif event == "units":
             self._task = self._progress.add_task("units", total=int(info["total"]))
         elif event == "advance" and self._task is not None:

@@ -43,6 +43,7 @@ class RunPlan:
     empty_policy: str
     nsd_tolerance_mm: float
     limit: int | None = None
+    skip_bad_cases: bool = False
     description: str = ""
     reproduces: str = ""
     demo: bool = False
@@ -69,13 +70,15 @@ def make_plan(
     device: str | None = None,
     random_weights: bool = False,
     checkpoints: dict[str, str] | None = None,
+    skip_bad_cases: bool = False,
 ) -> RunPlan:
     """Build the plan for ``suite_name``; CLI choices override the suite's own.
 
     When none of the suite's datasets has a root configured, the suite's demo
     datasets stand in for them (``plan.demo`` is then True). ``device``,
     ``random_weights`` and ``checkpoints`` (model -> path) go to the settings
-    of the models that need weights.
+    of the models that need weights. A dataset with unreadable cases is
+    refused unless ``skip_bad_cases`` (then they are skipped and listed).
     """
     if suite_name not in config.suites:
         from difflib import get_close_matches
@@ -126,6 +129,7 @@ def make_plan(
         empty_policy=str(config.defaults["empty_policy"]),
         nsd_tolerance_mm=float(config.defaults["nsd_tolerance_mm"]),
         limit=limit,
+        skip_bad_cases=skip_bad_cases,
         description=suite.description,
         reproduces=suite.reproduces,
         demo=demo,

@@ -101,6 +101,8 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False, progress: Any
                          sum(len(e["failures"]) for e in manifest["datasets"].values()))
     notify("units", total=outcome.units_total)
     for dataset in plan.datasets:
+        if manifest["datasets"][dataset.name]["refused"]:
+            continue
         for flow, _ in _stream(dataset, plan.limit):
             if flow is None:
                 continue
@@ -165,8 +167,9 @@ def _write_ledger(plan: RunPlan, run_dir: Path, notify: Any) -> dict[str, Any]:
     for dataset in plan.datasets:
         entry: dict[str, Any] = {"root": str(dataset.root) if dataset.root else None,
                                  "synthetic": dataset.card.synthetic, "flows": [],
-                                 "failures": []}
+                                 "failures": [], "refused": False}
         notify("read", dataset=dataset.name)
+        dataset_rows: list[dict[str, Any]] = []
         for flow, failure in _stream(dataset, plan.limit):
             if flow is None:
                 entry["failures"].append(failure)
@@ -177,8 +180,17 @@ def _write_ledger(plan: RunPlan, run_dir: Path, notify: Any) -> dict[str, Any]:
                 prompts = make_prompts(flow, plan.protocol, seed=seed,
                                        prompt_kind=prompt_kind_for(plan, dataset),
                                        params=plan.protocol_params)
-                rows.extend(ledger.prompt_rows(prompts, dataset=dataset.name, case=flow.id,
-                                               protocol=plan.protocol, seed=seed))
+                dataset_rows.extend(ledger.prompt_rows(prompts, dataset=dataset.name,
+                                                       case=flow.id, protocol=plan.protocol,
+                                                       seed=seed))
+        if entry["failures"] and not plan.skip_bad_cases:
+            # A partial dataset would silently change n against published numbers:
+            # refuse it (recorded and reported) unless the user accepts the gaps.
+            entry["refused"] = True
+            entry["flows"] = []
+            notify("refused", dataset=dataset.name, failures=entry["failures"])
+        else:
+            rows.extend(dataset_rows)
         manifest["datasets"][dataset.name] = entry
 
     ledger_path = run_dir / "prompts.jsonl"
@@ -194,17 +206,26 @@ def _write_ledger(plan: RunPlan, run_dir: Path, notify: Any) -> dict[str, Any]:
 
 
 def _stream(dataset: DatasetRun, limit: int | None) -> Iterator[tuple[Flow | None, Any]]:
-    """Flows of ``dataset``; a flow that cannot be read yields (None, failure record)."""
-    iterator = read_flows(dataset.card, dataset.root, limit)
+    """Flows of ``dataset``; each unreadable case also yields (None, failure record).
+
+    Readers skip bad cases and collect their errors, so one bad file costs only
+    its own case; an unexpected reader crash ends this dataset, recorded.
+    """
+    errors: list = []
+    iterator = read_flows(dataset.card, dataset.root, limit, errors)
     while True:
         try:
             flow = next(iterator)
         except StopIteration:
-            return
-        except Exception as err:  # one unreadable case must not end the run
-            yield None, {"error": _one_line(err)}
-            return
+            break
+        except Exception as err:  # a reader bug must not end the whole run
+            errors.append(err)
+            break
+        while errors:
+            yield None, {"error": _one_line(errors.pop(0))}
         yield flow, None
+    for err in errors:
+        yield None, {"error": _one_line(err)}
 
 
 def _run_unit(plan: RunPlan, run_dir: Path, dataset: DatasetRun, flow: Flow, adapter: Adapter,

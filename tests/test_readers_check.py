@@ -203,3 +203,20 @@ def test_check_limit_and_count_line(tmp_path):
     problems = check_dataset(card, tmp_path, limit=2)
     assert [str(p) for p in problems] == [f"info: {tmp_path}: 3 cases found, 2 checked, "
                                           "3 expected"]
+
+
+def test_sliced_card_reports_a_bad_volume_as_one_case(tmp_path):
+    kits = load_card(CARDS / "kits23.toml")
+    for case in ("00000", "00001"):
+        seg = np.zeros((4, 5, 5), np.uint8)
+        seg[1, 1:3, 1:3] = 1
+        nii(tmp_path / f"case_{case}/imaging.nii.gz", np.zeros(seg.shape, np.int16))
+        nii(tmp_path / f"case_{case}/segmentation.nii.gz", seg)
+    broken = tmp_path / "case_00001/segmentation.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:30])
+    bad: list[DataError] = []
+    flows = list(iter_flows(kits, tmp_path, errors=bad))
+    assert [f.case_ids for f in flows] == [["case_00000/s0001"]]
+    assert [e.path for e in bad] == [str(broken)] and "unreadable" in bad[0].problem
+    (found,) = errors(check_dataset(kits, tmp_path))
+    assert found.startswith(f"error: {broken}: unreadable")

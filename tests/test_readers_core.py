@@ -241,3 +241,40 @@ def test_card_option_errors():
     bad_vote = dataclasses.replace(card, options={**card.options, "vote": "mean"})
     with pytest.raises(ConfigError, match="vote: expected one of majority, any, all"):
         card_options(bad_vote)
+
+
+# --------------------------------------------------------------------------- 2D files
+
+
+def test_2d_file_formats(tmp_path):
+    from PIL import Image
+
+    from bench.readers.files import read_image2d, read_mask2d
+
+    grey = np.zeros((4, 5), np.uint8)
+    grey[1, 1:4] = 255
+    Image.fromarray(grey).convert("P").save(tmp_path / "mask.gif")  # grey palette
+    np.testing.assert_array_equal(read_mask2d(tmp_path / "mask.gif"), grey)
+    indexed = Image.fromarray(np.array([[0, 1], [2, 1]], np.uint8), mode="P")
+    indexed.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)  # colour palette
+    indexed.save(tmp_path / "labels.png")
+    assert read_mask2d(tmp_path / "labels.png").tolist() == [[0, 1], [2, 1]]
+    Image.fromarray(grey > 0).save(tmp_path / "binary.png")  # mode "1"
+    np.testing.assert_array_equal(read_mask2d(tmp_path / "binary.png"), grey)
+    deep = (np.arange(20, dtype=np.uint16) * 3000).reshape(4, 5)
+    Image.fromarray(deep).save(tmp_path / "deep.tif")
+    np.testing.assert_array_equal(read_image2d(tmp_path / "deep.tif"), deep)
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    assert read_image2d(tmp_path / "rgba.png").shape == (4, 5, 3)
+    colour = np.zeros((4, 5, 3), np.uint8)
+    colour[0, 0] = (255, 0, 0)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with pytest.raises(DataError, match="colour.png: colour mask with unequal channels; set "
+                                        "the card option mask_channel"):
+        read_mask2d(tmp_path / "colour.png")
+    assert read_mask2d(tmp_path / "colour.png", channel=0)[0, 0] == 255
+    (tmp_path / "cut.png").write_bytes((tmp_path / "rgba.png").read_bytes()[:40])
+    with pytest.raises(DataError, match="cut.png: unreadable"):
+        read_image2d(tmp_path / "cut.png")

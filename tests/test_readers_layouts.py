@@ -296,6 +296,8 @@ def test_refuge2_decodes_disc_and_cup_from_grey_levels(tmp_path):
     mask[4:7, 4:7] = 0
     png(tmp_path / "REFUGE2/train/images/0001.jpg", rgb(12, 12), "JPEG")
     png(tmp_path / "REFUGE2/train/mask/0001.bmp", mask, "BMP")
+    png(tmp_path / "REFUGE2/Illustration/overview.jpg", rgb(12, 12), "JPEG")  # excluded
+    assert not errors_of(check_dataset(card("refuge2"), tmp_path))
     flow = next(read_flows(card("refuge2"), tmp_path))
     assert flow.id == "refuge2/images"
     assert int(flow.masks["optic disc"][0].sum()) == 64
@@ -516,3 +518,31 @@ def test_huggingface_load_from_disk(tmp_path):
     assert [int(m.sum()) for m in flows[0].masks["lesion"]] == [1, 2]
     assert flows[1].frames[0].shape == (6, 5, 3)
     np.testing.assert_array_equal(flows[1].frames[0], rgb(6, 5, 2))
+
+
+def test_streaming_keeps_memory_about_one_case(tmp_path):
+    import tracemalloc
+
+    shape = (96, 96, 60)
+    labels = np.zeros(shape, np.uint8)
+    for value in range(1, 14):
+        labels[7 * value: 7 * value + 5, 10:80, 5:50] = value
+    image = (np.arange(np.prod(shape)) % 2000 - 1000).astype(np.int16).reshape(shape)
+    for i in range(1, 5):
+        nii(tmp_path / f"RawData/Training/img/img{i:04d}.nii.gz", image)
+        nii(tmp_path / f"RawData/Training/label/label{i:04d}.nii.gz", labels)
+    btcv = card("btcv")
+
+    def peak(limit: int) -> int:
+        tracemalloc.start()
+        for flow in read_flows(btcv, tmp_path, limit):
+            del flow
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    one_case = int(np.prod(shape)) * (4 + 12)  # float32 frames + 12 boolean masks
+    single, four = peak(1), peak(4)
+    # one case plus its file's raw arrays and decoding temporaries; nothing accumulates
+    assert single < 3 * one_case
+    assert four < 1.15 * single

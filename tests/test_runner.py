@@ -126,3 +126,45 @@ def test_killed_run_resumes_to_the_same_table(tmp_path):
     assert a == b
     assert (tmp_path / "full" / "prompts.jsonl").read_bytes() == \
         (killed_dir / "prompts.jsonl").read_bytes()
+
+
+def _broken_fundus_project(tmp_path):
+    """A project folder whose suite runs the fundus card on 3 good cases and 1 truncated JPEG."""
+    import shutil
+
+    from skimage.io import imsave
+
+    shutil.copytree(ROOT / "datasets", tmp_path / "datasets")
+    data = tmp_path / "data" / "sample_dataset"
+    (data / "origin1").mkdir(parents=True)
+    (data / "groundtruth1").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        image = (rng.random((40, 60, 3)) * 255).astype(np.uint8)
+        mask = np.zeros((40, 60), dtype=np.uint8)
+        mask[10 + index:25, 20:40] = 255
+        imsave(data / "origin1" / f"image_{index:03d}.jpg", image, check_contrast=False)
+        imsave(data / "groundtruth1" / f"image_{index:03d}.jpg", mask, check_contrast=False)
+    broken = data / "origin1" / "image_002.jpg"
+    broken.write_bytes(broken.read_bytes()[:100])
+    (tmp_path / "bench.toml").write_text(
+        '[datasets]\nfundus-optic-disc = "data"\n'
+        '[suites.t]\nprotocol = "one-prompt"\ndatasets = ["fundus-optic-disc"]\n'
+        'models = ["full-frame"]\n')
+    return tmp_path / "bench.toml", broken
+
+
+def test_a_dataset_with_an_unreadable_case_is_refused_unless_skipping(tmp_path):
+    config_path, broken = _broken_fundus_project(tmp_path)
+    config = load_config(config_path)
+
+    refused = execute(make_plan(config, "t"), tmp_path / "refused")
+    manifest = json.loads((tmp_path / "refused" / "manifest.json").read_text())
+    entry = manifest["datasets"]["fundus-optic-disc"]
+    assert entry["refused"] and refused.units_total == 0 and refused.read_failures == 1
+    assert str(broken) in entry["failures"][0]["error"]
+
+    skipped = execute(make_plan(config, "t", skip_bad_cases=True), tmp_path / "skipped")
+    assert skipped.read_failures == 1 and skipped.units_failed == 0
+    table = pd.read_csv(tmp_path / "skipped" / "metrics.csv", dtype={"case": str})
+    assert sorted(table["case"].unique()) == ["000", "001", "003"]

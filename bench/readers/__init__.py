@@ -1,9 +1,11 @@
 """Stage 1 of the data flow: dataset cards and the readers that turn a card
 plus a root folder into a stream of :class:`bench.types.Flow` objects.
 
-A reader is a function ``reader(card, root, limit) -> Iterator[Flow]``
+A reader is a function ``reader(card, root, limit, errors) -> Iterator[Flow]``
 registered under a name; a card names its reader in ``reader = "..."``.
-Readers yield one flow at a time so that memory stays about one case.
+Readers yield one flow at a time so that memory stays about one case. With an
+``errors`` list, a reader skips bad cases and appends their
+:class:`~bench.readers.check.DataError` to it, so one bad file never ends a run.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from bench.readers.cards import Card, load_card, load_cards
 from bench.types import Flow
 
-Reader = Callable[[Card, "Path | None", "int | None"], Iterator[Flow]]
+Reader = Callable[[Card, "Path | None", "int | None", "list | None"], Iterator[Flow]]
 
 _READERS: dict[str, Reader] = {}
 
@@ -38,13 +40,15 @@ def get_reader(name: str) -> Reader:
     return _READERS[name]
 
 
-def read_flows(card: Card, root: Path | None = None, limit: int | None = None) -> Iterator[Flow]:
+def read_flows(card: Card, root: Path | None = None, limit: int | None = None,
+               errors: list | None = None) -> Iterator[Flow]:
     """Stream the flows of the dataset described by ``card`` under ``root``.
 
     ``limit`` caps the number of flows; readers must stop reading files once
-    it is reached.
+    it is reached. Without ``errors`` the first bad case raises; with a list,
+    bad cases are skipped and their errors appended to it.
     """
-    yield from get_reader(card.reader)(card, root, limit)
+    yield from get_reader(card.reader)(card, root, limit, errors)
 
 
 _BUILTIN_MODULES = ("bench.readers.demo", "bench.readers.volumes", "bench.readers.pairs2d",

@@ -63,6 +63,7 @@ contain ``slice_target``, default any target; or ``"all"``),
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -135,6 +136,8 @@ class CaseRef:
     missing : str or None
         Why this case cannot be loaded (for example its mask is missing);
         loading it raises :class:`DataError` with this message.
+    bad_file : str or None
+        The file ``missing`` is about, when it is not the image.
     """
 
     id: str
@@ -145,6 +148,7 @@ class CaseRef:
     fields: Mapping[str, str] = field(default_factory=dict)
     slice: int | None = None
     missing: str | None = None
+    bad_file: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,8 +233,9 @@ def register_source(name: str) -> Callable[[type[Source]], type[Source]]:
         source.name = name
         _SOURCES[name] = source
 
-        def reader(card: Card, root: Path | None, limit: int | None) -> Iterator[Flow]:
-            return iter_flows(card, root, limit)
+        def reader(card: Card, root: Path | None, limit: int | None,
+                   errors: list[DataError] | None = None) -> Iterator[Flow]:
+            return iter_flows(card, root, limit, errors)
 
         reader.__name__ = f"read_{name.replace('-', '_')}"
         reader.__doc__ = f"Stream the flows of a ``{name}`` card (see :mod:`{cls.__module__}`)."
@@ -624,7 +629,7 @@ def _slice_refs(card: Card, ref: CaseRef, options: Mapping[str, Any]) -> list[Ca
         spec = source.label_spec(card, ref)
         masks, _ = decode_case(raw, spec, _mask_name(ref))
     except DataError as err:
-        return [replace(ref, missing=err.problem)]
+        return [replace(ref, missing=err.problem, bad_file=err.path)]
     axis = slicing_axis(options.get("axis"), raw.spacing or (1.0, 1.0, 1.0),
                         f"{card.path or card.name}.options")
     n = next(iter(masks.values())).shape[axis]
@@ -711,7 +716,7 @@ def _prepared(card: Card, ref: CaseRef, options: Mapping[str, Any]
         return _CACHE["value"]
     _CACHE["key"] = _CACHE["value"] = None
     if ref.missing:
-        raise DataError(main_file(ref), ref.missing)
+        raise DataError(ref.bad_file or main_file(ref), ref.missing)
     source = get_source(card)
     raw = source.read(card, ref)
     spec = source.label_spec(card, ref)
@@ -861,7 +866,7 @@ def load_flow(card: Card, ref: FlowRef, errors: list[DataError] | None = None) -
             masks.setdefault(target, []).append(mask[0])
         case_ids.append(case.id)
         patients.append(case.patient)
-        cases_meta.append(one.meta)
+        cases_meta.append({**one.meta, "spacing": one.spacing})
         spacings.append(one.spacing)
     _CACHE["key"] = _CACHE["value"] = None
     if not frames:
@@ -942,13 +947,18 @@ class Pattern:
         self.glob = "".join(glob)
 
     def find(self, root: Path, exclude: Sequence[str] = ()) -> list[tuple[Path, dict[str, str]]]:
-        """Files under ``root`` matching the template, with their captured fields."""
+        """Files under ``root`` matching the template, with their captured fields.
+
+        Hidden files, ``__MACOSX`` folders and paths matching an ``exclude``
+        pattern (shell-style over the whole relative path: ``*`` crosses
+        folders) are skipped.
+        """
         found = []
         for path in root.glob(self.glob):
             rel = path.relative_to(root).as_posix()
             if any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/")):
                 continue
-            if any(Path(rel).match(pattern) for pattern in exclude):
+            if any(fnmatch.fnmatchcase(rel, pattern) for pattern in exclude):
                 continue
             match = self.regex.match(rel)
             if match:

@@ -202,7 +202,8 @@ def expected_case_count(options: DemoOptions) -> int:
 
 
 @register_reader("demo")
-def read_demo(card: Card, root: Path | None = None, limit: int | None = None) -> Iterator[Flow]:
+def read_demo(card: Card, root: Path | None = None, limit: int | None = None,
+              errors: list | None = None) -> Iterator[Flow]:
     """Stream the synthetic flows a demo card describes; ``root`` is ignored.
 
     Parameters

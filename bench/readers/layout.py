@@ -32,7 +32,8 @@ Used by the ``volumes`` and ``pairs2d`` readers. Card options
     ``"error"`` (default: an image without mask is a bad case) or ``"skip"``
     (leave it out; ToothFairy has dense masks for only some volumes).
 ``exclude``
-    Glob patterns of files to ignore.
+    Shell-style patterns over the path relative to the root (``*`` crosses
+    folders) of files to ignore, e.g. ``"*Illustration*"``.
 ``mask_format``
     How masks are decoded from their files: by suffix (default) or a
     registered special format such as ``"ddti-xml"``.
@@ -54,7 +55,6 @@ import numpy as np
 from bench.readers.cards import Card
 from bench.readers.check import Problem
 from bench.readers.core import (
-    FLOW_OPTIONS,
     LABEL_OPTIONS,
     VOLUME_OPTIONS,
     CaseRef,
@@ -329,5 +329,5 @@ def read_masks(layout: Layout, ref: CaseRef, image_shape: tuple[int, ...],
     return labels, targets
 
 
-__all__ = ["FLOW_OPTIONS", "Layout", "PatternSource", "layouts", "read_masks",
+__all__ = ["MASK_FORMATS", "Layout", "PatternSource", "layouts", "read_masks",
            "register_mask_format"]

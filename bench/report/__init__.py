@@ -92,8 +92,9 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
     formats : str or sequence of str
         Any of ``md``, ``html``, ``tex`` (``"md,html"`` also accepted).
     cards : mapping, optional
-        Dataset cards by name, for re-reading frames for the gallery
-        (default: those of the project's ``bench.toml``).
+        Dataset cards by name: kinds and prompt kinds of the datasets, and
+        the readers that re-read frames for the gallery (default: those of
+        the project's ``bench.toml``).
     gallery : bool
         Draw the qualitative gallery (re-reads the cases it shows).
 
@@ -120,7 +121,7 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
         manifest=io.read_json(manifest_path) if manifest_path.exists() else {"datasets": {}},
         config=io.read_json(run_dir / "config.json"),
         ledger=read_ledger_rows(run_dir / "prompts.jsonl"),
-        cards=cards if cards is not None else (_default_cards(notes) if gallery else {}),
+        cards=cards if cards is not None else _default_cards(notes),
         notes=notes,
     )
     document = build_document(context, gallery=gallery)

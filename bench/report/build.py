@@ -44,8 +44,17 @@ class RunContext:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def synthetic_datasets(self) -> list[str]:
+        """Datasets the manifest marks as built-in synthetic data."""
+        return sorted(name for name, entry in self.manifest.get("datasets", {}).items()
+                      if entry.get("synthetic"))
+
+    @property
     def synthetic(self) -> bool:
-        return bool(self.summary.get("demo_data"))
+        """All data synthetic: the plan says demo, or every dataset read was synthetic."""
+        names = list(self.manifest.get("datasets", {}))
+        return bool(self.summary.get("demo_data")) or (
+            bool(names) and len(self.synthetic_datasets) == len(names))
 
     @property
     def metrics(self) -> list[str]:
@@ -129,9 +138,14 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
 def _warnings(doc: Document, ctx: RunContext) -> None:
     summary = ctx.summary
     if ctx.synthetic:
-        doc.add(Note("**Synthetic data.** No dataset root is configured for this suite, so it "
-                     "ran on the built-in synthetic demo data. These numbers exercise the "
-                     "pipeline; they say nothing about performance on real medical images."))
+        reason = ("No dataset root is configured for this suite, so it ran on the built-in "
+                  "synthetic demo data." if summary.get("demo_data") else
+                  "Every dataset of this run is built-in synthetic demo data.")
+        doc.add(Note(f"**Synthetic data.** {reason} These numbers exercise the pipeline; they "
+                     "say nothing about performance on real medical images."))
+    elif ctx.synthetic_datasets:
+        doc.add(Note(f"**Synthetic data** in {', '.join(ctx.synthetic_datasets)}: their numbers "
+                     "say nothing about performance on real medical images."))
     stamped = [name for name, fp in summary.get("adapters", {}).items()
                if isinstance(fp, dict) and fp.get("meaningless")]
     if stamped:
@@ -174,8 +188,10 @@ def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> Non
     models = ctx.config.get("plan", {}).get("models")
     figures_dir = ctx.run_dir / "figures"
     doc.add(Heading("Paper layouts"))
+    # Table 1 is the multi-organ volume layout; image flows appear in the Table 2 layout.
     multi = [d for d, g in aggregates[aggregates["metric"] == "dice"].groupby("dataset")
-             if g["target"].nunique() > 1]
+             if g["target"].nunique() > 1
+             and getattr(ctx.cards.get(d), "kind", "volume") == "volume"]
     for dataset in multi:
         wide = tables.table1(aggregates, dataset, models=models)
         doc.add(Heading(f"Table 1 layout: {dataset}", 3),

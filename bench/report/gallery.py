@@ -189,8 +189,8 @@ def draw_gallery(panels: list[Panel], path: Path, *, dataset: str, synthetic: bo
     plt = _pyplot()
     models = list(dict.fromkeys(p.pick.model for p in panels))
     fig, axes = plt.subplots(len(models), len(RANKS), figsize=(3.2 * len(RANKS),
-                                                               3.3 * len(models) + 0.6),
-                             squeeze=False)
+                                                               3.6 * len(models) + 0.6),
+                             squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.set_axis_off()
     for panel in panels:
@@ -228,11 +228,9 @@ def draw_gallery(panels: list[Panel], path: Path, *, dataset: str, synthetic: bo
               Line2D([], [], color="#ff3030", linestyle="dashed", label="prediction"),
               Line2D([], [], color="yellow", marker="*", markeredgecolor="black",
                      linestyle="none", label="prompt")]
-    fig.legend(handles=legend, loc="upper right", fontsize=8, ncol=3)
+    fig.legend(handles=legend, loc="outside lower center", fontsize=8, ncol=3)
     fig.suptitle(f"{dataset}: best, median and worst cases" + (SYNTHETIC_MARK if synthetic
-                                                              else ""),
-                 fontsize=10, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_size_inches()[1]))
+                                                              else ""), fontsize=10)
     return save_figure(fig, path, dpi=100)
 
 

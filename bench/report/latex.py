@@ -48,11 +48,13 @@ def latex_table(frame: pd.DataFrame, caption: str = "", *, wide: bool = False) -
     under the groups of two-level columns)."""
     levels = header_levels(frame)
     n = len(frame.columns)
-    lines = [r"\begin{table}[htbp]", r"\centering", r"\small"]
+    # [H] (float package): tables stay under their headings, as in the other formats.
+    lines = [r"\begin{table}[H]", r"\centering", r"\small"]
     if caption:
         lines.append(rf"\caption{{{inline(caption)}}}")
     if wide or n > 8:
-        lines.append(r"\resizebox{\textwidth}{!}{%")
+        # Shrink to the text width when wider; never enlarge a narrow table.
+        lines.append(r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%")
     lines += [rf"\begin{{tabular}}{{l{'r' * (n - 1)}}}", r"\toprule"]
     if levels is not None:
         groups, names = levels
@@ -96,7 +98,7 @@ def render_latex(document: Document) -> str:
         elif isinstance(block, Table):
             body.append(latex_table(block.frame, block.caption, wide=block.wide))
         elif isinstance(block, Figure):
-            body += [r"\begin{figure}[htbp]", r"\centering",
+            body += [r"\begin{figure}[H]", r"\centering",
                      rf"\includegraphics[width=\linewidth]{{{block.path.as_posix()}}}"]
             if block.caption:
                 body.append(rf"\caption{{{inline(block.caption)}}}")
@@ -104,6 +106,6 @@ def render_latex(document: Document) -> str:
     preamble = [r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}",
                 r"\usepackage[T1]{fontenc}", r"\usepackage[utf8]{inputenc}",
                 r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\usepackage{float}",
-                rf"\title{{{inline(document.title)}}}", r"\date{}", r"\begin{document}",
+                rf"\title{{{inline(document.title)}}}", r"\author{medsam2-bench}", r"\date{}", r"\begin{document}",
                 r"\maketitle"]
     return "\n".join([*preamble, *body, r"\end{document}", ""])

@@ -1,0 +1,336 @@
+"""The ``sam2`` and ``medsam2`` adapters on a randomly initialised SAM 2.0 tiny model (CPU).
+
+The weights are SAM 2's random initialisation with the object-score head's
+output bias raised by 20, so that the decoder always reports the object as
+present and the masks are non-trivial (random weights otherwise often gate
+every mask to empty, which would make the equality tests vacuous).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sam2")
+
+from adapters import sam2_video as sv  # noqa: E402
+from adapters.medsam2 import MedSAM2Adapter  # noqa: E402
+from adapters.sam2_video import SAM2Adapter  # noqa: E402
+from bench.prompts.kinds import prompt_from_mask  # noqa: E402
+from bench.types import FlowFrames, Prompt  # noqa: E402
+from bench.validate import ConfigError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = 128  # image size of the equality tests (the demo test runs at 256)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    state = sv._instantiate("sam2_hiera_t", 256, 0).state_dict()
+    state["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 20.0
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.save({"model": state}, path)
+    return path
+
+
+def settings(checkpoint, size=SMALL, **extra):
+    return {"checkpoint": str(checkpoint), "image_size": size, "device": "cpu", **extra}
+
+
+def sam2(checkpoint, **extra):
+    return SAM2Adapter(settings=settings(checkpoint, config="sam2_hiera_t", **extra))
+
+
+def medsam2(checkpoint, **extra):
+    extra.setdefault("preprocessing", "sam2")
+    return MedSAM2Adapter(settings=settings(checkpoint, **extra))
+
+
+def volume(n=4, shape=(72, 80), seed=0):
+    """A small uint8 volume: a bright square drifting one row per slice."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 60, (n, *shape), dtype=np.uint8)
+    for i in range(n):
+        frames[i, 20 + i:50 + i, 25:55] += 150
+    return FlowFrames("vol", "synthetic", "volume", frames)
+
+
+def square(shape=(72, 80), shift=1):
+    mask = np.zeros(shape, dtype=bool)
+    mask[20 + shift:50 + shift, 25:55] = True
+    return mask
+
+
+POINT = Prompt("t", 1, "point", points=((40, 35),), labels=(1,))
+
+
+def same(a, b):
+    return set(a.masks) == set(b.masks) and all(
+        len(a.masks[t]) == len(b.masks[t])
+        and all(np.array_equal(x, y) for x, y in zip(a.masks[t], b.masks[t]))
+        for t in a.masks) and a.scores == b.scores
+
+
+def test_sam2_matches_the_stock_video_predictor(checkpoint):
+    """Same masks and IoU predictions as SAM2VideoPredictor run through its own API."""
+    from sam2.build_sam import build_sam2_video_predictor
+
+    flow = volume()
+    ours = sam2(checkpoint).predict(flow, [POINT])
+    assert all(ours.masks["t"][i].any() for i in range(4))
+
+    stock = build_sam2_video_predictor("configs/sam2/sam2_hiera_t.yaml", str(checkpoint),
+                                       device="cpu",
+                                       hydra_overrides_extra=[f"++model.image_size={SMALL}"])
+    stock.fill_hole_area = 0
+    assert type(stock).__name__ == "SAM2VideoPredictor"
+    # Stock init_state, fed the same preprocessed frames in place of its JPEG loader.
+    unit = sv.unit_range(flow.frames, flow.kind)
+    images = torch.stack([sv.model_input(u, SMALL, "sam2") for u in unit])
+    with mock.patch("sam2.sam2_video_predictor.load_video_frames",
+                    return_value=(images, 72, 80)):
+        state = stock.init_state("in-memory")
+    inputs = sv.FlowInputs(flow, sam2(checkpoint).options, stock, "w", sv.EmbeddingCache(0))
+    assert set(sv.new_inference_state(stock, inputs, (1, 1))) - {sv.PROVIDER_KEY} == set(state)
+
+    ious = []
+    heads = stock._forward_sam_heads
+
+    def record(*args, **kwargs):
+        out = heads(*args, **kwargs)
+        ious.append(float(out[2][0].max()))
+        return out
+
+    stock._forward_sam_heads = record
+    stock.add_new_points_or_box(state, 1, 1, points=[[40, 35]], labels=[1])
+    masks = {}
+    for reverse in (False, True):
+        for frame, _, logits in stock.propagate_in_video(state, reverse=reverse):
+            masks[frame] = (logits[0, 0] > 0).numpy()
+    assert all(np.array_equal(masks[i], ours.masks["t"][i]) for i in range(4))
+    # Decoder calls in processing order: prompted frame 1, forward 2, 3, backward 0.
+    assert ious == pytest.approx([ours.scores["t"][i] for i in (1, 2, 3, 0)], abs=0)
+
+
+@pytest.fixture(scope="module")
+def three_targets():
+    flow = volume()
+    prompts = [POINT, Prompt("u", 2, "box", box=(25, 22, 54, 51)),
+               Prompt("v", 1, "mask", mask=square(shift=1)),
+               Prompt("v", 3, "empty-mask", mask=np.zeros((72, 80), bool))]
+    return flow, prompts
+
+
+def test_medsam2_fifo_equals_sam2(checkpoint, three_targets):
+    flow, prompts = three_targets
+    stock = sam2(checkpoint).predict(flow, prompts)
+    fifo = medsam2(checkpoint, memory="fifo").predict(flow, prompts)
+    assert same(stock, fifo)
+    assert set(fifo.masks) == {"t", "u", "v"}
+    for target in fifo.masks:
+        assert [m.shape for m in fifo.masks[target]] == [(72, 80)] * 4
+        assert any(m.any() for m in fifo.masks[target])
+    # IoU head in [0, 1] (sigmoid); None where the mask came straight from a mask prompt.
+    assert [s is None for s in fifo.scores["v"]] == [False, True, False, True]
+    assert all(0 <= s <= 1 for t in "tu" for s in fifo.scores[t])
+    # The mask prompt is the output on its frame; the empty-mask prompt declares absence.
+    iou = (fifo.masks["v"][1] & square()).sum() / (fifo.masks["v"][1] | square()).sum()
+    assert iou > 0.9
+    assert not fifo.masks["v"][3].any()
+
+
+def test_embedding_cache_gives_identical_masks(checkpoint, tmp_path, monkeypatch):
+    flow = volume(seed=1)
+    fresh = sam2(checkpoint, cache_mb=0)
+    calls = []
+    predictor = fresh.load().predictor
+    encode = predictor.forward_image
+    monkeypatch.setattr(predictor, "forward_image", lambda x: calls.append(1) or encode(x))
+    reference = fresh.predict(flow, [POINT])
+    assert len(calls) >= 4  # no in-memory cache: the encoder runs for every lookup
+    calls.clear()
+    cached = sam2(checkpoint)
+    first = cached.predict(flow, [POINT])
+    encoded = len(calls)
+    assert encoded == 4
+    second = cached.predict(flow, [POINT, Prompt("w", 0, "box", box=(20, 15, 60, 55))])
+    assert len(calls) == encoded  # a second protocol on the same frames: no encoder run
+    assert same(reference, first)
+    assert all(np.array_equal(a, b) for a, b in zip(first.masks["t"], second.masks["t"]))
+    # On disk: a new process-like adapter (no memory cache) reads the features back.
+    on_disk = sam2(checkpoint, cache_mb=0, cache_dir=str(tmp_path))
+    assert same(reference, on_disk.predict(flow, [POINT]))
+    assert len(list(tmp_path.glob("*.pt"))) == 4
+    calls.clear()
+    assert same(reference, sam2(checkpoint, cache_mb=0, cache_dir=str(tmp_path)).predict(
+        flow, [POINT]))
+    assert calls == []
+
+
+def test_mixed_shapes_each_frame_in_its_own_geometry(checkpoint):
+    rng = np.random.default_rng(2)
+    big = rng.integers(0, 255, (72, 80, 3), dtype=np.uint8)
+    wide = rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)
+    box = Prompt("t", 1, "box", box=(30, 10, 70, 40))
+    adapter = sam2(checkpoint)
+    mixed = adapter.predict(FlowFrames("m", "s", "image-flow", [big, wide]), [box])
+    assert [m.shape for m in mixed.masks["t"]] == [(72, 80), (60, 90)]
+    # A prompted frame is decoded from its prompt alone: alone in a flow of one shape it
+    # must give the same mask (and IoU), so coordinates and output size are per frame.
+    alone = adapter.predict(FlowFrames("a", "s", "image-flow", [wide]),
+                            [Prompt("t", 0, "box", box=(30, 10, 70, 40))])
+    assert np.array_equal(mixed.masks["t"][1], alone.masks["t"][0])
+    assert mixed.scores["t"][1] == alone.scores["t"][0]
+
+
+def test_confidence_bank_in_the_memory_attention(checkpoint, monkeypatch):
+    flow = volume(n=5, seed=3)
+    adapter = medsam2(checkpoint, memory="confidence", bank_size=2)
+    attention = adapter.load().predictor.memory_attention
+    tokens = []
+    forward = attention.forward
+    monkeypatch.setattr(attention, "forward",
+                        lambda **kw: tokens.append(kw["memory"].shape[0]) or forward(**kw))
+    first = adapter.predict(flow, [POINT])
+    again = adapter.predict(flow, [POINT])
+    assert same(first, again)  # seeded draws: deterministic
+    bank = adapter.last_bank
+    hw = (SMALL // 16) ** 2
+    # Frames 2, 3, 4 forward, then 0 backward: each attends to one drawn entry only.
+    assert tokens[:4] == [hw] * 4
+    assert [frame for frame, _ in bank.picks] == [2, 3, 4, 0]
+    assert bank.picks[0] == (2, (1,))  # only the prompted frame is in the bank yet
+    assert [d.action for d in bank.decisions][:2] == ["append", "append"]
+    assert len(bank.entries) == 2
+    tokens.clear()
+    with_prompts = medsam2(checkpoint, memory="confidence", bank_with_prompts=True,
+                           bank_draws=2, flatten_order="aligned")
+    with_prompts.predict(flow, [POINT])
+    assert tokens[:4] == [3 * hw] * 4  # the prompted frame + 2 draws
+    fifo = medsam2(checkpoint, memory="fifo").predict(flow, [POINT])
+    assert not same(first, fifo)
+
+
+def test_policy_by_flow_kind(checkpoint):
+    adapter = medsam2(checkpoint)  # memory = "official"
+    assert adapter.policy_for("volume") == "fifo"
+    assert adapter.policy_for("image-flow") == "confidence"
+    assert adapter._bank(volume(), "t") is None
+    image_flow = FlowFrames("i", "s", "image-flow", list(volume().frames))
+    bank = adapter._bank(image_flow, "t")
+    assert (bank.size, bank.margin, bank.draws, bank.flatten_order) == (16, 0.1, 1, "official")
+
+
+def demo_flow():
+    from bench.readers import read_flows
+    from bench.readers.cards import load_card
+
+    flow = next(read_flows(load_card(ROOT / "datasets" / "demo-fundus.toml"), None, 1))
+    frames = list(flow.frames[:3])
+    prompts = [prompt_from_mask(flow.masks["disc"][1], "box", target="disc", frame=1),
+               prompt_from_mask(flow.masks["cup"][0], "point", target="cup", frame=0)]
+    return FlowFrames(flow.id, flow.dataset, flow.kind, frames), prompts
+
+
+@pytest.mark.parametrize("name", ["sam2", "medsam2"])
+def test_end_to_end_on_a_demo_flow_at_256_deterministic(name):
+    flow, prompts = demo_flow()
+    cls = SAM2Adapter if name == "sam2" else MedSAM2Adapter
+    config = "sam2_hiera_t" if name == "sam2" else "auto"
+    adapter = cls(settings={"random_weights": True, "image_size": 256, "device": "cpu",
+                            "config": config})
+    first = adapter.predict(flow, prompts)
+    second = adapter.predict(flow, prompts)
+    assert same(first, second)
+    assert set(first.masks) == {"disc", "cup"}
+    for target in first.masks:
+        assert [m.shape for m in first.masks[target]] == [f.shape[:2] for f in flow.frames]
+        assert all(m.dtype == bool for m in first.masks[target])
+        assert all(isinstance(s, float) and 0 <= s <= 1 for s in first.scores[target])
+    record = adapter.fingerprint()
+    assert record["meaningless"] is True and record["image_size"] == 256
+    assert record["config"] == "sam2_hiera_t" and len(record["weights_digest"]) == 64
+    if name == "medsam2":
+        assert adapter.last_bank is not None  # an image flow: the official policy's bank
+
+
+def test_settings_are_validated():
+    with pytest.raises(ConfigError, match=r"\[models.medsam2\]: unknown key 'memroy' "
+                                          r"\(did you mean 'memory'\?\)"):
+        MedSAM2Adapter(settings={"memroy": "fifo"})
+    with pytest.raises(ConfigError, match=r"\[models.medsam2\].memory: expected one of"):
+        MedSAM2Adapter(settings={"memory": "lifo"})
+    with pytest.raises(ConfigError, match=r"unknown SAM 2 config 'sam2_hiera_tt' "
+                                          r"\(did you mean 'sam2_hiera_t'\?\)"):
+        SAM2Adapter(settings={"config": "sam2_hiera_tt"})
+    with pytest.raises(ConfigError, match=r"\[models.sam2\]: unknown key 'memory'"):
+        SAM2Adapter(settings={"memory": "fifo"})  # bank settings belong to medsam2
+    with pytest.raises(ConfigError, match="image_size: expected a multiple of 16"):
+        SAM2Adapter(settings={"image_size": 250})
+    with pytest.raises(ConfigError, match="flatten_order"):
+        MedSAM2Adapter(settings={"flatten_order": "rows"})
+
+
+def test_bad_prompts_are_clear_errors():
+    shapes = [(72, 80)] * 2
+    with pytest.raises(ValueError, match="on frame 5: the flow has 2 frames"):
+        sv.group_prompts([Prompt("t", 5, "point", points=((1, 1),), labels=(1,))], shapes)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        sv.group_prompts([POINT, Prompt("t", 1, "mask", mask=square())], shapes)
+    with pytest.raises(ValueError, match="mask shape"):
+        sv.group_prompts([Prompt("t", 0, "mask", mask=np.ones((3, 3), bool))], shapes)
+    merged = sv.group_prompts([POINT, Prompt("t", 1, "box", box=(1, 2, 30, 40)),
+                               Prompt("t", 1, "point", points=((5, 6),), labels=(0,))], shapes)
+    entry = merged["t"][1]
+    assert (entry.points, entry.labels, entry.box) == ([(40, 35), (5, 6)], [1, 0], (1, 2, 30, 40))
+
+
+def test_preprocessing_profiles():
+    grey = np.array([[0, 255], [51, 102]], dtype=np.uint8)
+    unit = sv.unit_range([grey], "image-flow")[0]
+    assert unit.shape == (2, 2, 3)
+    assert unit[..., 0].tolist() == pytest.approx([[0, 1], [0.2, 0.4]])
+    floats = np.array([[0.0, 0.25], [0.5, 1.0]])
+    assert sv.unit_range([floats], "image-flow")[0][..., 1].tolist() == floats.tolist()
+    # A CT volume in HU: one window (0.5/99.5 percentiles) for all slices.
+    hu = np.stack([np.full((4, 4), -1000.0), np.full((4, 4), 1000.0)])
+    hu[0, 0, 0], hu[1, 0, 0] = 0.0, 0.0
+    slices = sv.unit_range(hu, "volume")
+    assert slices[0][1, 1, 0] == 0.0 and slices[1][1, 1, 0] == 1.0
+    assert slices[0][0, 0, 0] == pytest.approx(0.5, abs=0.01)
+    ones = np.ones((4, 4, 3), dtype=np.float32)
+    plain = sv.model_input(ones, 16, "official-2d")
+    assert plain.shape == (3, 16, 16) and torch.all(plain == 1)
+    normalised = sv.model_input(ones, 16, "sam2")
+    expected = [(1 - m) / s for m, s in zip(sv.IMAGENET_MEAN, sv.IMAGENET_STD)]
+    assert normalised[:, 0, 0].tolist() == pytest.approx(expected, abs=1e-6)
+    assert sv.profile_for("official", "volume") == "official-3d"
+    assert sv.profile_for("official", "image-flow") == "official-2d"
+
+
+def test_core_install_without_torch_lists_models_and_says_what_to_install():
+    code = """
+import sys
+sys.modules["torch"] = None
+sys.modules["sam2"] = None
+from adapters.base import create, registered
+assert {"sam2", "medsam2"} <= set(registered())
+from bench.types import FlowFrames, Prompt
+import numpy as np
+try:
+    create("medsam2", {"random_weights": True}).predict(
+        FlowFrames("f", "d", "volume", np.zeros((1, 8, 8))),
+        [Prompt("t", 0, "point", points=((1, 1),), labels=(1,))])
+except ImportError as err:
+    print(err)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    assert result.stdout.strip() == ("model 'medsam2' needs torch and sam2, which are not "
+                                     "installed: pip install 'medsam2-bench[sam]'")
