@@ -106,6 +106,6 @@ def render_latex(document: Document) -> str:
     preamble = [r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}",
                 r"\usepackage[T1]{fontenc}", r"\usepackage[utf8]{inputenc}",
                 r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\usepackage{float}",
-                rf"\title{{{inline(document.title)}}}", r"\author{medsam2-bench}", r"\date{}", r"\begin{document}",
-                r"\maketitle"]
+                rf"\title{{{inline(document.title)}}}", r"\author{medsam2-bench}", r"\date{}",
+                r"\begin{document}", r"\maketitle"]
     return "\n".join([*preamble, *body, r"\end{document}", ""])
