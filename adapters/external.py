@@ -199,8 +199,10 @@ class PredictionsAdapter(Adapter):
         self.check_affine = bool(self.settings.get("check_affine", True))
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"adapter": self.name, "folder": str(Path(self.folder).resolve()),
-                "settings": dict(self.settings)}
+        folder = str(Path(self.folder).resolve())
+        return {"adapter": self.name,
+                "description": f"{self.description} Read from {folder} ({self.layout} layout).",
+                "folder": folder, "settings": dict(self.settings)}
 
     def dataset_folder(self, dataset: str) -> Path:
         """The folder holding ``dataset``'s predictions."""

@@ -176,15 +176,38 @@ def unit_range(frames: Sequence[np.ndarray], kind: str) -> list[np.ndarray]:
 
     Grey frames are repeated to three channels.
     """
+    windows = unit_windows(frames, kind)
+    return [to_unit(frame, window) for frame, window in zip(frames, windows, strict=True)]
+
+
+def unit_windows(frames: Sequence[np.ndarray], kind: str) -> list[tuple[float, float] | None]:
+    """Per frame, the intensity window of :func:`unit_range` (None: no stretch needed)."""
     arrays = [np.asarray(frame) for frame in frames]
     for index, array in enumerate(arrays):
         frame_shape(array, index)
-    if kind == "volume" and arrays and not _unit_ready(arrays[0]):
+    if kind == "volume":
+        if all(_unit_ready(a) for a in arrays):
+            return [None] * len(arrays)
         window = _robust_window(arrays)
-        out = [_stretch(a, window) for a in arrays]
+        return [window] * len(arrays)
+    return [None if _unit_ready(a) else _robust_window([a]) for a in arrays]
+
+
+def to_unit(frame: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """One frame as float32 ``(H, W, 3)`` in [0, 1] (see :func:`unit_range`)."""
+    array = np.asarray(frame)
+    if array.dtype == np.uint8:
+        out = array.astype(np.float32) / np.float32(255.0)
+    elif window is None:
+        out = array.astype(np.float32)
     else:
-        out = [_stretch(a, None if _unit_ready(a) else _robust_window([a])) for a in arrays]
-    return [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in out]
+        lo, hi = window
+        if not hi > lo:
+            out = np.zeros(array.shape, dtype=np.float32)
+        else:
+            scaled = (np.nan_to_num(array.astype(np.float64), nan=lo) - lo) / (hi - lo)
+            out = np.clip(scaled, 0.0, 1.0).astype(np.float32)
+    return out if out.ndim == 3 else np.repeat(out[..., None], 3, axis=2)
 
 
 def _unit_ready(array: np.ndarray) -> bool:
@@ -194,26 +217,14 @@ def _unit_ready(array: np.ndarray) -> bool:
 
 
 def _robust_window(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
-    values = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+    # A strided subsample keeps a large volume's percentiles cheap in time and memory.
+    step = max(1, math.ceil(sum(a.size for a in arrays) / PERCENTILE_SAMPLE))
+    values = np.concatenate([np.asarray(a).ravel()[::step].astype(np.float64) for a in arrays])
     values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0, 0.0
-    if values.size > PERCENTILE_SAMPLE:
-        values = values[:: math.ceil(values.size / PERCENTILE_SAMPLE)]
     lo, hi = np.percentile(values, UNIT_PERCENTILES)
     return float(lo), float(hi)
-
-
-def _stretch(array: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255.0)
-    if window is None:
-        return array.astype(np.float32)
-    lo, hi = window
-    if not hi > lo:
-        return np.zeros(array.shape, dtype=np.float32)
-    scaled = (np.nan_to_num(array.astype(np.float64), nan=lo) - lo) / (hi - lo)
-    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
 def profile_for(preprocessing: str, kind: str) -> str:
@@ -619,7 +630,10 @@ class SAM2Adapter(Adapter):
     # -- model
 
     def _device(self) -> Any:
-        return select_device(self.options["device"])
+        try:
+            return select_device(self.options["device"])
+        except ValueError as err:
+            raise ConfigError(f"[models.{self.name}].{err}") from None
 
     def _select_config(self, state: Mapping[str, Any] | None, where: str) -> tuple[str, str]:
         """Config to build and a message about it (``medsam2`` matches checkpoints)."""
@@ -684,6 +698,8 @@ class SAM2Adapter(Adapter):
             "versions": {"torch": torch.__version__,
                          "sam2": getattr(sam2, "__version__", _dist_version("sam2"))},
         })
+        if opts["random_weights"] and opts["checkpoint"]:
+            record["note"] = "random_weights: the checkpoint setting was ignored"
         return record
 
     def memory_policy(self) -> str:
@@ -793,19 +809,19 @@ class FlowInputs:
         self.weights_digest = weights_digest
         self.cache = cache
         self.cache_dir = Path(options["cache_dir"]).expanduser() if options["cache_dir"] else None
-        self._unit = unit_range(flow.frames, flow.kind)
+        self._windows = unit_windows(flow.frames, flow.kind)
         self._keys: dict[int, str] = {}
         device = predictor.device
         self.compute = f"{device.type}|{'bf16' if device.type == 'cuda' else 'fp32'}"
         self.encoded = 0
 
     def __len__(self) -> int:
-        return len(self._unit)
+        return len(self._windows)
 
     def image(self, index: int) -> Any:
         """The ``(3, S, S)`` model input of frame ``index`` on the model's device."""
-        return model_input(self._unit[index], self.image_size, self.profile).to(
-            self.predictor.device)
+        unit = to_unit(self.flow.frames[index], self._windows[index])
+        return model_input(unit, self.image_size, self.profile).to(self.predictor.device)
 
     def key(self, index: int, image: Any) -> str:
         if index not in self._keys:

@@ -197,11 +197,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                      checkpoints=_assignments(args.checkpoint, "--checkpoint"),
                      skip_bad_cases=args.skip_bad_cases)
     run_dir = _run_dir(args, config, plan.suite)
-    if plan.demo:
-        names = ", ".join(d.name for d in plan.datasets)
+    names = ", ".join(d.name for d in plan.datasets)
+    if plan.demo and plan.unconfigured:
         console.print(f"[yellow]No dataset root configured for suite '{plan.suite}': running on "
                       f"the built-in SYNTHETIC demo data ({names}).[/] Set roots under "
                       "[datasets] in bench.toml to run the real datasets.")
+    elif plan.demo:
+        console.print(f"[yellow]Running on the built-in SYNTHETIC demo data ({names}).[/]")
     elif plan.unconfigured:
         skipped = ", ".join(plan.unconfigured)
         console.print(f"[yellow]Skipping datasets without a root:[/] {skipped}")
@@ -212,7 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _Progress() as progress:
         outcome = execute(plan, run_dir, resume=args.resume, progress=progress.notify,
                           record={"argv": sys.argv[1:]})
-    report_path = write_report(run_dir)
+    report_path = write_report(run_dir, ("md", "html"), cards=config.cards)
     _print_results(run_dir)
     console.print(
         f"{outcome.units_total} units: {outcome.units_run} run, {outcome.units_reused} reused "

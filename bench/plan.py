@@ -92,8 +92,7 @@ def make_plan(
 
     configured = [d for d in suite.datasets if _is_demo(config, d) or config.root(d)]
     unconfigured = tuple(d for d in suite.datasets if d not in configured)
-    demo = not configured
-    chosen = list(suite.demo) if demo else configured
+    chosen = configured or list(suite.demo)
     if datasets:
         candidates = set(suite.datasets) | set(suite.demo)
         unknown = [d for d in datasets if d not in candidates]
@@ -109,7 +108,6 @@ def make_plan(
                 f"{missing[0]} = \"/path/to/{missing[0]}\" in {config.path}"
             )
         chosen = list(datasets)
-        demo = all(_is_demo(config, d) for d in chosen)
     if not chosen:
         raise ConfigError(f"suite {suite_name!r} has no datasets to run")
 
@@ -132,8 +130,8 @@ def make_plan(
         skip_bad_cases=skip_bad_cases,
         description=suite.description,
         reproduces=suite.reproduces,
-        demo=demo,
-        unconfigured=unconfigured if demo or unconfigured else (),
+        demo=all(_is_demo(config, d) for d in chosen),
+        unconfigured=unconfigured,
     )
 
 

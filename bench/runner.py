@@ -175,7 +175,8 @@ def _write_ledger(plan: RunPlan, run_dir: Path, notify: Any) -> dict[str, Any]:
                 entry["failures"].append(failure)
                 continue
             entry["flows"].append({"id": flow.id, "frames": len(flow.frames),
-                                   "cases": len(flow.case_ids), "targets": flow.targets})
+                                   "cases": len(flow.case_ids), "targets": flow.targets,
+                                   "spacing": list(flow.spacing) if flow.spacing else None})
             for seed in plan.seeds:
                 prompts = make_prompts(flow, plan.protocol, seed=seed,
                                        prompt_kind=prompt_kind_for(plan, dataset),

@@ -1,4 +1,4 @@
-"""The registration baseline and the reference floors (adapters.registration, adapters.reference)."""
+"""Tests of the registration baseline and the reference floor adapters."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from adapters.registration import (
     points_to_mask,
     to_grey,
     warp_mask,
+    working_shape,
 )
 from bench.types import FlowFrames, Prompt
 from bench.validate import ConfigError
@@ -71,21 +72,42 @@ def test_translated_pair_is_followed(adapter):
     assert np.array_equal(again.masks["t"][1], pred.masks["t"][1])  # deterministic
 
 
+def drifting_blob(speed: int, n_slices: int = 16, shape=(64, 64)):
+    """A textured blob drifting ``speed`` px per slice over a flat, noisy background."""
+    rng = np.random.default_rng(1)
+    pattern = texture((shape[0] + speed * n_slices, shape[1]), seed=7)
+    truth = np.stack([disc(shape, 12 + speed * k, 32, 8) for k in range(n_slices)])
+    volume = np.stack([
+        np.where(blob, 0.5 + pattern[speed * (n_slices - k) :][: shape[0]], 0.2)
+        + 0.03 * rng.standard_normal(shape)
+        for k, blob in enumerate(truth)
+    ])
+    return volume, truth
+
+
 def test_volume_propagation_follows_drifting_blob(adapter):
-    # A blob drifting 1 px per slice over a static background: by the last
-    # slice it has moved 13 px, more than its radius from the template.
-    shape, n_slices, template = (64, 64), 20, 6
-    background = texture(shape, seed=1)
-    truth = np.stack([disc(shape, 24 + k, 32, 9) for k in range(n_slices)])
-    volume = np.stack([background + 0.5 * blob for blob in truth])
+    volume, truth = drifting_blob(speed=1)
+    template = 5
     flow = FlowFrames("vol", "synthetic", "volume", volume)
 
     pred = adapter.predict(flow, [Prompt("t", template, "mask", mask=truth[template])])
 
     scores = [dice(p, t) for p, t in zip(pred.masks["t"], truth, strict=True)]
     assert min(scores) > 0.85, scores
-    # The far slice does not overlap the template much: the propagation moved it.
-    assert dice(truth[template], truth[-1]) < 0.3
+    assert dice(truth[template], truth[-1]) < 0.3  # the blob really moved
+
+
+def test_volume_propagates_slice_to_slice(adapter):
+    # At 2 px per slice the last slice is 24 px from the template: registering
+    # the template directly (the same frames as an image flow) loses the blob,
+    # stepping slice to slice follows it.
+    volume, truth = drifting_blob(speed=2)
+    prompts = [Prompt("t", 3, "mask", mask=truth[3])]
+    as_volume = adapter.predict(FlowFrames("v", "synthetic", "volume", volume), prompts)
+    as_images = adapter.predict(FlowFrames("v", "synthetic", "image-flow", volume), prompts)
+    assert dice(as_volume.masks["t"][-1], truth[-1]) > 0.7
+    assert dice(as_images.masks["t"][-1], truth[-1]) < 0.3
+    assert dice(as_volume.masks["t"][0], truth[0]) > 0.85  # and backwards from the template
 
 
 def test_nearest_templates_rule():
@@ -169,7 +191,8 @@ def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 def test_box_prompt_recovers_disc(adapter, bright_object):
     frame = _clean(bright_object)
     x0, y0, x1, y1 = _tight_box(CLEAN_DISC)
-    for kind, box in [("box", (x0, y0, x1, y1)), ("box-jitter", (x0 - 15, y0 - 3, x1 + 9, y1 + 20))]:
+    jittered = (x0 - 15, y0 - 3, x1 + 9, y1 + 20)
+    for kind, box in [("box", (x0, y0, x1, y1)), ("box-jitter", jittered)]:
         pred = adapter.predict(image_flow([frame]), [Prompt("t", 0, kind, box=box)])
         assert dice(pred.masks["t"][0], CLEAN_DISC) > 0.9, kind
 
@@ -232,7 +255,8 @@ def test_bad_prompts_raise_clear_errors(adapter):
 
 
 def test_settings_are_validated():
-    with pytest.raises(ConfigError, match=r"unknown key 'atachment' \(did you mean 'attachment'\?\)"):
+    unknown = r"\[models.registration\]: unknown key 'atachment' \(did you mean 'attachment'\?\)"
+    with pytest.raises(ConfigError, match=unknown):
         create("registration", {"atachment": 10.0})
     with pytest.raises(ConfigError, match=r"size: expected an integer"):
         create("registration", {"size": "128"})
@@ -244,17 +268,12 @@ def test_settings_are_validated():
     }
 
 
-def test_settings_size_sets_working_resolution():
-    # A 6-px shift is followed at size 64 but a 4x coarser grid (size 16)
-    # cannot represent the fine texture and does measurably worse.
-    shape = (64, 64)
-    truth0 = disc(shape, 30, 30, 8)
-    frame0 = texture(shape, seed=4) + 0.5 * truth0
-    frame1 = np.roll(frame0, (0, 6), axis=(0, 1))
-    truth1 = np.roll(truth0, (0, 6), axis=(0, 1))
-    prompts = [Prompt("t", 0, "mask", mask=truth0)]
-    fine = create("registration", {"size": 64}).predict(image_flow([frame0, frame1]), prompts)
-    assert dice(fine.masks["t"][1], truth1) > 0.9
+def test_working_shape():
+    assert working_shape([(200, 100)], 128) == (128, 64)  # longest side to size
+    assert working_shape([(60, 80)], 128) == (60, 80)  # never upsampled
+    # The most common shape decides; ties go to the first seen.
+    assert working_shape([(100, 50), (300, 300), (300, 300)], 100) == (100, 100)
+    assert working_shape([(256, 128), (128, 256)], 64) == (64, 32)
 
 
 # --------------------------------------------------------------------------- reference

@@ -27,7 +27,17 @@ from bench.types import FlowFrames, Prompt  # noqa: E402
 from bench.validate import ConfigError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = 128  # image size of the equality tests (the demo test runs at 256)
+SIZE = 256  # model input size (image_size) of every test here
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These tiny models are far faster on one thread than on two contended cores
+    # (OpenMP barriers); results do not depend on it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +49,7 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def settings(checkpoint, size=SMALL, **extra):
+def settings(checkpoint, size=SIZE, **extra):
     return {"checkpoint": str(checkpoint), "image_size": size, "device": "cpu", **extra}
 
 
@@ -73,7 +83,7 @@ POINT = Prompt("t", 1, "point", points=((40, 35),), labels=(1,))
 def same(a, b):
     return set(a.masks) == set(b.masks) and all(
         len(a.masks[t]) == len(b.masks[t])
-        and all(np.array_equal(x, y) for x, y in zip(a.masks[t], b.masks[t]))
+        and all(np.array_equal(x, y) for x, y in zip(a.masks[t], b.masks[t], strict=True))
         for t in a.masks) and a.scores == b.scores
 
 
@@ -87,12 +97,12 @@ def test_sam2_matches_the_stock_video_predictor(checkpoint):
 
     stock = build_sam2_video_predictor("configs/sam2/sam2_hiera_t.yaml", str(checkpoint),
                                        device="cpu",
-                                       hydra_overrides_extra=[f"++model.image_size={SMALL}"])
+                                       hydra_overrides_extra=[f"++model.image_size={SIZE}"])
     stock.fill_hole_area = 0
     assert type(stock).__name__ == "SAM2VideoPredictor"
     # Stock init_state, fed the same preprocessed frames in place of its JPEG loader.
     unit = sv.unit_range(flow.frames, flow.kind)
-    images = torch.stack([sv.model_input(u, SMALL, "sam2") for u in unit])
+    images = torch.stack([sv.model_input(u, SIZE, "sam2") for u in unit])
     with mock.patch("sam2.sam2_video_predictor.load_video_frames",
                     return_value=(images, 72, 80)):
         state = stock.init_state("in-memory")
@@ -162,7 +172,8 @@ def test_embedding_cache_gives_identical_masks(checkpoint, tmp_path, monkeypatch
     second = cached.predict(flow, [POINT, Prompt("w", 0, "box", box=(20, 15, 60, 55))])
     assert len(calls) == encoded  # a second protocol on the same frames: no encoder run
     assert same(reference, first)
-    assert all(np.array_equal(a, b) for a, b in zip(first.masks["t"], second.masks["t"]))
+    assert all(np.array_equal(a, b)
+               for a, b in zip(first.masks["t"], second.masks["t"], strict=True))
     # On disk: a new process-like adapter (no memory cache) reads the features back.
     on_disk = sam2(checkpoint, cache_mb=0, cache_dir=str(tmp_path))
     assert same(reference, on_disk.predict(flow, [POINT]))
@@ -201,7 +212,7 @@ def test_confidence_bank_in_the_memory_attention(checkpoint, monkeypatch):
     again = adapter.predict(flow, [POINT])
     assert same(first, again)  # seeded draws: deterministic
     bank = adapter.last_bank
-    hw = (SMALL // 16) ** 2
+    hw = (SIZE // 16) ** 2
     # Frames 2, 3, 4 forward, then 0 backward: each attends to one drawn entry only.
     assert tokens[:4] == [hw] * 4
     assert [frame for frame, _ in bank.picks] == [2, 3, 4, 0]
@@ -239,11 +250,11 @@ def demo_flow():
 
 
 @pytest.mark.parametrize("name", ["sam2", "medsam2"])
-def test_end_to_end_on_a_demo_flow_at_256_deterministic(name):
+def test_end_to_end_on_a_demo_flow_deterministic(name):
     flow, prompts = demo_flow()
     cls = SAM2Adapter if name == "sam2" else MedSAM2Adapter
     config = "sam2_hiera_t" if name == "sam2" else "auto"
-    adapter = cls(settings={"random_weights": True, "image_size": 256, "device": "cpu",
+    adapter = cls(settings={"random_weights": True, "image_size": SIZE, "device": "cpu",
                             "config": config})
     first = adapter.predict(flow, prompts)
     second = adapter.predict(flow, prompts)
@@ -254,7 +265,7 @@ def test_end_to_end_on_a_demo_flow_at_256_deterministic(name):
         assert all(m.dtype == bool for m in first.masks[target])
         assert all(isinstance(s, float) and 0 <= s <= 1 for s in first.scores[target])
     record = adapter.fingerprint()
-    assert record["meaningless"] is True and record["image_size"] == 256
+    assert record["meaningless"] is True and record["image_size"] == SIZE
     assert record["config"] == "sam2_hiera_t" and len(record["weights_digest"]) == 64
     if name == "medsam2":
         assert adapter.last_bank is not None  # an image flow: the official policy's bank
@@ -277,6 +288,29 @@ def test_settings_are_validated():
         MedSAM2Adapter(settings={"flatten_order": "rows"})
 
 
+def test_devices_and_autocast():
+    import contextlib
+    import warnings
+
+    from adapters.torch_utils import autocast_for, select_device
+
+    assert select_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert select_device("auto").type == "cuda"
+    else:
+        assert select_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ConfigError, match=r"^\[models.sam2\].device: 'cuda' was asked for "
+                                              "but torch sees no CUDA device$"):
+            SAM2Adapter(settings={"device": "cuda", "random_weights": True}).load()
+    with pytest.raises(ValueError, match="device: expected one of auto, cpu, cuda, mps"):
+        select_device("tpu")
+    assert isinstance(autocast_for(torch.device("cpu")), contextlib.nullcontext)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constructing a CUDA autocast without CUDA warns
+        cuda = autocast_for(torch.device("cuda"))
+    assert isinstance(cuda, torch.autocast) and cuda.fast_dtype == torch.bfloat16
+
+
 def test_bad_prompts_are_clear_errors():
     shapes = [(72, 80)] * 2
     with pytest.raises(ValueError, match="on frame 5: the flow has 2 frames"):
@@ -295,7 +329,7 @@ def test_preprocessing_profiles():
     grey = np.array([[0, 255], [51, 102]], dtype=np.uint8)
     unit = sv.unit_range([grey], "image-flow")[0]
     assert unit.shape == (2, 2, 3)
-    assert unit[..., 0].tolist() == pytest.approx([[0, 1], [0.2, 0.4]])
+    assert unit[..., 0].ravel().tolist() == pytest.approx([0, 1, 0.2, 0.4])
     floats = np.array([[0.0, 0.25], [0.5, 1.0]])
     assert sv.unit_range([floats], "image-flow")[0][..., 1].tolist() == floats.tolist()
     # A CT volume in HU: one window (0.5/99.5 percentiles) for all slices.
@@ -308,7 +342,7 @@ def test_preprocessing_profiles():
     plain = sv.model_input(ones, 16, "official-2d")
     assert plain.shape == (3, 16, 16) and torch.all(plain == 1)
     normalised = sv.model_input(ones, 16, "sam2")
-    expected = [(1 - m) / s for m, s in zip(sv.IMAGENET_MEAN, sv.IMAGENET_STD)]
+    expected = [(1 - m) / s for m, s in zip(sv.IMAGENET_MEAN, sv.IMAGENET_STD, strict=True)]
     assert normalised[:, 0, 0].tolist() == pytest.approx(expected, abs=1e-6)
     assert sv.profile_for("official", "volume") == "official-3d"
     assert sv.profile_for("official", "image-flow") == "official-2d"

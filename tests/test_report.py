@@ -216,3 +216,58 @@ def test_cli_report(tmp_path, capsys):
     assert main(["report", str(run_dir), "--format", "docx"]) == 2
     assert "unknown format" in capsys.readouterr().err
     shutil.rmtree(run_dir / "figures")
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_latex_compiles(run, tmp_path):
+    import subprocess
+
+    # Compile a copy so the run directory keeps only what the report wrote.
+    folder = tmp_path / "tex"
+    shutil.copytree(run, folder, ignore=shutil.ignore_patterns("predictions"))
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                             "report.tex"], cwd=folder, capture_output=True, text=True,
+                            timeout=180, check=False)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (folder / "report.pdf").stat().st_size > 10000
+
+
+def test_clicks_section_when_the_table_has_a_click_column(tmp_path):
+    run_dir = make_run(tmp_path / "run", models=("good",), datasets=("fake-cells",))
+    table = read_table(run_dir)
+    # Pretend every case was scored after 1 and after 3 clicks, the latter 0.1 better.
+    more = table.assign(click=3, value=table["value"] + 0.1 * (table["metric"] == "dice"))
+    pd.concat([table.assign(click=1), more]).to_csv(run_dir / "metrics.csv", index=False)
+    write_report(run_dir, "md", cards=CARDS, gallery=False)
+    text = (run_dir / "report.md").read_text()
+    assert "## Dice against the number of clicks" in text
+    assert (run_dir / "figures" / "dice_vs_clicks.png").stat().st_size > 5000
+    dice = table[(table["metric"] == "dice")]["value"].mean()
+    assert f"| fake-cells | cell | good | 3 | {dice + 0.1:.3f} | 12 |" in text
+
+
+def test_published_numbers_beside_a_real_suite(tmp_path):
+    import json
+
+    run_dir = make_run(tmp_path / "run", models=("good", "poor"), datasets=("fake-ct",),
+                       demo=False)
+    # Present the fake volumes as BTCV scored by models named like the paper's.
+    table = read_table(run_dir)
+    table["dataset"] = "btcv"
+    table["model"] = table["model"].map({"good": "MedSAM-2", "poor": "SAM"})
+    table.to_csv(run_dir / "metrics.csv", index=False)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["datasets"] = {"btcv": {**manifest["datasets"]["fake-ct"], "synthetic": False}}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    write_report(run_dir, "md", cards={}, gallery=False)
+    text = (run_dir / "report.md").read_text()
+    section = text[text.index("## Published numbers"):text.index("## Metric definitions")]
+    liver = _valid_means(table, model="MedSAM-2", target="liver", metric="dice")
+    row = next(line for line in section.splitlines()
+               if line.startswith("| Table 1 | Liver | MedSAM-2 |"))
+    assert row.startswith("| Table 1 | Liver | MedSAM-2 | btcv/liver | dice | 0.836 | 0.836 |")
+    assert f"| {liver - 0.836:.3f} |" in row
+    assert "| Table 1 | Spleen | SAM | btcv/spleen | dice | 0.518 | 0.518 |" in section
+    # Only two organs: no average row, and the note on the paper's own averages is shown.
+    assert "| Ave |" not in section
+    assert "not the mean of its organ columns for: TransUNet" in section

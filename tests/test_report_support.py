@@ -44,7 +44,8 @@ def _disc(shape, centre, radius):
 
 
 @register_reader(READER)
-def read_fake(card: Card, root: Path | None, limit: int | None) -> Iterator[Flow]:
+def read_fake(card: Card, root: Path | None, limit: int | None,
+              errors: list | None = None) -> Iterator[Flow]:
     rng = np.random.default_rng(sum(map(ord, card.name)))
     count = 3 if card.kind == "image-flow" else 2
     for index in range(count if limit is None else min(limit, count)):

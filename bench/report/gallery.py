@@ -272,7 +272,8 @@ def build_gallery(run_dir: Path, table: pd.DataFrame, datasets: list[dict[str, A
         panels: list[Panel] = []
         try:
             root = Path(entry["root"]) if entry.get("root") else None
-            for flow in read_flows(card, root, limit):
+            # errors=[]: cases that fail to read are skipped (the run may have skipped them).
+            for flow in read_flows(card, root, limit, []):
                 if flow.id not in flows_needed:
                     continue
                 drawn, skipped = panels_for_flow(run_dir, flow,

@@ -1,0 +1,57 @@
+"""Plans: which datasets a suite runs, demo stand-ins, and option checks."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.config import load_config
+from bench.plan import make_plan
+from bench.validate import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path: Path, text: str = ""):
+    shutil.copytree(ROOT / "datasets", tmp_path / "datasets")
+    base = (ROOT / "bench.toml").read_text()
+    (tmp_path / "bench.toml").write_text(base.replace('wbc = ""', text or 'wbc = ""'))
+    return load_config(tmp_path / "bench.toml")
+
+
+def test_unconfigured_suite_runs_its_demo_stand_ins(tmp_path):
+    config = _config(tmp_path)
+    plan = make_plan(config, "one-prompt")
+    assert plan.demo
+    assert [d.name for d in plan.datasets] == list(config.suites["one-prompt"].demo)
+    assert set(plan.unconfigured) == set(config.suites["one-prompt"].datasets)
+
+
+def test_the_demo_suite_is_marked_synthetic(tmp_path):
+    plan = make_plan(_config(tmp_path), "demo")
+    assert plan.demo and plan.unconfigured == ()
+
+
+def test_a_configured_dataset_runs_alone_and_the_rest_are_listed(tmp_path):
+    (tmp_path / "wbc").mkdir()
+    config = _config(tmp_path, 'wbc = "wbc"')
+    plan = make_plan(config, "one-prompt")
+    assert not plan.demo
+    assert [d.name for d in plan.datasets] == ["wbc"]
+    assert plan.datasets[0].root == (tmp_path / "wbc").resolve()
+    assert "wbc" not in plan.unconfigured and len(plan.unconfigured) == 9
+
+
+def test_choosing_an_unconfigured_dataset_says_how_to_configure_it(tmp_path):
+    with pytest.raises(ConfigError, match=r'kits23 = "/path/to/kits23"'):
+        make_plan(_config(tmp_path), "one-prompt", datasets=["kits23"])
+
+
+def test_unknown_protocol_parameter_is_rejected_before_running(tmp_path):
+    with pytest.raises(ConfigError, match="templat"):
+        make_plan(_config(tmp_path), "one-prompt", protocol_params={"templat": "first"})
+
+
+def test_unknown_model_names_the_nearest(tmp_path):
+    with pytest.raises(KeyError, match="registration"):
+        make_plan(_config(tmp_path), "one-prompt", models=["registraton"])
