@@ -8,12 +8,16 @@ to every other frame of the flow by TV-L1 optical flow
   (the images have no order);
 - volume: the mask is propagated slice to slice outward from the template in
   both directions. The slice-to-slice displacement fields are composed, so the
-  template mask is interpolated once per slice instead of being re-warped and
-  re-thresholded at every step (same propagation, no accumulated blur).
+  template mask is interpolated once per slice: the same chain as warping the
+  previous slice's mask at each step, without re-thresholding (and blurring)
+  the mask at every step.
 
 Registration runs on grey frames (RGB -> luminance, robust 1-99 percentile
 normalisation per frame) resized to a common working size, so an image flow of
 mixed shapes works; masks are warped at each frame's own resolution.
+
+The method has no notion of target absence: every frame receives the warped
+template mask, including slices past the end of an organ.
 
 Prompts other than masks are first turned into a template mask by a classical
 step that is part of this baseline (see :func:`box_to_mask` and
@@ -420,8 +424,10 @@ class RegistrationAdapter(Adapter):
         "Template masks: mask prompt as given; box -> Otsu threshold inside the box, the "
         "class that is not the ring around the box, largest component, holes filled "
         "(inscribed ellipse if that fails); point -> flood fill from the click with a "
-        "tolerance of 3 local standard deviations, bounded to 40% of the frame "
-        "(small disc if it leaks); negative clicks remove what they grow."
+        "tolerance of 3 local standard deviations, edge moved to half contrast against "
+        "the surroundings, bounded to 40% of the frame (small disc if it leaks); "
+        "negative clicks remove what they grow. No notion of "
+        "absence: every frame gets the warped mask, also where the target is gone."
     )
     capabilities = Capabilities(
         prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask"}),

@@ -15,7 +15,22 @@ import numpy as np
 import pandas as pd
 
 GROUP = ["dataset", "target", "model", "protocol", "metric"]
-VALID_STATUSES = ("ok", "penalised")
+
+
+def is_scored(table: pd.DataFrame, suffix: str = "") -> pd.Series:
+    """Rows that enter means: a value exists and the unit did not fail.
+
+    Penalised cases (exactly one mask empty) have a value and count; both-empty
+    cases have a value only under a policy that scores them (the official
+    code's empty/empty = 1), so under the default policy they drop out here.
+    """
+    return (table[f"status{suffix}"] != "error") & table[f"value{suffix}"].notna()
+
+
+def is_excluded(table: pd.DataFrame, suffix: str = "") -> pd.Series:
+    """Both-empty cases excluded from means by the empty-mask policy."""
+    return (table[f"status{suffix}"] == "both_empty") & table[f"value{suffix}"].isna()
+
 
 
 def cluster_bootstrap_ci(
@@ -64,7 +79,7 @@ def summarise(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) ->
     """
     records = []
     for key, group in table.groupby(GROUP, sort=True, dropna=False):
-        valid = group[group["status"].isin(VALID_STATUSES)]
+        valid = group[is_scored(group)]
         values = valid["value"].to_numpy(dtype=float)
         per_seed = valid.groupby("seed")["value"].mean()
         group_seed = _stable_seed(seed, key)
@@ -78,7 +93,7 @@ def summarise(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) ->
             "ci_low": low,
             "ci_high": high,
             "n": int(values.size),
-            "n_excluded": int((group["status"] == "both_empty").sum()),
+            "n_excluded": int(is_excluded(group).sum()),
             "n_penalised": int((group["status"] == "penalised").sum()),
             "n_failed": int((group["status"] == "error").sum()),
             "n_patients": int(valid["patient"].nunique()),

@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import io
-from bench.aggregate import VALID_STATUSES
+from bench.aggregate import is_excluded, is_scored
 
 KEYS = ["dataset", "target", "model", "protocol", "metric"]
 REFERENCE_COLUMNS = [*KEYS, "mean", "n", "n_excluded", "n_penalised", "n_failed"]
@@ -84,12 +84,12 @@ def means_of_table(table: pd.DataFrame) -> pd.DataFrame:
     """:data:`REFERENCE_COLUMNS` from a tidy per-case table."""
     records = []
     for key, group in table.groupby(KEYS, sort=True):
-        valid = group[group["status"].isin(VALID_STATUSES)]
+        valid = group[is_scored(group)]
         records.append({
             **dict(zip(KEYS, key, strict=True)),
             "mean": float(valid["value"].mean()) if len(valid) else float("nan"),
             "n": int(len(valid)),
-            "n_excluded": int((group["status"] == "both_empty").sum()),
+            "n_excluded": int(is_excluded(group).sum()),
             "n_penalised": int((group["status"] == "penalised").sum()),
             "n_failed": int((group["status"] == "error").sum()),
         })

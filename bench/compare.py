@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.aggregate import VALID_STATUSES, cluster_bootstrap_ci
+from bench.aggregate import cluster_bootstrap_ci, is_excluded, is_scored
 
 CASE_KEYS = ["dataset", "flow", "case", "patient", "target", "protocol", "seed", "metric"]
 GROUP_KEYS = ["dataset", "target", "protocol", "metric"]
@@ -96,8 +96,7 @@ def pair_rows(table_a: pd.DataFrame, table_b: pd.DataFrame) -> pd.DataFrame:
     keep = [*CASE_KEYS, "value", "status"]
     merged = pd.merge(_keyed(table_a)[keep], _keyed(table_b)[keep], on=CASE_KEYS, how="outer",
                       suffixes=("_a", "_b"))
-    merged["paired"] = (merged["status_a"].isin(VALID_STATUSES)
-                        & merged["status_b"].isin(VALID_STATUSES))
+    merged["paired"] = is_scored(merged, "_a") & is_scored(merged, "_b")
     return merged
 
 
@@ -127,7 +126,7 @@ def summarise_pairs(pairs: pd.DataFrame, *, label_a: str, label_b: str,
     records = []
     for key, group in pairs.groupby(GROUP_KEYS, sort=True):
         paired = group[group["paired"]]
-        excluded = (group["status_a"] == "both_empty") | (group["status_b"] == "both_empty")
+        excluded = is_excluded(group, "_a") | is_excluded(group, "_b")
         difference = (paired["value_b"] - paired["value_a"]).to_numpy(dtype=float)
         result = paired_statistics(difference, paired["patient"].tolist(),
                                    n_resamples=n_resamples,
@@ -260,7 +259,7 @@ def _count(rows: pd.DataFrame, result: pd.DataFrame) -> np.ndarray:
 
 def _run_means(rows: pd.DataFrame) -> pd.DataFrame:
     valid = _keyed(rows)
-    valid = valid[valid["status"].isin(VALID_STATUSES)]
+    valid = valid[is_scored(valid)]
     return valid.groupby(GROUP_KEYS)["value"].agg(mean="mean", n="size").reset_index()
 
 

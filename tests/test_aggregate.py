@@ -43,3 +43,10 @@ def test_seed_spread_is_the_std_of_per_seed_means():
     summary = summarise(pd.DataFrame(rows), n_resamples=100).iloc[0]
     assert np.isclose(summary["seed_std"], np.std([0.6, 0.9], ddof=1))
     assert summary["seeds"] == "0,1"
+
+
+def test_official_policy_scores_both_empty_cases_into_the_mean():
+    # Under the official code's policy, empty/empty is scored 1 (status still both_empty).
+    table = pd.DataFrame([_row("a", "p1", 0.5, "ok"), _row("b", "p2", 1.0, "both_empty")])
+    summary = summarise(table, n_resamples=100).iloc[0]
+    assert summary["mean"] == 0.75 and summary["n"] == 2 and summary["n_excluded"] == 0

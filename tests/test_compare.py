@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from test_report_support import make_run, read_table
 
-from bench.aggregate import VALID_STATUSES
+from bench.aggregate import is_scored
 from bench.cli import main
 from bench.compare import compare_models, compare_runs, paired_statistics, wilcoxon_p
 from bench.prompts.ledger import canonical_json, row_hash
@@ -69,7 +69,7 @@ def test_compare_models_pairs_cases_of_one_run(run):
     broken = result.iloc[1]
     # 'broken' fails on flow1 (4 images): those cases are unpaired, the rest pair.
     assert broken["n_pairs"] == 8 and broken["n_unpaired"] == 4
-    scored = dice[(dice["model"] == "broken") & dice["status"].isin(VALID_STATUSES)]
+    scored = dice[(dice["model"] == "broken") & is_scored(dice)]
     assert broken["mean_b"] == pytest.approx(scored["value"].mean())
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from test_report_support import CARDS, make_run, read_table, summary_of
 
-from bench.aggregate import VALID_STATUSES
+from bench.aggregate import is_scored
 from bench.cli import main
 from bench.report import parse_formats, tables, write_report
 from bench.report.build import read_ledger_rows
@@ -29,7 +29,7 @@ def run(tmp_path_factory):
 
 
 def _valid_means(table: pd.DataFrame, **where) -> float:
-    rows = table[table["status"].isin(VALID_STATUSES)]
+    rows = table[is_scored(table)]
     for key, value in where.items():
         rows = rows[rows[key] == value]
     return float(rows["value"].mean())
@@ -93,7 +93,7 @@ def test_per_dataset_tables_state_counts_definitions_protocol_and_seeds(run):
     broken = table[(table["dataset"] == "fake-cells") & (table["model"] == "broken")
                    & (table["metric"] == "dice")]
     n_failed = int((broken["status"] == "error").sum())
-    n = int(broken["status"].isin(VALID_STATUSES).sum())
+    n = int(is_scored(broken).sum())
     assert n_failed == 8 and n == 16  # 1 failing flow x 4 images x 2 seeds
     row = next(line for line in section.splitlines() if line.startswith("| cell | broken |"))
     cells = [c.strip() for c in row.strip("|").split("|")]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.aggregate import VALID_STATUSES
+from bench.aggregate import is_scored
 from bench.report.figures import SYNTHETIC_MARK, _pyplot, save_figure
 from bench.store import prediction_folder, safe_name
 
@@ -56,7 +56,7 @@ def pick_cases(table: pd.DataFrame, *, metric: str = "dice") -> list[Pick]:
     Uses the run's first seed; ties are broken by flow, case and target so
     the choice is reproducible.
     """
-    rows = table[(table["metric"] == metric) & table["status"].isin(VALID_STATUSES)]
+    rows = table[(table["metric"] == metric) & is_scored(table)]
     if rows.empty:
         return []
     rows = rows[rows["seed"] == rows["seed"].min()]

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.aggregate import VALID_STATUSES
+from bench.aggregate import is_scored
 from bench.report.published import TABLE1_DATASETS, TABLE1_TARGETS, normalise
 
 AVERAGE = "Ave"
@@ -229,7 +229,7 @@ def seed_spread(table: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
 
     Empty when the table has a single seed.
     """
-    rows = table[(table["metric"] == metric) & table["status"].isin(VALID_STATUSES)]
+    rows = table[(table["metric"] == metric) & is_scored(table)]
     seeds = sorted(rows["seed"].unique())
     if len(seeds) < 2:
         return pd.DataFrame()
@@ -250,7 +250,7 @@ def click_curve(table: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
     """
     if "click" not in table.columns:
         return pd.DataFrame()
-    rows = table[(table["metric"] == metric) & table["status"].isin(VALID_STATUSES)]
+    rows = table[(table["metric"] == metric) & is_scored(table)]
     rows = rows[pd.to_numeric(rows["click"], errors="coerce").notna()]
     if rows.empty:
         return pd.DataFrame()
