@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -17,7 +19,7 @@ from adapters.registration import (
     working_shape,
 )
 from bench.types import FlowFrames, Prompt
-from bench.validate import ConfigError
+from bench.validate import ConfigError, read_toml
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -134,6 +136,15 @@ def test_each_frame_uses_its_nearest_template(adapter, kind):
     used = ["a" if dice(m, mask_a) > 0.9 else "b" if dice(m, mask_b) > 0.9 else "?"
             for m in masks]
     assert used == ["a", "a", "a", "b", "b"]
+
+
+def test_empty_mask_prompt_declares_absence(adapter):
+    shape = (40, 40)
+    frame = texture(shape, seed=5) + 0.4 * disc(shape, 20, 20, 8)
+    flow = FlowFrames("f", "synthetic", "volume", np.stack([frame] * 4))
+    prompts = [Prompt("t", 0, "empty-mask"), Prompt("t", 3, "mask", mask=disc(shape, 20, 20, 8))]
+    masks = adapter.predict(flow, prompts).masks["t"]
+    assert [bool(m.any()) for m in masks] == [False, False, True, True]
 
 
 def test_unprompted_targets_are_not_predicted(adapter):
@@ -293,6 +304,13 @@ def test_reference_adapters_shapes_and_values():
         assert create(name).predict(flow, []).masks == {}
     with pytest.raises(ConfigError, match=r"\[models.empty\]: unknown key 'size'"):
         create("empty", {"size": 3})
+
+
+def test_bench_toml_model_tables_are_accepted():
+    config = read_toml(Path(__file__).parents[1] / "bench.toml")
+    for name in ("registration", "empty", "full-frame"):
+        model = create(name, config["models"][name])
+        assert model.fingerprint()["adapter"] == name
 
 
 def test_adapters_are_registered():

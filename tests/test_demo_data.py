@@ -210,7 +210,8 @@ def test_ct_volumes(demo_flows: dict[str, list[Flow]]) -> None:
         assert flow.spacing[0] > flow.spacing[1] == flow.spacing[2]  # anisotropic
         assert isinstance(flow.frames, np.ndarray) and flow.frames.dtype == np.float32
         assert flow.frames.shape == (n, size, size)
-        assert flow.frames.min() < -900 and flow.frames.max() > 400  # air and bone, in HU
+        # The card's soft-tissue window maps [-160, 240] HU onto [0, 1], clipping air and bone.
+        assert flow.frames.min() == 0.0 and flow.frames.max() == 1.0
         labels = np.zeros((n, size, size), dtype=int)
         for target, mask in flow.masks.items():
             assert mask.dtype == bool and mask.shape == (n, size, size)
@@ -272,13 +273,21 @@ def test_ct_organs_have_their_hounsfield_units(demo_flows: dict[str, list[Flow]]
     # contrast-filled aorta brightest; all well above their fat/bowel surroundings.
     expected = {"liver": (90, 130), "spleen": (95, 135), "kidney_left": (120, 175),
                 "kidney_right": (120, 175), "aorta": (150, 210)}
-    for flow in demo_flows["demo-ct"]:
+    windowed = {flow.id: flow.frames for flow in demo_flows["demo-ct"]}
+    card = load_card(DATASETS / "demo-ct.toml")
+    options = replace(demo_options(card), window=None)  # raw HU
+    for index in range(options.flows):
+        flow = generate_flow(options, index)
         volume = flow.frames
+        assert volume.min() < -900 and volume.max() > 400  # air and bone, in HU
         for target, mask in flow.masks.items():
             low, high = expected[target]
             assert low < volume[mask].mean() < high, target
             shell = ndi.binary_dilation(mask, structure=np.ones((1, 3, 3)), iterations=2) & ~mask
             assert volume[mask].mean() - volume[shell].mean() > 40, target
+        # The card's frames are exactly these HU values windowed to [-160, 240] -> [0, 1].
+        expected_frames = (np.clip(volume, -160, 240) + 160) / 400
+        np.testing.assert_allclose(windowed[flow.id], expected_frames, atol=1e-6)
 
 
 # --- bad input ------------------------------------------------------------------------

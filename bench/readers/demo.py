@@ -32,8 +32,9 @@ Generators
     bowel, and the targets ``liver``, ``spleen``, ``kidney_left``,
     ``kidney_right`` and ``aorta``. Anatomy is defined in millimetres, so each
     organ covers only part of the slab and has slices where it is absent.
-    Intensities are kept in HU, as a CT reader would return them; the meta
-    entry ``window`` gives the soft-tissue window (-160, 240) HU. Image
+    Intensities are generated in HU; the card option ``window`` (the demo
+    card uses the soft-tissue window [-160, 240]) clips and scales them to
+    [0, 1] as the file readers do for a windowed CT card. Image
     orientation is radiological: anterior at the top, the patient's right on
     the image's left.
 
@@ -67,6 +68,7 @@ from scipy import ndimage as ndi
 
 from bench.readers import register_reader
 from bench.readers.cards import Card
+from bench.readers.core import window_intensities
 from bench.types import Flow
 from bench.validate import ConfigError, check_table
 
@@ -82,6 +84,7 @@ _OPTION_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "images_per_patient": int,
     "aspect_jitter": (float, int),
     "spacing": list,
+    "window": list,
 }
 
 Masks = dict[str, np.ndarray]
@@ -114,6 +117,10 @@ class DemoOptions:
         Image width = height * U(1, 1 + aspect_jitter), rounded to 8 px.
     spacing : tuple of float
         Volume spacing ``(slice, row, col)`` in mm (``ct`` only).
+    window : tuple of float or None
+        Intensity window ``(low, high)`` in HU (``ct`` only): frames are clipped
+        and scaled to [0, 1] exactly as the file readers do for a card with a
+        ``window``; None keeps Hounsfield units.
     """
 
     generator: str
@@ -124,6 +131,7 @@ class DemoOptions:
     images_per_patient: int = 2
     aspect_jitter: float = 0.0
     spacing: tuple[float, float, float] = (5.0, 3.0, 3.0)
+    window: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,15 @@ def demo_options(card: Card) -> DemoOptions:
             raise ConfigError(f"{where}.spacing: expected 3 positive numbers (slice, row, col) "
                               f"in mm, got {spacing!r}")
         opts["spacing"] = tuple(float(s) for s in spacing)
+    if "window" in opts:
+        window = opts["window"]
+        if gen.kind != "volume":
+            raise ConfigError(f"{where}.window: only volume generators take a window")
+        if (len(window) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                    for v in window) or window[1] <= window[0]):
+            raise ConfigError(f"{where}.window: expected [low, high] in HU with low < high, "
+                              f"got {window!r}")
+        opts["window"] = (float(window[0]), float(window[1]))
     return DemoOptions(**opts)
 
 
@@ -302,7 +319,12 @@ def _volume_flow(options: DemoOptions, index: int, dataset: str, meta: dict[str,
     flow_id = f"{options.generator}-v{index}"
     rng = _rng(options.generator, options.seed, index, 2, 0)
     volume, masks = ct_volume(rng, options.frames, options.size, options.spacing)
-    meta.update(spacing_mm=options.spacing, intensity="HU", window=(-160.0, 240.0),
+    intensity = "HU"
+    if options.window is not None:
+        # The same windowing as the file readers, so adapters see CT alike.
+        volume, _ = window_intensities(volume, list(options.window), None, dataset)
+        intensity = f"HU window [{options.window[0]:g}, {options.window[1]:g}] scaled to [0, 1]"
+    meta.update(spacing_mm=options.spacing, intensity=intensity, window=options.window,
                 orientation="slice 0 inferior; rows anterior to posterior; "
                             "columns patient right to left")
     return Flow(
