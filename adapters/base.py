@@ -56,10 +56,25 @@ class Adapter:
         """
         raise NotImplementedError
 
+    def unavailable(self) -> str | None:
+        """Why this adapter cannot run here (a missing package or checkpoint), or None.
+
+        Checked when a run is planned, so a model that cannot run is reported
+        once, up front, instead of failing on every flow.
+        """
+        return None
+
     def fingerprint(self) -> dict[str, Any]:
         """Identity of the model for the run record (weights hashes, settings)."""
         return {"adapter": self.name, "description": self.description,
                 "settings": dict(self.settings)}
+
+
+def missing_modules(modules: Sequence[str]) -> list[str]:
+    """The modules of ``modules`` that cannot be imported (checked without importing)."""
+    from importlib.util import find_spec
+
+    return [name for name in modules if find_spec(name) is None]
 
 
 _REGISTRY: dict[str, type[Adapter]] = {}

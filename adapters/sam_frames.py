@@ -60,7 +60,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from adapters import checkpoints
-from adapters.base import Adapter, Capabilities, register
+from adapters.base import Adapter, Capabilities, missing_modules, register
 from adapters.reference import frame_shape
 from adapters.torch_utils import (
     DEVICE_CHOICES,
@@ -350,6 +350,19 @@ class _FrameSam(Adapter):
 
     def _check(self, opts: dict[str, Any], where: str) -> None:
         """Adapter-specific settings checks."""
+
+    def unavailable(self) -> str | None:
+        missing = missing_modules(("torch", "segment_anything"))
+        if missing:
+            return f"needs {' and '.join(missing)}: {INSTALL_HINT}"
+        if self.options["random_weights"]:
+            return None
+        try:
+            checkpoints.resolve_checkpoint(self.name, self.options,
+                                           PUBLISHED[f"{self.name}:{self.options['variant']}"])
+        except checkpoints.CheckpointError as err:
+            return str(err)
+        return None
 
     def load(self) -> LoadedSam:
         if self._loaded is None:

@@ -23,6 +23,7 @@ _DEFAULTS_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "metrics": list,
     "empty_policy": str,
     "nsd_tolerance_mm": (int, float),
+    "cache_dir": str,  # prediction cache (bench.cache); "" = default, env var wins
 }
 _SUITE_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "description": str,
@@ -112,7 +113,7 @@ def load_config(path: Path | None = None) -> Config:
     for name, settings in table.get("models", {}).items():
         if not isinstance(settings, dict):
             raise ConfigError(f"{where}: models.{name}: expected a table")
-        models[name] = dict(settings)
+        models[name] = _resolve_paths(dict(settings), path.parent)
 
     suites: dict[str, Suite] = {}
     for name, raw in table.get("suites", {}).items():
@@ -136,6 +137,18 @@ def load_config(path: Path | None = None) -> Config:
         )
     return Config(path=path, defaults=defaults, roots=roots, models=models, suites=suites,
                   cards=cards)
+
+
+# Model settings that hold paths; relative ones are relative to bench.toml.
+_PATH_SETTINGS = ("checkpoint", "folder", "cache_dir")
+
+
+def _resolve_paths(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
+    for key in _PATH_SETTINGS:
+        value = settings.get(key)
+        if isinstance(value, str) and value:
+            settings[key] = str((folder / Path(value).expanduser()).resolve())
+    return settings
 
 
 def _check_name(name: str, known: dict[str, Any], where: str, what: str) -> None:

@@ -48,6 +48,8 @@ class RunPlan:
     reproduces: str = ""
     demo: bool = False
     unconfigured: tuple[str, ...] = field(default=())
+    # Suite models that cannot run here (missing package or checkpoint): name -> reason.
+    skipped_models: dict[str, str] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The JSON-ready fields that define the results (compared on resume)."""
@@ -115,6 +117,18 @@ def make_plan(
     params = {**suite.protocol_params, **(protocol_params or {})}
     get_protocol(suite.protocol).resolve(params, where=f"[suites.{suite_name}.protocol_params]")
     settings = _model_settings(config, run_models, device, random_weights, checkpoints or {})
+    skipped = {}
+    for model in run_models:
+        reason = create(model, settings[model]).unavailable()
+        if reason and models:
+            raise ConfigError(f"model {model!r} cannot run: {reason}")
+        if reason:
+            skipped[model] = reason
+    run_models = tuple(m for m in run_models if m not in skipped)
+    if not run_models:
+        raise ConfigError(f"no model of suite {suite_name!r} can run here: "
+                          + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
+    settings = {m: settings[m] for m in run_models}
     return RunPlan(
         suite=suite_name,
         protocol=suite.protocol,
@@ -132,6 +146,7 @@ def make_plan(
         reproduces=suite.reproduces,
         demo=all(_is_demo(config, d) for d in chosen),
         unconfigured=unconfigured,
+        skipped_models=skipped,
     )
 
 

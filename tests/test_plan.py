@@ -55,3 +55,39 @@ def test_unknown_protocol_parameter_is_rejected_before_running(tmp_path):
 def test_unknown_model_names_the_nearest(tmp_path):
     with pytest.raises(KeyError, match="registration"):
         make_plan(_config(tmp_path), "one-prompt", models=["registraton"])
+
+
+def _suite_with(tmp_path, models):
+    _config(tmp_path)
+    text = (tmp_path / "bench.toml").read_text() + (
+        '\n[suites.t]\nprotocol = "one-prompt"\ndatasets = ["demo-fundus"]\n'
+        f"models = {models!r}\n".replace("'", '"'))
+    (tmp_path / "bench.toml").write_text(text)
+    return load_config(tmp_path / "bench.toml")
+
+
+def test_suite_models_without_weights_are_skipped_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSAM2_BENCH_CHECKPOINT_SAM", raising=False)
+    config = _suite_with(tmp_path, ["sam", "full-frame"])
+    plan = make_plan(config, "t")
+    assert plan.models == ("full-frame",)
+    reason = plan.skipped_models["sam"]
+    assert "checkpoint" in reason and "--checkpoint sam=PATH" in reason
+    # Asked for by name, the same model is one clear error instead.
+    with pytest.raises(ConfigError, match="model 'sam' cannot run: .*no checkpoint"):
+        make_plan(config, "t", models=["sam"])
+    # With random weights it runs (smoke tests), and says nothing is skipped.
+    smoke = make_plan(config, "t", random_weights=True)
+    assert smoke.models == ("sam", "full-frame") and not smoke.skipped_models
+    assert smoke.model_settings["sam"]["random_weights"] is True
+
+
+def test_checkpoint_paths_in_bench_toml_are_relative_to_it(tmp_path):
+    _config(tmp_path)
+    text = (tmp_path / "bench.toml").read_text()
+    start = text.index("[models.sam]")
+    head, tail = text[:start], text[start:].replace('checkpoint = ""',
+                                                    'checkpoint = "weights/sam.pth"', 1)
+    (tmp_path / "bench.toml").write_text(head + tail)
+    config = load_config(tmp_path / "bench.toml")
+    assert config.models["sam"]["checkpoint"] == str((tmp_path / "weights" / "sam.pth").resolve())

@@ -53,6 +53,7 @@ def build_summary(run_dir: Path, table: pd.DataFrame) -> dict[str, Any]:
         "metric_definitions": {m: METRIC_DEFINITIONS[m] for m in plan["metrics"]},
         "provenance": config.get("provenance", {}),
         "adapters": config.get("adapters", {}),
+        "skipped_models": plan.get("skipped_models", {}),
         "failed_units": failed,
         "aggregates": aggregates.to_dict(orient="records"),
     }

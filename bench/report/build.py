@@ -151,6 +151,8 @@ def _warnings(doc: Document, ctx: RunContext) -> None:
     if stamped:
         doc.add(Note(f"**Meaningless results for {', '.join(stamped)}:** randomly initialised "
                      "weights (smoke test only)."))
+    for model, reason in summary.get("skipped_models", {}).items():
+        doc.add(Note(f"**Model `{model}` of this suite was not run:** {reason}"))
     failed = summary.get("failed_units", [])
     read_failures = sum(len(e.get("failures", [])) for e in ctx.manifest.get("datasets",
                                                                               {}).values())
