@@ -71,6 +71,24 @@ def resolve_checkpoint(model: str, settings: Mapping[str, Any], published: str) 
     return path
 
 
+def why_unavailable(model: str, settings: Mapping[str, Any], modules: Sequence[str],
+                    published: str) -> str | None:
+    """Why a weighted ``model`` cannot run: a missing package or checkpoint; else None."""
+    from adapters.base import missing_modules
+    from adapters.torch_utils import INSTALL_HINT
+
+    missing = missing_modules(modules)
+    if missing:
+        return f"needs {' and '.join(missing)}: {INSTALL_HINT}"
+    if settings.get("random_weights"):
+        return None
+    try:
+        resolve_checkpoint(model, settings, published)
+    except CheckpointError as err:
+        return str(err)
+    return None
+
+
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a state dict safely from ``path``.
 

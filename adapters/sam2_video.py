@@ -627,6 +627,10 @@ class SAM2Adapter(Adapter):
     def _published(self) -> str:
         return PUBLISHED[self.options["config"]]
 
+    def unavailable(self) -> str | None:
+        return checkpoints.why_unavailable(self.name, self.options, ("torch", "sam2"),
+                                           self._published())
+
     # -- model
 
     def _device(self) -> Any:

@@ -60,7 +60,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from adapters import checkpoints
-from adapters.base import Adapter, Capabilities, missing_modules, register
+from adapters.base import Adapter, Capabilities, register
 from adapters.reference import frame_shape
 from adapters.torch_utils import (
     DEVICE_CHOICES,
@@ -68,14 +68,13 @@ from adapters.torch_utils import (
     autocast_for,
     cached_sha256_file,
     embedding_key,
+    require_modules,
     select_device,
     shared_embedding_cache,
     state_dict_digest,
 )
 from bench.types import FlowFrames, Prediction, Prompt
 from bench.validate import ConfigError, check_table
-
-INSTALL_HINT = "pip install 'medsam2-bench[sam]'"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # The encoder hyper-parameters of segment_anything.build_sam, per variant.
@@ -118,27 +117,8 @@ BASE_DEFAULTS: dict[str, Any] = {
 
 
 def require_segment_anything(model: str) -> Any:
-    """Import torch and segment_anything for ``model``, or raise one clear ImportError.
-
-    Returns
-    -------
-    module
-        The ``torch`` module.
-    """
-    missing = []
-    try:
-        import torch
-    except ImportError:
-        torch = None
-        missing.append("torch")
-    try:
-        import segment_anything  # noqa: F401
-    except ImportError:
-        missing.append("segment-anything")
-    if missing:
-        raise ImportError(f"model {model!r} needs {' and '.join(missing)}, which "
-                          f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT}")
-    return torch
+    """Import torch for ``model`` (needs torch and segment_anything), or one clear ImportError."""
+    return require_modules(model, ("torch", "segment_anything"))
 
 
 # ----------------------------------------------------------------------------- model
@@ -352,17 +332,9 @@ class _FrameSam(Adapter):
         """Adapter-specific settings checks."""
 
     def unavailable(self) -> str | None:
-        missing = missing_modules(("torch", "segment_anything"))
-        if missing:
-            return f"needs {' and '.join(missing)}: {INSTALL_HINT}"
-        if self.options["random_weights"]:
-            return None
-        try:
-            checkpoints.resolve_checkpoint(self.name, self.options,
+        return checkpoints.why_unavailable(self.name, self.options,
+                                           ("torch", "segment_anything"),
                                            PUBLISHED[f"{self.name}:{self.options['variant']}"])
-        except checkpoints.CheckpointError as err:
-            return str(err)
-        return None
 
     def load(self) -> LoadedSam:
         if self._loaded is None:

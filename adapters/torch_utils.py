@@ -21,39 +21,41 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
+
+from adapters.base import missing_modules
 
 INSTALL_HINT = "pip install 'medsam2-bench[sam]'"
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
-def require_torch(model: str) -> Any:
-    """Import torch and sam2 for ``model``, or raise one clear ImportError.
+def require_modules(model: str, modules: Sequence[str]) -> Any:
+    """Import torch for ``model`` once ``modules`` are known to be installed.
+
+    Raises one clear ImportError naming what is missing and how to install it.
 
     Returns
     -------
     module
         The ``torch`` module.
     """
-    missing = []
-    try:
-        import torch
-    except ImportError:
-        torch = None
-        missing.append("torch")
-    try:
-        import sam2  # noqa: F401
-    except ImportError:
-        missing.append("sam2")
+    missing = missing_modules(modules)
     if missing:
         raise ImportError(
-            f"model {model!r} needs {' and '.join(missing)}, which are not installed: "
-            f"{INSTALL_HINT}"
+            f"model {model!r} needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT}"
         )
+    import torch
+
     return torch
+
+
+def require_torch(model: str) -> Any:
+    """Import torch for a SAM 2 based ``model`` (needs torch and sam2)."""
+    return require_modules(model, ("torch", "sam2"))
 
 
 def select_device(name: str) -> Any:

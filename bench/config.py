@@ -35,6 +35,7 @@ _SUITE_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "models": list,
     "metrics": list,
     "seeds": list,
+    "empty_policy": str,
 }
 
 
@@ -52,6 +53,7 @@ class Suite:
     protocol_params: dict[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
+    empty_policy: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ def load_config(path: Path | None = None) -> Config:
             protocol_params=dict(raw.get("protocol_params", {})),
             metrics=tuple(raw.get("metrics", ())),
             seeds=tuple(raw.get("seeds", ())),
+            empty_policy=raw.get("empty_policy", ""),
         )
     return Config(path=path, defaults=defaults, roots=roots, models=models, suites=suites,
                   cards=cards)

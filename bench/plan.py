@@ -138,7 +138,7 @@ def make_plan(
         model_settings=settings,
         seeds=tuple(seeds) if seeds else (suite.seeds or (int(config.defaults["seed"]),)),
         metrics=suite.metrics or tuple(config.defaults["metrics"]),
-        empty_policy=str(config.defaults["empty_policy"]),
+        empty_policy=suite.empty_policy or str(config.defaults["empty_policy"]),
         nsd_tolerance_mm=float(config.defaults["nsd_tolerance_mm"]),
         limit=limit,
         skip_bad_cases=skip_bad_cases,

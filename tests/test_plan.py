@@ -91,3 +91,12 @@ def test_checkpoint_paths_in_bench_toml_are_relative_to_it(tmp_path):
     (tmp_path / "bench.toml").write_text(head + tail)
     config = load_config(tmp_path / "bench.toml")
     assert config.models["sam"]["checkpoint"] == str((tmp_path / "weights" / "sam.pth").resolve())
+
+
+def test_official_code_suite_keeps_its_own_metric_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSAM2_BENCH_CHECKPOINT_MEDSAM2", raising=False)
+    plan = make_plan(_config(tmp_path), "official-code")
+    assert plan.protocol == "official-code"
+    assert plan.empty_policy == "one" and plan.metrics == ("dice", "iou")
+    assert "jiayuanz3/MedSAM2_pretrain" in plan.skipped_models["medsam2"]
+    assert plan.models == ("registration",)
