@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 from bench.types import FlowFrames, Prediction, Prompt
 
 
@@ -55,6 +57,23 @@ class Adapter:
             A boolean mask per frame for every target that has a prompt.
         """
         raise NotImplementedError
+
+    def predict_click(self, flow: FlowFrames, prompt: Prompt,
+                      previous: np.ndarray | None) -> np.ndarray:
+        """One step of an interactive session: the mask of ``prompt.frame``.
+
+        ``prompt`` holds every click so far (``points`` and ``labels`` in click
+        order); ``previous`` is the mask this adapter returned after the
+        previous click (None before the first). The default segments the
+        prompted frame alone with :meth:`predict` and ignores ``previous``;
+        adapters that can refine a mask override it.
+        """
+        frame = flow.frames[prompt.frame]
+        single = FlowFrames(f"{flow.id}/{prompt.frame}", flow.dataset, "image-flow", [frame],
+                            flow.spacing if flow.kind == "image-flow" else None)
+        moved = Prompt(prompt.target, 0, prompt.kind, prompt.points, prompt.labels, prompt.box,
+                       prompt.mask)
+        return np.asarray(self.predict(single, [moved]).masks[prompt.target][0], dtype=bool)
 
     def unavailable(self) -> str | None:
         """Why this adapter cannot run here (a missing package or checkpoint), or None.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,11 +15,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from bench.validate import ConfigError
 
@@ -30,6 +34,8 @@ errors = Console(stderr=True, highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # sam2 draws a tqdm bar per propagation; the run has its own progress display.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
@@ -95,7 +101,58 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out (default: the latest run of the suite), "
                      "skipping completed work")
+    run.add_argument("--executor", choices=["local", "processes", "ray"], default="local",
+                     help="where units run: in this process (default), a pool of --workers "
+                     "processes, or Ray (pip install 'medsam2-bench[ray]'); the results do not "
+                     "depend on it")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="worker processes (processes) or CPUs of the local Ray instance "
+                     "(ray); default: the number of CPUs. Each process builds its own models: "
+                     "with GPU models, mind the GPU memory")
+    run.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                     help="join this Ray cluster (e.g. auto or ray://host:10001) instead of "
+                     "starting a local instance; run dir, cache and data must be on a shared "
+                     "file system")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="run only shard I of N (0-based) of the units, chosen by unit key, "
+                     "e.g. for a Slurm job array; join the shards with `bench merge`")
+    run.add_argument("--retries", type=int, default=2, metavar="N",
+                     help="start a unit whose worker process died up to N more times "
+                     "(default 2); then it is recorded as failed")
+    run.add_argument("--no-cache", action="store_true",
+                     help="neither read nor write the prediction cache (default: "
+                     "$MEDSAM2_BENCH_CACHE, [defaults] cache_dir, or ~/.cache/medsam2-bench)")
     run.set_defaults(handler=cmd_run)
+
+    merge = commands.add_parser(
+        "merge", help="join shard run directories into one run",
+        description="Join the run directories of `bench run --shard I/N` into OUT: checks that "
+        "they are shards of one run (same plan, adapters, prompt ledger and manifest), copies "
+        "units, predictions and logs, lists missing and duplicated units, then writes "
+        "metrics.csv, units.csv and the report. Exit status 1 when units are missing.")
+    merge.add_argument("out", type=Path, metavar="OUT", help="new run directory to create")
+    merge.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                       help="shard run directories")
+    merge.set_defaults(handler=cmd_merge)
+
+    cache = commands.add_parser(
+        "cache", help="the prediction cache: size, pruning",
+        description="The content-addressed prediction cache shared by workers and runs "
+        "(folder: $MEDSAM2_BENCH_CACHE, else [defaults] cache_dir in bench.toml, else "
+        "~/.cache/medsam2-bench).")
+    cache_commands = cache.add_subparsers(title="commands", metavar="COMMAND")
+    cache_info = cache_commands.add_parser("info", help="entries and size of the cache")
+    cache_info.add_argument("--dir", type=Path, default=None, help="cache folder to inspect")
+    cache_info.set_defaults(handler=cmd_cache_info)
+    cache_prune = cache_commands.add_parser(
+        "prune", help="delete cache entries",
+        description="Delete entries not used for --older-than DAYS days, or --all.")
+    cache_prune.add_argument("--dir", type=Path, default=None, help="cache folder to prune")
+    which = cache_prune.add_mutually_exclusive_group(required=True)
+    which.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                       help="entries last used more than DAYS days ago")
+    which.add_argument("--all", action="store_true", help="every entry")
+    cache_prune.set_defaults(handler=cmd_cache_prune)
 
     listing = commands.add_parser("list", help="list suites, datasets, models or protocols",
                                   description="List what bench.toml and the registries offer.")
@@ -207,22 +264,109 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif plan.unconfigured:
         skipped = ", ".join(plan.unconfigured)
         console.print(f"[yellow]Skipping datasets without a root:[/] {skipped}")
+    for model, reason in plan.skipped_models.items():
+        console.print(f"[yellow]model {model} skipped:[/] {reason}", soft_wrap=True)
     console.print(f"suite [bold]{plan.suite}[/], protocol [bold]{plan.protocol}[/], models "
                   f"{', '.join(plan.models)}, seeds {', '.join(map(str, plan.seeds))} -> {run_dir}")
 
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError("--ray-address needs --executor ray")
+    cache = None if args.no_cache else _cache_folder(config)
     started = time.perf_counter()
     with _Progress() as progress:
         outcome = execute(plan, run_dir, resume=args.resume, progress=progress.notify,
-                          record={"argv": sys.argv[1:]})
+                          record={"argv": sys.argv[1:]}, executor=args.executor,
+                          workers=args.workers, ray_address=args.ray_address, shard=args.shard,
+                          retries=args.retries, cache=cache)
     report_path = write_report(run_dir, ("md", "html"), cards=config.cards)
     _print_results(run_dir)
+    shard = ""
+    if outcome.shard is not None:
+        shard = (f"shard {outcome.shard[0]}/{outcome.shard[1]}: {outcome.units_total} of "
+                 f"{outcome.units_all} units; join the shards with `bench merge`\n")
     console.print(
-        f"{outcome.units_total} units: {outcome.units_run} run, {outcome.units_reused} reused "
+        f"{shard}{outcome.units_total} units: {outcome.units_run} run, "
+        f"{outcome.units_cached} reused from the prediction cache, {outcome.units_reused} reused "
         f"from an earlier attempt, {outcome.units_failed} failed "
-        f"({outcome.cases_failed} cases without a score), "
-        f"{outcome.read_failures} read failures; {time.perf_counter() - started:.1f} s")
+        f"({outcome.cases_failed} cases without a score), {outcome.units_retried} retried "
+        f"after a worker died, {outcome.read_failures} read failures; "
+        f"{time.perf_counter() - started:.1f} s")
     console.print(f"report: {report_path}")
     return EXIT_FAILURES if outcome.units_failed or outcome.read_failures else EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+    from bench.shard import merge_runs
+
+    outcome = merge_runs(args.out, args.run_dirs)
+    for unit in outcome.duplicated:
+        console.print(f"[yellow]duplicated[/] {unit['dataset']}/{unit['flow']} {unit['model']} "
+                      f"seed {unit['seed']} (same results in {', '.join(unit['runs'])}; kept "
+                      "once)", markup=True, highlight=False, soft_wrap=True)
+    for unit in outcome.missing:
+        errors.print(f"missing: {unit['dataset']}/{unit['flow']} {unit['model']} seed "
+                     f"{unit['seed']} (unit {unit['key']})", markup=False, soft_wrap=True)
+    cards = None
+    if args.config is not None:
+        from bench.config import load_config
+
+        cards = load_config(args.config).cards
+    report_path = write_report(args.out, ("md", "html"), cards=cards)
+    _print_results(args.out)
+    console.print(f"merged {len(args.run_dirs)} run(s): {outcome.units_merged} of "
+                  f"{outcome.units_expected} units, {len(outcome.missing)} missing, "
+                  f"{len(outcome.duplicated)} duplicated -> {args.out}")
+    console.print(f"report: {report_path}")
+    if outcome.missing:
+        errors.print(f"FAIL: {len(outcome.missing)} unit(s) missing: run the shards that hold "
+                     "them (bench run ... --shard I/N --resume) and merge again")
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    from bench.cache import PredictionCache
+
+    info = PredictionCache(args.dir or _cache_folder(_load_or_none(args.config))).info()
+    console.print(f"prediction cache {info.folder}: {info.entries} entries, "
+                  f"{info.bytes / 2**20:.1f} MiB")
+    if info.entries:
+        console.print(f"last used: oldest {_day(info.oldest)}, newest {_day(info.newest)}")
+    return EXIT_OK
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    from bench.cache import PredictionCache
+
+    cache = PredictionCache(args.dir or _cache_folder(_load_or_none(args.config)))
+    removed, freed = cache.prune(None if args.all else args.older_than)
+    console.print(f"removed {removed} entries ({freed / 2**20:.1f} MiB) from {cache.root}")
+    return EXIT_OK
+
+
+def _cache_folder(config) -> Path:
+    from bench.cache import cache_dir
+
+    if config is None:
+        return cache_dir()
+    return cache_dir(str(config.defaults.get("cache_dir") or "") or None, config.folder)
+
+
+def _load_or_none(path: Path | None):
+    """The bench.toml in use, or None when there is none (the cache needs no config)."""
+    from bench.config import load_config
+
+    try:
+        return load_config(path)
+    except ConfigError:
+        if path is not None:
+            raise
+        return None
+
+
+def _day(timestamp: float | None) -> str:
+    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -474,14 +618,28 @@ def _run_dir(args: argparse.Namespace, config, suite: str) -> Path:
     return base / time.strftime("%Y%m%d-%H%M%S")
 
 
+class _RateColumn(ProgressColumn):
+    """Throughput in units per second (rich's estimate over the last 30 s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("- units/s" if speed is None else f"{speed:.2f} units/s", style="cyan")
+
+
 class _Progress:
-    """Rich progress bars fed by the runner's ``notify(event, **info)`` callback."""
+    """One progress bar over all workers, fed by the runner's ``notify(event, **info)``.
+
+    The bar counts the units still to compute (units reused from an earlier
+    attempt are reported, not counted, so that throughput and ETA are those
+    of the work left); its label tallies cache hits, failures and retries.
+    """
 
     def __init__(self) -> None:
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeElapsedColumn(),
+                                  MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
                                   TimeRemainingColumn(), console=console, transient=False)
         self._task = None
+        self._counts = {"cached": 0, "failed": 0, "retried": 0}
 
     def __enter__(self) -> _Progress:
         self._progress.__enter__()
@@ -503,10 +661,28 @@ class _Progress:
                 f"{info['dataset']} --root ...`) or rerun with --skip-bad-cases.",
                 markup=True, highlight=False)
         elif event == "units":
-            self._task = self._progress.add_task("units", total=int(info["total"]))
+            where = f" ({info['executor']})" if info.get("executor") not in (None, "local") \
+                else ""
+            if info.get("shard"):
+                self._progress.console.print(
+                    f"shard {info['shard']}: {info['selected']} of {info['all']} units")
+            if info.get("reused"):
+                self._progress.console.print(
+                    f"{info['reused']} units already complete (reused)")
+            self._task = self._progress.add_task(f"units{where}", total=int(info["total"]))
+        elif event == "retry":
+            self._counts["retried"] += 1
+            self._progress.console.print(
+                f"[yellow]retrying[/] {info['dataset']}/{info['flow']} {info['model']} seed "
+                f"{info['seed']} (attempt {info['attempt']}): {info['reason']}",
+                markup=True, highlight=False)
         elif event == "advance" and self._task is not None:
+            self._counts["cached"] += info.get("cache") == "hit"
+            self._counts["failed"] += info.get("status") == "error"
+            tally = ", ".join(f"{n} {name}" for name, n in self._counts.items() if n)
             self._progress.update(self._task, advance=1,
-                                  description=f"{info['dataset']} {info['model']}")
+                                  description=f"{info['dataset']} {info['model']}"
+                                  + (f" [{tally}]" if tally else ""))
 
 
 def _assignments(items: Sequence[str], option: str) -> dict[str, str]:

@@ -1,0 +1,285 @@
+"""Content-addressed cache of predictions, shared by workers and by runs.
+
+A prediction is a function of what the adapter sees, so it is stored under the
+sha256 of exactly that (canonical JSON):
+
+- the adapter: its name and class, its fingerprint (settings, weights digest
+  or checkpoint sha256, device, library versions; the description text is
+  left out), a digest of the source files of the package that defines it, and
+  the versions of numpy, scipy, scikit-image, torch, sam2 and segment-anything;
+- the flow as adapters see it (:class:`~bench.types.FlowFrames`): dataset, id,
+  kind, spacing, case ids, source geometry and a digest of the frames' bytes;
+- the prompts: each ledger row's content (target, frame, kind, points,
+  labels, box, mask sha256 and shape), without its seed, protocol or row hash:
+  the adapter never sees those, so two seeds that drew the same prompts share
+  an entry.
+
+Not cached: adapters that see ground truth (the oracle), the external
+``predictions`` adapter (it reads files that may change under the same
+settings), and adapters with weights whose fingerprint names no weights digest.
+Runs with ``random_weights`` are cached: their initialisation is seeded and
+their fingerprint carries the digest of the initialised state dict, so the key
+names the exact weights. The cache assumes an adapter is deterministic for a
+given key (true of the baselines; on CUDA, kernels may differ in the last bits).
+
+Entries live in ``ROOT/predictions/ab/KEY.npz`` (bit-packed masks, shapes,
+per-frame scores), written atomically, so concurrent workers may write the
+same entry. A hit refreshes the file's modification time, which
+:meth:`PredictionCache.prune` uses as "last used".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.io import PARTIAL_MARK, atomic_path
+from bench.types import FlowFrames, Prediction
+
+CACHE_VERSION = 1
+ENV_VAR = "MEDSAM2_BENCH_CACHE"
+DEFAULT_DIR = "~/.cache/medsam2-bench"
+# Adapters whose output depends on more than their fingerprint (files on disk).
+UNCACHED_ADAPTERS = frozenset({"predictions"})
+_LIBRARIES = ("numpy", "scipy", "scikit-image", "torch", "torchvision", "sam2",
+              "segment-anything")
+_PROMPT_FIELDS = ("target", "frame", "kind", "points", "labels", "box", "mask_sha256",
+                  "mask_shape")
+
+
+def cache_dir(configured: str | None = None, base: Path | None = None) -> Path:
+    """The cache folder: ``$MEDSAM2_BENCH_CACHE``, else ``configured``, else the default.
+
+    Parameters
+    ----------
+    configured : str or None
+        ``[defaults] cache_dir`` of ``bench.toml`` ("" means unset); relative
+        paths are relative to ``base`` (the folder of ``bench.toml``).
+    """
+    chosen = os.environ.get(ENV_VAR) or configured or DEFAULT_DIR
+    path = Path(chosen).expanduser()
+    if not path.is_absolute() and base is not None and not os.environ.get(ENV_VAR):
+        path = Path(base) / path
+    return path.resolve()
+
+
+def canonical(data: Any) -> str:
+    """Canonical JSON (sorted keys, no spaces) with NumPy values and paths as JSON."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=_plain,
+                      allow_nan=True)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def frames_digest(frames: Sequence[np.ndarray]) -> str:
+    """sha256 over every frame's dtype, shape and bytes (a 3D volume: frame by frame)."""
+    digest = hashlib.sha256()
+    digest.update(f"{len(frames)}".encode())
+    for frame in frames:
+        array = np.ascontiguousarray(frame)
+        digest.update(f"|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def prompt_content(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What an adapter sees of ledger rows: no seed, protocol or row hash; sorted."""
+    content = [{name: row[name] for name in _PROMPT_FIELDS} for row in rows]
+    return sorted(content, key=canonical)
+
+
+@dataclass(frozen=True)
+class AdapterIdentity:
+    """Whether an adapter's predictions are cached, and the digest that names it."""
+
+    cacheable: bool
+    digest: str = ""
+    reason: str = ""
+
+
+def adapter_identity(adapter: Any) -> AdapterIdentity:
+    """The cache identity of a built adapter (calls its ``fingerprint()``)."""
+    cls = type(adapter)
+    if cls.capabilities.sees_ground_truth:
+        return AdapterIdentity(False, reason="sees ground truth")
+    if adapter.name in UNCACHED_ADAPTERS:
+        return AdapterIdentity(False, reason="reads saved predictions from disk")
+    fingerprint = {k: v for k, v in adapter.fingerprint().items() if k != "description"}
+    if cls.capabilities.needs_weights and not (fingerprint.get("weights_digest")
+                                               or fingerprint.get("checkpoint_sha256")):
+        return AdapterIdentity(False, reason="its fingerprint names no weights digest")
+    identity = {"cache_version": CACHE_VERSION, "adapter": adapter.name,
+                "class": f"{cls.__module__}.{cls.__qualname__}", "fingerprint": fingerprint,
+                "code": source_digest(cls.__module__), "libraries": library_versions()}
+    return AdapterIdentity(True, sha256_text(canonical(identity)))
+
+
+def prediction_key(identity: AdapterIdentity, flow: FlowFrames, frames_sha256: str,
+                   rows: Iterable[Mapping[str, Any]]) -> str:
+    """The cache key of one adapter's prediction for one flow and its prompts."""
+    view = {"dataset": flow.dataset, "id": flow.id, "kind": flow.kind,
+            "spacing": list(flow.spacing) if flow.spacing else None,
+            "case_ids": list(flow.case_ids), "geometry": dict(flow.geometry),
+            "frames_sha256": frames_sha256}
+    return sha256_text(canonical({"adapter": identity.digest, "flow": view,
+                                  "prompts": prompt_content(rows)}))
+
+
+_SOURCE_DIGESTS: dict[str, str] = {}
+
+
+def source_digest(module_name: str) -> str:
+    """sha256 of the source files of the top-level package (or module) of ``module_name``.
+
+    Any edit of an adapter package's code changes the key of all its adapters'
+    entries: a fixed bug never serves a stale prediction.
+    """
+    top = module_name.split(".")[0]
+    if top in _SOURCE_DIGESTS:
+        return _SOURCE_DIGESTS[top]
+    module = sys.modules.get(top)
+    digest = hashlib.sha256()
+    files: list[tuple[str, Path]] = []
+    for folder in getattr(module, "__path__", []):
+        files.extend((p.relative_to(folder).as_posix(), p) for p in Path(folder).rglob("*.py"))
+    if not files and getattr(module, "__file__", None):
+        files = [(Path(module.__file__).name, Path(module.__file__))]
+    for name, path in sorted(files):
+        digest.update(f"|{name}|".encode())
+        digest.update(path.read_bytes())
+    _SOURCE_DIGESTS[top] = digest.hexdigest()
+    return _SOURCE_DIGESTS[top]
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries predictions depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    folder: Path
+    entries: int
+    bytes: int
+    oldest: float | None
+    newest: float | None
+
+
+class PredictionCache:
+    """Predictions on disk by key, under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / "predictions" / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> Prediction | None:
+        """The stored prediction, or None (absent or unreadable: then recomputed)."""
+        path = self.path(key)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(data["meta"].tobytes().decode())
+                masks = {target: _unpack(data[f"m{index}"], meta["shapes"][index])
+                         for index, target in enumerate(meta["targets"])}
+        except Exception:  # absent, truncated (BadZipFile), foreign: recompute, never fail
+            return None
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+        return Prediction(masks=masks, scores=meta["scores"])
+
+    def put(self, key: str, prediction: Prediction, meta: Mapping[str, Any] | None = None) -> Path:
+        """Store ``prediction`` (masks as booleans) atomically under ``key``."""
+        targets = list(prediction.masks)
+        arrays: dict[str, np.ndarray] = {}
+        shapes = []
+        for index, target in enumerate(targets):
+            masks = [np.asarray(mask, dtype=bool) for mask in prediction.masks[target]]
+            shapes.append([list(mask.shape) for mask in masks])
+            flat = (np.concatenate([mask.ravel() for mask in masks]) if masks
+                    else np.zeros(0, dtype=bool))
+            arrays[f"m{index}"] = np.packbits(flat)
+        record = {"targets": targets, "shapes": shapes, "scores": prediction.scores,
+                  "created": time.time(), **(meta or {})}
+        arrays["meta"] = np.frombuffer(canonical(record).encode(), dtype=np.uint8)
+        path = self.path(key)
+        with atomic_path(path) as temp:
+            np.savez_compressed(temp, **arrays)
+        return path
+
+    def entries(self) -> list[Path]:
+        folder = self.root / "predictions"
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob("*/*.npz") if not p.name.startswith(PARTIAL_MARK))
+
+    def info(self) -> CacheInfo:
+        """Number of entries, their total size and the oldest/newest use time."""
+        stats = [p.stat() for p in self.entries()]
+        times = [s.st_mtime for s in stats]
+        return CacheInfo(self.root, len(stats), sum(s.st_size for s in stats),
+                         min(times) if times else None, max(times) if times else None)
+
+    def prune(self, older_than_days: float | None = None) -> tuple[int, int]:
+        """Delete entries not used for ``older_than_days`` days (all when None).
+
+        Returns
+        -------
+        (int, int)
+            Entries removed and bytes freed.
+        """
+        if older_than_days is not None and older_than_days < 0:
+            raise ValueError(f"--older-than: must not be negative, got {older_than_days}")
+        cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
+        removed = freed = 0
+        for path in self.entries():
+            stat = path.stat()
+            if cutoff is None or stat.st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+                freed += stat.st_size
+        for leftover in (self.root / "predictions").glob(f"*/{PARTIAL_MARK}*"):
+            if cutoff is None or leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        return removed, freed
+
+
+def _unpack(packed: np.ndarray, shapes: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    flat = np.unpackbits(packed, count=sum(sizes)).astype(bool)
+    masks, start = [], 0
+    for shape, size in zip(shapes, sizes, strict=True):
+        masks.append(flat[start:start + size].reshape(shape))
+        start += size
+    return masks
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (Path, set, frozenset)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else str(value)
+    return repr(value)
