@@ -27,6 +27,13 @@ def is_scored(table: pd.DataFrame, suffix: str = "") -> pd.Series:
     return (table[f"status{suffix}"] != "error") & table[f"value{suffix}"].notna()
 
 
+def per_case(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows that describe whole cases: without the per-click rows of interactive runs."""
+    if "click" not in table.columns:
+        return table
+    return table[pd.to_numeric(table["click"], errors="coerce").isna()]
+
+
 def is_excluded(table: pd.DataFrame, suffix: str = "") -> pd.Series:
     """Both-empty cases excluded from means by the empty-mask policy."""
     return (table[f"status{suffix}"] == "both_empty") & table[f"value{suffix}"].isna()
@@ -78,7 +85,7 @@ def summarise(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) ->
     per-seed means; NaN for a single seed).
     """
     records = []
-    for key, group in table.groupby(GROUP, sort=True, dropna=False):
+    for key, group in per_case(table).groupby(GROUP, sort=True, dropna=False):
         valid = group[is_scored(group)]
         values = valid["value"].to_numpy(dtype=float)
         per_seed = valid.groupby("seed")["value"].mean()

@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import io
-from bench.aggregate import is_excluded, is_scored
+from bench.aggregate import is_excluded, is_scored, per_case
 
 KEYS = ["dataset", "target", "model", "protocol", "metric"]
 REFERENCE_COLUMNS = [*KEYS, "mean", "n", "n_excluded", "n_penalised", "n_failed"]
@@ -83,7 +83,7 @@ def run_means(run_dir: Path) -> pd.DataFrame:
 def means_of_table(table: pd.DataFrame) -> pd.DataFrame:
     """:data:`REFERENCE_COLUMNS` from a tidy per-case table."""
     records = []
-    for key, group in table.groupby(KEYS, sort=True):
+    for key, group in per_case(table).groupby(KEYS, sort=True):
         valid = group[is_scored(group)]
         records.append({
             **dict(zip(KEYS, key, strict=True)),

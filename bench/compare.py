@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.aggregate import cluster_bootstrap_ci, is_excluded, is_scored
+from bench.aggregate import cluster_bootstrap_ci, is_excluded, is_scored, per_case
 
 CASE_KEYS = ["dataset", "flow", "case", "patient", "target", "protocol", "seed", "metric"]
 GROUP_KEYS = ["dataset", "target", "protocol", "metric"]
@@ -107,7 +107,7 @@ def _group_seed(seed: int, key: tuple) -> int:
 
 
 def _keyed(table: pd.DataFrame) -> pd.DataFrame:
-    table = table.copy()
+    table = per_case(table).copy()
     for column in ("dataset", "flow", "case", "patient", "target", "protocol", "metric"):
         table[column] = table[column].astype(str)
     table["seed"] = table["seed"].astype(int)

@@ -63,7 +63,7 @@ from bench.cache import (
 from bench.executors import Executor, UnitSink, UnitSpec, WorkContext, make_executor, module_paths
 from bench.metrics import EmptyPolicy
 from bench.plan import DatasetRun, RunPlan
-from bench.prompts import ledger, make_prompts, scored_frames
+from bench.prompts import get_protocol, ledger, make_prompts, run_clicks, scored_frames
 from bench.prompts.protocols import resolve_prompt_kind
 from bench.readers import read_flows
 from bench.scoring import check_prediction, failure_rows, score_flow
@@ -71,8 +71,9 @@ from bench.shard import in_shard, parse_shard
 from bench.store import prediction_folder, write_prediction
 from bench.types import Flow, Prediction
 
+# ``click`` is empty except for interactive runs, where it numbers the Dice after each click.
 TIDY_COLUMNS = ["dataset", "flow", "case", "patient", "target", "model", "protocol", "seed",
-                "metric", "value", "status", "message"]
+                "metric", "value", "status", "message", "click"]
 UNIT_COLUMNS = ["key", "dataset", "flow", "model", "seed", "status", "attempts", "restarts",
                 "cache", "seconds", "peak_rss_mb", "rss_growth_mb", "gpu_peak_mb", "worker",
                 "message"]
@@ -547,7 +548,13 @@ def _run_unit(plan: RunPlan, run_dir: Path, spec: UnitSpec, flow: Flow, adapter:
             cache_key = prediction_key(identity, flow.view(), spec.frames_sha256, spec.rows)
             prediction = cache.get(cache_key)
             unit["cache"] = "hit" if prediction is not None else "miss"
-        if prediction is None:
+        click_rows: list[dict[str, Any]] = []
+        if plan.protocol == "interactive":
+            # Later clicks depend on the model's answers: nothing to cache or replay.
+            prediction, click_rows = _interactive_sessions(plan, flow, adapter, prompts)
+            unit["cache"] = "off"
+            cache_key = None
+        elif prediction is None:
             prediction = adapter.predict(seen, prompts)
         check_prediction(flow, prediction, sorted({p.target for p in prompts}))
         if cache is not None and cache_key is not None and unit["cache"] == "miss":
@@ -555,7 +562,7 @@ def _run_unit(plan: RunPlan, run_dir: Path, spec: UnitSpec, flow: Flow, adapter:
         rows = score_flow(flow, prediction,
                           scored_frames=scored_frames(flow, plan.protocol, plan.protocol_params),
                           metrics=plan.metrics, policy=policy,
-                          nsd_tolerance_mm=plan.nsd_tolerance_mm)
+                          nsd_tolerance_mm=plan.nsd_tolerance_mm) + click_rows
         write_prediction(prediction_folder(run_dir, adapter.name, spec.seed, spec.dataset), flow,
                          prediction)
         unit.update(status="ok", message="", scores=prediction.scores)
@@ -572,6 +579,42 @@ def _run_unit(plan: RunPlan, run_dir: Path, spec: UnitSpec, flow: Flow, adapter:
     return unit
 
 
+def _interactive_sessions(plan: RunPlan, flow: Flow, adapter: Adapter, prompts: Sequence[Any]
+                          ) -> tuple[Prediction, list[dict[str, Any]]]:
+    """Run one RITM session per ledger prompt (first click) against ``adapter``.
+
+    The runner owns the ground truth and places every further click; the
+    adapter only answers :meth:`~adapters.Adapter.predict_click`. The final
+    mask of each session becomes the prediction of its frame (scored like any
+    other protocol); the Dice after every click (rows with ``click``) and
+    NoC@85 / NoC@90 (clicks to reach that Dice, ``max_clicks`` when never
+    reached, as RITM counts) become extra rows. For a volume every prompted
+    slice is a session of the volume's case.
+    """
+    max_clicks = get_protocol("interactive").resolve(plan.protocol_params)["max_clicks"]
+    view = flow.view()
+    masks = {p.target: [np.zeros(np.shape(f)[:2], dtype=bool) for f in flow.frames]
+             for p in prompts}
+    rows: list[dict[str, Any]] = []
+    def answer(clicks: Any, previous: np.ndarray | None) -> np.ndarray:
+        return adapter.predict_click(view, clicks, previous)
+
+    for prompt in prompts:
+        ref = np.asarray(flow.masks[prompt.target][prompt.frame], dtype=bool)
+        trace = run_clicks(answer, ref, target=prompt.target, frame=prompt.frame,
+                           max_clicks=max_clicks)
+        if trace.mask is not None:
+            masks[prompt.target][prompt.frame] = trace.mask
+        index = 0 if flow.kind == "volume" else prompt.frame
+        where = {"case": flow.case_ids[index], "patient": flow.patient_ids[index],
+                 "target": prompt.target, "status": "ok"}
+        rows += [{**where, "metric": "dice", "value": float(value), "click": number}
+                 for number, value in enumerate(trace.dice, start=1)]
+        rows += [{**where, "metric": f"noc{round(level * 100)}",
+                  "value": float(trace.noc(level, max_clicks))} for level in (0.85, 0.9)]
+    return Prediction(masks=masks), rows
+
+
 def _store(cache: PredictionCache, key: str, prediction: Prediction, adapter: str) -> None:
     try:
         cache.put(key, prediction, {"adapter": adapter})
@@ -585,8 +628,9 @@ def collect_metrics(run_dir: Path) -> pd.DataFrame:
     for unit_path in sorted((Path(run_dir) / "units").glob("*.json")):
         rows.extend(io.read_json(unit_path)["rows"])
     table = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    table["click"] = table["click"].astype("Int64")
     return table.sort_values(
-        ["dataset", "model", "seed", "flow", "case", "target", "metric"], kind="stable"
+        ["dataset", "model", "seed", "flow", "case", "target", "metric", "click"], kind="stable"
     ).reset_index(drop=True)
 
 

@@ -117,6 +117,8 @@ class ClickTrace:
     frame: int
     clicks: list[Click] = field(default_factory=list)
     dice: list[float] = field(default_factory=list)
+    # The prediction after the last click (None when no click was needed).
+    mask: np.ndarray | None = field(default=None, repr=False)
 
     def noc(self, threshold: float, max_clicks: int = 20) -> int:
         return noc(self.dice, threshold, max_clicks)
@@ -147,4 +149,5 @@ def run_clicks(
         mask = np.asarray(predict(click_prompt(target, frame, trace.clicks), previous))
         previous, _ = _pair(mask, ref)
         trace.dice.append(dice(previous, ref))
+    trace.mask = previous
     return trace
