@@ -93,7 +93,7 @@ def test_local_run_records_timings_memory_and_progress(local_run):
     # The tidy table keeps its columns; timings live in units.csv only.
     assert list(pd.read_csv(run_dir / "metrics.csv").columns) == [
         "dataset", "flow", "case", "patient", "target", "model", "protocol", "seed", "metric",
-        "value", "status", "message"]
+        "value", "status", "message", "click"]
     assert [e for e, _ in events].count("advance") == 10
     assert dict(events)["units"]["total"] == 10
 
