@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except (ConfigError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        errors.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(str(message))}", markup=True, soft_wrap=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         errors.print("interrupted; rerun with --resume to continue")
@@ -258,14 +259,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if plan.demo and plan.unconfigured:
         console.print(f"[yellow]No dataset root configured for suite '{plan.suite}': running on "
                       f"the built-in SYNTHETIC demo data ({names}).[/] Set roots under "
-                      "[datasets] in bench.toml to run the real datasets.")
+                      "\\[datasets] in bench.toml to run the real datasets.")
     elif plan.demo:
         console.print(f"[yellow]Running on the built-in SYNTHETIC demo data ({names}).[/]")
     elif plan.unconfigured:
         skipped = ", ".join(plan.unconfigured)
         console.print(f"[yellow]Skipping datasets without a root:[/] {skipped}")
     for model, reason in plan.skipped_models.items():
-        console.print(f"[yellow]model {model} skipped:[/] {reason}", soft_wrap=True)
+        console.print(f"[yellow]model {model} skipped:[/] {escape(reason)}", soft_wrap=True)
     console.print(f"suite [bold]{plan.suite}[/], protocol [bold]{plan.protocol}[/], models "
                   f"{', '.join(plan.models)}, seeds {', '.join(map(str, plan.seeds))} -> {run_dir}")
 
@@ -435,7 +436,8 @@ def cmd_datasets_check(args: argparse.Namespace) -> int:
     styles = {"error": "red", "warning": "yellow", "info": "cyan"}
     for problem in problems:
         style = styles.get(problem.severity, "")
-        console.print(f"[{style}]{problem.severity}[/]: {problem.path}: {problem.message}",
+        console.print(f"[{style}]{problem.severity}[/]: {escape(problem.path)}: "
+                      f"{escape(problem.message)}",
                       markup=True, highlight=False, soft_wrap=True)
     counts = {s: sum(p.severity == s for p in problems) for s in ("error", "warning")}
     console.print(f"{card.name}: {counts['error']} error(s), {counts['warning']} warning(s)")
@@ -653,7 +655,7 @@ class _Progress:
             self._progress.console.print(f"deriving prompts: {info['dataset']}")
         elif event == "refused":
             failures = info["failures"]
-            lines = "\n".join(f"  {f['error']}" for f in failures[:10])
+            lines = "\n".join(f"  {escape(f['error'])}" for f in failures[:10])
             more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
             self._progress.console.print(
                 f"[red]dataset {info['dataset']} refused: {len(failures)} unreadable case(s)"
@@ -674,7 +676,7 @@ class _Progress:
             self._counts["retried"] += 1
             self._progress.console.print(
                 f"[yellow]retrying[/] {info['dataset']}/{info['flow']} {info['model']} seed "
-                f"{info['seed']} (attempt {info['attempt']}): {info['reason']}",
+                f"{info['seed']} (attempt {info['attempt']}): {escape(info['reason'])}",
                 markup=True, highlight=False)
         elif event == "advance" and self._task is not None:
             self._counts["cached"] += info.get("cache") == "hit"

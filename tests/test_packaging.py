@@ -29,3 +29,14 @@ def test_cli_help_explains_every_command():
                               capture_output=True, text=True, check=True).stdout
     for option in ("--suite", "--models", "--datasets", "--limit", "--seed", "--out", "--resume"):
         assert option in run_help
+
+
+def test_messages_with_brackets_survive_the_console(tmp_path):
+    # TOML tables and extras are written in brackets; rich must not eat them as markup.
+    config = tmp_path / "bench.toml"
+    config.write_text("[defaults]\nsed = 1\n")
+    (tmp_path / "datasets").mkdir()
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "--config", str(config), "list",
+                             "suites"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "[defaults]: unknown key 'sed'" in result.stderr
