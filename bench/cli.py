@@ -562,18 +562,20 @@ def _reread_flow(run_dir: Path, dataset: str, flow_id: str, config_path: Path | 
     """Read one flow of a run again, from the dataset root the run recorded."""
     from bench import io
     from bench.config import load_config
-    from bench.readers import read_flows
+    from bench.plan import DatasetRun
+    from bench.runner import read_flow
 
     plan = io.read_json(run_dir / "config.json")["plan"]
     roots = {d["name"]: d["root"] for d in plan["datasets"]}
     if dataset not in roots:
         raise ConfigError(f"dataset {dataset!r} is not part of the run in {run_dir}")
+    flows = io.read_json(run_dir / "manifest.json")["datasets"][dataset]["flows"]
+    position = next((f.get("position", 0) for f in flows if f["id"] == flow_id), None)
+    if position is None:
+        raise ConfigError(f"flow {flow_id!r} is not part of dataset {dataset!r} in this run")
     card = load_config(config_path).cards[dataset]
     root = Path(roots[dataset]) if roots[dataset] else None
-    for flow in read_flows(card, root, plan["limit"]):
-        if flow.id == flow_id:
-            return flow
-    raise ConfigError(f"flow {flow_id!r} not found in dataset {dataset!r}")
+    return read_flow(DatasetRun(card, root), flow_id, position, plan["limit"])
 
 
 def _print_results(run_dir: Path) -> None:

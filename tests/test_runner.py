@@ -168,3 +168,22 @@ def test_a_dataset_with_an_unreadable_case_is_refused_unless_skipping(tmp_path):
     assert skipped.read_failures == 1 and skipped.units_failed == 0
     table = pd.read_csv(tmp_path / "skipped" / "metrics.csv", dtype={"case": str})
     assert sorted(table["case"].unique()) == ["000", "001", "003"]
+
+
+def test_bench_prompts_lists_the_ledger_and_draws_a_frame(tmp_path, capsys):
+    from bench.cli import main
+    from bench.prompts import ledger
+
+    _run(tmp_path, ["full-frame"], limit=1)
+    run_dir = tmp_path / "run"
+    rows = ledger.read_ledger(run_dir / "prompts.jsonl")
+    assert main(["--config", str(CONFIG), "prompts", str(run_dir)]) == 0
+    assert f"{len(rows)} prompts" in capsys.readouterr().out
+    flow = rows[0]["case"]
+    png = tmp_path / "prompts.png"
+    assert main(["--config", str(CONFIG), "prompts", str(run_dir), "--dataset", "demo-fundus",
+                 "--flow", flow, "--draw", str(png)]) == 0
+    from skimage.io import imread
+
+    image = imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 10
