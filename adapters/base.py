@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.types import FlowFrames, Prediction, Prompt
+from bench.validate import check_table
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,15 @@ class Adapter:
     capabilities: ClassVar[Capabilities] = Capabilities()
     # Hidden adapters (self-tests) are not listed in default suites.
     hidden: ClassVar[bool] = False
+    # Settings the adapter accepts (key -> type) and their defaults; an unknown
+    # key or a wrong type is a ConfigError naming [models.NAME].key.
+    settings_schema: ClassVar[dict[str, type | tuple[type, ...]]] = {}
+    settings_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        check_table(self.settings, self.settings_schema, f"[models.{self.name}]")
+        #: The settings after defaults: what the adapter runs with.
+        self.options: dict[str, Any] = {**self.settings_defaults, **self.settings}
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         """Segment every frame of ``flow`` for each prompted target.
@@ -86,7 +96,7 @@ class Adapter:
     def fingerprint(self) -> dict[str, Any]:
         """Identity of the model for the run record (weights hashes, settings)."""
         return {"adapter": self.name, "description": self.description,
-                "settings": dict(self.settings)}
+                "settings": dict(self.options)}
 
 
 def missing_modules(modules: Sequence[str]) -> list[str]:

@@ -59,7 +59,7 @@ from adapters.base import Adapter, Capabilities, register
 from adapters.reference import frame_shape, prompted_targets
 from bench.store import safe_name
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
-from bench.validate import ConfigError, check_table
+from bench.validate import ConfigError
 
 SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "folder": str,
@@ -173,10 +173,11 @@ class PredictionsAdapter(Adapter):
         "prompts are ignored. The scores are those of whatever model wrote the folder."
     )
     capabilities = Capabilities(prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask"}))
+    settings_schema = SETTINGS_SCHEMA
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = self._where = f"[models.{self.name}]"
-        check_table(self.settings, SETTINGS_SCHEMA, where)
         folder = self.settings.get("folder", "")
         if not folder:
             raise ConfigError(f"{where}.folder: set it to the folder of saved predictions")

@@ -120,8 +120,8 @@ class MedSAM2Adapter(SAM2Adapter):
     description = ("MedSAM-2 (MedSAM2_pretrain.pth in the SAM 2.0 architecture) on the SAM 2 "
                    "video predictor; memory: fifo, confidence bank (official 2D rules) or "
                    "official (fifo for volumes, bank for image flows).")
-    schema: ClassVar[dict[str, type | tuple[type, ...]]] = MEDSAM2_SCHEMA
-    defaults: ClassVar[dict[str, Any]] = MEDSAM2_DEFAULTS
+    settings_schema: ClassVar[dict[str, type | tuple[type, ...]]] = MEDSAM2_SCHEMA
+    settings_defaults: ClassVar[dict[str, Any]] = MEDSAM2_DEFAULTS
     allow_auto_config: ClassVar[bool] = True
 
     def _check_options(self, where: str) -> None:

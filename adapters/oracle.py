@@ -19,7 +19,6 @@ import numpy as np
 from adapters.base import Adapter, Capabilities, register
 from adapters.reference import prompted_targets
 from bench.types import PROMPT_KINDS, Flow, FlowFrames, Prediction, Prompt
-from bench.validate import check_table
 
 
 @register
@@ -37,9 +36,6 @@ class OracleAdapter(Adapter):
         sees_ground_truth=True,
     )
     hidden = True
-
-    def __post_init__(self) -> None:
-        check_table(self.settings, {}, f"[models.{self.name}]")
 
     def predict(self, flow: Flow | FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         masks = getattr(flow, "masks", None)

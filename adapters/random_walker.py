@@ -50,7 +50,7 @@ from adapters.base import Adapter, Capabilities, register
 from adapters.reference import frame_shape
 from adapters.registration import nearest_templates
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
-from bench.validate import ConfigError, check_table
+from bench.validate import ConfigError
 
 SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "beta": (int, float),
@@ -312,10 +312,13 @@ class RandomWalkerAdapter(Adapter):
     )
     capabilities = Capabilities(prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask"}))
 
+    settings_schema = SETTINGS_SCHEMA
+    settings_defaults = DEFAULT_SETTINGS
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = f"[models.{self.name}]"
-        check_table(self.settings, SETTINGS_SCHEMA, where)
-        resolved = {**DEFAULT_SETTINGS, **self.settings}
+        resolved = self.options
         if resolved["size"] < 8:
             raise ConfigError(f"{where}.size: must be at least 8, got {resolved['size']}")
         if resolved["beta"] <= 0:
@@ -323,16 +326,11 @@ class RandomWalkerAdapter(Adapter):
         for key in ("margin", "point_radius", "box_core"):
             if not 0 <= resolved[key] <= 1:
                 raise ConfigError(f"{where}.{key}: must be in [0, 1], got {resolved[key]}")
-        self._resolved = resolved
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"adapter": self.name, "description": self.description,
-                "settings": dict(self._resolved)}
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         n_frames = len(flow.frames)
         shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
-        work = [working_size(shape, self._resolved["size"]) for shape in shapes]
+        work = [working_size(shape, self.options["size"]) for shape in shapes]
         grouped: dict[str, dict[int, list[Prompt]]] = {}
         for prompt in prompts:
             if not 0 <= prompt.frame < n_frames:
@@ -347,14 +345,14 @@ class RandomWalkerAdapter(Adapter):
                 data[k] = prepare_frame(flow.frames[k], work[k])
             return data[k]
 
-        beta = float(self._resolved["beta"])
+        beta = float(self.options["beta"])
         masks: dict[str, list[np.ndarray]] = {}
         for target, by_frame in grouped.items():
             results: dict[int, np.ndarray] = {}  # working-size masks
             for t, frame_prompts in sorted(by_frame.items()):
                 scale = (work[t][0] / shapes[t][0], work[t][1] / shapes[t][1])
                 fg, bg, absent = seeds_from_prompts(work[t], frame_prompts, scale,
-                                                    self._resolved)
+                                                    self.options)
                 if absent and not fg.any():
                     results[t] = np.zeros(work[t], dtype=bool)
                 else:
@@ -372,7 +370,7 @@ class RandomWalkerAdapter(Adapter):
         out: list[np.ndarray | None] = [None] * n_frames
         for t, result in results.items():
             out[t] = result.astype(np.float64)
-        margin_fraction = self._resolved["margin"]
+        margin_fraction = self.options["margin"]
 
         def step(k: int, source: np.ndarray) -> np.ndarray:
             seed_mask = resize_mask(source, work[k])

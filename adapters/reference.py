@@ -15,7 +15,6 @@ import numpy as np
 
 from adapters.base import Adapter, Capabilities, register
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
-from bench.validate import check_table
 
 _ALL_PROMPTS = frozenset({*PROMPT_KINDS, "empty-mask"})
 
@@ -51,9 +50,6 @@ class EmptyAdapter(Adapter):
     description = "Floor: predicts background everywhere (all-False masks); ignores prompts."
     capabilities = Capabilities(prompt_kinds=_ALL_PROMPTS)
 
-    def __post_init__(self) -> None:
-        check_table(self.settings, {}, f"[models.{self.name}]")
-
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         return _constant_prediction(flow, prompts, False)
 
@@ -69,9 +65,6 @@ class FullFrameAdapter(Adapter):
         "Its Dice is the target's area fraction, so a method must beat it to show any skill."
     )
     capabilities = Capabilities(prompt_kinds=_ALL_PROMPTS)
-
-    def __post_init__(self) -> None:
-        check_table(self.settings, {}, f"[models.{self.name}]")
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         return _constant_prediction(flow, prompts, True)

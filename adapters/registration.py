@@ -41,7 +41,7 @@ from skimage.transform import resize
 from adapters.base import Adapter, Capabilities, register
 from adapters.reference import frame_shape
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
-from bench.validate import ConfigError, check_table
+from bench.validate import ConfigError
 
 SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "attachment": (int, float),
@@ -436,10 +436,13 @@ class RegistrationAdapter(Adapter):
         devices=frozenset({"cpu"}),
     )
 
+    settings_schema = SETTINGS_SCHEMA
+    settings_defaults = DEFAULT_SETTINGS
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = f"[models.{self.name}]"
-        check_table(self.settings, SETTINGS_SCHEMA, where)
-        resolved = {**DEFAULT_SETTINGS, **self.settings}
+        resolved = self.options
         if resolved["size"] < 8:
             raise ConfigError(f"{where}.size: must be at least 8, got {resolved['size']}")
         if resolved["num_warp"] < 1:
@@ -447,10 +450,6 @@ class RegistrationAdapter(Adapter):
         for key in ("attachment", "tightness"):
             if resolved[key] <= 0:
                 raise ConfigError(f"{where}.{key}: must be positive, got {resolved[key]}")
-        self._resolved = resolved
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"adapter": self.name, "settings": dict(self._resolved)}
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         n_frames = len(flow.frames)
@@ -464,7 +463,7 @@ class RegistrationAdapter(Adapter):
                 )
             grouped.setdefault(prompt.target, {}).setdefault(prompt.frame, []).append(prompt)
 
-        propagator = _Propagator(flow, shapes, self._resolved)
+        propagator = _Propagator(flow, shapes, self.options)
         masks: dict[str, list[np.ndarray]] = {}
         for target, by_frame in grouped.items():
             templates = {

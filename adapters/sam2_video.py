@@ -88,7 +88,7 @@ from adapters.torch_utils import (
     state_dict_digest,
 )
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
-from bench.validate import ConfigError, check_table
+from bench.validate import ConfigError
 
 SAM_PROMPT_KINDS = frozenset({*PROMPT_KINDS, "empty-mask"})
 
@@ -594,14 +594,13 @@ class SAM2Adapter(Adapter):
         needs_weights=True,
         devices=frozenset({"cpu", "cuda", "mps"}),
     )
-    schema: ClassVar[dict[str, type | tuple[type, ...]]] = SETTINGS_SCHEMA
-    defaults: ClassVar[dict[str, Any]] = DEFAULT_SETTINGS
+    settings_schema: ClassVar[dict[str, type | tuple[type, ...]]] = SETTINGS_SCHEMA
+    settings_defaults: ClassVar[dict[str, Any]] = DEFAULT_SETTINGS
     allow_auto_config: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = f"[models.{self.name}]"
-        check_table(self.settings, self.schema, where)
-        self.options: dict[str, Any] = {**self.defaults, **self.settings}
         self._check_options(where)
         self._loaded: LoadedModel | None = None
         self.last_bank: Any = None

@@ -74,7 +74,7 @@ from adapters.torch_utils import (
     state_dict_digest,
 )
 from bench.types import FlowFrames, Prediction, Prompt
-from bench.validate import ConfigError, check_table
+from bench.validate import ConfigError
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # The encoder hyper-parameters of segment_anything.build_sam, per variant.
@@ -306,13 +306,13 @@ def medsam_box(box: Sequence[int], shape: tuple[int, int], image_size: int) -> n
 class _FrameSam(Adapter):
     """Shared machinery of the per-frame SAM-family adapters."""
 
-    schema: ClassVar[dict[str, type | tuple[type, ...]]] = BASE_SCHEMA
-    defaults: ClassVar[dict[str, Any]] = BASE_DEFAULTS
+    settings_schema: ClassVar[dict[str, type | tuple[type, ...]]] = BASE_SCHEMA
+    settings_defaults: ClassVar[dict[str, Any]] = BASE_DEFAULTS
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = self._where = f"[models.{self.name}]"
-        check_table(self.settings, self.schema, where)
-        opts = {**self.defaults, **self.settings}
+        opts = self.options
         if opts["variant"] not in VARIANTS:
             raise ConfigError(f"{where}.variant: expected one of {', '.join(VARIANTS)}, "
                               f"got {opts['variant']!r}")
@@ -324,7 +324,6 @@ class _FrameSam(Adapter):
                               f"got {opts['device']!r}")
         if opts["cache_mb"] < 0:
             raise ConfigError(f"{where}.cache_mb: must not be negative")
-        self.options = opts
         self._check(opts, where)
         self._loaded: LoadedSam | None = None
 
@@ -455,8 +454,8 @@ class SamAdapter(_FrameSam):
         needs_weights=True,
         devices=frozenset({"cpu", "cuda", "mps"}),
     )
-    schema = {**BASE_SCHEMA, "multimask": str, "mask_prompt": str}
-    defaults = {**BASE_DEFAULTS, "multimask": "auto", "mask_prompt": "logits+box"}
+    settings_schema = {**BASE_SCHEMA, "multimask": str, "mask_prompt": str}
+    settings_defaults = {**BASE_DEFAULTS, "multimask": "auto", "mask_prompt": "logits+box"}
 
     def _check(self, opts: dict[str, Any], where: str) -> None:
         if opts["multimask"] not in MULTIMASK:

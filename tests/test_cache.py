@@ -36,6 +36,7 @@ class _Counting(Adapter):
     """Test adapter: full-frame masks; appends a line to ``settings["log"]`` per call."""
 
     name = "test-counting"
+    settings_schema = {"log": str}
     hidden = True
 
     def predict(self, flow, prompts):
@@ -53,6 +54,7 @@ class _Weighted(Adapter):
     name = "test-weighted"
     hidden = True
     capabilities = Capabilities(needs_weights=True)
+    settings_schema = {"weights_digest": str, "device": str, "meaningless": bool}
 
     def fingerprint(self):
         return {"adapter": self.name, **self.settings}

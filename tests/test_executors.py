@@ -39,6 +39,7 @@ class _DiesOnce(Adapter):
 
     name = "test-dies-once"
     hidden = True
+    settings_schema = {"marker_dir": str, "always": bool}
 
     def predict(self, flow, prompts):
         marker = Path(self.settings["marker_dir"]) / f"{flow.dataset}-{flow.id}"
