@@ -49,6 +49,7 @@ def build_summary(run_dir: Path, table: pd.DataFrame) -> dict[str, Any]:
         "protocol_params": plan["protocol_params"],
         "seeds": plan["seeds"],
         "demo_data": plan["demo"],
+        "unconfigured": plan.get("unconfigured", []),
         "empty_policy": {"both_empty": plan["empty_policy"], "version": DEFAULT_POLICY.version},
         "metric_definitions": {m: METRIC_DEFINITIONS[m] for m in plan["metrics"]},
         "provenance": config.get("provenance", {}),

@@ -139,7 +139,7 @@ def _warnings(doc: Document, ctx: RunContext) -> None:
     summary = ctx.summary
     if ctx.synthetic:
         reason = ("No dataset root is configured for this suite, so it ran on the built-in "
-                  "synthetic demo data." if summary.get("demo_data") else
+                  "synthetic demo data." if summary.get("unconfigured") else
                   "Every dataset of this run is built-in synthetic demo data.")
         doc.add(Note(f"**Synthetic data.** {reason} These numbers exercise the pipeline; they "
                      "say nothing about performance on real medical images."))
