@@ -273,3 +273,15 @@ def test_published_numbers_beside_a_real_suite(tmp_path):
     # Only two organs: no average row, and the note on the paper's own averages is shown.
     assert "| Ave |" not in section
     assert "not the mean of its organ columns for: TransUNet" in section
+
+
+def test_unit_costs_summarise_units_csv_per_model():
+    from bench.report.tables import unit_costs
+
+    units = pd.DataFrame({
+        "model": ["a", "a", "b"], "status": ["ok", "error", "ok"], "seconds": [1.0, 3.0, 0.5],
+        "peak_rss_mb": [100.0, 250.0, 90.0], "cache": ["hit", "miss", "off"],
+        "attempts": [1, 2, 1]})
+    costs = unit_costs(units).set_index("model")
+    assert costs.loc["a"].tolist() == [2, 1, 4.0, 2.0, 250.0, 1, 1]
+    assert costs.loc["b"].tolist() == [1, 0, 0.5, 0.5, 90.0, 0, 0]

@@ -131,8 +131,23 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
     _published(doc, ctx)
     if gallery:
         _gallery(doc, ctx)
+    _costs(doc, ctx)
     _closing(doc, ctx)
     return doc
+
+
+def _costs(doc: Document, ctx: RunContext) -> None:
+    path = ctx.run_dir / "units.csv"
+    if not path.exists():
+        return
+    costs = tables.unit_costs(pd.read_csv(path))
+    if costs.empty:
+        return
+    doc.add(Heading("Cost"),
+            Paragraph("Wall time and peak memory per model, from `units.csv` (one row per "
+                      "unit of work). Peak RSS is the worker process's high-water mark, model "
+                      "weights included; cache hits were scored again from stored masks."),
+            Table(costs.astype(str)))
 
 
 def _warnings(doc: Document, ctx: RunContext) -> None:

@@ -267,3 +267,24 @@ def as_strings(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         return str(value)
 
     return frame.map(cell)
+
+
+def unit_costs(units: pd.DataFrame) -> pd.DataFrame:
+    """Cost per model from ``units.csv``: units, wall time, peak memory, cache and retries.
+
+    ``peak_rss_mb`` is the worker process's high-water mark (it includes the
+    model's weights), so the column shows the largest over the model's units.
+    """
+    if units.empty:
+        return pd.DataFrame()
+    grouped = units.groupby("model", sort=True)
+    table = pd.DataFrame({
+        "units": grouped.size(),
+        "failed": grouped["status"].apply(lambda s: int((s == "error").sum())),
+        "seconds total": grouped["seconds"].sum().round(1),
+        "seconds per unit": grouped["seconds"].mean().round(2),
+        "peak RSS MB": grouped["peak_rss_mb"].max().round(0),
+        "cache hits": grouped["cache"].apply(lambda s: int((s == "hit").sum())),
+        "retried": grouped["attempts"].apply(lambda s: int((s > 1).sum())),
+    })
+    return table.reset_index()
