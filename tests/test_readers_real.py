@@ -121,23 +121,39 @@ def test_abdomen_ct_sample():
     assert "117" in unknown.message and unknown.severity == "warning"
 
 
-def test_a_sample_scores_under_the_registration_baseline():
-    """Flows from real files run end to end: one-prompt prompts, registration, metrics."""
-    import dataclasses
+def test_every_sample_scores_under_the_registration_baseline(tmp_path):
+    """Each real sample runs end to end through its card, the runner, the one-prompt
+    protocol and the registration baseline, which beats the full-frame floor on every
+    target (a pipeline check on real anatomy, not a quality claim)."""
+    import shutil
 
-    from adapters.base import create
-    from bench.metrics import EmptyPolicy
-    from bench.prompts import make_prompts
-    from bench.scoring import check_prediction, score_flow
+    import pandas as pd
 
-    sample = card("fundus-optic-disc")
-    ref = list_flows(sample, SHARED / "fundus-optic-disc")[0]
-    flow = load_flow(sample, dataclasses.replace(ref, cases=ref.cases[:3]))
-    prompts = make_prompts(flow, "one-prompt", seed=0, prompt_kind=sample.one_prompt_kind)
-    prediction = create("registration").predict(flow.view(), prompts)
-    check_prediction(flow, prediction, sorted({p.target for p in prompts}))
-    rows = score_flow(flow, prediction, scored_frames=None, metrics=["dice"],
-                      policy=EmptyPolicy(), nsd_tolerance_mm=2.0)
-    dice = {r["case"]: r["value"] for r in rows if r["metric"] == "dice"}
-    assert sorted(dice) == ["091", "092", "093"]
-    assert all(0.0 <= d <= 1.0 for d in dice.values())
+    from bench.config import load_config
+    from bench.plan import make_plan
+    from bench.runner import execute
+
+    shutil.copytree(REPO / "datasets", tmp_path / "datasets")
+    for name, size in (("wbc", 8), ("chase-db1", 4), ("fundus-optic-disc", 6)):
+        path = tmp_path / "datasets" / f"{name}.toml"  # small flows keep the test short
+        text = path.read_text().replace("[options]\n", f"[options]\nchunk_size = {size}\n", 1)
+        path.write_text(text)
+    roots = {"wbc": "wbc", "chase-db1": "retina-vessels-chase",
+             "brain-tumour-mr": "brain-tumour-mr", "abdomen-ct-small": "abdomen-ct-small",
+             "fundus-optic-disc": "fundus-optic-disc"}
+    (tmp_path / "bench.toml").write_text(
+        "[datasets]\n" + "".join(f'{k} = "{SHARED / v}"\n' for k, v in roots.items())
+        + '[suites.real]\nprotocol = "one-prompt"\n'
+        + f"datasets = {list(roots)!r}\n".replace("'", '"')
+        + 'models = ["registration", "full-frame"]\n')
+    plan = make_plan(load_config(tmp_path / "bench.toml"), "real", limit=1)
+    outcome = execute(plan, tmp_path / "run")
+    assert outcome.units_failed == 0 and outcome.read_failures == 0
+    table = pd.read_csv(tmp_path / "run" / "metrics.csv", dtype={"case": str})
+    dice = table[table["metric"] == "dice"].groupby(["dataset", "target", "model"])["value"]
+    means = dice.mean().unstack("model")
+    assert set(means.index.get_level_values("dataset")) == set(roots)
+    assert (means["registration"] > means["full-frame"] + 0.1).all(), means
+    cases = dice.count().unstack("model")["registration"]
+    assert cases["wbc"].tolist() == [8, 8] and cases["fundus-optic-disc"].item() == 6
+    assert cases["brain-tumour-mr"].item() == 1  # a volume is one case
