@@ -252,13 +252,10 @@ class _Recorder(UnitSink):
 
 def failed_unit(spec: UnitSpec, plan: RunPlan, message: str, attempts: int) -> dict[str, Any]:
     """The record of a unit that produced no prediction, built without reading its flow."""
-    rows = [{"case": case, "patient": patient, "target": target, "metric": metric,
-             "value": float("nan"), "status": "error", "message": message,
-             "dataset": spec.dataset, "flow": spec.flow, "model": spec.model,
+    rows = [{**row, "dataset": spec.dataset, "flow": spec.flow, "model": spec.model,
              "protocol": plan.protocol, "seed": spec.seed}
-            for target in spec.targets
-            for case, patient in zip(spec.case_ids, spec.patient_ids, strict=True)
-            for metric in plan.metrics]
+            for row in failure_rows(spec.targets, spec.case_ids, spec.patient_ids,
+                                    plan.metrics, message)]
     return {"key": spec.key, "dataset": spec.dataset, "flow": spec.flow, "model": spec.model,
             "protocol": plan.protocol, "seed": spec.seed, "status": "error",
             "message": message, "scores": {}, "rows": rows, "seconds": None,
@@ -569,7 +566,7 @@ def _run_unit(plan: RunPlan, run_dir: Path, spec: UnitSpec, flow: Flow, adapter:
     except Exception as err:  # recorded per unit; the run goes on
         message = _one_line(err)
         io.write_text(run_dir / "logs" / f"{spec.key}.txt", traceback.format_exc())
-        rows = failure_rows(flow, plan.metrics, message)
+        rows = failure_rows(flow.targets, flow.case_ids, flow.patient_ids, plan.metrics, message)
         unit.update(status="error", message=message, scores={})
     for row in rows:
         row.update(dataset=spec.dataset, flow=flow.id, model=adapter.name,

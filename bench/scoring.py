@@ -95,11 +95,16 @@ def score_flow(
     return rows
 
 
-def failure_rows(flow: Flow, metrics: Sequence[str], message: str) -> list[dict[str, Any]]:
-    """Rows recording that no score exists for any case of ``flow`` (status ``error``)."""
-    cases = list(zip(flow.case_ids, flow.patient_ids, strict=True))
+def failure_rows(targets: Sequence[str], case_ids: Sequence[str], patient_ids: Sequence[str],
+                 metrics: Sequence[str], message: str) -> list[dict[str, Any]]:
+    """Rows recording that no score exists for any case and target (status ``error``).
+
+    Takes the flow's ids rather than the flow, so a unit whose flow could not
+    even be read is recorded the same way.
+    """
+    cases = list(zip(case_ids, patient_ids, strict=True))
     return [
         {"case": case, "patient": patient, "target": target, "metric": name,
          "value": float("nan"), "status": "error", "message": message}
-        for target in flow.targets for case, patient in cases for name in metrics
+        for target in targets for case, patient in cases for name in metrics
     ]

@@ -125,7 +125,8 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
                 for model in models:
                     shift = SHIFTS[model] + (extra_shift or {}).get((model, seed), 0)
                     if model == "broken" and flow.id.endswith("1"):
-                        rows = failure_rows(flow, plan["metrics"], "RuntimeError: boom")
+                        rows = failure_rows(flow.targets, flow.case_ids, flow.patient_ids,
+                                            plan["metrics"], "RuntimeError: boom")
                     else:
                         masks = {t: [np.roll(np.asarray(m), shift, axis=-1) for m in flow.masks[t]]
                                  for t in flow.targets}

@@ -56,24 +56,6 @@ def _colours(models: list[str]) -> dict[str, tuple]:
     return {model: cmap(i % 10) for i, model in enumerate(models)}
 
 
-def dice_bars(aggregates: pd.DataFrame, folder: Path, *, synthetic: bool) -> list[Path]:
-    """Grouped bars of mean Dice (95 % CI whiskers) per dataset/target and model."""
-    dice = aggregates[aggregates["metric"] == "dice"]
-    if dice.empty:
-        return []
-    plt = _pyplot()
-    frame = dice.assign(label=dice["dataset"] + "\n" + dice["target"])
-    groups = sorted(frame["label"].unique())
-    models = list(dict.fromkeys(frame["model"]))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 2), 4.2))
-    _grouped_bars(ax, frame, groups, models)
-    ax.set_ylabel("Dice (mean, 95 % CI)")
-    ax.set_title("Dice per dataset and target" + (SYNTHETIC_MARK if synthetic else ""))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return [save_figure(fig, Path(folder) / "dice_by_dataset.png")]
-
-
 def figure4(data: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | None:
     """The paper's Figure 4 layout: a panel per prompt kind, Dice bars per dataset and model.
 
