@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.validate import ConfigError
+from bench.errors import ConfigError
 
 ENV_PREFIX = "MEDSAM2_BENCH_CHECKPOINT_"
 SHOW_KEYS = 5

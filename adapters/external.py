@@ -57,9 +57,9 @@ import numpy as np
 
 from adapters.base import Adapter, Capabilities, register
 from adapters.reference import frame_shape, prompted_targets
+from bench.errors import ConfigError
 from bench.store import safe_name
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
-from bench.validate import ConfigError
 
 SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "folder": str,

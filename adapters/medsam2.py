@@ -75,8 +75,8 @@ from adapters.sam2_video import (
     check_config,
     expected_shapes,
 )
+from bench.errors import ConfigError
 from bench.types import FlowFrames
-from bench.validate import ConfigError
 
 LOG = logging.getLogger(__name__)
 

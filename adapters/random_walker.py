@@ -49,8 +49,8 @@ from skimage.transform import resize
 from adapters.base import Adapter, Capabilities, register
 from adapters.reference import frame_shape
 from adapters.registration import nearest_templates
+from bench.errors import ConfigError
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
-from bench.validate import ConfigError
 
 SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "beta": (int, float),

@@ -87,8 +87,8 @@ from adapters.torch_utils import (
     shared_embedding_cache,
     state_dict_digest,
 )
+from bench.errors import ConfigError
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
-from bench.validate import ConfigError
 
 SAM_PROMPT_KINDS = frozenset({*PROMPT_KINDS, "empty-mask"})
 

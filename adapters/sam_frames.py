@@ -73,8 +73,8 @@ from adapters.torch_utils import (
     shared_embedding_cache,
     state_dict_digest,
 )
+from bench.errors import ConfigError
 from bench.types import FlowFrames, Prediction, Prompt
-from bench.validate import ConfigError
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # The encoder hyper-parameters of segment_anything.build_sam, per variant.

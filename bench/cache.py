@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.io import PARTIAL_MARK, atomic_path
+from bench.atomic import PARTIAL_MARK, atomic_path
 from bench.types import FlowFrames, Prediction
 
 CACHE_VERSION = 1

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import io
+from bench import atomic
 from bench.aggregate import is_excluded, is_scored, per_case
 
 KEYS = ["dataset", "target", "model", "protocol", "metric"]
@@ -101,7 +101,7 @@ def write_reference(run_dir: Path, path: Path) -> Path:
     means = run_means(run_dir)
     if means.empty:
         raise ValueError(f"{run_dir}: no metrics to write as a reference")
-    with io.atomic_path(Path(path)) as temp:
+    with atomic.atomic_path(Path(path)) as temp:
         means.to_csv(temp, index=False, float_format="%.10g")
     return Path(path)
 

@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from bench.validate import ConfigError
+from bench.errors import ConfigError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -509,9 +509,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare_runs(args.run_a, args.run_b, model_a=args.model_a, model_b=args.model_b,
                           metrics=args.metrics)
     if args.out is not None:
-        from bench import io
+        from bench import atomic
 
-        with io.atomic_path(args.out) as temp:
+        with atomic.atomic_path(args.out) as temp:
             result.to_csv(temp, index=False, float_format="%.10g")
     shown = format_comparison(result).drop(columns=["model_a", "model_b", "mean_a", "mean_b"])
     shown = shown.rename(columns={"run_mean_a": "A", "run_mean_b": "B"})
@@ -560,16 +560,16 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 
 def _reread_flow(run_dir: Path, dataset: str, flow_id: str, config_path: Path | None):
     """Read one flow of a run again, from the dataset root the run recorded."""
-    from bench import io
+    from bench import atomic
     from bench.config import load_config
     from bench.plan import DatasetRun
     from bench.runner import read_flow
 
-    plan = io.read_json(run_dir / "config.json")["plan"]
+    plan = atomic.read_json(run_dir / "config.json")["plan"]
     roots = {d["name"]: d["root"] for d in plan["datasets"]}
     if dataset not in roots:
         raise ConfigError(f"dataset {dataset!r} is not part of the run in {run_dir}")
-    flows = io.read_json(run_dir / "manifest.json")["datasets"][dataset]["flows"]
+    flows = atomic.read_json(run_dir / "manifest.json")["datasets"][dataset]["flows"]
     position = next((f.get("position", 0) for f in flows if f["id"] == flow_id), None)
     if position is None:
         raise ConfigError(f"flow {flow_id!r} is not part of dataset {dataset!r} in this run")
@@ -582,15 +582,15 @@ def _print_results(run_dir: Path) -> None:
     """A compact console table of means and counts (CIs are in the report)."""
     import pandas as pd
 
-    from bench import io
+    from bench import atomic
 
-    summary = io.read_json(Path(run_dir) / "summary.json")
+    summary = atomic.read_json(Path(run_dir) / "summary.json")
     aggregates = pd.DataFrame(summary["aggregates"])
     if aggregates.empty:
         console.print("no results")
         return
     # summary.json sorts its keys; the plan keeps the suite's metric order.
-    metrics = io.read_json(Path(run_dir) / "config.json")["plan"]["metrics"]
+    metrics = atomic.read_json(Path(run_dir) / "config.json")["plan"]["metrics"]
     keys = ["dataset", "target", "model"]
     means = aggregates.set_index([*keys, "metric"])["mean"].unstack("metric")
     counts = aggregates[aggregates["metric"] == metrics[0]].set_index(keys)

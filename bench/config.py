@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.errors import ConfigError
 from bench.readers.cards import Card, load_cards
-from bench.validate import ConfigError, check_table, read_toml
+from bench.validate import check_table, read_toml
 
 CONFIG_NAME = "bench.toml"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from adapters import create, registered
 from bench.config import Config
+from bench.errors import ConfigError
 from bench.prompts import get_protocol
 from bench.readers.cards import Card
-from bench.validate import ConfigError
 
 
 @dataclass(frozen=True)

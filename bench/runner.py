@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from adapters import Adapter, create
-from bench import io
+from bench import atomic
 from bench.cache import (
     AdapterIdentity,
     PredictionCache,
@@ -60,6 +60,7 @@ from bench.cache import (
     frames_digest,
     prediction_key,
 )
+from bench.errors import RunError
 from bench.executors import Executor, UnitSink, UnitSpec, WorkContext, make_executor, module_paths
 from bench.metrics import EmptyPolicy
 from bench.plan import DatasetRun, RunPlan
@@ -77,10 +78,6 @@ TIDY_COLUMNS = ["dataset", "flow", "case", "patient", "target", "model", "protoc
 UNIT_COLUMNS = ["key", "dataset", "flow", "model", "seed", "status", "attempts", "restarts",
                 "cache", "seconds", "peak_rss_mb", "rss_growth_mb", "gpu_peak_mb", "worker",
                 "message"]
-
-
-class RunError(RuntimeError):
-    """A run cannot start or continue (e.g. resuming with a different plan)."""
 
 
 @dataclass
@@ -177,9 +174,9 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False, progress: Any
                      chosen_shard)
 
     adapters = {name: create(name, plan.model_settings.get(name)) for name in plan.models}
-    config = io.read_json(run_dir / "config.json")
+    config = atomic.read_json(run_dir / "config.json")
     config["adapters"] = {name: adapter.fingerprint() for name, adapter in adapters.items()}
-    io.write_json(run_dir / "config.json", config)
+    atomic.write_json(run_dir / "config.json", config)
 
     manifest = _write_ledger(plan, run_dir, notify)
     rows_by_flow = ledger.group_rows(ledger.read_ledger(run_dir / "prompts.jsonl"))
@@ -225,7 +222,7 @@ class _Recorder(UnitSink):
         self.retried: set[str] = set()
 
     def result(self, spec: UnitSpec, unit: dict[str, Any]) -> None:
-        io.write_json(self.run_dir / "units" / f"{spec.key}.json", unit)
+        atomic.write_json(self.run_dir / "units" / f"{spec.key}.json", unit)
         if unit.get("cache") == "hit":
             self.outcome.units_cached += 1
         else:
@@ -245,7 +242,7 @@ class _Recorder(UnitSink):
 
     def gave_up(self, spec: UnitSpec, attempts: int, reason: str, restarts: int = 0) -> None:
         message = f"WorkerDied: {reason}; gave up after {attempts} attempt(s)"
-        io.write_text(self.run_dir / "logs" / f"{spec.key}.txt", message + "\n")
+        atomic.write_text(self.run_dir / "logs" / f"{spec.key}.txt", message + "\n")
         self.result(spec, {**failed_unit(spec, self.plan, message, attempts),
                            "restarts": restarts})
 
@@ -305,7 +302,7 @@ def _prepare_run_dir(plan: RunPlan, run_dir: Path, resume: bool, record: dict[st
             )
         if not config_path.exists():
             raise RunError(f"{run_dir} has no config.json: not a run directory")
-        stored = io.read_json(config_path)["plan"]
+        stored = atomic.read_json(config_path)["plan"]
         current = json.loads(json.dumps(plan.identity()))
         changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         if changed:
@@ -313,18 +310,18 @@ def _prepare_run_dir(plan: RunPlan, run_dir: Path, resume: bool, record: dict[st
                 f"cannot resume {run_dir}: the plan differs in {', '.join(changed)}; "
                 "start a new run with another --out"
             )
-        previous = io.read_json(config_path)
+        previous = atomic.read_json(config_path)
         if previous.get("shard") != _shard_text(shard):
             raise RunError(f"cannot resume {run_dir}: it holds shard "
                            f"{previous.get('shard') or 'none (all units)'}, not "
                            f"{_shard_text(shard) or 'all units'}")
-        removed = io.remove_partials(run_dir)
+        removed = atomic.remove_partials(run_dir)
         if removed:
             record = {**record, "partials_removed_on_resume": removed}
         previous.setdefault("resumed", []).append({"time": _now(), **record})
-        io.write_json(config_path, previous)
+        atomic.write_json(config_path, previous)
         return
-    io.write_json(config_path, {"plan": plan.identity(), "provenance": provenance(),
+    atomic.write_json(config_path, {"plan": plan.identity(), "provenance": provenance(),
                                 "started": _now(), "shard": _shard_text(shard), **record})
 
 
@@ -381,7 +378,7 @@ def _write_ledger(plan: RunPlan, run_dir: Path, notify: Any) -> dict[str, Any]:
                            "the protocol changed since the run started: start a new run")
     else:
         ledger.write_ledger(ledger_path, rows)
-    io.write_json(run_dir / "manifest.json", manifest)
+    atomic.write_json(run_dir / "manifest.json", manifest)
     return manifest
 
 
@@ -447,7 +444,7 @@ class UnitWorker:
             prompts = ledger.rows_to_prompts(spec.rows, flow)
         except Exception as err:  # the unit fails, recorded; the worker goes on
             message = _one_line(err)
-            io.write_text(self.run_dir / "logs" / f"{spec.key}.txt", traceback.format_exc())
+            atomic.write_text(self.run_dir / "logs" / f"{spec.key}.txt", traceback.format_exc())
             unit = failed_unit(spec, self.plan, message, attempt)
         else:
             unit = _run_unit(self.plan, self.run_dir, spec, flow, adapter, prompts,
@@ -508,8 +505,8 @@ def read_flow(dataset: DatasetRun, flow_id: str, position: int = 0, limit: int |
         if flow.id == flow_id:
             return flow
     else:
+        from bench.errors import ConfigError
         from bench.readers.core import get_source, list_flows, load_flow
-        from bench.validate import ConfigError
 
         try:
             get_source(card)
@@ -565,7 +562,7 @@ def _run_unit(plan: RunPlan, run_dir: Path, spec: UnitSpec, flow: Flow, adapter:
         unit.update(status="ok", message="", scores=prediction.scores)
     except Exception as err:  # recorded per unit; the run goes on
         message = _one_line(err)
-        io.write_text(run_dir / "logs" / f"{spec.key}.txt", traceback.format_exc())
+        atomic.write_text(run_dir / "logs" / f"{spec.key}.txt", traceback.format_exc())
         rows = failure_rows(flow.targets, flow.case_ids, flow.patient_ids, plan.metrics, message)
         unit.update(status="error", message=message, scores={})
     for row in rows:
@@ -623,7 +620,7 @@ def collect_metrics(run_dir: Path) -> pd.DataFrame:
     """The tidy per-case table of every completed unit, in a canonical order."""
     rows: list[dict[str, Any]] = []
     for unit_path in sorted((Path(run_dir) / "units").glob("*.json")):
-        rows.extend(io.read_json(unit_path)["rows"])
+        rows.extend(atomic.read_json(unit_path)["rows"])
     table = pd.DataFrame(rows, columns=TIDY_COLUMNS)
     table["click"] = table["click"].astype("Int64")
     return table.sort_values(
@@ -642,7 +639,7 @@ def unit_summary(run_dir: Path) -> pd.DataFrame:
     """One row per completed unit: status, attempts, cache use, wall time and memory."""
     records = []
     for unit_path in sorted((Path(run_dir) / "units").glob("*.json")):
-        unit = io.read_json(unit_path)
+        unit = atomic.read_json(unit_path)
         records.append({column: unit.get(column) for column in UNIT_COLUMNS})
     table = pd.DataFrame(records, columns=UNIT_COLUMNS)
     return table.sort_values(["dataset", "model", "seed", "flow"], kind="stable") \
@@ -657,7 +654,7 @@ def write_unit_summary(run_dir: Path) -> Path:
 
 
 def _write_table(path: Path, table: pd.DataFrame) -> None:
-    with io.atomic_path(path) as temp:
+    with atomic.atomic_path(path) as temp:
         table.to_csv(temp, index=False, float_format="%.10g")
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import io
+from bench import atomic
 
 # The parts of a unit record that are its result; the rest (timings, memory,
 # worker, attempts, cache use) may differ between two runs of the same unit.
@@ -85,7 +85,7 @@ def merge_runs(out: Path, run_dirs: Sequence[Path]) -> MergeOutcome:
     for run, config in zip(runs[1:], configs[1:], strict=True):
         _check_same(first, reference, run, config)
 
-    plan, manifest = reference["plan"], io.read_json(first / "manifest.json")
+    plan, manifest = reference["plan"], atomic.read_json(first / "manifest.json")
     expected = {unit["key"]: unit for unit in expected_units(plan, manifest)}
     found: dict[str, Path] = {}
     duplicated: list[dict[str, Any]] = []
@@ -95,7 +95,7 @@ def merge_runs(out: Path, run_dirs: Sequence[Path]) -> MergeOutcome:
             if key not in expected:
                 raise ValueError(f"bench merge: {path} is not a unit of the plan")
             if key in found:
-                if _result(io.read_json(found[key])) != _result(io.read_json(path)):
+                if _result(atomic.read_json(found[key])) != _result(atomic.read_json(path)):
                     raise ValueError(f"bench merge: unit {key} has different results in "
                                      f"{found[key].parents[1]} and {run}")
                 duplicated.append({**expected[key], "runs": [str(found[key].parents[1]),
@@ -108,7 +108,7 @@ def merge_runs(out: Path, run_dirs: Sequence[Path]) -> MergeOutcome:
     for run in runs:
         for folder in ("predictions", "logs"):
             for source in sorted((run / folder).rglob("*")):
-                if source.is_file() and io.PARTIAL_MARK not in source.name:
+                if source.is_file() and atomic.PARTIAL_MARK not in source.name:
                     _copy_once(source, out / source.relative_to(run), copied)
     for key, path in sorted(found.items()):
         _copy(path, out / "units" / f"{key}.json")
@@ -121,7 +121,7 @@ def merge_runs(out: Path, run_dirs: Sequence[Path]) -> MergeOutcome:
         "from": [{"run_dir": str(run.resolve()), "shard": config.get("shard"),
                   "started": config.get("started"), "execution": config.get("execution")}
                  for run, config in zip(runs, configs, strict=True)]})
-    io.write_json(out / "config.json", merged)
+    atomic.write_json(out / "config.json", merged)
     write_metrics(out)
     write_unit_summary(out)
     return MergeOutcome(out, len(expected), len(found), missing, duplicated)
@@ -132,7 +132,7 @@ def _read_run(run: Path) -> dict[str, Any]:
         if not (run / name).is_file():
             raise ValueError(f"bench merge: {run} has no {name}: not a run directory (or "
                              "its shard has not written its ledger yet)")
-    return io.read_json(run / "config.json")
+    return atomic.read_json(run / "config.json")
 
 
 def _check_same(first: Path, a: dict[str, Any], run: Path, b: dict[str, Any]) -> None:
@@ -168,7 +168,7 @@ def _copy_once(source: Path, target: Path, copied: dict[Path, Path]) -> None:
 
 
 def _copy(source: Path, target: Path) -> None:
-    with io.atomic_path(target) as temp:
+    with atomic.atomic_path(target) as temp:
         shutil.copyfile(source, temp)
 
 

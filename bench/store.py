@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.io import atomic_path
+from bench.atomic import atomic_path
 from bench.types import Flow, Prediction
 
 

@@ -8,14 +8,12 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
+from bench.errors import ConfigError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-
-class ConfigError(ValueError):
-    """A configuration or card problem, reported as one line naming the key."""
 
 
 def read_toml(path: Path) -> dict[str, Any]:

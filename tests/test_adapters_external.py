@@ -14,11 +14,11 @@ from skimage.io import imsave
 from adapters import Adapter, create, register
 from adapters.external import PredictionFileError
 from bench.config import load_config
+from bench.errors import ConfigError
 from bench.plan import make_plan
 from bench.runner import execute
 from bench.store import prediction_folder, write_prediction
 from bench.types import Flow, Prediction, Prompt
-from bench.validate import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

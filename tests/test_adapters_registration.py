@@ -18,8 +18,9 @@ from adapters.registration import (
     warp_mask,
     working_shape,
 )
+from bench.errors import ConfigError
 from bench.types import FlowFrames, Prompt
-from bench.validate import ConfigError, read_toml
+from bench.validate import read_toml
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

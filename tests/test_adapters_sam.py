@@ -244,7 +244,7 @@ def test_checkpoint_loads_strictly_and_is_fingerprinted(tmp_path, monkeypatch, m
 
 
 def test_runner_stamps_random_weights_and_records_scores(tmp_path):
-    from bench import io
+    from bench import atomic
     from bench.config import load_config
     from bench.plan import make_plan
     from bench.runner import execute
@@ -255,9 +255,9 @@ def test_runner_stamps_random_weights_and_records_scores(tmp_path):
                      random_weights=True, device="cpu")
     outcome = execute(plan, tmp_path / "run")
     assert outcome.units_failed == 0
-    record = io.read_json(tmp_path / "run" / "config.json")["adapters"]["sam"]
+    record = atomic.read_json(tmp_path / "run" / "config.json")["adapters"]["sam"]
     assert record["meaningless"] is True and record["device"] == "cpu"
-    unit = io.read_json(next((tmp_path / "run" / "units").glob("*.json")))
+    unit = atomic.read_json(next((tmp_path / "run" / "units").glob("*.json")))
     lines = (tmp_path / "run" / "prompts.jsonl").read_text().splitlines()
     ledger = [json.loads(line) for line in lines]
     prompted = {(row["target"], row["frame"]) for row in ledger}

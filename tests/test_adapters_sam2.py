@@ -22,9 +22,9 @@ pytest.importorskip("sam2")
 from adapters import sam2_video as sv  # noqa: E402
 from adapters.medsam2 import MedSAM2Adapter  # noqa: E402
 from adapters.sam2_video import SAM2Adapter  # noqa: E402
+from bench.errors import ConfigError  # noqa: E402
 from bench.prompts.kinds import prompt_from_mask  # noqa: E402
 from bench.types import FlowFrames, Prompt  # noqa: E402
-from bench.validate import ConfigError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 256  # model input size (image_size) of every test here

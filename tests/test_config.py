@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench.config import load_config
-from bench.validate import ConfigError
+from bench.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

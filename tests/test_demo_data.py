@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.measure import label, regionprops
 
+from bench.errors import ConfigError
 from bench.readers import load_card, read_flows
 from bench.readers.demo import (
     DEMO_VERSION,
@@ -20,7 +21,6 @@ from bench.readers.demo import (
     generate_flow,
 )
 from bench.types import Flow
-from bench.validate import ConfigError
 
 DATASETS = Path(__file__).resolve().parent.parent / "datasets"
 DEMO_CARDS = ["demo-fundus", "demo-dermoscopy", "demo-ultrasound", "demo-cells", "demo-ct"]

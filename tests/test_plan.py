@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from bench.config import load_config
+from bench.errors import ConfigError
 from bench.plan import make_plan
-from bench.validate import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

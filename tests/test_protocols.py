@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.errors import ConfigError
 from bench.prompts import (
     PROTOCOLS,
     get_protocol,
@@ -17,7 +18,6 @@ from bench.prompts import (
 )
 from bench.prompts.kinds import deepest_point, tight_box
 from bench.types import Flow
-from bench.validate import ConfigError
 
 
 def volume(presence: dict[str, list[int]], n: int, size: int = 8, name: str = "vol") -> Flow:

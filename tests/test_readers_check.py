@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.errors import DataError
 from bench.readers import load_card
-from bench.readers.check import DataError, check_dataset, has_errors
+from bench.readers.check import check_dataset, has_errors
 from bench.readers.core import iter_flows, list_flows, load_flow
 
 CARDS = Path(__file__).resolve().parents[1] / "datasets"

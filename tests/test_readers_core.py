@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.errors import ConfigError, DataError
 from bench.readers import load_card, load_cards
-from bench.readers.check import DataError
 from bench.readers.core import (
     Pattern,
     card_options,
@@ -26,7 +26,6 @@ from bench.readers.core import (
 )
 from bench.readers.files import MissingDependency, read_volume
 from bench.readers.layout import layouts
-from bench.validate import ConfigError
 
 CARDS = Path(__file__).resolve().parents[1] / "datasets"
 PAPER_DATASETS = ["btcv", "refuge2", "brats", "tnmix", "isic", "kits23", "atlas23", "tdsc-abus",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import io
+from bench import atomic
 from bench.metrics import EmptyPolicy
 from bench.prompts import ledger
 from bench.readers import register_reader
@@ -104,7 +104,7 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
             "model_settings": {}, "seeds": list(seeds), "metrics": ["dice", "iou", "hd95"],
             "empty_policy": "exclude", "nsd_tolerance_mm": 2.0, "limit": None,
             "description": "", "reproduces": "", "demo": demo, "unconfigured": []}
-    io.write_json(run_dir / "config.json", {
+    atomic.write_json(run_dir / "config.json", {
         "plan": plan, "provenance": {"versions": {"python": "3"}, "git": {"commit": "abc"}},
         "adapters": {m: {"description": f"test model {m}"} for m in models}})
     manifest = {"datasets": {}}
@@ -142,7 +142,7 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
                         row.setdefault("message", "")
                     tidy += rows
     ledger.write_ledger(run_dir / "prompts.jsonl", ledger_rows)
-    io.write_json(run_dir / "manifest.json", manifest)
+    atomic.write_json(run_dir / "manifest.json", manifest)
     table = pd.DataFrame(tidy, columns=TIDY_COLUMNS)
     table.to_csv(run_dir / "metrics.csv", index=False, float_format="%.10g")
     return run_dir

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from adapters import Adapter, register
+from bench.atomic import PARTIAL_MARK
 from bench.config import load_config
-from bench.io import PARTIAL_MARK
 from bench.plan import make_plan
 from bench.report import write_report
 from bench.runner import execute

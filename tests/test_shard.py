@@ -9,8 +9,9 @@ import pytest
 
 from bench.cli import main
 from bench.config import load_config
+from bench.errors import RunError
 from bench.plan import make_plan
-from bench.runner import RunError, execute
+from bench.runner import execute
 from bench.shard import in_shard, merge_runs, parse_shard
 
 ROOT = Path(__file__).resolve().parents[1]

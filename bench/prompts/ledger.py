@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.io import atomic_path
+from bench.atomic import atomic_path
 from bench.prompts.kinds import mask_sha256
 from bench.prompts.streams import KeyedStream, keyed_stream, stream_key
 from bench.prompts.view import draw_prompts

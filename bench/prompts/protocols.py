@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import ConfigError
 from bench.prompts.kinds import (
     DEFAULT_MAX_JITTER,
     empty_mask_prompt,
@@ -34,7 +35,6 @@ from bench.prompts.kinds import (
 )
 from bench.prompts.streams import KeyedStream, keyed_stream
 from bench.types import PROMPT_KINDS, Flow, Prompt
-from bench.validate import ConfigError
 
 # Paper section 4 (experiments): "prompts are provided randomly with a probability of 0.25 [3D],
 # and for 2D images, the probability is 0.3".

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.validate import ConfigError, check_table, read_toml
+from bench.errors import ConfigError
+from bench.validate import check_table, read_toml
 
 _CARD_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "name": str,

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from bench.errors import DataError, Problem
 
 if TYPE_CHECKING:
     from bench.readers.cards import Card
@@ -25,47 +26,6 @@ SEVERITIES = ("error", "warning", "info")
 
 # Voxel sizes outside this range (mm) are reported as implausible.
 PLAUSIBLE_SPACING_MM = (0.01, 20.0)
-
-
-class DataError(ValueError):
-    """A file that cannot be used: one line naming the file and the problem.
-
-    Attributes
-    ----------
-    path : str
-        The offending file (or folder).
-    problem : str
-        What is wrong with it.
-    """
-
-    def __init__(self, path: Path | str, problem: str) -> None:
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{self.path}: {self.problem}")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding of :func:`check_dataset`.
-
-    Attributes
-    ----------
-    severity : {"error", "warning", "info"}
-        Errors make a case unusable (or the dataset incomplete); warnings are
-        worth a look (an empty mask, a stray grey level mapped to its nearest
-        class); info lines report counts.
-    path : str
-        The file or folder concerned.
-    message : str
-        What was found, one line.
-    """
-
-    severity: str
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.path}: {self.message}"
 
 
 def check_dataset(card: Card, root: Path | None, limit: int | None = None,

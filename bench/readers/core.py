@@ -73,10 +73,10 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import ConfigError, DataError, Problem
 from bench.readers.cards import Card
-from bench.readers.check import DataError, Problem
 from bench.types import Flow
-from bench.validate import ConfigError, check_table
+from bench.validate import check_table
 
 LABEL_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "labels": dict,

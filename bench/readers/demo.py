@@ -66,11 +66,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from bench.errors import ConfigError
 from bench.readers import register_reader
 from bench.readers.cards import Card
 from bench.readers.core import window_intensities
 from bench.types import Flow
-from bench.validate import ConfigError, check_table
+from bench.validate import check_table
 
 DEMO_VERSION = 1
 """Version of the generated data; bump it whenever any generator's output changes."""

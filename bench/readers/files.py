@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.readers.check import DataError
+from bench.errors import DataError
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff",

@@ -30,11 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import ConfigError, DataError, Problem
 from bench.readers.cards import Card
-from bench.readers.check import DataError, Problem
 from bench.readers.core import CaseRef, RawCase, Source, card_options, register_source
 from bench.readers.files import image_array, mask_array
-from bench.validate import ConfigError
 
 _OPEN: dict[tuple, Any] = {}
 

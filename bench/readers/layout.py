@@ -52,8 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import ConfigError, Problem
 from bench.readers.cards import Card
-from bench.readers.check import Problem
 from bench.readers.core import (
     LABEL_OPTIONS,
     VOLUME_OPTIONS,
@@ -65,7 +65,7 @@ from bench.readers.core import (
     group_key,
     label_spec,
 )
-from bench.validate import ConfigError, check_table
+from bench.validate import check_table
 
 PATTERN_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "image": (str, list),

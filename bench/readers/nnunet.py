@@ -32,8 +32,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.errors import ConfigError, DataError, Problem
 from bench.readers.cards import Card
-from bench.readers.check import DataError, Problem
 from bench.readers.core import (
     CaseRef,
     LabelSpec,
@@ -46,7 +46,6 @@ from bench.readers.core import (
 )
 from bench.readers.files import Volume
 from bench.readers.volumes import label_reader, read_volume_case
-from bench.validate import ConfigError
 
 
 def read_dataset_json(root: Path, name: str = "dataset.json") -> dict[str, Any]:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.errors import DataError, Problem
 from bench.readers.cards import Card
-from bench.readers.check import DataError, Problem
 from bench.readers.core import (
     CaseRef,
     RawCase,

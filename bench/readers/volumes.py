@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import DataError
 from bench.readers.cards import Card
-from bench.readers.check import DataError
 from bench.readers.core import CaseRef, RawCase, register_source
 from bench.readers.files import Volume, read_volume
 from bench.readers.layout import PatternSource, read_masks

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench import io
+from bench import atomic
 from bench.aggregate import summarise
 from bench.metrics import DEFAULT_POLICY, METRIC_DEFINITIONS
 
@@ -36,7 +36,7 @@ def load_metrics(run_dir: Path) -> pd.DataFrame:
 
 def build_summary(run_dir: Path, table: pd.DataFrame) -> dict[str, Any]:
     """The summary JSON: aggregates plus what is needed to read them honestly."""
-    config = io.read_json(Path(run_dir) / "config.json")
+    config = atomic.read_json(Path(run_dir) / "config.json")
     plan = config["plan"]
     aggregates = summarise(table)
     errors = table[table["status"] == "error"]
@@ -114,14 +114,14 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
     chosen = parse_formats(formats)
     table = load_metrics(run_dir)
     summary = build_summary(run_dir, table)
-    io.write_json(run_dir / "summary.json", summary)
+    atomic.write_json(run_dir / "summary.json", summary)
     notes: list[str] = []
     manifest_path = run_dir / "manifest.json"
     context = RunContext(
         run_dir=run_dir, table=table, summary=summary,
         aggregates=pd.DataFrame(summary["aggregates"]),
-        manifest=io.read_json(manifest_path) if manifest_path.exists() else {"datasets": {}},
-        config=io.read_json(run_dir / "config.json"),
+        manifest=atomic.read_json(manifest_path) if manifest_path.exists() else {"datasets": {}},
+        config=atomic.read_json(run_dir / "config.json"),
         ledger=read_ledger_rows(run_dir / "prompts.jsonl"),
         cards=cards if cards is not None else _default_cards(notes),
         notes=notes,
@@ -132,6 +132,6 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
     written = []
     for fmt in chosen:
         path = run_dir / REPORT_NAMES[fmt]
-        io.write_text(path, renderers[fmt](document))
+        atomic.write_text(path, renderers[fmt](document))
         written.append(path)
     return written[0]

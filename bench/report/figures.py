@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.io import atomic_path
+from bench.atomic import atomic_path
 
 SYNTHETIC_MARK = " (SYNTHETIC demo data)"
 

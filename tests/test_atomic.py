@@ -2,14 +2,14 @@
 
 import pytest
 
-from bench import io
+from bench import atomic
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "table.csv"
-    io.write_text(path, "old\n")
+    atomic.write_text(path, "old\n")
     with pytest.raises(RuntimeError):
-        with io.atomic_path(path) as temp:
+        with atomic.atomic_path(path) as temp:
             temp.write_text("half")
             raise RuntimeError("killed mid-write")
     assert path.read_text() == "old\n"
@@ -18,14 +18,14 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
 def test_temporary_keeps_the_suffix_and_is_swept_by_remove_partials(tmp_path):
     path = tmp_path / "sub" / "mask.nii.gz"
-    with io.atomic_path(path) as temp:
+    with atomic.atomic_path(path) as temp:
         assert temp.name.endswith(".nii.gz") and temp.parent == path.parent
         # Simulate a SIGKILL: a leftover that no cleanup code removed.
         leftover = temp.with_name(temp.name.replace("mask", "other"))
         leftover.write_text("x")
         temp.write_text("done")
     assert path.read_text() == "done"
-    assert io.remove_partials(tmp_path) == 1
+    assert atomic.remove_partials(tmp_path) == 1
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["mask.nii.gz"]
 
 
@@ -33,5 +33,5 @@ def test_json_round_trip_with_numpy_values(tmp_path):
     import numpy as np
 
     path = tmp_path / "x.json"
-    io.write_json(path, {"a": np.float64(0.5), "b": np.arange(3)})
-    assert io.read_json(path) == {"a": 0.5, "b": [0, 1, 2]}
+    atomic.write_json(path, {"a": np.float64(0.5), "b": np.arange(3)})
+    assert atomic.read_json(path) == {"a": 0.5, "b": [0, 1, 2]}
