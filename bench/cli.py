@@ -562,8 +562,7 @@ def _reread_flow(run_dir: Path, dataset: str, flow_id: str, config_path: Path | 
     """Read one flow of a run again, from the dataset root the run recorded."""
     from bench import atomic
     from bench.config import load_config
-    from bench.plan import DatasetRun
-    from bench.runner import read_flow
+    from bench.readers import read_flow
 
     plan = atomic.read_json(run_dir / "config.json")["plan"]
     roots = {d["name"]: d["root"] for d in plan["datasets"]}
@@ -575,7 +574,7 @@ def _reread_flow(run_dir: Path, dataset: str, flow_id: str, config_path: Path | 
         raise ConfigError(f"flow {flow_id!r} is not part of dataset {dataset!r} in this run")
     card = load_config(config_path).cards[dataset]
     root = Path(roots[dataset]) if roots[dataset] else None
-    return read_flow(DatasetRun(card, root), flow_id, position, plan["limit"])
+    return read_flow(card, root, flow_id, position, plan["limit"])
 
 
 def _print_results(run_dir: Path) -> None:
