@@ -8,7 +8,7 @@ file patterns, which label values make which target), what it is (modality,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +56,27 @@ class Card:
 
 def load_card(path: Path) -> Card:
     """Read and validate one card file."""
-    table = read_toml(path)
-    where = str(path)
+    card = card_from_table(read_toml(path), str(path))
+    if card.name != path.stem:
+        raise ConfigError(f"{path}.name: {card.name!r} differs from the file name {path.stem!r}")
+    return replace(card, path=path)
+
+
+def card_from_table(table: dict[str, Any], where: str) -> Card:
+    """Validate a card's table (as read from TOML, or as recorded by :func:`card_to_table`)."""
+    table = dict(table)
     check_table(table, _CARD_SCHEMA, where, required=("name", "reader", "kind", "targets"))
     if table["kind"] not in ("volume", "image-flow"):
         raise ConfigError(f"{where}.kind: expected 'volume' or 'image-flow', got {table['kind']!r}")
-    if table["name"] != path.stem:
-        raise ConfigError(
-            f"{where}.name: {table['name']!r} differs from the file name {path.stem!r}")
     targets = tuple(str(t) for t in table.pop("targets"))
-    return Card(targets=targets, path=path, **table)
+    return Card(targets=targets, **table)
+
+
+def card_to_table(card: Card) -> dict[str, Any]:
+    """The card as a JSON/TOML-ready table, so a run directory can rebuild it."""
+    table = {key: value for key, value in asdict(card).items() if key != "path"}
+    table["targets"] = list(card.targets)
+    return table
 
 
 def load_cards(folder: Path) -> dict[str, Card]:
