@@ -1,76 +1,159 @@
 """``bench.toml``: suites, dataset roots, model settings and defaults.
 
-The file is validated on load. An unknown key or a value of the wrong type is
-a :class:`~bench.validate.ConfigError` naming the key (with the nearest valid
-name), never a silent default.
+The file is declared once, by the settings models below: :class:`BenchToml`
+(the top level), :class:`Defaults` (``[defaults]``) and :class:`Suite`
+(``[suites.NAME]``; its ``protocol_params`` are the protocol's own model in
+:mod:`bench.prompts.protocols`). It is validated on load: an unknown key, a
+value of the wrong type, an unknown protocol, metric or dataset name is one
+:class:`~bench.errors.ConfigError` line naming the key (with the nearest valid
+name), never a silent default. ``[models.NAME]`` tables belong to the adapters:
+each adapter validates its own table when it is created (:func:`adapters.create`).
+:func:`settings_reference` lists every key for help and docs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from bench.errors import ConfigError
+from pydantic import AfterValidator, Field, PrivateAttr, model_validator
+
+from bench.errors import ConfigError, unknown_name
+from bench.metrics import METRICS
+from bench.prompts.protocols import PROTOCOLS, ProtocolName, get_protocol
 from bench.readers.cards import Card, load_cards
-from bench.validate import check_table, read_toml
+from bench.settings import Items, Settings, read_toml, table_reference, validate
 
 CONFIG_NAME = "bench.toml"
 
-_TOP_SCHEMA = {"defaults": dict, "datasets": dict, "models": dict, "suites": dict}
-_DEFAULTS_SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "seed": int,
-    "out": str,
-    "metrics": list,
-    "empty_policy": str,
-    "nsd_tolerance_mm": (int, float),
-    "cache_dir": str,  # prediction cache (bench.cache); "" = default, env var wins
-}
-_SUITE_SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "description": str,
-    "reproduces": str,
-    "protocol": str,
-    "protocol_params": dict,
-    "datasets": list,
-    "demo": list,
-    "models": list,
-    "metrics": list,
-    "seeds": list,
-    "empty_policy": str,
-}
+#: A metric name: those :func:`bench.metrics.score_case` computes.
+MetricName = Literal[tuple(METRICS)]  # type: ignore[valid-type]
+#: How cases with both masks empty are scored (:class:`bench.metrics.EmptyPolicy`).
+EmptyChoice = Literal["exclude", "one"]
+Seed = Annotated[int, Field(ge=0)]
 
 
-@dataclass(frozen=True)
-class Suite:
-    """A named benchmark suite: datasets x models under one protocol."""
+def _distinct(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    # A repeated dataset, model or seed would make two units with one key.
+    for index, value in enumerate(values):
+        if value in values[:index]:
+            raise ValueError(f"{value!r} is listed twice")
+    return values
 
-    name: str
-    protocol: str
-    datasets: tuple[str, ...]
-    models: tuple[str, ...]
-    demo: tuple[str, ...] = ()
-    description: str = ""
-    reproduces: str = ""
-    protocol_params: dict[str, Any] = field(default_factory=dict)
-    metrics: tuple[str, ...] = ()
-    seeds: tuple[int, ...] = ()
-    empty_policy: str = ""
+
+Names = Annotated[Items[str], AfterValidator(_distinct)]
+Metrics = Annotated[Items[MetricName], AfterValidator(_distinct)]
+Seeds = Annotated[Items[Seed], AfterValidator(_distinct)]
+
+
+class Defaults(Settings):
+    """``[defaults]``: what every suite uses unless it says otherwise."""
+
+    seed: Seed = Field(0, description="seed of the prompt ledger's keyed random streams "
+                       "(a suite's seeds win)")
+    out: str = Field("runs", description="run directories go to OUT/SUITE/TIMESTAMP, relative "
+                     "to bench.toml")
+    metrics: Metrics = Field(("dice", "iou", "hd95"), min_length=1,
+                             description="metrics scored (a suite's metrics win)")
+    empty_policy: EmptyChoice = Field(
+        "exclude", description="cases whose prediction and reference are both empty: "
+        "'exclude' them from means, or score them 'one' (the official code)")
+    nsd_tolerance_mm: float = Field(2.0, ge=0, allow_inf_nan=False,
+                                    description="tolerance of the NSD metric, in mm")
+    cache_dir: str = Field("", description='prediction cache folder, relative to bench.toml; '
+                           '"" = the default (MEDSAM2_BENCH_CACHE wins)')
+
+    # Read access by key for bench/cli.py until it reads attributes; then delete both.
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+class Suite(Settings):
+    """``[suites.NAME]``: a named benchmark suite, datasets x models under one protocol."""
+
+    description: str = Field("", description="one line for `bench list suites` and reports")
+    reproduces: str = Field("", description="what it reproduces (e.g. 'Table 1'), for reports")
+    protocol: ProtocolName = Field(description="the prompt protocol (`bench list protocols`)")
+    protocol_params: dict[str, Any] = Field(
+        default_factory=dict, description="the protocol's parameters (the tables "
+        "suites.NAME.protocol_params of each protocol below)")
+    datasets: Names = Field(min_length=1, description="dataset cards it runs (those with a "
+                            "root under [datasets])")
+    demo: Names = Field((), description="built-in demo cards that stand in when none of its "
+                        "datasets has a root")
+    models: Names = Field(min_length=1, description="models (adapters) it runs; those that "
+                          "cannot run here are skipped with the reason")
+    metrics: Metrics = Field((), description="metrics scored; empty: [defaults] metrics")
+    seeds: Seeds = Field((), description="seeds; empty: [defaults] seed")
+    empty_policy: EmptyChoice | None = Field(None, description="both-empty cases; none: "
+                                             "[defaults] empty_policy")
+
+    _name: str = PrivateAttr("")
+
+    @property
+    def name(self) -> str:
+        """The suite's key in ``[suites]``."""
+        return self._name
+
+
+class BenchToml(Settings):
+    """The top level of ``bench.toml``."""
+
+    defaults: Defaults = Field(default_factory=Defaults)
+    datasets: dict[str, str] = Field(
+        default_factory=dict, description='NAME = root folder of dataset card NAME, relative '
+        'to bench.toml; "" = not configured (its suites run on demo data)')
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="[models.NAME]: the settings of adapter NAME, "
+        "validated by the adapter (paths relative to bench.toml)")
+    suites: dict[str, Suite] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _name_suites(self) -> BenchToml:
+        for name, suite in self.suites.items():
+            suite._name = name
+        return self
 
 
 @dataclass(frozen=True)
 class Config:
-    """A validated ``bench.toml`` together with the dataset cards it refers to."""
+    """A validated ``bench.toml`` together with the dataset cards it refers to.
+
+    Attributes
+    ----------
+    path : Path
+    settings : BenchToml
+        The file as written.
+    roots : dict
+        Dataset name -> root folder (resolved), None where not configured.
+    models : dict
+        ``[models.NAME]`` tables with their paths resolved against the file.
+    cards : dict
+        Every dataset card, by name.
+    """
 
     path: Path
-    defaults: dict[str, Any]
+    settings: BenchToml
     roots: dict[str, Path | None]
     models: dict[str, dict[str, Any]]
-    suites: dict[str, Suite]
     cards: dict[str, Card]
 
     @property
     def folder(self) -> Path:
         return self.path.parent
+
+    @property
+    def defaults(self) -> Defaults:
+        return self.settings.defaults
+
+    @property
+    def suites(self) -> dict[str, Suite]:
+        return self.settings.suites
 
     def root(self, dataset: str) -> Path | None:
         """The configured root of ``dataset``, or None when not configured."""
@@ -93,54 +176,53 @@ def find_config(start: Path | None = None) -> Path:
 def load_config(path: Path | None = None) -> Config:
     """Read and validate ``bench.toml`` (found with :func:`find_config` if not given)."""
     path = Path(path) if path is not None else find_config()
-    table = read_toml(path)
-    where = path.name
-    check_table(table, _TOP_SCHEMA, where)
-
-    defaults = {"seed": 0, "out": "runs", "metrics": ["dice", "iou", "hd95"],
-                "empty_policy": "exclude", "nsd_tolerance_mm": 2.0}
-    user_defaults = table.get("defaults", {})
-    check_table(user_defaults, _DEFAULTS_SCHEMA, f"{where}: [defaults]")
-    defaults.update(user_defaults)
-
+    settings = parse_bench_toml(read_toml(path), path.name)
     cards = load_cards(path.parent / "datasets")
+    _check_dataset_names(settings, cards, path.name)
+    roots = {name: (path.parent / root).resolve() if root else None
+             for name, root in settings.datasets.items()}
+    models = {name: _resolve_paths(dict(table), path.parent)
+              for name, table in settings.models.items()}
+    return Config(path=path, settings=settings, roots=roots, models=models, cards=cards)
 
-    roots: dict[str, Path | None] = {}
-    for name, root in table.get("datasets", {}).items():
-        _check_name(name, cards, f"{where}: [datasets]", "dataset")
-        if not isinstance(root, str):
-            raise ConfigError(f"{where}: datasets.{name}: expected a path string, got {root!r}")
-        roots[name] = (path.parent / root).resolve() if root else None
 
-    models: dict[str, dict[str, Any]] = {}
-    for name, settings in table.get("models", {}).items():
-        if not isinstance(settings, dict):
-            raise ConfigError(f"{where}: models.{name}: expected a table")
-        models[name] = _resolve_paths(dict(settings), path.parent)
+def parse_bench_toml(table: Mapping[str, Any], where: str) -> BenchToml:
+    """Validate a ``bench.toml`` table (no file access: dataset names are not checked).
 
-    suites: dict[str, Suite] = {}
-    for name, raw in table.get("suites", {}).items():
-        suite_where = f"{where}: [suites.{name}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{suite_where}: expected a table")
-        check_table(raw, _SUITE_SCHEMA, suite_where, required=("protocol", "datasets", "models"))
-        for dataset in (*raw["datasets"], *raw.get("demo", [])):
-            _check_name(dataset, cards, suite_where, "dataset")
-        suites[name] = Suite(
-            name=name,
-            protocol=raw["protocol"],
-            datasets=tuple(raw["datasets"]),
-            models=tuple(raw["models"]),
-            demo=tuple(raw.get("demo", ())),
-            description=raw.get("description", ""),
-            reproduces=raw.get("reproduces", ""),
-            protocol_params=dict(raw.get("protocol_params", {})),
-            metrics=tuple(raw.get("metrics", ())),
-            seeds=tuple(raw.get("seeds", ())),
-            empty_policy=raw.get("empty_policy", ""),
-        )
-    return Config(path=path, defaults=defaults, roots=roots, models=models, suites=suites,
-                  cards=cards)
+    ``[defaults]`` and each suite are validated on their own first, so that a
+    message names its table (``bench.toml: [suites.demo]: unknown key ...``);
+    each suite's ``protocol_params`` against its protocol's model.
+    """
+    table = dict(table)
+    if isinstance(table.get("defaults"), Mapping):
+        table["defaults"] = validate(Defaults, table["defaults"], f"{where}: [defaults]")
+    if isinstance(table.get("suites"), Mapping):
+        table["suites"] = {name: _suite(raw, where, name) if isinstance(raw, Mapping) else raw
+                           for name, raw in table["suites"].items()}
+    return validate(BenchToml, table, where)
+
+
+def _suite(table: Mapping[str, Any], where: str, name: str) -> Suite:
+    suite = validate(Suite, table, f"{where}: [suites.{name}]")
+    get_protocol(suite.protocol).settings(suite.protocol_params,
+                                          f"{where}: [suites.{name}.protocol_params]")
+    return suite
+
+
+def _check_dataset_names(settings: BenchToml, cards: Mapping[str, Card], where: str) -> None:
+    for name in settings.datasets:
+        if name not in cards:
+            raise unknown_name("dataset", name, cards, f"{where}: [datasets]")
+    for suite_name, suite in settings.suites.items():
+        for key in ("datasets", "demo"):
+            for name in getattr(suite, key):
+                if name not in cards:
+                    raise unknown_name("dataset", name, cards,
+                                       f"{where}: [suites.{suite_name}].{key}")
+        real = [name for name in suite.demo if not cards[name].synthetic]
+        if real:
+            raise ConfigError(f"{where}: [suites.{suite_name}].demo: {real[0]!r} is not a "
+                              "built-in demo dataset (demo stand-ins are generated, no root)")
 
 
 # Model settings that hold paths; relative ones are relative to bench.toml.
@@ -155,10 +237,14 @@ def _resolve_paths(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
     return settings
 
 
-def _check_name(name: str, known: dict[str, Any], where: str, what: str) -> None:
-    if name not in known:
-        from difflib import get_close_matches
+def settings_reference() -> list[dict[str, str]]:
+    """Every key of ``bench.toml``, one row each: table, key, type, default, description.
 
-        hint = get_close_matches(name, list(known), n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"{where}: unknown {what} {name!r}{suggestion}")
+    Generated from the settings models (protocol parameters included, one
+    table per protocol), for ``bench`` help and the docs.
+    """
+    rows = table_reference(BenchToml)
+    for name, spec in PROTOCOLS.items():
+        table = f"suites.NAME.protocol_params (protocol = {name!r})"
+        rows.extend({**row, "table": table} for row in table_reference(spec.params))
+    return rows

@@ -2,19 +2,23 @@
 
 The plan is everything that determines a run's results. It is stored in the
 run directory, and ``--resume`` refuses to continue a run whose plan differs.
+Every name the user typed (suite, datasets, models, protocol parameters,
+seeds, ``--limit``) is checked here, before any work starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from adapters import create, registered
-from bench.config import Config
-from bench.errors import ConfigError
+from bench.config import Config, Suite
+from bench.errors import ConfigError, unknown_name
 from bench.prompts import get_protocol
+from bench.prompts.protocols import ProtocolParams
 from bench.readers.cards import Card
 
 
@@ -32,9 +36,22 @@ class DatasetRun:
 
 @dataclass(frozen=True)
 class RunPlan:
+    """A run: suite, protocol, datasets x models x seeds, and how they are scored.
+
+    Attributes
+    ----------
+    params : ProtocolParams
+        The protocol's typed parameters (the suite's, overridden by the
+        caller's). Those set explicitly, :attr:`protocol_params`, identify the
+        run's units.
+    model_settings : dict
+        Model name -> its ``[models.NAME]`` table plus the command line's
+        device and weights choices; each adapter validates its own table.
+    """
+
     suite: str
     protocol: str
-    protocol_params: dict[str, Any]
+    params: ProtocolParams
     datasets: tuple[DatasetRun, ...]
     models: tuple[str, ...]
     model_settings: dict[str, dict[str, Any]]
@@ -51,9 +68,20 @@ class RunPlan:
     # Suite models that cannot run here (missing package or checkpoint): name -> reason.
     skipped_models: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def protocol_params(self) -> dict[str, Any]:
+        """The protocol parameters set by the suite or the caller, JSON-ready.
+
+        Defaults are left out, so that units keep their keys when a default
+        parameter is added.
+        """
+        return self.params.model_dump(mode="json", exclude_unset=True)
+
     def identity(self) -> dict[str, Any]:
         """The JSON-ready fields that define the results (compared on resume)."""
-        record = asdict(self)
+        record = copy.deepcopy({f.name: getattr(self, f.name) for f in fields(self)
+                                if f.name not in ("params", "datasets")})
+        record["protocol_params"] = self.protocol_params
         record["datasets"] = [
             {"name": d.name, "root": str(d.root) if d.root else None} for d in self.datasets
         ]
@@ -68,54 +96,40 @@ def make_plan(
     datasets: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     limit: int | None = None,
-    protocol_params: dict[str, Any] | None = None,
+    protocol_params: Mapping[str, Any] | None = None,
     device: str | None = None,
     random_weights: bool = False,
     checkpoints: dict[str, str] | None = None,
     skip_bad_cases: bool = False,
 ) -> RunPlan:
-    """Build the plan for ``suite_name``; CLI choices override the suite's own.
+    """Build the plan for ``suite_name``; the caller's choices override the suite's own.
 
     When none of the suite's datasets has a root configured, the suite's demo
     datasets stand in for them (``plan.demo`` is then True). ``device``,
     ``random_weights`` and ``checkpoints`` (model -> path) go to the settings
     of the models that need weights. A dataset with unreadable cases is
     refused unless ``skip_bad_cases`` (then they are skipped and listed).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown suite, dataset, model or protocol parameter (with the
+        nearest valid name), a negative ``limit``, a bad seed, or a model
+        asked for by name that cannot run here.
     """
     if suite_name not in config.suites:
-        from difflib import get_close_matches
-
-        hint = get_close_matches(suite_name, list(config.suites), n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(
-            f"unknown suite {suite_name!r}{suggestion}; known: {', '.join(config.suites)}"
-        )
+        raise unknown_name("suite", suite_name, config.suites, "--suite")
     suite = config.suites[suite_name]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"--limit: expected a non-negative integer, got {limit!r}")
+    run_seeds = _choose_seeds(seeds) if seeds else (suite.seeds or (config.defaults.seed,))
+    _check_model_names(config, suite, models or (), checkpoints or {})
+    params = get_protocol(suite.protocol).settings(
+        {**suite.protocol_params, **(protocol_params or {})},
+        where=f"[suites.{suite_name}.protocol_params]")
+    chosen, unconfigured = _choose_datasets(config, suite, datasets)
 
-    configured = [d for d in suite.datasets if _is_demo(config, d) or config.root(d)]
-    unconfigured = tuple(d for d in suite.datasets if d not in configured)
-    chosen = configured or list(suite.demo)
-    if datasets:
-        candidates = set(suite.datasets) | set(suite.demo)
-        unknown = [d for d in datasets if d not in candidates]
-        if unknown:
-            raise ConfigError(
-                f"dataset(s) {', '.join(unknown)} not in suite {suite_name!r}; "
-                f"choose from {', '.join(sorted(candidates))}"
-            )
-        missing = [d for d in datasets if not (_is_demo(config, d) or config.root(d))]
-        if missing:
-            raise ConfigError(
-                f"dataset(s) {', '.join(missing)} have no root: set [datasets] "
-                f"{missing[0]} = \"/path/to/{missing[0]}\" in {config.path}"
-            )
-        chosen = list(datasets)
-    if not chosen:
-        raise ConfigError(f"suite {suite_name!r} has no datasets to run")
-
-    run_models = tuple(models) if models else suite.models
-    params = {**suite.protocol_params, **(protocol_params or {})}
-    get_protocol(suite.protocol).resolve(params, where=f"[suites.{suite_name}.protocol_params]")
+    run_models = _distinct("--models", models) if models else suite.models
     settings = _model_settings(config, run_models, device, random_weights, checkpoints or {})
     skipped = {}
     for model in run_models:
@@ -128,18 +142,17 @@ def make_plan(
     if not run_models:
         raise ConfigError(f"no model of suite {suite_name!r} can run here: "
                           + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
-    settings = {m: settings[m] for m in run_models}
     return RunPlan(
         suite=suite_name,
         protocol=suite.protocol,
-        protocol_params=params,
+        params=params,
         datasets=tuple(DatasetRun(config.cards[d], config.root(d)) for d in chosen),
         models=run_models,
-        model_settings=settings,
-        seeds=tuple(seeds) if seeds else (suite.seeds or (int(config.defaults["seed"]),)),
-        metrics=suite.metrics or tuple(config.defaults["metrics"]),
-        empty_policy=suite.empty_policy or str(config.defaults["empty_policy"]),
-        nsd_tolerance_mm=float(config.defaults["nsd_tolerance_mm"]),
+        model_settings={m: settings[m] for m in run_models},
+        seeds=run_seeds,
+        metrics=suite.metrics or config.defaults.metrics,
+        empty_policy=suite.empty_policy or config.defaults.empty_policy,
+        nsd_tolerance_mm=config.defaults.nsd_tolerance_mm,
         limit=limit,
         skip_bad_cases=skip_bad_cases,
         description=suite.description,
@@ -150,12 +163,66 @@ def make_plan(
     )
 
 
+def _distinct(flag: str, values: Sequence[Any]) -> tuple[Any, ...]:
+    # A repeated dataset, model or seed would make two units with one key.
+    for index, value in enumerate(values):
+        if value in values[:index]:
+            raise ConfigError(f"{flag}: {value!r} is listed twice")
+    return tuple(values)
+
+
+def _choose_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"--seed/--seeds: expected non-negative integers, got {seed!r}")
+    return _distinct("--seed/--seeds", seeds)
+
+
+def _check_model_names(config: Config, suite: Suite, models: Sequence[str],
+                       checkpoints: Mapping[str, str]) -> None:
+    """Every model name typed anywhere must be a registered adapter."""
+    known = registered()
+    where = config.path.name
+    for names, place in ((models, "--models"), (checkpoints, "--checkpoint"),
+                         (suite.models, f"{where}: [suites.{suite.name}].models"),
+                         (config.models, f"{where}: [models]")):
+        for name in names:
+            if name not in known:
+                raise unknown_name("model", name, known, place)
+
+
+def _choose_datasets(config: Config, suite: Suite,
+                     datasets: Sequence[str] | None) -> tuple[list[str], tuple[str, ...]]:
+    """The datasets to run and the suite's datasets left out for want of a root."""
+    configured = [d for d in suite.datasets if _is_demo(config, d) or config.root(d)]
+    unconfigured = tuple(d for d in suite.datasets if d not in configured)
+    if not datasets:
+        chosen = configured or list(suite.demo)
+        if not chosen:
+            raise ConfigError(f"suite {suite.name!r} has no datasets to run")
+        return chosen, unconfigured
+    for name in datasets:
+        if name not in config.cards:
+            raise unknown_name("dataset", name, config.cards, "--datasets")
+    candidates = set(suite.datasets) | set(suite.demo)
+    outside = [d for d in datasets if d not in candidates]
+    if outside:
+        raise ConfigError(
+            f"dataset(s) {', '.join(outside)} not in suite {suite.name!r}; "
+            f"choose from {', '.join(sorted(candidates))}"
+        )
+    missing = [d for d in datasets if not (_is_demo(config, d) or config.root(d))]
+    if missing:
+        raise ConfigError(
+            f"dataset(s) {', '.join(missing)} have no root: set [datasets] "
+            f"{missing[0]} = \"/path/to/{missing[0]}\" in {config.path}"
+        )
+    return list(_distinct("--datasets", datasets)), unconfigured
+
+
 def _model_settings(config: Config, models: Sequence[str], device: str | None,
                     random_weights: bool, checkpoints: dict[str, str]) -> dict[str, dict]:
     adapters = registered()
-    unknown = [m for m in (*models, *checkpoints) if m not in adapters]
-    if unknown:
-        create(unknown[0])  # raises the registry's error with the nearest name
     settings = {}
     for model in models:
         chosen = dict(config.models.get(model, {}))

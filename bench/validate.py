@@ -1,30 +1,16 @@
-"""Strict validation of TOML tables: unknown keys and wrong types are errors."""
+"""Hand-written checks of TOML tables, being replaced by :mod:`bench.settings`.
+
+Still used by the dataset readers and the adapters; delete this module when
+they validate with :func:`bench.settings.validate`.
+"""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from difflib import get_close_matches
-from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, turning syntax errors into one-line ConfigErrors."""
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from None
 
 
 def check_table(

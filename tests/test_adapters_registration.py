@@ -19,8 +19,8 @@ from adapters.registration import (
     working_shape,
 )
 from bench.errors import ConfigError
+from bench.settings import read_toml
 from bench.types import FlowFrames, Prompt
-from bench.validate import read_toml
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

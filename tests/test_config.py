@@ -1,14 +1,28 @@
-"""bench.toml validation: unknown keys and wrong types are one clear error."""
+"""bench.toml validation: unknown keys, wrong types and unknown names are one clear line."""
 
 import shutil
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from bench.config import load_config
+from bench.config import (
+    BenchToml,
+    Defaults,
+    EmptyChoice,
+    MetricName,
+    Suite,
+    load_config,
+    parse_bench_toml,
+    settings_reference,
+)
 from bench.errors import ConfigError
+from bench.metrics import METRICS, EmptyPolicy
+from bench.prompts import PROTOCOLS
+from bench.settings import read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
+SUITE = '[suites.x]\nprotocol = "one-prompt"\ndatasets = ["demo-fundus"]\nmodels = ["empty"]\n'
 
 
 def _project_copy(tmp_path: Path, text: str) -> Path:
@@ -18,45 +32,120 @@ def _project_copy(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def _refused(tmp_path: Path, text: str) -> str:
+    """The one-line message load_config gives for a bench.toml holding ``text``."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(_project_copy(tmp_path, text))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
 def test_the_project_config_loads_and_names_real_cards():
     config = load_config(ROOT / "bench.toml")
     assert "one-prompt" in config.suites
     suite = config.suites["one-prompt"]
+    assert suite.name == "one-prompt"
     assert len(suite.datasets) == 10
     for name in (*suite.datasets, *suite.demo):
         assert name in config.cards
     assert all(config.cards[name].synthetic for name in suite.demo)
+    assert config.defaults == Defaults(seed=0, out="runs", metrics=("dice", "iou", "hd95"),
+                                       empty_policy="exclude", nsd_tolerance_mm=2.0)
+    official = config.suites["official-code"]
+    assert official.metrics == ("dice", "iou") and official.empty_policy == "one"
+    assert config.suites["interactive"].protocol_params == {"max_clicks": 20}
 
 
-def test_unknown_key_names_the_nearest_valid_one(tmp_path):
-    path = _project_copy(tmp_path, "[defaults]\nsed = 1\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'sed' \(did you mean 'seed'\?\)"):
-        load_config(path)
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[defualts]\n", "bench.toml: unknown key 'defualts' (did you mean 'defaults'?)"),
+    ("[defaults]\nsed = 1\n",
+     "bench.toml: [defaults]: unknown key 'sed' (did you mean 'seed'?)"),
+    (SUITE + 'protocl = "one-prompt"\n',
+     "bench.toml: [suites.x]: unknown key 'protocl' (did you mean 'protocol'?)"),
+    (SUITE + '[suites.x.protocol_params]\ntemplat = "first"\n',
+     "bench.toml: [suites.x.protocol_params]: unknown key 'templat' (did you mean 'template'?)"),
+    ('[datasets]\nkits32 = ""\n',
+     "bench.toml: [datasets]: unknown dataset 'kits32' (did you mean 'kits23'?)"),
+])
+def test_an_unknown_key_in_each_table_names_the_nearest(tmp_path, text, expected):
+    assert _refused(tmp_path, text) == expected
 
 
-def test_wrong_type_names_the_key(tmp_path):
-    path = _project_copy(tmp_path, '[defaults]\nseed = "zero"\n')
-    with pytest.raises(ConfigError, match=r"\[defaults\]\.seed: expected an integer, got str"):
-        load_config(path)
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[defaults]\nseed = "zero"\n',
+     "bench.toml: [defaults].seed: expected a valid integer (got 'zero')"),
+    ("[defaults]\nnsd_tolerance_mm = true\n",
+     "bench.toml: [defaults].nsd_tolerance_mm: expected a valid number (got True)"),
+    ("[defaults]\nnsd_tolerance_mm = -1.0\n",
+     "bench.toml: [defaults].nsd_tolerance_mm: expected a value >= 0.0 (got -1.0)"),
+    ("[defaults]\nseed = -3\n", "bench.toml: [defaults].seed: expected a value >= 0 (got -3)"),
+    ("[datasets]\nwbc = 3\n", "bench.toml.datasets.wbc: expected a valid string (got 3)"),
+    ('[models]\nsam = "vit_b"\n',
+     "bench.toml.models.sam: expected a valid dictionary (got 'vit_b')"),
+    ('suites = 1\n', "bench.toml.suites: expected a valid dictionary (got 1)"),
+    ('[suites]\nx = "one-prompt"\n', "bench.toml.suites.x: expected a valid dictionary or "
+     "instance of Suite (got 'one-prompt')"),
+    (SUITE.replace('datasets = ["demo-fundus"]', 'datasets = "demo-fundus"'),
+     "bench.toml: [suites.x].datasets: expected a valid tuple (got 'demo-fundus')"),
+    (SUITE.replace('datasets = ["demo-fundus"]', "datasets = []"),
+     "bench.toml: [suites.x].datasets: expected at least 1 item (got ())"),
+    (SUITE.replace('models = ["empty"]', 'models = ["empty", "empty"]'),
+     "bench.toml: [suites.x].models: 'empty' is listed twice (got ['empty', 'empty'])"),
+    (SUITE.replace('models = ["empty"]\n', ""), "bench.toml: [suites.x]: missing required key "
+     "'models'"),
+    (SUITE + "seeds = [0, 1.5]\n",
+     "bench.toml: [suites.x].seeds.1: expected a valid integer (got 1.5)"),
+    (SUITE + 'empty_policy = "zero"\n',
+     "bench.toml: [suites.x].empty_policy: expected 'exclude' or 'one' (got 'zero')"),
+])
+def test_a_wrong_value_names_the_key(tmp_path, text, expected):
+    assert _refused(tmp_path, text) == expected
 
 
-def test_boolean_is_not_a_number(tmp_path):
-    path = _project_copy(tmp_path, "[defaults]\nnsd_tolerance_mm = true\n")
-    with pytest.raises(ConfigError, match="nsd_tolerance_mm: expected an integer or a number"):
-        load_config(path)
+@pytest.mark.parametrize(("text", "expected"), [
+    (SUITE.replace('"one-prompt"', '"one_prompt"'),
+     "bench.toml: [suites.x].protocol: expected 'one-prompt', 'paper-random', 'official-code', "
+     "'every-frame' or 'interactive' (got 'one_prompt') (did you mean 'one-prompt'?)"),
+    (SUITE + 'metrics = ["dice", "hd59"]\n',
+     "bench.toml: [suites.x].metrics.1: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd' or "
+     "'nsd' (got 'hd59') (did you mean 'hd95'?)"),
+    ('[defaults]\nmetrics = ["dise"]\n',
+     "bench.toml: [defaults].metrics.0: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd' or "
+     "'nsd' (got 'dise') (did you mean 'dice'?)"),
+    (SUITE.replace('["demo-fundus"]', '["demo-fundas"]'),
+     "bench.toml: [suites.x].datasets: unknown dataset 'demo-fundas' (did you mean "
+     "'demo-fundus'?)"),
+    (SUITE + 'demo = ["kits23"]\n', "bench.toml: [suites.x].demo: 'kits23' is not a built-in "
+     "demo dataset (demo stand-ins are generated, no root)"),
+])
+def test_an_unknown_name_is_refused_with_the_nearest(tmp_path, text, expected):
+    assert _refused(tmp_path, text) == expected
 
 
-def test_unknown_dataset_in_suite(tmp_path):
-    path = _project_copy(tmp_path, '[suites.x]\nprotocol = "one-prompt"\n'
-                         'datasets = ["demo-fundas"]\nmodels = ["registration"]\n')
-    with pytest.raises(ConfigError, match="unknown dataset 'demo-fundas' .*'demo-fundus'"):
-        load_config(path)
+@pytest.mark.parametrize(("protocol", "params", "expected"), [
+    ("paper-random", "p = 1.5", ".p: expected a value <= 1.0 (got 1.5)"),
+    ("paper-random", "p = 0.0", ".p: expected a value > 0.0 (got 0.0)"),
+    ("official-code", "prompt_freq = 0", ".prompt_freq: expected a value >= 1 (got 0)"),
+    ("official-code", 'prompt = "boxes"',
+     ".prompt: expected 'box' or 'click' (got 'boxes') (did you mean 'box'?)"),
+    ("one-prompt", 'template = "last"',
+     ".template: expected 'first' or 'random', or a valid integer (got 'last')"),
+    ("one-prompt", "template = -1",
+     ".template: expected 'first' or 'random', or a value >= 0 (got -1)"),
+    ("interactive", "noc_thresholds = [0.85, 90]",
+     ".noc_thresholds.1: expected a value <= 1.0 (got 90)"),
+])
+def test_protocol_parameters_out_of_range_are_refused_on_load(tmp_path, protocol, params,
+                                                              expected):
+    text = SUITE.replace("one-prompt", protocol) + f"[suites.x.protocol_params]\n{params}\n"
+    assert _refused(tmp_path, text) == f"bench.toml: [suites.x.protocol_params]{expected}"
 
 
-def test_invalid_toml_is_one_line(tmp_path):
-    path = _project_copy(tmp_path, "[defaults\n")
-    with pytest.raises(ConfigError, match="invalid TOML"):
-        load_config(path)
+def test_invalid_toml_and_a_folder_are_one_line(tmp_path):
+    assert "invalid TOML" in _refused(tmp_path, "[defaults\n")
+    with pytest.raises(ConfigError, match="is a folder, not a TOML file"):
+        load_config(tmp_path)
 
 
 def test_dataset_root_resolves_relative_to_the_config(tmp_path):
@@ -64,3 +153,60 @@ def test_dataset_root_resolves_relative_to_the_config(tmp_path):
     config = load_config(path)
     assert config.root("wbc") == (tmp_path / "data" / "wbc").resolve()
     assert config.root("btcv") is None
+    assert config.settings.datasets == {"wbc": "data/wbc", "btcv": ""}
+
+
+def test_a_typed_config_round_trips():
+    settings = load_config(ROOT / "bench.toml").settings
+    again = parse_bench_toml(settings.model_dump(), "again")
+    assert again == settings
+    assert {name: suite.name for name, suite in again.suites.items()} == \
+        {name: name for name in settings.suites}
+    # The dump holds every value as written in the file (arrays as tuples).
+    table, dump = read_toml(ROOT / "bench.toml"), settings.model_dump()
+    for name in ("defaults", *(f"suites.{s}" for s in table["suites"])):
+        written, dumped = table, dump
+        for part in name.split("."):
+            written, dumped = written[part], dumped[part]
+        for key, value in written.items():
+            got = dumped[key]
+            assert (list(got) if isinstance(got, tuple) else got) == value, (name, key)
+    assert dump["models"] == table["models"]
+    # A model built in code validates like one read from a file.
+    suite = Suite(protocol="paper-random", datasets=("btcv",), models=("sam2",),
+                  protocol_params={"p": 0.5})
+    again = parse_bench_toml({"suites": {"s": suite.model_dump()}}, "t").suites["s"]
+    assert again.model_dump() == suite.model_dump() and again.name == "s"
+
+
+def test_the_settings_choices_match_what_scoring_accepts():
+    assert set(get_args(MetricName)) == set(METRICS)
+    for choice in get_args(EmptyChoice):
+        assert EmptyPolicy(both_empty=choice).both_empty == choice
+    with pytest.raises(ValueError):
+        EmptyPolicy(both_empty="zero")
+
+
+def test_the_settings_reference_lists_every_key_once():
+    rows = settings_reference()
+    assert all(set(row) == {"table", "key", "type", "default", "description"} for row in rows)
+    keys = [(row["table"], row["key"]) for row in rows]
+    assert len(keys) == len(set(keys))
+    tables = {row["table"] for row in rows}
+    assert {"defaults", "datasets", "models", "suites.NAME"} <= tables
+    expected = {("defaults", key) for key in Defaults.model_fields}
+    expected |= {("suites.NAME", key) for key in Suite.model_fields if key != "protocol_params"}
+    expected |= {("datasets", "NAME"), ("models", "NAME"), ("suites.NAME.protocol_params", "NAME")}
+    for name, spec in PROTOCOLS.items():
+        table = f"suites.NAME.protocol_params (protocol = {name!r})"
+        expected |= {(table, key) for key in spec.params.model_fields}
+    assert expected <= set(keys)
+    assert all(row["description"] for row in rows)
+    seed = next(row for row in rows if (row["table"], row["key"]) == ("defaults", "seed"))
+    assert (seed["type"], seed["default"]) == ("integer >= 0", "0")
+    p = next(row for row in rows if row["key"] == "p")
+    assert p["type"] == "number > 0 and <= 1 or none" and p["default"] == "None"
+    protocol = next(row for row in rows if row["key"] == "protocol")
+    assert protocol["default"] == "required"
+    assert protocol["type"] == " | ".join(repr(name) for name in PROTOCOLS)
+    assert set(BenchToml.model_fields) == {"defaults", "datasets", "models", "suites"}

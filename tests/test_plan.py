@@ -1,15 +1,22 @@
-"""Plans: which datasets a suite runs, demo stand-ins, and option checks."""
+"""Plans: which datasets a suite runs, demo stand-ins, and the checks made before any work."""
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from adapters.base import missing_modules
+from bench.cli import main
 from bench.config import load_config
 from bench.errors import ConfigError
 from bench.plan import make_plan
+from bench.prompts.protocols import InteractiveParams, OnePromptParams
+from bench.runner import unit_key
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_SAM = missing_modules(("torch", "segment_anything"))
+NO_SAM2 = missing_modules(("torch", "sam2"))
 
 
 def _config(tmp_path: Path, text: str = ""):
@@ -47,14 +54,74 @@ def test_choosing_an_unconfigured_dataset_says_how_to_configure_it(tmp_path):
         make_plan(_config(tmp_path), "one-prompt", datasets=["kits23"])
 
 
-def test_unknown_protocol_parameter_is_rejected_before_running(tmp_path):
-    with pytest.raises(ConfigError, match="templat"):
-        make_plan(_config(tmp_path), "one-prompt", protocol_params={"templat": "first"})
+def test_the_plan_carries_typed_protocol_parameters(tmp_path):
+    config = _config(tmp_path)
+    plan = make_plan(config, "demo")
+    assert plan.params == OnePromptParams(template="first")
+    # Only what the suite set identifies units: the same keys as before the typed settings.
+    assert plan.protocol_params == {"template": "first"}
+    assert unit_key("demo-cells", "cells-f0", "full-frame", plan, 0) == "88a29e8d34a2c690d08a"
+    record = json.loads(json.dumps(plan.identity()))
+    assert record["protocol_params"] == {"template": "first"} and "params" not in record
+    assert record["metrics"] == ["dice", "iou", "hd95"] and record["seeds"] == [0]
+    assert record["models"] == ["registration", "full-frame"]
+    assert record["datasets"][0] == {"name": "demo-cells", "root": None}
+    interactive = make_plan(config, "interactive", protocol_params={"noc_thresholds": [0.5]},
+                            datasets=["demo-fundus"])
+    assert interactive.params == InteractiveParams(max_clicks=20, noc_thresholds=(0.5,))
+    assert interactive.protocol_params == {"max_clicks": 20, "noc_thresholds": [0.5]}
 
 
-def test_unknown_model_names_the_nearest(tmp_path):
-    with pytest.raises(KeyError, match="registration"):
-        make_plan(_config(tmp_path), "one-prompt", models=["registraton"])
+@pytest.mark.parametrize(("choices", "expected"), [
+    ({"suite_name": "demoo"}, "--suite: unknown suite 'demoo' (did you mean 'demo'?)"),
+    ({"datasets": ["demo-fundas"]},
+     "--datasets: unknown dataset 'demo-fundas' (did you mean 'demo-fundus'?)"),
+    ({"datasets": ["demo-fundus", "demo-fundus"]}, "--datasets: 'demo-fundus' is listed twice"),
+    ({"models": ["registraton"]},
+     "--models: unknown model 'registraton' (did you mean 'registration'?)"),
+    ({"models": ["full-frame", "full-frame"]}, "--models: 'full-frame' is listed twice"),
+    ({"checkpoints": {"sam-2": "x.pth"}},
+     "--checkpoint: unknown model 'sam-2' (did you mean 'sam2'?)"),
+    ({"limit": -1}, "--limit: expected a non-negative integer, got -1"),
+    ({"seeds": [0, -2]}, "--seed/--seeds: expected non-negative integers, got -2"),
+    ({"seeds": [1, 1]}, "--seed/--seeds: 1 is listed twice"),
+    ({"protocol_params": {"templat": "first"}},
+     "[suites.demo.protocol_params]: unknown key 'templat' (did you mean 'template'?)"),
+])
+def test_what_the_user_typed_is_checked_before_any_work(tmp_path, choices, expected):
+    config = _config(tmp_path)
+    choices = {"suite_name": "demo", **choices}
+    with pytest.raises(ConfigError) as caught:
+        make_plan(config, **choices)
+    assert str(caught.value) == expected
+
+
+def test_model_tables_and_suite_models_must_name_adapters(tmp_path):
+    config = _config(tmp_path)
+    text = (tmp_path / "bench.toml").read_text()
+    (tmp_path / "bench.toml").write_text(text.replace("[models.full-frame]", "[models.ful-frame]"))
+    with pytest.raises(ConfigError, match=r"^bench.toml: \[models\]: unknown model 'ful-frame' "
+                       r"\(did you mean 'full-frame'\?\)$"):
+        make_plan(load_config(tmp_path / "bench.toml"), "demo")
+    (tmp_path / "bench.toml").write_text(text + '[suites.t]\nprotocol = "one-prompt"\n'
+                                         'datasets = ["demo-fundus"]\nmodels = ["emtpy"]\n')
+    with pytest.raises(ConfigError, match=r"^bench.toml: \[suites.t\].models: unknown model "
+                       r"'emtpy' \(did you mean 'empty'\?\)$"):
+        make_plan(load_config(tmp_path / "bench.toml"), "t")
+    assert config.suites["demo"].models == ("registration", "full-frame")
+
+
+def test_bench_run_refuses_a_bad_name_in_one_line_and_writes_nothing(tmp_path, capsys):
+    _config(tmp_path)
+    out = tmp_path / "out"
+    for argv, needle in ((["--suite", "demoo"], "unknown suite 'demoo'"),
+                         (["--suite", "demo", "--limit", "-1"], "--limit: expected"),
+                         (["--suite", "demo", "--datasets", "demo-fundas"],
+                          "did you mean 'demo-fundus'?")):
+        code = main(["--config", str(tmp_path / "bench.toml"), "run", *argv, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
 
 
 def _suite_with(tmp_path, models):
@@ -66,6 +133,7 @@ def _suite_with(tmp_path, models):
     return load_config(tmp_path / "bench.toml")
 
 
+@pytest.mark.skipif(bool(NO_SAM), reason=f"needs the [sam] extra (missing {NO_SAM})")
 def test_suite_models_without_weights_are_skipped_with_the_reason(tmp_path, monkeypatch):
     monkeypatch.delenv("MEDSAM2_BENCH_CHECKPOINT_SAM", raising=False)
     config = _suite_with(tmp_path, ["sam", "full-frame"])
@@ -91,6 +159,7 @@ def test_checkpoint_paths_in_bench_toml_are_relative_to_it(tmp_path):
     (tmp_path / "bench.toml").write_text(head + tail)
     config = load_config(tmp_path / "bench.toml")
     assert config.models["sam"]["checkpoint"] == str((tmp_path / "weights" / "sam.pth").resolve())
+    assert config.settings.models["sam"]["checkpoint"] == "weights/sam.pth"
 
 
 def test_official_code_suite_keeps_its_own_metric_settings(tmp_path, monkeypatch):
@@ -98,5 +167,11 @@ def test_official_code_suite_keeps_its_own_metric_settings(tmp_path, monkeypatch
     plan = make_plan(_config(tmp_path), "official-code")
     assert plan.protocol == "official-code"
     assert plan.empty_policy == "one" and plan.metrics == ("dice", "iou")
+    assert plan.models == ("registration",) and set(plan.skipped_models) == {"medsam2"}
+
+
+@pytest.mark.skipif(bool(NO_SAM2), reason=f"needs the [sam] extra (missing {NO_SAM2})")
+def test_medsam2_without_a_checkpoint_names_the_published_weights(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSAM2_BENCH_CHECKPOINT_MEDSAM2", raising=False)
+    plan = make_plan(_config(tmp_path), "official-code")
     assert "jiayuanz3/MedSAM2_pretrain" in plan.skipped_models["medsam2"]
-    assert plan.models == ("registration",)

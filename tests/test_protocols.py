@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from bench.errors import ConfigError
 from bench.prompts import (
     PROTOCOLS,
+    PaperRandomParams,
     get_protocol,
     labelled_slab,
     make_prompts,
@@ -293,19 +294,48 @@ def test_protocol_registry_and_parameters():
     assert PROTOCOLS["official-code"].defaults == {"prompt": "box", "prompt_freq": 2,
                                                    "click_every": 5}
     assert PROTOCOLS["interactive"].defaults["max_clicks"] == 20
-    with pytest.raises(ConfigError, match="did you mean 'template'"):
+    with pytest.raises(ConfigError, match=r"^protocol_params: unknown key 'templat' \(did you "
+                       r"mean 'template'\?\)$"):
         PROTOCOLS["one-prompt"].resolve({"templat": "first"})
-    with pytest.raises(ConfigError, match="template"):
+    with pytest.raises(ConfigError, match=r"^protocol_params.template: expected 'first' or "
+                       r"'random', or a valid integer \(got 'last'\)$"):
         PROTOCOLS["one-prompt"].resolve({"template": "last"})
-    with pytest.raises(ConfigError, match=r"\.p: expected a probability"):
+    with pytest.raises(ConfigError, match=r"^protocol_params.p: expected a value <= 1.0 \(got "
+                       r"1.5\)$"):
         PROTOCOLS["paper-random"].resolve({"p": 1.5})
-    with pytest.raises(ConfigError, match="prompt_freq"):
+    with pytest.raises(ConfigError, match=r"^protocol_params.p: expected a valid number"):
+        PROTOCOLS["paper-random"].resolve({"p": True})
+    with pytest.raises(ConfigError, match=r"^protocol_params.prompt_freq: expected a value >= 1"):
         PROTOCOLS["official-code"].resolve({"prompt_freq": 0})
-    with pytest.raises(ConfigError, match="did you mean 'every-frame'"):
+    with pytest.raises(ConfigError, match=r"^protocol_params.max_jitter: expected a valid integer"):
+        PROTOCOLS["every-frame"].resolve({"max_jitter": "5"})
+    with pytest.raises(ConfigError, match=r"prompt_kind: .*\(got 'boxes'\) \(did you mean "
+                       r"'box'\?\)$"):
+        PROTOCOLS["every-frame"].resolve({"prompt_kind": "boxes"})
+    with pytest.raises(ConfigError, match=r"^unknown protocol 'every_frame' \(did you mean "
+                       r"'every-frame'\?\)$"):
         get_protocol("every_frame")
-    with pytest.raises(ConfigError, match="unknown parameter 'prompt_kind'"):
+    with pytest.raises(ConfigError, match="unknown key 'prompt_kind'"):
         make_prompts(volume({"a": [0]}, 1), "official-code", seed=0,
                      params={"prompt_kind": "box"})
+
+
+def test_protocol_parameters_are_typed_and_remember_what_was_set():
+    spec = PROTOCOLS["paper-random"]
+    params = spec.settings({"p": 0.4})
+    assert isinstance(params, PaperRandomParams)
+    assert (params.p, params.prompt_kind, params.max_jitter) == (0.4, None, 20)
+    assert params.model_fields_set == {"p"}
+    assert spec.settings(params) is params  # already typed: used as is
+    assert spec.resolve({"p": 0.4}) == {"p": 0.4, "prompt_kind": None, "max_jitter": 20}
+    # An integer where a number is expected is the same number (TOML writes 1 for 1.0).
+    assert spec.settings({"p": 1}).p == 1.0
+    thresholds = PROTOCOLS["interactive"].settings({"noc_thresholds": [0.5, 0.75]})
+    assert thresholds.noc_thresholds == (0.5, 0.75)
+    # Typed parameters give the same prompts as the table they came from.
+    flow = volume({"a": list(range(6))}, 6)
+    assert make_prompts(flow, "paper-random", seed=3, params=params) == \
+        make_prompts(flow, "paper-random", seed=3, params={"p": 0.4})
 
 
 def test_resolve_prompt_kind():

@@ -5,6 +5,7 @@ Usage by the runner::
     from bench.prompts import make_prompts, scored_frames, PROTOCOLS, ledger
 
     prompts = make_prompts(flow, "one-prompt", seed=0, prompt_kind="box", params={})
+    # params: a table, or the protocol's typed parameters (e.g. OnePromptParams)
     rows = ledger.prompt_rows(prompts, dataset=flow.dataset, case=flow.id,
                               protocol="one-prompt", seed=0)
     ledger.write_ledger(run_dir / "prompts.jsonl", rows)
@@ -16,6 +17,12 @@ from bench.prompts.interactive import next_click, noc, run_clicks
 from bench.prompts.kinds import deepest_point, jitter_box, mask_sha256, tight_box
 from bench.prompts.protocols import (
     PROTOCOLS,
+    InteractiveParams,
+    OfficialCodeParams,
+    OnePromptParams,
+    PaperRandomParams,
+    PromptParams,
+    ProtocolParams,
     ProtocolSpec,
     get_protocol,
     labelled_slab,
@@ -29,7 +36,13 @@ from bench.prompts.view import draw_prompts
 
 __all__ = [
     "PROTOCOLS",
+    "InteractiveParams",
     "KeyedStream",
+    "OfficialCodeParams",
+    "OnePromptParams",
+    "PaperRandomParams",
+    "PromptParams",
+    "ProtocolParams",
     "ProtocolSpec",
     "deepest_point",
     "draw_prompts",

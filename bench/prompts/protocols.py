@@ -1,8 +1,9 @@
 """Prompt protocols (DESIGN section 4): which frames of a flow get which prompts.
 
-Every protocol is a :class:`ProtocolSpec` in :data:`PROTOCOLS`, with named
-parameters (declared per suite in ``bench.toml`` under ``protocol_params``),
-and a protocol card: the text printed in reports that says how many prompts a
+Every protocol is a :class:`ProtocolSpec` in :data:`PROTOCOLS`, with its
+parameters declared once as a strict settings model (:class:`OnePromptParams`,
+:class:`PaperRandomParams`, ...; set per suite in ``bench.toml`` under
+``protocol_params``), and a protocol card: the text printed in reports that says how many prompts a
 flow gets and what the harness took from the ground truth beyond the prompts.
 
 Prompt kinds. ``one-prompt`` takes its kind from the dataset card
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from difflib import get_close_matches
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from bench.errors import ConfigError
+from bench.errors import unknown_name
 from bench.prompts.kinds import (
     DEFAULT_MAX_JITTER,
     empty_mask_prompt,
@@ -34,6 +35,7 @@ from bench.prompts.kinds import (
     random_pixel,
 )
 from bench.prompts.streams import KeyedStream, keyed_stream
+from bench.settings import Items, Settings, validate
 from bench.types import PROMPT_KINDS, Flow, Prompt
 
 # Paper section 4 (experiments): "prompts are provided randomly with a probability of 0.25 [3D],
@@ -43,15 +45,58 @@ PAPER_P_IMAGE_FLOW = 0.3
 
 Keyer = Callable[[str, "int | None", str], KeyedStream]
 
+PromptKindName = Literal[PROMPT_KINDS]  # type: ignore[valid-type]
+Probability = Annotated[float, Field(gt=0, le=1)]
 
-@dataclass(frozen=True)
-class Param:
-    """One protocol parameter: its default, the accepted values and a help line."""
 
-    name: str
-    default: Any
-    help: str
-    check: Callable[[Any], str | None]
+# ---------------------------------------------------------------- parameters
+
+
+class ProtocolParams(Settings):
+    """Base of every protocol's parameters (``[suites.NAME.protocol_params]``)."""
+
+
+class PromptParams(ProtocolParams):
+    """Parameters of the protocols whose prompt kind can be chosen (also ``every-frame``'s)."""
+
+    prompt_kind: PromptKindName | None = Field(
+        None, description="prompt kind; none: the dataset card's one_prompt_kind (one-prompt), "
+        "mask (paper-random), point (every-frame)")
+    max_jitter: int = Field(DEFAULT_MAX_JITTER, ge=0,
+                            description="box-jitter: largest outward move of each side, in pixels")
+
+
+class OnePromptParams(PromptParams):
+    """``one-prompt``: which frame is the template."""
+
+    template: Literal["first", "random"] | Annotated[int, Field(ge=0)] = Field(
+        "first", description="'first' frame containing the target, a 'random' one (keyed "
+        "stream) or a frame index")
+
+
+class PaperRandomParams(PromptParams):
+    """``paper-random``: the probability that a frame containing the target is prompted."""
+
+    p: Probability | None = Field(
+        None, description="probability; none: 0.25 for volumes, 0.3 for image flows (paper)")
+
+
+class OfficialCodeParams(ProtocolParams):
+    """``official-code``: the official repository's validation options."""
+
+    prompt: Literal["box", "click"] = Field(
+        "box", description="volumes: a tight box or one uniform random click (the official "
+        "-prompt option)")
+    prompt_freq: int = Field(2, ge=1, description="volumes: prompt every n-th slice of the window")
+    click_every: int = Field(5, ge=1, description="image flows: click every n-th image")
+
+
+class InteractiveParams(ProtocolParams):
+    """``interactive``: the RITM clicker's budget and the NoC thresholds."""
+
+    max_clicks: int = Field(20, ge=1, description="clicks per session")
+    noc_thresholds: Items[Probability] = Field(
+        (0.85, 0.9), min_length=1, description="Dice thresholds for NoC (number of clicks)")
 
 
 @dataclass(frozen=True)
@@ -61,7 +106,7 @@ class ProtocolSpec:
     Attributes
     ----------
     name, description : str
-    params : tuple of Param
+    params : type of ProtocolParams
         The accepted parameters, with defaults.
     kind_source : {"card", "protocol", "fixed"}
         Where the prompt kind comes from when not overridden: the dataset
@@ -72,104 +117,54 @@ class ProtocolSpec:
 
     name: str
     description: str
-    params: tuple[Param, ...]
+    params: type[ProtocolParams]
     kind_source: str
     default_kind: str | None
-    select: Callable[[Flow, dict[str, Any], str | None, Keyer], list[Prompt]] = \
-        field(repr=False)
-    scored: Callable[[Flow, dict[str, Any]], list[int] | None] = field(repr=False)
-    describe: Callable[[dict[str, Any], str | None], str] = field(repr=False)
+    select: Callable[[Flow, Any, str | None, Keyer], list[Prompt]] = field(repr=False)
+    scored: Callable[[Flow, Any], list[int] | None] = field(repr=False)
+    describe: Callable[[Any, str | None], str] = field(repr=False)
 
     @property
     def defaults(self) -> dict[str, Any]:
         """Parameter names and their defaults."""
-        return {param.name: param.default for param in self.params}
+        return self.params().model_dump()
 
-    def resolve(self, params: Mapping[str, Any] | None = None,
-                where: str = "protocol_params") -> dict[str, Any]:
-        """Defaults updated with ``params``, checked.
+    def settings(self, params: Mapping[str, Any] | ProtocolParams | None = None,
+                 where: str = "protocol_params") -> ProtocolParams:
+        """The typed parameters: ``params`` validated, defaults for the rest.
+
+        The fields the caller set are kept apart (``model_fields_set``): they
+        identify a run's units.
 
         Raises
         ------
         ConfigError
             For an unknown parameter (naming the nearest valid one) or a bad value.
         """
-        known = self.defaults
-        resolved = dict(known)
-        for key, value in dict(params or {}).items():
-            if key not in known:
-                hint = get_close_matches(key, list(known), n=1)
-                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-                valid = ", ".join(known) or "none"
-                raise ConfigError(f"{where}: unknown parameter {key!r} for protocol "
-                                  f"{self.name!r}{suggestion}; valid: {valid}")
-            resolved[key] = value
-        for param in self.params:
-            problem = param.check(resolved[param.name])
-            if problem:
-                raise ConfigError(f"{where}.{param.name}: {problem}, got "
-                                  f"{resolved[param.name]!r} (protocol {self.name!r})")
-        return resolved
+        if type(params) is self.params:
+            return params
+        return validate(self.params, params, where)
 
-    def card(self, params: Mapping[str, Any] | None = None,
+    def resolve(self, params: Mapping[str, Any] | ProtocolParams | None = None,
+                where: str = "protocol_params") -> dict[str, Any]:
+        """:meth:`settings` as a plain dict of every parameter."""
+        return self.settings(params, where).model_dump()
+
+    def chosen_kind(self, params: ProtocolParams, given: str | None = None) -> str | None:
+        """The prompt kind: ``given``, else the ``prompt_kind`` parameter, else the default.
+
+        None for protocols that fix their own kinds (and for ``one-prompt``
+        without a kind: the dataset card must give one).
+        """
+        if not isinstance(params, PromptParams):
+            return None
+        return given or params.prompt_kind or self.default_kind
+
+    def card(self, params: Mapping[str, Any] | ProtocolParams | None = None,
              prompt_kind: str | None = None) -> str:
         """The protocol card: prompts per flow and what was taken from ground truth."""
-        resolved = self.resolve(params)
-        kind = prompt_kind or resolved.get("prompt_kind") or self.default_kind
-        return self.describe(resolved, kind)
-
-
-# ---------------------------------------------------------------- parameter checks
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_kind(value: Any) -> str | None:
-    if value is None or value in PROMPT_KINDS:
-        return None
-    return f"expected one of {', '.join(PROMPT_KINDS)}"
-
-
-def _check_jitter(value: Any) -> str | None:
-    return None if _is_int(value) and value >= 0 else "expected a non-negative integer"
-
-
-def _check_template(value: Any) -> str | None:
-    if value in ("first", "random") or (_is_int(value) and value >= 0):
-        return None
-    return "expected 'first', 'random' or a non-negative frame index"
-
-
-def _check_p(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        return "expected a probability in (0, 1]"
-    return None
-
-
-def _check_positive_int(value: Any) -> str | None:
-    return None if _is_int(value) and value >= 1 else "expected a positive integer"
-
-
-def _check_official_prompt(value: Any) -> str | None:
-    return None if value in ("box", "click") else "expected 'box' or 'click'"
-
-
-def _check_thresholds(value: Any) -> str | None:
-    ok = isinstance(value, (list, tuple)) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in value)
-    return None if ok else "expected a list of numbers in (0, 1]"
-
-
-def _kind_param(default: str | None, help_text: str) -> Param:
-    return Param("prompt_kind", default, help_text, _check_kind)
-
-
-_JITTER = Param("max_jitter", DEFAULT_MAX_JITTER,
-                "box-jitter: largest outward move of each side, in pixels", _check_jitter)
+        resolved = self.settings(params)
+        return self.describe(resolved, self.chosen_kind(resolved, prompt_kind))
 
 
 # ---------------------------------------------------------------- selection helpers
@@ -183,11 +178,11 @@ def _frame_mask(flow: Flow, target: str, frame: int) -> np.ndarray:
     return np.asarray(flow.masks[target][frame]).astype(bool, copy=False)
 
 
-def _prompt(flow: Flow, target: str, frame: int, kind: str, params: dict[str, Any],
-            keyer: Keyer) -> Prompt:
+def _prompt(flow: Flow, target: str, frame: int, kind: str, keyer: Keyer,
+            max_jitter: int = DEFAULT_MAX_JITTER) -> Prompt:
     stream = keyer(target, frame, kind) if kind in ("point-random", "box-jitter") else None
     return prompt_from_mask(_frame_mask(flow, target, frame), kind, target=target, frame=frame,
-                            stream=stream, max_jitter=params.get("max_jitter", DEFAULT_MAX_JITTER))
+                            stream=stream, max_jitter=max_jitter)
 
 
 def _require_kind(protocol: str, kind: str | None) -> str:
@@ -222,9 +217,10 @@ def _kind_words(kind: str | None, max_jitter: int) -> tuple[str, str]:
 # ---------------------------------------------------------------- one-prompt
 
 
-def _one_prompt(flow: Flow, params: dict[str, Any], kind: str | None, keyer: Keyer) -> list[Prompt]:
+def _one_prompt(flow: Flow, params: OnePromptParams, kind: str | None,
+                keyer: Keyer) -> list[Prompt]:
     kind = _require_kind("one-prompt", kind)
-    template = params["template"]
+    template = params.template
     prompts = []
     for target, frames in _presence(flow).items():
         if not frames:
@@ -241,16 +237,16 @@ def _one_prompt(flow: Flow, params: dict[str, Any], kind: str | None, keyer: Key
             if frame not in frames:
                 raise ValueError(f"one-prompt template index {frame}: target {target!r} is "
                                  f"absent from that frame of flow {flow.id!r}")
-        prompts.append(_prompt(flow, target, frame, kind, params, keyer))
+        prompts.append(_prompt(flow, target, frame, kind, keyer, params.max_jitter))
     return prompts
 
 
-def _one_prompt_card(params: dict[str, Any], kind: str | None) -> str:
-    template = params["template"]
+def _one_prompt_card(params: OnePromptParams, kind: str | None) -> str:
+    template = params.template
     which = {"first": "the first frame containing the target",
              "random": "a frame drawn uniformly (keyed stream) among those containing the target"
              }.get(template, f"frame {template}")
-    kind_text, reveals = _kind_words(kind, params["max_jitter"])
+    kind_text, reveals = _kind_words(kind, params.max_jitter)
     return (f"one-prompt: 1 prompt per flow and target, on {which}; prompt kind: {kind_text}. "
             f"Taken from ground truth beyond the prompt: which frames contain the target "
             f"(to place the template; targets absent from a flow get no prompt); {reveals}.")
@@ -266,10 +262,10 @@ def paper_p(flow_kind: str, p: float | None) -> float:
     return PAPER_P_VOLUME if flow_kind == "volume" else PAPER_P_IMAGE_FLOW
 
 
-def _paper_random(flow: Flow, params: dict[str, Any], kind: str | None,
+def _paper_random(flow: Flow, params: PaperRandomParams, kind: str | None,
                   keyer: Keyer) -> list[Prompt]:
     kind = _require_kind("paper-random", kind)
-    p = paper_p(flow.kind, params["p"])
+    p = paper_p(flow.kind, params.p)
     prompts = []
     for target, frames in _presence(flow).items():
         if not frames:
@@ -278,15 +274,15 @@ def _paper_random(flow: Flow, params: dict[str, Any], kind: str | None,
         if not chosen:
             # At least one prompt per flow and target: a keyed uniform pick.
             chosen = [_pick(frames, keyer(target, None, "fallback"))]
-        prompts.extend(_prompt(flow, target, f, kind, params, keyer) for f in chosen)
+        prompts.extend(_prompt(flow, target, f, kind, keyer, params.max_jitter) for f in chosen)
     return prompts
 
 
-def _paper_random_card(params: dict[str, Any], kind: str | None) -> str:
-    p = params["p"]
+def _paper_random_card(params: PaperRandomParams, kind: str | None) -> str:
+    p = params.p
     p_text = (f"p = {PAPER_P_VOLUME} for volumes, {PAPER_P_IMAGE_FLOW} for image flows"
               if p is None else f"p = {p}")
-    kind_text, reveals = _kind_words(kind, params["max_jitter"])
+    kind_text, reveals = _kind_words(kind, params.max_jitter)
     return (f"paper-random: each frame containing the target is prompted with probability "
             f"{p_text} (keyed stream), so about p x (frames containing the target) prompts per "
             f"flow and target, and at least 1 (if none is drawn, one such frame drawn "
@@ -298,15 +294,15 @@ def _paper_random_card(params: dict[str, Any], kind: str | None) -> str:
 # ---------------------------------------------------------------- every-frame
 
 
-def _every_frame(flow: Flow, params: dict[str, Any], kind: str | None,
+def _every_frame(flow: Flow, params: PromptParams, kind: str | None,
                  keyer: Keyer) -> list[Prompt]:
     kind = _require_kind("every-frame", kind)
-    return [_prompt(flow, target, f, kind, params, keyer)
+    return [_prompt(flow, target, f, kind, keyer, params.max_jitter)
             for target, frames in _presence(flow).items() for f in frames]
 
 
-def _every_frame_card(params: dict[str, Any], kind: str | None) -> str:
-    kind_text, reveals = _kind_words(kind, params["max_jitter"])
+def _every_frame_card(params: PromptParams, kind: str | None) -> str:
+    kind_text, reveals = _kind_words(kind, params.max_jitter)
     return (f"every-frame: 1 prompt on every frame containing the target (as many prompts per "
             f"flow and target as frames containing it); prompt kind: {kind_text}. Taken from "
             f"ground truth beyond the prompts: which frames contain the target (frames without "
@@ -336,17 +332,17 @@ def official_window(flow: Flow) -> list[int]:
     return list(range(start, start + (stop - start) // 4))
 
 
-def _official_code(flow: Flow, params: dict[str, Any], kind: str | None,
+def _official_code(flow: Flow, params: OfficialCodeParams, kind: str | None,
                    keyer: Keyer) -> list[Prompt]:
     presence = {t: set(frames) for t, frames in _presence(flow).items()}
     prompts: list[Prompt] = []
     if flow.kind == "image-flow":
         # func_2d: a click on every image whose index is a multiple of click_every. Its
         # random_click puts a negative click at a random pixel when the mask is empty.
-        for frame in range(0, len(flow.frames), params["click_every"]):
+        for frame in range(0, len(flow.frames), params.click_every):
             for target in flow.targets:
                 if frame in presence[target]:
-                    prompts.append(_prompt(flow, target, frame, "point-random", params, keyer))
+                    prompts.append(_prompt(flow, target, frame, "point-random", keyer))
                 else:
                     shape = np.shape(flow.masks[target][frame])
                     point = random_pixel(shape, keyer(target, frame, "point-random"))
@@ -360,24 +356,24 @@ def _official_code(flow: Flow, params: dict[str, Any], kind: str | None,
     # window frames 0, prompt_freq, 2*prompt_freq, ...: box (or click) where present, an
     # all-zero mask where absent.
     targets = [t for t in flow.targets if presence[t] & set(window)]
-    present_kind = "box" if params["prompt"] == "box" else "point-random"
-    for frame in window[::params["prompt_freq"]]:
+    present_kind = "box" if params.prompt == "box" else "point-random"
+    for frame in window[::params.prompt_freq]:
         for target in targets:
             if frame in presence[target]:
-                prompts.append(_prompt(flow, target, frame, present_kind, params, keyer))
+                prompts.append(_prompt(flow, target, frame, present_kind, keyer))
             else:
                 shape = np.shape(flow.masks[target][frame])
                 prompts.append(empty_mask_prompt(shape, target=target, frame=frame))
     return prompts
 
 
-def _official_scored(flow: Flow, params: dict[str, Any]) -> list[int] | None:
+def _official_scored(flow: Flow, params: OfficialCodeParams) -> list[int] | None:
     return official_window(flow) if flow.kind == "volume" else None
 
 
-def _official_code_card(params: dict[str, Any], kind: str | None) -> str:
-    what = "a tight box" if params["prompt"] == "box" else "one uniform random click"
-    freq, every = params["prompt_freq"], params["click_every"]
+def _official_code_card(params: OfficialCodeParams, kind: str | None) -> str:
+    what = "a tight box" if params.prompt == "box" else "one uniform random click"
+    freq, every = params.prompt_freq, params.click_every
     return (f"official-code (MedicineToken/Medical-SAM2 validation). Volumes: cropped to the "
             f"labelled slab (first to last slice containing any target, n slices) and scored "
             f"on its first floor(n/4) slices only (slabs under 4 slices give nothing to score); "
@@ -394,18 +390,18 @@ def _official_code_card(params: dict[str, Any], kind: str | None) -> str:
 # ---------------------------------------------------------------- interactive
 
 
-def _interactive(flow: Flow, params: dict[str, Any], kind: str | None,
+def _interactive(flow: Flow, params: InteractiveParams, kind: str | None,
                  keyer: Keyer) -> list[Prompt]:
     # The ledger holds the first click of every session; later clicks depend on the model's
     # predictions and are made by the runner with bench.prompts.interactive.
-    return [_prompt(flow, target, f, "point", params, keyer)
+    return [_prompt(flow, target, f, "point", keyer)
             for target, frames in _presence(flow).items() for f in frames]
 
 
-def _interactive_card(params: dict[str, Any], kind: str | None) -> str:
-    thresholds = ", ".join(f"{100 * t:g}" for t in params["noc_thresholds"])
+def _interactive_card(params: InteractiveParams, kind: str | None) -> str:
+    thresholds = ", ".join(f"{100 * t:g}" for t in params.noc_thresholds)
     return (f"interactive (RITM clicker): one session per frame containing the target; first "
-            f"click at the deepest ground-truth pixel, then up to {params['max_clicks']} clicks "
+            f"click at the deepest ground-truth pixel, then up to {params.max_clicks} clicks "
             f"in all, each at the error pixel deepest inside the false-negative or "
             f"false-positive region of the previous prediction (positive when the deepest "
             f"false-negative distance is larger); Dice after each click, NoC at {thresholds}. "
@@ -416,7 +412,7 @@ def _interactive_card(params: dict[str, Any], kind: str | None) -> str:
 # ---------------------------------------------------------------- registry
 
 
-def _all_frames(flow: Flow, params: dict[str, Any]) -> list[int] | None:
+def _all_frames(flow: Flow, params: ProtocolParams) -> list[int] | None:
     return None
 
 
@@ -427,56 +423,44 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
             "one-prompt",
             "One prompt on one frame (the template) per flow and target; the model segments "
             "the rest (paper Figure 4).",
-            (Param("template", "first", "'first', 'random' or a frame index", _check_template),
-             _kind_param(None, "override of the dataset card's one_prompt_kind"),
-             _JITTER),
-            "card", None, _one_prompt, _all_frames, _one_prompt_card),
+            OnePromptParams, "card", None, _one_prompt, _all_frames, _one_prompt_card),
+        # Paper section 3.1: the Table 1-2 experiments use auto-generated mask prompts.
         ProtocolSpec(
             "paper-random",
             "Each frame containing the target prompted with probability p (paper Tables 1-2).",
-            (Param("p", None, "probability; default 0.25 for volumes, 0.3 for image flows",
-                   _check_p),
-             # Paper section 3.1: the Table 1-2 experiments use auto-generated mask prompts.
-             _kind_param("mask", "prompt kind (paper: mask)"),
-             _JITTER),
-            "protocol", "mask", _paper_random, _all_frames, _paper_random_card),
+            PaperRandomParams, "protocol", "mask", _paper_random, _all_frames,
+            _paper_random_card),
         ProtocolSpec(
             "official-code",
             "The official repository's validation loop: labelled slab, n/4 cut, prompts on "
             "every 2nd slice (volumes) or every 5th image (image flows).",
-            (Param("prompt", "box", "volumes: 'box' or 'click' (the official -prompt option)",
-                   _check_official_prompt),
-             Param("prompt_freq", 2, "volumes: prompt every n-th slice of the window",
-                   _check_positive_int),
-             Param("click_every", 5, "image flows: click every n-th image", _check_positive_int)),
-            "fixed", None, _official_code, _official_scored, _official_code_card),
+            OfficialCodeParams, "fixed", None, _official_code, _official_scored,
+            _official_code_card),
         ProtocolSpec(
             "every-frame",
             "A prompt on every frame containing the target (per-frame interactive baselines).",
-            (_kind_param("point", "prompt kind"), _JITTER),
-            "protocol", "point", _every_frame, _all_frames, _every_frame_card),
+            PromptParams, "protocol", "point", _every_frame, _all_frames, _every_frame_card),
         ProtocolSpec(
             "interactive",
             "RITM-style corrective clicks on every frame containing the target; Dice per click, "
             "NoC@85 and NoC@90.",
-            (Param("max_clicks", 20, "clicks per session", _check_positive_int),
-             Param("noc_thresholds", [0.85, 0.9], "Dice thresholds for NoC", _check_thresholds)),
-            "fixed", "point", _interactive, _all_frames, _interactive_card),
+            InteractiveParams, "fixed", "point", _interactive, _all_frames, _interactive_card),
     )
 }
+
+#: The protocol names, as a settings type (``protocol = "..."`` in a suite).
+ProtocolName = Literal[tuple(PROTOCOLS)]  # type: ignore[valid-type]
 
 
 def get_protocol(name: str) -> ProtocolSpec:
     """The spec of protocol ``name``; a clear error naming the nearest one otherwise."""
     if name not in PROTOCOLS:
-        hint = get_close_matches(name, list(PROTOCOLS), n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"protocol: unknown {name!r}{suggestion}; "
-                          f"known: {', '.join(PROTOCOLS)}")
+        raise unknown_name("protocol", name, PROTOCOLS)
     return PROTOCOLS[name]
 
 
-def resolve_prompt_kind(protocol: str, params: Mapping[str, Any] | None = None,
+def resolve_prompt_kind(protocol: str,
+                        params: Mapping[str, Any] | ProtocolParams | None = None,
                         card_kind: str | None = None) -> str | None:
     """The prompt kind a protocol uses for a dataset.
 
@@ -485,12 +469,8 @@ def resolve_prompt_kind(protocol: str, params: Mapping[str, Any] | None = None,
     None for ``official-code`` and ``interactive``, whose kinds are fixed.
     """
     spec = get_protocol(protocol)
-    if spec.kind_source == "fixed":
-        return None
-    resolved = spec.resolve(params)
-    if resolved.get("prompt_kind") is not None:
-        return resolved["prompt_kind"]
-    return card_kind if spec.kind_source == "card" else spec.default_kind
+    kind = spec.chosen_kind(spec.settings(params))
+    return card_kind if kind is None and spec.kind_source == "card" else kind
 
 
 def make_prompts(
@@ -499,7 +479,7 @@ def make_prompts(
     *,
     seed: int,
     prompt_kind: str | None = None,
-    params: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | ProtocolParams | None = None,
 ) -> list[Prompt]:
     """Derive the prompts of ``flow`` under ``protocol``.
 
@@ -516,7 +496,7 @@ def make_prompts(
         ``one_prompt_kind``, required). None: the ``prompt_kind`` parameter,
         else the protocol default. Ignored by ``official-code`` and
         ``interactive``, which fix their own kinds.
-    params : mapping, optional
+    params : mapping or ProtocolParams, optional
         Protocol parameters; unknown names are an error.
 
     Returns
@@ -525,13 +505,8 @@ def make_prompts(
         Sorted by (target, frame). Mask prompts carry the mask.
     """
     spec = get_protocol(protocol)
-    resolved = spec.resolve(params)
-    if spec.kind_source == "fixed":
-        kind = None
-    else:
-        kind = prompt_kind if prompt_kind is not None else resolved.get("prompt_kind")
-        if kind is None:
-            kind = spec.default_kind
+    resolved = spec.settings(params)
+    kind = spec.chosen_kind(resolved, prompt_kind)
 
     def keyer(target: str, frame: int | None, purpose: str) -> KeyedStream:
         return keyed_stream(seed, flow.dataset, flow.id, target, frame, protocol, purpose)
@@ -541,7 +516,7 @@ def make_prompts(
 
 
 def scored_frames(flow: Flow, protocol: str,
-                  params: Mapping[str, Any] | None = None) -> list[int] | None:
+                  params: Mapping[str, Any] | ProtocolParams | None = None) -> list[int] | None:
     """Frames of ``flow`` that are scored under ``protocol``; None means all.
 
     Only ``official-code`` restricts them (volumes: the first floor(n/4)
@@ -549,4 +524,4 @@ def scored_frames(flow: Flow, protocol: str,
     are also restricted: those with a prompt (present in the window).
     """
     spec = get_protocol(protocol)
-    return spec.scored(flow, spec.resolve(params))
+    return spec.scored(flow, spec.settings(params))

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
-from bench.validate import check_table, read_toml
+from bench.settings import read_toml
+from bench.validate import check_table
 
 _CARD_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "name": str,
