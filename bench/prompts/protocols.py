@@ -3,8 +3,9 @@
 Every protocol is a :class:`ProtocolSpec` in :data:`PROTOCOLS`, with its
 parameters declared once as a strict settings model (:class:`OnePromptParams`,
 :class:`PaperRandomParams`, ...; set per suite in ``bench.toml`` under
-``protocol_params``), and a protocol card: the text printed in reports that says how many prompts a
-flow gets and what the harness took from the ground truth beyond the prompts.
+``protocol_params``), and a protocol card: the text printed in reports that
+says how many prompts a flow gets and what the harness took from the ground
+truth beyond the prompts.
 
 Prompt kinds. ``one-prompt`` takes its kind from the dataset card
 (``one_prompt_kind``); ``paper-random`` and ``every-frame`` have a protocol
@@ -15,6 +16,9 @@ and ignore the argument. :func:`resolve_prompt_kind` applies these rules.
 
 Every random choice is drawn from a keyed stream (:mod:`bench.prompts.streams`)
 keyed by ``(seed, dataset, flow id, target, frame, protocol, purpose)``.
+
+The module is a little over 500 lines on purpose: each of the five protocols
+is its parameters, its selection and its card, read side by side.
 """
 
 from __future__ import annotations
