@@ -27,21 +27,19 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+from pydantic import Field
 
 from bench.errors import DataError, Problem
 from bench.readers.cards import Card
-from bench.readers.core import (
-    CaseRef,
-    RawCase,
-    Source,
-    card_options,
-    natural_key,
-    register_source,
-)
+from bench.readers.cases import CaseRef, FileReader, RawCase
 from bench.readers.files import read_array2d, read_image2d
 from bench.readers.layout import register_mask_format
+from bench.readers.options import CommonOptions, Items
+from bench.readers.patterns import natural_key
+from bench.readers.registry import register_reader
 
 
 @register_mask_format("ddti-xml")
@@ -88,16 +86,23 @@ def ddti_mask(path: Path, fields: Mapping[str, str], shape: tuple[int, ...]) -> 
     return mask
 
 
-@register_source("medsam2-btcv")
-class MedSam2BtcvSource(Source):
+class MedSam2BtcvOptions(CommonOptions):
+    """Options of a ``medsam2-btcv`` card."""
+
+    splits: Items[str] = Field(("Test",), description=(
+        "the splits to read (folders <split>/image and <split>/mask)"))
+
+
+@register_reader("medsam2-btcv")
+class MedSam2BtcvReader(FileReader):
     """The official MedSAM-2 BTCV hub layout (see the module docstring)."""
 
-    options = {"splits": list}
+    options_model = MedSam2BtcvOptions
     volumes = True
 
-    def scan(self, card: Card, root: Path) -> tuple[list[CaseRef], list[Problem]]:
-        options = card_options(card, self)
-        splits = [str(s) for s in options.get("splits", ["Test"])]
+    def find_cases(self, card: Card, root: Path | None) -> tuple[list[CaseRef], list[Problem]]:
+        assert root is not None  # the hub layout needs a root (see FileReader.scan)
+        splits = list(cast(MedSam2BtcvOptions, self.options(card)).splits)
         refs, problems = [], []
         for split in splits:
             images = root / split / "image"
@@ -121,7 +126,7 @@ class MedSam2BtcvSource(Source):
                                             "mask folder without an image folder"))
         return refs, problems
 
-    def read(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
+    def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
         image_dir, mask_dir = Path(ref.files["image"]), Path(ref.files["mask"])
         masks = _numbered(mask_dir, ".npy")
         frames = _numbered(image_dir, ".jpg")
@@ -163,4 +168,4 @@ def _grey(frame: np.ndarray, path: Path) -> np.ndarray:
     return (frame[..., :3] @ np.array([0.299, 0.587, 0.114])).astype(np.float32)
 
 
-__all__ = ["MedSam2BtcvSource", "ddti_mask"]
+__all__ = ["MedSam2BtcvOptions", "MedSam2BtcvReader", "ddti_mask"]
