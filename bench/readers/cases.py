@@ -32,7 +32,7 @@ from bench.errors import ConfigError, DataError, Problem
 from bench.readers.cards import Card
 from bench.readers.geometry import source_frame_order, volume_frames
 from bench.readers.labels import LabelSpec, decode_case, label_spec
-from bench.readers.options import CommonOptions
+from bench.readers.options import FileOptions, ImageReaderOptions, VolumeReaderOptions
 from bench.readers.registry import FlowRef, Reader
 from bench.readers.slicing import slice_refs
 from bench.types import Flow
@@ -143,14 +143,18 @@ class _Prepared:
 class FileReader(Reader):
     """A reader of cases stored as files (see the module docstring).
 
-    Subclasses set :attr:`volumes` and :attr:`options_model` (deriving from
-    :class:`~bench.readers.options.CommonOptions`) and implement
-    :meth:`find_cases` and :meth:`read_case`.
+    Subclasses set :attr:`options_model`, deriving from
+    :class:`~bench.readers.options.VolumeReaderOptions` for readers of
+    volumes or :class:`~bench.readers.options.ImageReaderOptions` for readers
+    of 2D images, and implement :meth:`find_cases` and :meth:`read_case`.
     """
 
-    options_model: ClassVar[type[CommonOptions]] = CommonOptions
-    volumes: ClassVar[bool] = True
-    """False for readers of 2D images."""
+    options_model: ClassVar[type[FileOptions]] = ImageReaderOptions
+
+    @property
+    def volumes(self) -> bool:
+        """True for a reader of volumes (its options model says so)."""
+        return issubclass(self.options_model, VolumeReaderOptions)
 
     # ----------------------------------------------------------------- hooks
 
@@ -166,17 +170,18 @@ class FileReader(Reader):
         """How to turn ``ref``'s label maps into target masks; default from the card."""
         return label_spec(card)
 
-    def options(self, card: Card) -> CommonOptions:
-        return cast(CommonOptions, super().options(card))  # options_model derives from it
+    def options(self, card: Card) -> FileOptions:
+        return cast(FileOptions, super().options(card))  # options_model is one of them
 
     def check_card(self, card: Card) -> None:
         options = self.options(card)
-        sliced = options.as_image_flow
-        if self.volumes and sliced != (card.kind == "image-flow"):
-            raise ConfigError(f"{card.where}.options.as_image_flow: {sliced} does not fit kind = "
-                              f"{card.kind!r} (slicing volumes into images needs kind "
-                              "'image-flow' and as_image_flow = true)")
-        if not self.volumes and card.kind != "image-flow":
+        if isinstance(options, VolumeReaderOptions):
+            sliced = options.as_image_flow
+            if sliced != (card.kind == "image-flow"):
+                raise ConfigError(f"{card.where}.options.as_image_flow: {sliced} does not fit "
+                                  f"kind = {card.kind!r} (slicing volumes into images needs kind "
+                                  "'image-flow' and as_image_flow = true)")
+        elif card.kind != "image-flow":
             raise ConfigError(f"{card.where}.kind: reader {card.reader!r} reads 2D "
                               "images; kind must be 'image-flow'")
 
@@ -225,9 +230,10 @@ class FileReader(Reader):
         becomes one case whose loading raises its :class:`DataError`.
         """
         refs, _ = self.scan(card, root)
-        if not self.options(card).as_image_flow:
+        options = self.options(card)
+        if not (isinstance(options, VolumeReaderOptions) and options.as_image_flow):
             return refs
-        return [s for ref in refs for s in slice_refs(self, card, ref)]
+        return [s for ref in refs for s in slice_refs(self, card, ref, options)]
 
     def list_flows(self, card: Card, root: Path | None) -> list[CaseFlowRef]:
         """The flows of the dataset: one per volume, or 2D cases grouped by the card.
@@ -352,7 +358,7 @@ class FileReader(Reader):
             if array.shape != spatial:
                 raise DataError(ref.mask_where, f"mask shape {array.shape} differs from image "
                                                 f"shape {spatial} ({ref.where})")
-        if self.volumes:
+        if isinstance(options, VolumeReaderOptions):
             if raw.image.ndim != 3:
                 raise DataError(ref.where, f"expected a 3D volume, got shape {raw.image.shape}")
             # reorder the label maps (small) rather than every decoded target mask
@@ -363,7 +369,7 @@ class FileReader(Reader):
         masks, info = decode_case(raw, spec, ref.mask_where)
         meta = dict(raw.meta)
         meta.update(unknown_labels=info["unknown"], stray_values=info["stray"])
-        if self.volumes:
+        if isinstance(options, VolumeReaderOptions):
             image, spacing = volume_frames(raw.image, raw.spacing, raw.affine, options, meta,
                                            where)
         else:

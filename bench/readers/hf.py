@@ -23,11 +23,11 @@ from bench.errors import ConfigError, DataError, Problem
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader, RawCase
 from bench.readers.files import image_array, mask_array
-from bench.readers.options import CommonOptions
+from bench.readers.options import ImageReaderOptions
 from bench.readers.registry import register_reader
 
 
-class HfOptions(CommonOptions):
+class HfOptions(ImageReaderOptions):
     """Options of an ``hf`` card."""
 
     path: str = Field(".", description="folder of the saved dataset, relative to the root")
@@ -52,7 +52,6 @@ class HfReader(FileReader):
     """HuggingFace datasets with image and mask columns (see the module docstring)."""
 
     options_model = HfOptions
-    volumes = False
 
     def __init__(self) -> None:
         # The dataset opened last, by location: rows are read one at a time, so

@@ -24,12 +24,13 @@ from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader
 from bench.readers.labels import LabelSpec, label_spec
 from bench.readers.options import (
-    CommonOptions,
     GroupOptions,
+    ImageReaderOptions,
     Items,
     LabelOptions,
     Templates,
     VolumeFileOptions,
+    VolumeReaderOptions,
 )
 from bench.readers.patterns import Pattern
 from bench.readers.registry import get_reader
@@ -72,24 +73,43 @@ class PatternOptions(Settings):
         "a special mask format such as 'ddti-xml' (default: by file suffix)"))
 
 
-class SourceOptions(PatternOptions, LabelOptions, VolumeFileOptions, GroupOptions):
-    """One sub-layout (an entry of ``sources``): its keys override the card's."""
+class SourceOptions(PatternOptions, LabelOptions, GroupOptions):
+    """One sub-layout of 2D images (an entry of ``sources``): its keys override the card's."""
 
     name: str | None = Field(None, description=(
         "the sub-layout's name, prefixed to its case ids (default sourceN)"))
     optional: bool = Field(False, description="a sub-layout with no files is no problem")
 
 
-class LayoutOptions(PatternOptions, CommonOptions):
-    """The options of one layout: the card's, overridden by one source's."""
+class VolumeSourceOptions(SourceOptions, VolumeFileOptions):
+    """One sub-layout of volumes (an entry of ``sources``)."""
 
 
-class PatternReaderOptions(LayoutOptions):
-    """The options of a pattern reader's card."""
+class ImageLayoutOptions(PatternOptions, ImageReaderOptions):
+    """The options of one layout of 2D images: the card's, overridden by one source's."""
+
+
+class VolumeLayoutOptions(PatternOptions, VolumeReaderOptions):
+    """The options of one layout of volumes: the card's, overridden by one source's."""
+
+
+class PairsOptions(ImageLayoutOptions):
+    """Options of a ``pairs2d`` card."""
 
     sources: Items[SourceOptions] = Field((), description=(
-        "sub-layouts, each a table with the pattern, label and file options plus name and "
+        "sub-layouts, each a table of pattern, label and group options plus name and "
         "optional; their cases are concatenated"))
+
+
+class VolumesOptions(VolumeLayoutOptions):
+    """Options of a ``volumes`` card."""
+
+    sources: Items[VolumeSourceOptions] = Field((), description=(
+        "sub-layouts, each a table of pattern, label, group and volume file options plus "
+        "name and optional; their cases are concatenated"))
+
+
+LayoutOptions = ImageLayoutOptions | VolumeLayoutOptions
 
 
 MaskFormat = Callable[[Path, Mapping[str, str], tuple[int, ...]], np.ndarray]
@@ -138,7 +158,9 @@ def layouts(card: Card) -> list[Layout]:
         A layout without image or mask templates, an unknown mask format, or a
         mask template using fields the image template does not capture.
     """
-    card_options = cast(PatternReaderOptions, get_reader(card.reader).options(card))
+    reader = get_reader(card.reader, f"{card.where}.reader")
+    card_options = cast(PairsOptions | VolumesOptions, reader.options(card))
+    model = VolumeLayoutOptions if isinstance(card_options, VolumesOptions) else ImageLayoutOptions
     base = {k: getattr(card_options, k) for k in card_options.model_fields_set if k != "sources"}
     where = f"{card.where}.options"
     entries = card_options.sources or (SourceOptions(),)
@@ -146,7 +168,7 @@ def layouts(card: Card) -> list[Layout]:
     for index, entry in enumerate(entries):
         here = f"{where}.sources[{index}]" if card_options.sources else where
         own = {k: getattr(entry, k) for k in entry.model_fields_set - {"name", "optional"}}
-        options = LayoutOptions.model_validate({**base, **own})
+        options = model.model_validate({**base, **own})
         name = entry.name if entry.name is not None else (
             f"source{index}" if len(entries) > 1 else card.name)
         variables = options.vars
@@ -175,9 +197,7 @@ def layouts(card: Card) -> list[Layout]:
 
 
 class PatternReader(FileReader):
-    """Base of the pattern readers; subclasses read the files."""
-
-    options_model = PatternReaderOptions
+    """Base of the pattern readers; subclasses set their options model and read the files."""
 
     def check_card(self, card: Card) -> None:
         super().check_card(card)
@@ -339,6 +359,7 @@ def read_masks(layout: Layout, ref: CaseRef, image_shape: tuple[int, ...],
     return labels, targets
 
 
-__all__ = ["MASK_FORMATS", "Layout", "LayoutOptions", "PatternOptions", "PatternReader",
-           "PatternReaderOptions", "SourceOptions", "layouts", "read_masks",
+__all__ = ["MASK_FORMATS", "ImageLayoutOptions", "Layout", "LayoutOptions", "PairsOptions",
+           "PatternOptions", "PatternReader", "SourceOptions", "VolumeLayoutOptions",
+           "VolumeSourceOptions", "VolumesOptions", "layouts", "read_masks",
            "register_mask_format"]

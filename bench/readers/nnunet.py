@@ -39,13 +39,13 @@ from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader, RawCase
 from bench.readers.files import Volume
 from bench.readers.labels import LabelSpec, label_spec
-from bench.readers.options import CommonOptions
+from bench.readers.options import VolumeReaderOptions
 from bench.readers.patterns import natural_key
 from bench.readers.registry import register_reader
 from bench.readers.volumes import label_reader, read_volume_case
 
 
-class NnUnetOptions(CommonOptions):
+class NnUnetOptions(VolumeReaderOptions):
     """Options of an ``nnunet`` card."""
 
     channel: Annotated[int, Field(ge=0)] | str = Field(0, description=(  # type: ignore[assignment]
@@ -91,7 +91,6 @@ class NnUnetReader(FileReader):
     """nnU-Net / MSD raw datasets (see the module docstring)."""
 
     options_model = NnUnetOptions
-    volumes = True
 
     def options(self, card: Card) -> NnUnetOptions:
         return cast(NnUnetOptions, super().options(card))

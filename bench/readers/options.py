@@ -87,11 +87,16 @@ class GroupOptions(Settings):
         "field, or 'all' (one flow)"))
 
 
-class FlowOptions(GroupOptions):
-    """Image flows: volumes sliced into 2D images, chunks of images, pixel size."""
+class ImageFlowOptions(GroupOptions):
+    """Image flows: groups of 2D images, in chunks."""
 
-    pixel_spacing: Pair | None = Field(None, description=(
-        "[row, col] pixel size in mm of 2D images (default: unknown, metrics in pixels)"))
+    chunk_size: int | None = Field(None, ge=1, description=(
+        "images per flow (a group is split into chunks)"))
+
+
+class SliceOptions(Settings):
+    """Volumes read as image flows of their 2D slices."""
+
     as_image_flow: bool = Field(False, description=(
         "slice volumes into 2D images (the card's kind must then be 'image-flow')"))
     slices: Literal["target", "all"] = Field("target", description=(
@@ -100,13 +105,23 @@ class FlowOptions(GroupOptions):
         "the target whose slices are used ('any': any target)"))
     slices_per_case: int | None = Field(None, ge=1, description=(
         "evenly spaced pick of at most this many slices per volume"))
-    chunk_size: int | None = Field(None, ge=1, description=(
-        "images per flow (a group is split into chunks)"))
 
 
-class CommonOptions(LabelOptions, VolumeOptions, FlowOptions):
-    """The options every file-based reader accepts."""
+class ImageReaderOptions(ImageFlowOptions, LabelOptions):
+    """The options every reader of 2D images accepts."""
+
+    pixel_spacing: Pair | None = Field(None, description=(
+        "[row, col] pixel size in mm of 2D images (default: unknown, metrics in pixels)"))
 
 
-__all__ = ["Axis", "CommonOptions", "FlowOptions", "GroupOptions", "Items", "LabelOptions",
-           "Pair", "Templates", "VolumeFileOptions", "VolumeOptions"]
+class VolumeReaderOptions(SliceOptions, ImageFlowOptions, VolumeOptions, LabelOptions):
+    """The options every reader of volumes accepts."""
+
+
+FileOptions = ImageReaderOptions | VolumeReaderOptions
+"""The options of a file-based reader (2D images or volumes)."""
+
+
+__all__ = ["Axis", "FileOptions", "GroupOptions", "ImageFlowOptions", "ImageReaderOptions",
+           "Items", "LabelOptions", "Pair", "SliceOptions", "Templates", "VolumeFileOptions",
+           "VolumeOptions", "VolumeReaderOptions"]

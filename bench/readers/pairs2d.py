@@ -27,7 +27,7 @@ import numpy as np
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, RawCase
 from bench.readers.files import read_array2d, read_image2d, read_mask2d, suffix
-from bench.readers.layout import PatternReader, read_masks
+from bench.readers.layout import PairsOptions, PatternReader, read_masks
 from bench.readers.registry import register_reader
 
 
@@ -35,7 +35,7 @@ from bench.readers.registry import register_reader
 class PairReader(PatternReader):
     """2D image/mask pairs matched by patterns (see the module docstring)."""
 
-    volumes = False
+    options_model = PairsOptions
 
     def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
         layout = self.layout(card, ref)

@@ -21,9 +21,11 @@ from bench.readers.labels import decode_case
 if TYPE_CHECKING:
     from bench.readers.cards import Card
     from bench.readers.cases import CaseRef, FileReader
+    from bench.readers.options import VolumeReaderOptions
 
 
-def slice_refs(reader: FileReader, card: Card, ref: CaseRef) -> list[CaseRef]:
+def slice_refs(reader: FileReader, card: Card, ref: CaseRef, options: VolumeReaderOptions
+               ) -> list[CaseRef]:
     """The slice references of one volume case, in slice order.
 
     A volume whose masks cannot be read becomes one reference whose loading
@@ -36,7 +38,6 @@ def slice_refs(reader: FileReader, card: Card, ref: CaseRef) -> list[CaseRef]:
     """
     if ref.missing:
         return [ref]
-    options = reader.options(card)
     try:
         raw = reader.read_case(card, ref, image=False)
         spec = reader.label_spec(card, ref)

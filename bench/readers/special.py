@@ -37,7 +37,7 @@ from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader, RawCase
 from bench.readers.files import read_array2d, read_image2d
 from bench.readers.layout import register_mask_format
-from bench.readers.options import CommonOptions, Items
+from bench.readers.options import Items, VolumeReaderOptions
 from bench.readers.patterns import natural_key
 from bench.readers.registry import register_reader
 
@@ -86,7 +86,7 @@ def ddti_mask(path: Path, fields: Mapping[str, str], shape: tuple[int, ...]) -> 
     return mask
 
 
-class MedSam2BtcvOptions(CommonOptions):
+class MedSam2BtcvOptions(VolumeReaderOptions):
     """Options of a ``medsam2-btcv`` card."""
 
     splits: Items[str] = Field(("Test",), description=(
@@ -98,7 +98,6 @@ class MedSam2BtcvReader(FileReader):
     """The official MedSAM-2 BTCV hub layout (see the module docstring)."""
 
     options_model = MedSam2BtcvOptions
-    volumes = True
 
     def find_cases(self, card: Card, root: Path | None) -> tuple[list[CaseRef], list[Problem]]:
         assert root is not None  # the hub layout needs a root (see FileReader.scan)

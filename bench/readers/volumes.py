@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from bench.errors import DataError
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, RawCase
 from bench.readers.files import Volume, read_volume, suffix
-from bench.readers.layout import PatternReader, read_masks
+from bench.readers.layout import PatternReader, VolumeLayoutOptions, VolumesOptions, read_masks
 from bench.readers.options import VolumeFileOptions
 from bench.readers.registry import register_reader
 
@@ -35,13 +36,14 @@ from bench.readers.registry import register_reader
 class VolumeReader(PatternReader):
     """Volumes and label maps matched by patterns (see the module docstring)."""
 
-    volumes = True
+    options_model = VolumesOptions
 
     def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
         layout = self.layout(card, ref)
+        options = cast(VolumeLayoutOptions, layout.options)  # the layouts of a volumes card
         geometries: list[tuple[Path, Volume]] = []
-        reader = label_reader(layout.options, geometries)
-        return read_volume_case(layout.options, ref, image,
+        reader = label_reader(options, geometries)
+        return read_volume_case(options, ref, image,
                                 lambda shape: read_masks(layout, ref, shape, reader), geometries)
 
 
