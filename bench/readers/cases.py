@@ -21,6 +21,7 @@ Two-step use, so that one bad case never ends a run::
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,13 +159,13 @@ class FileReader(Reader):
 
     # ----------------------------------------------------------------- hooks
 
+    @abstractmethod
     def find_cases(self, card: Card, root: Path | None) -> tuple[list[CaseRef], list[Problem]]:
         """List the cases under ``root``; problems are missing pairs and the like."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
         """Read one case; ``image=False`` may skip the image (used to pick slices)."""
-        raise NotImplementedError
 
     def label_spec(self, card: Card, ref: CaseRef | None = None) -> LabelSpec:
         """How to turn ``ref``'s label maps into target masks; default from the card."""

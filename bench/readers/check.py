@@ -18,8 +18,6 @@ from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader
 from bench.readers.registry import get_reader
 
-SEVERITIES = ("error", "warning", "info")
-
 # Voxel sizes outside this range (mm) are reported as implausible.
 PLAUSIBLE_SPACING_MM = (0.01, 20.0)
 

@@ -136,15 +136,12 @@ class MedSam2BtcvReader(FileReader):
         if labels is None:
             raise DataError(mask_dir, "no mask slices (<i>.npy)")
         if image:
-            stack = np.stack([_grey(read_image2d(p), p) for p in frames])
+            stack = np.stack([_grey(read_image2d(p)) for p in frames])
         else:
             stack = np.zeros((0,), dtype=np.float32)
         meta = {"image": str(image_dir), "mask": [str(mask_dir)], "format": "jpg-slices",
                 "storage": "c"}
         return RawCase(stack, [labels], {}, None, np.eye(4), meta)
-
-    def main_file(self, ref: CaseRef) -> Path | str:
-        return ref.files["image"]
 
 
 def _numbered(folder: Path, ending: str) -> list[Path]:
@@ -157,7 +154,7 @@ def _numbered(folder: Path, ending: str) -> list[Path]:
     return files
 
 
-def _grey(frame: np.ndarray, path: Path) -> np.ndarray:
+def _grey(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 2:
         return frame
     if np.array_equal(frame[..., 0], frame[..., 1]) and np.array_equal(frame[..., 0],
