@@ -18,7 +18,6 @@ from typing import Any, Literal
 import numpy as np
 
 FlowKind = Literal["volume", "image-flow"]
-PromptKind = Literal["point", "point-random", "box", "box-jitter", "mask"]
 PROMPT_KINDS: tuple[str, ...] = ("point", "point-random", "box", "box-jitter", "mask")
 GEOMETRY_KEYS: tuple[str, ...] = ("affine", "source_axes", "source_shape")
 """``Flow.meta`` entries that adapters may see: how to write a volume back to its source."""
@@ -85,8 +84,6 @@ class Flow:
     meta : dict
         Reader-specific metadata needed to write predictions back in source
         geometry (e.g. the NIfTI ``affine``) and provenance (source paths).
-    synthetic : bool
-        True for built-in demo data; reports say so.
     """
 
     id: str
@@ -98,7 +95,6 @@ class Flow:
     case_ids: list[str] = field(default_factory=list)
     patient_ids: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
-    synthetic: bool = False
 
     def __post_init__(self) -> None:
         if not self.case_ids:

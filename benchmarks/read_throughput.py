@@ -29,8 +29,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bench.readers import load_card
-from bench.readers.core import iter_flows
+from bench.readers import load_card, read_flows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +88,7 @@ def through_reader(root: Path, trace: bool) -> tuple[float, int, int]:
     if trace:
         tracemalloc.start()
     start = time.perf_counter()
-    for flow in iter_flows(card, root):
+    for flow in read_flows(card, root):
         one_case = flow.frames.nbytes + sum(m.nbytes for m in flow.masks.values())
         del flow
     seconds = time.perf_counter() - start

@@ -1,8 +1,8 @@
-"""Tests of the built-in synthetic demo data (bench/readers/demo.py, datasets/demo-*.toml)."""
+"""Tests of the built-in synthetic demo data (bench/readers/demo/, datasets/demo-*.toml)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,6 @@ from bench.readers.demo import (
     DEMO_VERSION,
     GENERATORS,
     DemoOptions,
-    demo_options,
     expected_case_count,
     generate_flow,
 )
@@ -80,8 +79,8 @@ def _write_card(folder: Path, name: str, kind: str, targets: list[str], options:
 def test_card_describes_its_generator(name: str) -> None:
     card = load_card(DATASETS / f"{name}.toml")
     generator, real, prompt = STANDS_IN_FOR[name]
-    options = demo_options(card)
-    assert options.generator == generator
+    options = card.options
+    assert isinstance(options, DemoOptions) and options.generator == generator
     assert card.reader == "demo" and card.synthetic is True
     assert card.licence == "CC0 (generated)"
     assert card.kind == GENERATORS[generator].kind
@@ -96,14 +95,14 @@ def test_expected_cases_match_the_stream(name: str, demo_flows: dict[str, list[F
     card = load_card(DATASETS / f"{name}.toml")
     flows = demo_flows[name]
     cases = [case for flow in flows for case in flow.case_ids]
-    assert len(flows) == card.options["flows"]
-    assert len(cases) == card.expected_cases == expected_case_count(demo_options(card))
+    assert len(flows) == card.options.flows
+    assert len(cases) == card.expected_cases == expected_case_count(card.options)
     assert len(set(cases)) == len(cases)
     assert len({flow.id for flow in flows}) == len(flows)
     for flow in flows:
-        assert flow.synthetic is True and flow.dataset == name and flow.kind == card.kind
+        assert flow.dataset == name and flow.kind == card.kind
         assert flow.targets == list(card.targets)
-        assert flow.meta["generator"] == card.options["generator"]
+        assert flow.meta["generator"] == card.options.generator
         assert flow.meta["demo_version"] == DEMO_VERSION
 
 
@@ -121,25 +120,27 @@ def test_limit_stops_early_and_keeps_each_flow(name: str,
     _assert_flows_equal(limited[0], stream[0])
     # The last flow generated alone equals the last flow of the stream.
     last = len(stream) - 1
-    _assert_flows_equal(generate_flow(demo_options(card), last, dataset=name), stream[last])
+    _assert_flows_equal(generate_flow(card.options, last, dataset=name), stream[last])
 
 
 @pytest.mark.parametrize("generator", sorted(GENERATORS))
 def test_generation_is_byte_identical_and_seeded(generator: str) -> None:
     frames = 10 if generator == "ct" else 3
-    options = DemoOptions(generator, flows=2, frames=frames, size=64)
+    options = DemoOptions(generator=generator, flows=2, frames=frames, size=64)
     first, again = generate_flow(options, 0), generate_flow(options, 0)
     _assert_flows_equal(first, again)
     other_flow = generate_flow(options, 1)
-    other_seed = generate_flow(replace(options, seed=1), 0)
+    other_seed = generate_flow(options.model_copy(update={"seed": 1}), 0)
     for other in (other_flow, other_seed):
         assert first.frames[0].tobytes() != other.frames[0].tobytes()
 
 
 @pytest.mark.parametrize("generator", ["fundus", "dermoscopy", "ultrasound", "cells"])
 def test_an_image_does_not_depend_on_the_flow_length(generator: str) -> None:
-    short = generate_flow(DemoOptions(generator, frames=3, size=64, aspect_jitter=0.2), 0)
-    long = generate_flow(DemoOptions(generator, frames=5, size=64, aspect_jitter=0.2), 0)
+    short = generate_flow(DemoOptions(generator=generator, frames=3, size=64,
+                                      aspect_jitter=0.2), 0)
+    long = generate_flow(DemoOptions(generator=generator, frames=5, size=64,
+                                     aspect_jitter=0.2), 0)
     for i in range(3):
         assert short.frames[i].tobytes() == long.frames[i].tobytes()
         assert short.case_ids[i] == long.case_ids[i]
@@ -152,8 +153,8 @@ def test_an_image_does_not_depend_on_the_flow_length(generator: str) -> None:
 @pytest.mark.parametrize("name", DEMO_CARDS[:4])
 def test_image_flow_frames_and_masks(name: str, demo_flows: dict[str, list[Flow]]) -> None:
     card = load_card(DATASETS / f"{name}.toml")
-    size, per_patient = card.options["size"], card.options["images_per_patient"]
-    grey = card.options["generator"] == "ultrasound"
+    size, per_patient = card.options.size, card.options.images_per_patient
+    grey = card.options.generator == "ultrasound"
     for flow in demo_flows[name]:
         assert flow.spacing is None
         assert flow.case_ids == [f"{flow.id}/img{i:02d}" for i in range(len(flow.frames))]
@@ -203,10 +204,10 @@ def test_cell_masks_follow_the_wbc_convention(demo_flows: dict[str, list[Flow]])
 
 def test_ct_volumes(demo_flows: dict[str, list[Flow]]) -> None:
     card = load_card(DATASETS / "demo-ct.toml")
-    n, size = card.options["frames"], card.options["size"]
+    n, size = card.options.frames, card.options.size
     for flow in demo_flows["demo-ct"]:
         assert flow.case_ids == [flow.id] and flow.patient_ids == [flow.id]
-        assert flow.spacing == tuple(card.options["spacing"])
+        assert flow.spacing == tuple(card.options.spacing)
         assert flow.spacing[0] > flow.spacing[1] == flow.spacing[2]  # anisotropic
         assert isinstance(flow.frames, np.ndarray) and flow.frames.dtype == np.float32
         assert flow.frames.shape == (n, size, size)
@@ -275,7 +276,7 @@ def test_ct_organs_have_their_hounsfield_units(demo_flows: dict[str, list[Flow]]
                 "kidney_right": (120, 175), "aorta": (150, 210)}
     windowed = {flow.id: flow.frames for flow in demo_flows["demo-ct"]}
     card = load_card(DATASETS / "demo-ct.toml")
-    options = replace(demo_options(card), window=None)  # raw HU
+    options = card.options.model_copy(update={"window": None})  # raw HU
     for index in range(options.flows):
         flow = generate_flow(options, index)
         volume = flow.frames
@@ -296,32 +297,42 @@ def test_ct_organs_have_their_hounsfield_units(demo_flows: dict[str, list[Flow]]
 @pytest.mark.parametrize(
     ("kind", "targets", "options", "message"),
     [
-        ("image-flow", ["nodule"], 'generator = "ultrasound", frame = 3', "did you mean 'frames'"),
-        ("image-flow", ["nodule"], 'generator = "sonar"', "unknown generator 'sonar'"),
-        ("image-flow", ["nodule"], "frames = 3", "missing required key 'generator'"),
-        ("volume", ["nodule"], 'generator = "ultrasound"', "makes 'image-flow' flows"),
-        ("image-flow", ["lesion"], 'generator = "ultrasound"', "makes targets ['nodule']"),
-        ("image-flow", ["nodule"], 'generator = "ultrasound", size = 32', "size: must be at least"),
+        ("image-flow", ["nodule"], 'generator = "ultrasound", frame = 3',
+         r"options: unknown key 'frame' \(did you mean 'frames'\?\)"),
+        ("image-flow", ["nodule"], 'generator = "sonar"',
+         r"options\.generator: expected 'fundus', .*'ct'.* \(got 'sonar'\)"),
+        ("image-flow", ["nodule"], "frames = 3", r"options: missing required key 'generator'"),
+        ("volume", ["nodule"], 'generator = "ultrasound"',
+         r"options\.generator: 'ultrasound' makes 'image-flow' flows, card kind is 'volume'"),
+        ("image-flow", ["lesion"], 'generator = "ultrasound"',
+         r"options\.generator: 'ultrasound' makes targets \['nodule'\]"),
+        ("image-flow", ["nodule"], 'generator = "ultrasound", size = 32',
+         r"options\.size: .*64 \(got 32\)"),
         ("image-flow", ["nodule"], 'generator = "ultrasound", flows = 0',
-         "flows: must be at least"),
-        ("image-flow", ["nodule"], 'generator = "ultrasound", size = "big"', "expected an integer"),
+         r"options\.flows: .*1 \(got 0\)"),
+        ("image-flow", ["nodule"], 'generator = "ultrasound", size = "big"',
+         r"options\.size: expected a valid integer \(got 'big'\)"),
         ("image-flow", ["nodule"], 'generator = "ultrasound", spacing = [1.0, 1.0, 1.0]',
-         "only volume generators"),
-        ("image-flow", ["nodule"], 'generator = "ultrasound", aspect_jitter = 2', "in [0, 1]"),
+         r"options\.spacing: only volume generators take a spacing"),
+        ("image-flow", ["nodule"], 'generator = "ultrasound", aspect_jitter = 2',
+         r"options\.aspect_jitter: .*1(\.0)? \(got 2\)"),
         ("volume", list(GENERATORS["ct"].targets), 'generator = "ct", spacing = [5.0, 3.0]',
-         "expected 3 positive numbers"),
+         r"options\.spacing: .*3 items"),
+        ("volume", list(GENERATORS["ct"].targets), 'generator = "ct", spacing = [5.0, 3.0, 0]',
+         r"options\.spacing\.2: .*0 \(got 0\)"),
+        ("volume", list(GENERATORS["ct"].targets), 'generator = "ct", window = [240, -160]',
+         r"options\.window: expected \[low, high\] in HU with low < high"),
         ("volume", list(GENERATORS["ct"].targets), 'generator = "ct", frames = 4',
-         "frames: must be at least 8"),
+         r"options\.frames: must be at least 8 for a volume, got 4"),
     ],
 )
 def test_bad_options_are_one_line_config_errors(tmp_path: Path, kind: str, targets: list[str],
                                                 options: str, message: str) -> None:
     path = _write_card(tmp_path, "demo-bad", kind, targets, options)
-    card = load_card(path)
     with pytest.raises(ConfigError) as err:
-        next(read_flows(card))
+        load_card(path)  # refused when the card is loaded, before any flow is read
     text = str(err.value)
-    assert message in text and str(path) in text and "\n" not in text
+    assert re.search(message, text) and text.startswith(str(path)) and "\n" not in text
 
 
 def test_negative_limit_and_index_are_rejected(tmp_path: Path) -> None:
@@ -330,7 +341,7 @@ def test_negative_limit_and_index_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="limit must be non-negative"):
         next(read_flows(card, limit=-1))
     with pytest.raises(ValueError, match="flow index must be non-negative"):
-        generate_flow(demo_options(card), -1)
+        generate_flow(card.options, -1)
 
 
 def test_a_small_custom_card_reads(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 from pathlib import Path
 
@@ -10,11 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from test_readers_support import revise
 
 from bench.errors import DataError
-from bench.readers import load_card
+from bench.readers import get_reader, load_card, read_flows
 from bench.readers.check import check_dataset, has_errors
-from bench.readers.core import iter_flows, list_flows, load_flow
 
 CARDS = Path(__file__).resolve().parents[1] / "datasets"
 
@@ -168,17 +167,18 @@ def test_bad_cases_are_skipped_and_listed_when_asked(tmp_path):
     good_case(tmp_path, "0003")
     card = btcv()
     with pytest.raises(DataError) as raised:
-        list(iter_flows(card, tmp_path))
+        list(read_flows(card, tmp_path))
     assert raised.value.path == str(image)
     bad: list[DataError] = []
-    flows = list(iter_flows(card, tmp_path, errors=bad))
+    flows = list(read_flows(card, tmp_path, errors=bad))
     assert [f.id for f in flows] == ["img0001", "img0003"]
     assert [e.path for e in bad] == [str(image)]
     # per-flow loading: the runner's way
-    refs = list_flows(card, tmp_path)
+    reader = get_reader(card.reader)
+    refs = reader.list_flows(card, tmp_path)
     assert [r.id for r in refs] == ["img0001", "img0002", "img0003"]
     with pytest.raises(DataError, match="unreadable"):
-        load_flow(card, refs[1])
+        reader.load_flow(card, refs[1])
 
 
 def test_image_flow_skips_one_bad_image_and_records_it(tmp_path):
@@ -187,11 +187,12 @@ def test_image_flow_skips_one_bad_image_and_records_it(tmp_path):
     _, bad = _wbc_pair(tmp_path, "002")
     bad.write_bytes(b"not a png")
     _wbc_pair(tmp_path, "003")
-    (ref,) = list_flows(wbc, tmp_path)
+    reader = get_reader(wbc.reader)
+    (ref,) = reader.list_flows(wbc, tmp_path)
     with pytest.raises(DataError):
-        load_flow(wbc, ref)
+        reader.load_flow(wbc, ref)
     skipped: list[DataError] = []
-    flow = load_flow(wbc, ref, errors=skipped)
+    flow = reader.load_flow(wbc, ref, errors=skipped)
     assert flow.case_ids == ["Dataset 1/001", "Dataset 1/003"]
     assert [e.path for e in skipped] == [str(bad)]
     assert flow.meta["skipped"][0].startswith(str(bad))
@@ -200,7 +201,7 @@ def test_image_flow_skips_one_bad_image_and_records_it(tmp_path):
 def test_check_limit_and_count_line(tmp_path):
     for case in ("0001", "0002", "0003"):
         good_case(tmp_path, case)
-    card = dataclasses.replace(btcv(), expected_cases=3)
+    card = revise(btcv(), expected_cases=3)
     problems = check_dataset(card, tmp_path, limit=2)
     assert [str(p) for p in problems] == [f"info: {tmp_path}: 3 cases found, 2 checked, "
                                           "3 expected"]
@@ -216,7 +217,7 @@ def test_sliced_card_reports_a_bad_volume_as_one_case(tmp_path):
     broken = tmp_path / "case_00001/segmentation.nii.gz"
     broken.write_bytes(broken.read_bytes()[:30])
     bad: list[DataError] = []
-    flows = list(iter_flows(kits, tmp_path, errors=bad))
+    flows = list(read_flows(kits, tmp_path, errors=bad))
     assert [f.case_ids for f in flows] == [["case_00000/s0001"]]
     assert [e.path for e in bad] == [str(broken)] and "unreadable" in bad[0].problem
     (found,) = errors(check_dataset(kits, tmp_path))

@@ -2,40 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_readers_support import revise
 
 from bench.errors import ConfigError, DataError
-from bench.readers import load_card, load_cards
-from bench.readers.core import (
-    Pattern,
-    card_options,
-    decode_labels,
-    frame_order,
-    get_source,
-    label_spec,
-    present_values,
-    slicing_axis,
-    to_source_order,
-    vote,
-    window_intensities,
-)
+from bench.readers import get_reader, load_card, load_cards
+from bench.readers.cards import Card
 from bench.readers.files import MissingDependency, read_volume
+from bench.readers.geometry import frame_order, slicing_axis, to_source_order, window_intensities
+from bench.readers.labels import decode_labels, label_spec, present_values, vote
 from bench.readers.layout import layouts
+from bench.readers.options import LabelOptions
+from bench.readers.patterns import Pattern
 
 CARDS = Path(__file__).resolve().parents[1] / "datasets"
 PAPER_DATASETS = ["btcv", "refuge2", "brats", "tnmix", "isic", "kits23", "atlas23", "tdsc-abus",
                   "wbc", "segrap", "crossmoda23", "refuge", "cadvidset", "stare", "toothfairy"]
 
 
-def make_card(targets, kind="volume", reader="volumes", **options):
-    card = load_card(CARDS / "btcv.toml")
-    return dataclasses.replace(card, targets=tuple(targets), kind=kind, reader=reader,
-                               options=options)
+def label_spec_of(targets, **options):
+    """The label spec of a card with these targets and label options."""
+    card = Card(name="labels-test", reader="volumes", kind="volume", targets=tuple(targets))
+    return label_spec(card, LabelOptions(**options))
 
 
 # --------------------------------------------------------------------------- patterns
@@ -74,7 +66,7 @@ def test_pattern_find_skips_hidden_and_macos_files(tmp_path):
 
 def test_decode_labels_regions_and_merges():
     raw = np.array([[0, 1, 2], [4, 4, 0]], np.uint8)
-    spec = label_spec(make_card(["WT", "TC", "ET"]), {"labels": {"ncr": 1, "ed": 2, "et": 4},
+    spec = label_spec_of(["WT", "TC", "ET"], **{"labels": {"ncr": 1, "ed": 2, "et": 4},
                                                       "regions": {"WT": [1, 2, 4],
                                                                   "TC": ["ncr", "et"],
                                                                   "ET": [4]}})
@@ -86,17 +78,17 @@ def test_decode_labels_regions_and_merges():
 
 def test_decode_labels_unknown_values_error_or_warn():
     raw = np.array([0, 1, 7, 9], np.int16)
-    strict = label_spec(make_card(["a"]), {"labels": {"a": 1}})
+    strict = label_spec_of(["a"], **{"labels": {"a": 1}})
     with pytest.raises(DataError, match=r"lab.nii.gz: unknown label values \[7, 9\]"):
         decode_labels(raw, strict, "lab.nii.gz")
-    lenient = label_spec(make_card(["a"]), {"labels": {"a": 1}, "unknown_labels": "warn"})
+    lenient = label_spec_of(["a"], **{"labels": {"a": 1}, "unknown_labels": "warn"})
     masks, info = decode_labels(raw, lenient)
     assert masks["a"].tolist() == [False, True, False, False] and info["unknown"] == [7, 9]
 
 
 def test_decode_labels_snaps_grey_levels_to_nearest():
     raw = np.array([0, 9, 63, 65, 128, 190, 200, 255], np.uint8)
-    spec = label_spec(make_card(["cyto", "nuc"]), {"levels": [0, 128, 255],
+    spec = label_spec_of(["cyto", "nuc"], **{"levels": [0, 128, 255],
                                                    "labels": {"cyto": 128, "nuc": 255}})
     masks, info = decode_labels(raw, spec)
     # 63 -> 0 (63 < 64), 65 -> 128, 190 -> 128 (62 < 65), 200 -> 255
@@ -106,20 +98,20 @@ def test_decode_labels_snaps_grey_levels_to_nearest():
 
 
 def test_decode_labels_background_255_and_threshold():
-    refuge = label_spec(make_card(["disc", "cup"]), {
+    refuge = label_spec_of(["disc", "cup"], **{
         "levels": [0, 128, 255], "background": 255, "labels": {"cup": 0, "rim": 128},
         "regions": {"disc": ["cup", "rim"], "cup": ["cup"]}})
     masks, _ = decode_labels(np.array([255, 128, 0, 130], np.uint8), refuge)
     assert masks["disc"].tolist() == [False, True, True, True]
     assert masks["cup"].tolist() == [False, False, True, False]
-    jpeg = label_spec(make_card(["vessel"]), {"threshold": 128})
+    jpeg = label_spec_of(["vessel"], **{"threshold": 128})
     masks, info = decode_labels(np.array([0, 3, 127, 128, 252], np.uint8), jpeg)
     assert masks["vessel"].tolist() == [False, False, False, True, True]
     assert info["unknown"] == []
 
 
 def test_decode_labels_rejects_nan_and_fractions():
-    spec = label_spec(make_card(["a"]), {"labels": {"a": 1}})
+    spec = label_spec_of(["a"], **{"labels": {"a": 1}})
     with pytest.raises(DataError, match="NaN"):
         decode_labels(np.array([0.0, np.nan]), spec, "m.nii")
     with pytest.raises(DataError, match="non-integer"):
@@ -130,9 +122,9 @@ def test_decode_labels_rejects_nan_and_fractions():
 
 def test_label_spec_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"targets: 'liver' has no label value"):
-        label_spec(make_card(["liver"]), {"labels": {"kidney": 1}})
+        label_spec_of(["liver"], **{"labels": {"kidney": 1}})
     with pytest.raises(ConfigError, match=r"regions.AG: unknown label 'adrenal'"):
-        label_spec(make_card(["AG"]), {"labels": {"x": 1}, "regions": {"AG": ["adrenal"]}})
+        label_spec_of(["AG"], **{"labels": {"x": 1}, "regions": {"AG": ["adrenal"]}})
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32])
@@ -168,12 +160,13 @@ def test_frame_order_round_trip(axis, transpose):
 
 
 def test_slicing_axis_auto_and_errors():
-    assert slicing_axis("auto", (0.8, 0.8, 5.0), "x") == 2
-    assert slicing_axis("auto", (3.0, 1.0, 1.0), "x") == 0
-    assert slicing_axis("auto", (1.0, 1.0, 1.0), "x") == 2
-    assert slicing_axis(None, (1.0, 1.0, 1.0), "x") == 2
-    with pytest.raises(ConfigError, match="axis: expected 0, 1, 2 or 'auto'"):
-        slicing_axis(3, (1.0, 1.0, 1.0), "card.options")
+    assert slicing_axis("auto", (0.8, 0.8, 5.0)) == 2
+    assert slicing_axis("auto", (3.0, 1.0, 1.0)) == 0
+    assert slicing_axis("auto", (1.0, 1.0, 1.0)) == 2
+    assert slicing_axis(2, (1.0, 1.0, 1.0)) == 2
+    btcv = load_card(CARDS / "btcv.toml")
+    with pytest.raises(ConfigError, match=r"btcv.toml.options.axis\b.*2.* \(got 3\)"):
+        revise(btcv, options={"axis": 3})
 
 
 def test_window_fixed_and_percentile():
@@ -205,14 +198,15 @@ def test_every_card_validates():
     for card in cards.values():
         if card.reader == "demo":
             continue
-        source = get_source(card)
-        options = card_options(card, source)
+        reader = get_reader(card.reader)
+        assert isinstance(card.options, reader.options_model)
         if card.reader in ("volumes", "pairs2d"):
             assert layouts(card)
-            spec = source.label_spec(card)
-            assert set(spec.targets) == set(card.targets), card.name
-        if options.get("as_image_flow"):
+            assert set(reader.label_spec(card).targets) == set(card.targets), card.name
+        if getattr(card.options, "as_image_flow", False):
             assert card.kind == "image-flow"
+        if not reader.volumes:  # readers of 2D images take no volume options
+            assert "window" not in reader.options_model.model_fields
 
 
 def test_paper_cards_say_what_the_dataset_is():
@@ -226,20 +220,17 @@ def test_paper_cards_say_what_the_dataset_is():
                   "cadvidset": "mask", "stare": "mask", "toothfairy": "mask"}
     assert {n: cards[n].one_prompt_kind for n in one_prompt} == one_prompt
     for name in ("kits23", "atlas23", "tdsc-abus", "segrap", "crossmoda23", "toothfairy"):
-        assert cards[name].kind == "image-flow" and cards[name].options["as_image_flow"]
+        assert cards[name].kind == "image-flow" and cards[name].options.as_image_flow
 
 
 def test_card_option_errors():
     card = load_card(CARDS / "btcv.toml")
-    typo = dataclasses.replace(card, options={**card.options, "windw": [0, 1]})
     with pytest.raises(ConfigError, match=r"unknown key 'windw' \(did you mean 'window'\?\)"):
-        card_options(typo)
-    sliced = dataclasses.replace(card, options={**card.options, "as_image_flow": True})
+        revise(card, options={"windw": [0, 1]})
     with pytest.raises(ConfigError, match="as_image_flow: True does not fit kind = 'volume'"):
-        card_options(sliced)
-    bad_vote = dataclasses.replace(card, options={**card.options, "vote": "mean"})
-    with pytest.raises(ConfigError, match="vote: expected one of majority, any, all"):
-        card_options(bad_vote)
+        revise(card, options={"as_image_flow": True})
+    with pytest.raises(ConfigError, match="vote: expected 'majority', 'any' or 'all'"):
+        revise(card, options={"vote": "mean"})
 
 
 # --------------------------------------------------------------------------- 2D files

@@ -8,7 +8,6 @@ directly from the arrays the test wrote.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import io
 import json
@@ -18,25 +17,34 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from test_readers_support import revise
 
-from bench.readers import load_card, read_flows
+from bench.readers import get_reader, load_card, read_flows
 from bench.readers.check import check_dataset, has_errors
-from bench.readers.core import (
-    list_cases,
-    list_flows,
-    load_case,
-    load_flow,
-    to_source_order,
-)
+from bench.readers.geometry import to_source_order
 
 CARDS = Path(__file__).resolve().parents[1] / "datasets"
 
 
 def card(name: str, **options):
     loaded = load_card(CARDS / f"{name}.toml")
-    if options:
-        loaded = dataclasses.replace(loaded, options={**loaded.options, **options})
-    return loaded
+    return revise(loaded, options=options) if options else loaded
+
+
+def list_cases(card, root):
+    return get_reader(card.reader).list_cases(card, root)
+
+
+def list_flows(card, root):
+    return get_reader(card.reader).list_flows(card, root)
+
+
+def load_case(card, ref):
+    return get_reader(card.reader).load_case(card, ref)
+
+
+def load_flow(card, ref):
+    return get_reader(card.reader).load_flow(card, ref)
 
 
 def nii(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> None:
@@ -104,14 +112,12 @@ def test_brats_regions_and_selectable_channel(tmp_path):
         nii(case / f"BraTS2021_00007_{channel}.nii.gz",
             np.full(seg.shape, value, np.float32) + np.arange(4, dtype=np.float32))
     nii(case / "BraTS2021_00007_seg.nii.gz", seg)
-    brats = card("brats", window=None)
-    brats = dataclasses.replace(brats, options={k: v for k, v in brats.options.items()
-                                                if k != "window"})
+    brats = revise(card("brats"), drop=["window"])
     flow = next(read_flows(brats, tmp_path))
     assert flow.id == "BraTS2021_00007"
     assert {t: int(m.sum()) for t, m in flow.masks.items()} == {"WT": 16, "TC": 7, "ET": 3}
     assert flow.frames[0, 0, 0] == 1.0  # FLAIR (1.0 + slice 0)
-    t1ce = dataclasses.replace(brats, options={**brats.options, "vars": {"channel": "t1ce"}})
+    t1ce = revise(brats, options={"vars": {"channel": "t1ce"}})
     assert next(read_flows(t1ce, tmp_path)).frames[2, 0, 0] == 5.0  # 3.0 + slice 2
 
 
@@ -148,8 +154,7 @@ def test_kits23_slices_into_target_images_across_patients(tmp_path):
     assert flow.frames[3][0, 0] == pytest.approx(40 / 400)  # case 1: -85 HU in the window
     assert flow.case_ids[0] == "case_00000/s0001"
     # the same data as volumes
-    volumes = dataclasses.replace(kits, kind="volume",
-                                  options={**kits.options, "as_image_flow": False})
+    volumes = revise(kits, kind="volume", options={"as_image_flow": False})
     whole = load_flow(volumes, list_flows(volumes, tmp_path)[0])
     assert whole.frames.shape == (6, 8, 8) and whole.spacing == (3.0, 0.8, 0.8)
     assert int(whole.masks["tumour"].sum()) == 4
@@ -178,8 +183,7 @@ def test_segrap_regions_follow_the_organisers_mapping(tmp_path):
     nii(base / "SegRap2023_Training_Set_120cases/segrap_0001/image.nii.gz",
         np.zeros(seg.shape, np.int16))
     nii(base / "SegRap2023_Training_Set_120cases_OneHot_Labels/Task001/segrap_0001.nii.gz", seg)
-    segrap = card("segrap", as_image_flow=False)
-    segrap = dataclasses.replace(segrap, kind="volume")
+    segrap = revise(card("segrap"), kind="volume", options={"as_image_flow": False})
     flow = next(read_flows(segrap, tmp_path))
     counts = {t: int(m.sum()) for t, m in flow.masks.items()}
     assert len(counts) == 45
@@ -212,9 +216,8 @@ def test_tdsc_abus_nrrd_geometry(tmp_path):
         image.SetOrigin((10.0, 20.0, 30.0))
         (tmp_path / "Train" / folder).mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(image, str(tmp_path / "Train" / folder / f"{folder}_007.nrrd"))
-    tdsc = dataclasses.replace(card("tdsc-abus"), kind="volume",
-                               options={**card("tdsc-abus").options, "as_image_flow": False,
-                                        "window": [0, 255]})
+    tdsc = revise(card("tdsc-abus"), kind="volume",
+                  options={"as_image_flow": False, "window": [0, 255]})
     flow = next(read_flows(tdsc, tmp_path))
     # sliced along z, the frames are SimpleITK's own (z, y, x) array
     assert flow.frames.shape == (4, 5, 6)
@@ -449,7 +452,7 @@ def _nnunet_card(tmp_path: Path, targets=(), **options):
              f"targets = {json.dumps(list(targets))}"]
     path.write_text("\n".join(lines) + "\n")
     loaded = load_card(path)
-    return dataclasses.replace(loaded, options=options) if options else loaded
+    return revise(loaded, options=options) if options else loaded
 
 
 def test_nnunet_v2_needs_no_card_beyond_its_name(tmp_path):

@@ -14,10 +14,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from test_readers_support import revise
 
-from bench.readers import load_card
+from bench.readers import get_reader, load_card
 from bench.readers.check import check_dataset, has_errors
-from bench.readers.core import list_cases, list_flows, load_case, load_flow, to_source_order
+from bench.readers.geometry import to_source_order
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -29,6 +30,22 @@ pytestmark = pytest.mark.skipif(
 
 def card(name: str):
     return load_card(REPO / "datasets" / f"{name}.toml")
+
+
+def list_cases(card, root):
+    return get_reader(card.reader).list_cases(card, root)
+
+
+def list_flows(card, root):
+    return get_reader(card.reader).list_flows(card, root)
+
+
+def load_case(card, ref):
+    return get_reader(card.reader).load_case(card, ref)
+
+
+def load_flow(card, ref):
+    return get_reader(card.reader).load_flow(card, ref)
 
 
 def test_wbc_sample(tmp_path):
@@ -92,10 +109,7 @@ def test_brain_tumour_mr_sample_and_its_nrrd_original():
     assert 0.0 <= flows[0].frames.min() and flows[0].frames.max() <= 1.0
     # the NRRD original read through SimpleITK gives the same voxels and geometry
     pytest.importorskip("SimpleITK")
-    import dataclasses
-
-    nrrd = dataclasses.replace(brain, options={**brain.options, "image": "brain{id}_image.nrrd",
-                                               "mask": "brain{id}_label.nrrd"})
+    nrrd = revise(brain, options={"image": "brain{id}_image.nrrd", "mask": "brain{id}_label.nrrd"})
     (other,) = [load_flow(nrrd, ref) for ref in list_flows(nrrd, root)]
     np.testing.assert_array_equal(other.frames, flows[0].frames)
     np.testing.assert_array_equal(other.masks["tumour"], flows[0].masks["tumour"])

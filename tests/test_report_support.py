@@ -21,7 +21,7 @@ import pandas as pd
 from bench import atomic
 from bench.metrics import EmptyPolicy
 from bench.prompts import ledger
-from bench.readers import register_reader
+from bench.readers import FlowRef, Reader, register_reader
 from bench.readers.cards import Card
 from bench.runner import TIDY_COLUMNS
 from bench.scoring import failure_rows, score_flow
@@ -43,7 +43,6 @@ def _disc(shape, centre, radius):
     return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2
 
 
-@register_reader(READER)
 def read_fake(card: Card, root: Path | None, limit: int | None,
               errors: list | None = None) -> Iterator[Flow]:
     rng = np.random.default_rng(sum(map(ord, card.name)))
@@ -59,8 +58,7 @@ def read_fake(card: Card, root: Path | None, limit: int | None,
                 cases.append(f"flow{index}/img{image}")
                 patients.append(f"patient{index}-{image // 2}")
             yield Flow(id=f"flow{index}", dataset=card.name, kind="image-flow", frames=frames,
-                       masks={"cell": masks}, case_ids=cases, patient_ids=patients,
-                       synthetic=True)
+                       masks={"cell": masks}, case_ids=cases, patient_ids=patients)
         else:
             depth = 6
             liver = np.zeros((depth, 40, 40), bool)
@@ -71,8 +69,18 @@ def read_fake(card: Card, root: Path | None, limit: int | None,
             frames = (liver * 100 + spleen * 160 + rng.normal(20, 5, liver.shape)).astype(
                 np.float32)
             yield Flow(id=f"vol{index}", dataset=card.name, kind="volume", frames=frames,
-                       masks={"liver": liver, "spleen": spleen}, spacing=(2.0, 1.0, 1.0),
-                       synthetic=True)
+                       masks={"liver": liver, "spleen": spleen}, spacing=(2.0, 1.0, 1.0))
+
+
+@register_reader(READER)
+class FakeReader(Reader):
+    """The fake datasets' reader: :func:`read_fake` behind the reader interface."""
+
+    def list_flows(self, card: Card, root: Path | None) -> list[FlowRef]:
+        return [FlowRef(flow.id) for flow in read_fake(card, root, None)]
+
+    def load_flow(self, card: Card, ref: FlowRef, errors: list | None = None) -> Flow:
+        return next(flow for flow in read_fake(card, None, None) if flow.id == ref.id)
 
 
 def _prompts(flow: Flow, kind: str) -> list[Prompt]:

@@ -1,117 +1,125 @@
 """Stage 1 of the data flow: dataset cards and the readers that turn a card
 plus a root folder into a stream of :class:`bench.types.Flow` objects.
 
-A reader is a function ``reader(card, root, limit, errors) -> Iterator[Flow]``
-registered under a name; a card names its reader in ``reader = "..."``.
-Readers yield one flow at a time so that memory stays about one case. With an
-``errors`` list, a reader skips bad cases and appends their
-:class:`~bench.readers.check.DataError` to it, so one bad file never ends a run.
+Every reader implements one interface (:class:`~bench.readers.registry.Reader`:
+list the flows, load one flow) and is registered under the name a card gives
+in ``reader = "..."``. :func:`read_flows` streams a dataset one flow at a time,
+so that memory stays about one case; :func:`read_flow` re-reads one flow by
+id. With an ``errors`` list, bad cases are skipped and their
+:class:`~bench.errors.DataError` appended to it, so one bad file never ends a
+run.
+
+Modules: ``cards`` (the card model), ``registry`` (the interface, the
+registry, the options reference), ``options`` (options shared by the file
+readers), ``cases`` (file-based readers: cases grouped into flows),
+``labels`` (mask decoding), ``geometry`` (volume frames), ``slicing``
+(volumes as image flows), ``patterns`` (the file-name template language),
+``layout`` (pattern layouts), ``files`` (file formats), the readers
+``volumes``, ``pairs2d``, ``nnunet``, ``hf``, ``special`` and ``demo``, and
+``check`` (dataset checks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-from bench.errors import DataError
-from bench.readers.cards import Card, load_card, load_cards
+from bench.errors import ConfigError, DataError
+from bench.readers.cards import Card, card_from_table, card_to_table, load_card, load_cards
+from bench.readers.registry import (
+    FlowRef,
+    Reader,
+    get_reader,
+    option_reference,
+    reader_names,
+    register_reader,
+)
 from bench.types import Flow
 
-Reader = Callable[[Card, "Path | None", "int | None", "list | None"], Iterator[Flow]]
-
-_READERS: dict[str, Reader] = {}
-
-
-def register_reader(name: str) -> Callable[[Reader], Reader]:
-    """Decorator: make a reader available to cards as ``reader = name``."""
-
-    def decorate(func: Reader) -> Reader:
-        if name in _READERS and _READERS[name] is not func:
-            raise ValueError(f"reader {name!r} is registered twice")
-        _READERS[name] = func
-        return func
-
-    return decorate
-
-
-def get_reader(name: str) -> Reader:
-    _load_builtin()
-    if name not in _READERS:
-        raise KeyError(f"unknown reader {name!r}; known: {', '.join(sorted(_READERS))}")
-    return _READERS[name]
+Listings = dict[tuple[str, str], dict[str, FlowRef]]
+"""Flow listings kept between calls of :func:`read_flow`, by (dataset, root)."""
 
 
 def read_flows(card: Card, root: Path | None = None, limit: int | None = None,
-               errors: list | None = None) -> Iterator[Flow]:
+               errors: list[DataError] | None = None) -> Iterator[Flow]:
     """Stream the flows of the dataset described by ``card`` under ``root``.
 
-    ``limit`` caps the number of flows; readers must stop reading files once
-    it is reached. Without ``errors`` the first bad case raises; with a list,
-    bad cases are skipped and their errors appended to it.
+    Parameters
+    ----------
+    card : Card
+    root : Path or None
+        The dataset folder (readers of generated or hub data need none).
+    limit : int, optional
+        Read at most the first ``limit`` listed flows (a flow that fails to
+        load counts).
+    errors : list, optional
+        Without it the first bad case raises; with a list, bad cases and
+        flows are skipped and their errors appended to it.
+
+    Raises
+    ------
+    ConfigError
+        A negative ``limit``; a dataset that cannot be listed.
+    DataError
+        A bad case, without ``errors``.
     """
-    yield from get_reader(card.reader)(card, root, limit, errors)
+    reader = get_reader(card.reader, f"{card.where}.reader")
+    for ref in _limited(reader.list_flows(card, root), limit):
+        try:
+            yield reader.load_flow(card, ref, errors)
+        except DataError as err:
+            if errors is None:
+                raise
+            errors.append(err)
 
 
 def read_flow(card: Card, root: Path | None, flow_id: str, position: int = 0,
-              limit: int | None = None,
-              listings: dict[tuple[str, str], Any] | None = None) -> Flow:
-    """Read one flow of a dataset again, by id, as the run's reader stream yields it.
+              limit: int | None = None, listings: Listings | None = None) -> Flow:
+    """Read one flow of a dataset again, by id, as :func:`read_flows` yields it.
 
-    Demo flows are generated by position; file-based datasets are listed once
-    (kept in ``listings``) and the one flow is loaded; other readers are
-    streamed up to the flow.
+    Parameters
+    ----------
+    card, root
+        As for :func:`read_flows`.
+    flow_id : str
+        The flow's id.
+    position : int
+        Its position in the run's stream (as the manifest records it); named
+        in the error when the flow is gone.
+    limit : int, optional
+        The run's limit: only flows :func:`read_flows` would read are found.
+    listings : dict, optional
+        Keeps each dataset's listing between calls, so that re-reading many
+        flows lists the dataset once.
 
     Raises
     ------
     DataError
-        When the reader no longer yields a flow with this id.
+        When the reader no longer lists a flow with this id (within ``limit``).
     """
-    errors: list = []
-    if card.reader == "demo":
-        from bench.readers.demo import demo_options, generate_flow
-
-        flow = generate_flow(demo_options(card), position, dataset=card.name)
-        if flow.id == flow_id:
-            return flow
-    else:
-        from bench.errors import ConfigError
-        from bench.readers.core import get_source, list_flows, load_flow
-
-        try:
-            get_source(card)
-        except ConfigError:
-            pass  # not a file-based reader: stream it below
-        else:
-            listed_key = (card.name, str(root))
-            refs = (listings or {}).get(listed_key)
-            if refs is None:
-                refs = {ref.id: ref for ref in list_flows(card, root)}
-                if listings is not None:
-                    listings[listed_key] = refs
-            if flow_id in refs:
-                return load_flow(card, refs[flow_id], errors)
-    for flow in read_flows(card, root, limit, errors):
-        if flow.id == flow_id:
-            return flow
-    raise DataError(str(root or card.name), f"flow {flow_id!r} of dataset {card.name!r} cannot be "
-                    "read again: the reader no longer yields it (did the data change?)")
+    reader = get_reader(card.reader, f"{card.where}.reader")
+    key = (card.name, str(root))
+    refs = listings.get(key) if listings is not None else None
+    if refs is None:
+        refs = {ref.id: ref for ref in _limited(reader.list_flows(card, root), limit)}
+        if listings is not None:
+            listings[key] = refs
+    if flow_id not in refs:
+        raise DataError(str(root or card.name), f"flow {flow_id!r} (position {position}) of "
+                        f"dataset {card.name!r} cannot be read again: the reader no longer "
+                        "yields it (did the data change?)")
+    return reader.load_flow(card, refs[flow_id], [])
 
 
-_BUILTIN_MODULES = ("bench.readers.demo", "bench.readers.volumes", "bench.readers.pairs2d",
-                    "bench.readers.special", "bench.readers.nnunet", "bench.readers.hf")
-_loaded = False
+def _limited(refs: Sequence[FlowRef], limit: int | None) -> Sequence[FlowRef]:
+    """The listed flows a run with ``limit`` reads."""
+    if limit is None:
+        return refs
+    if limit < 0:
+        raise ConfigError(f"limit must be non-negative or None, got {limit}")
+    return refs[:limit]
 
 
-def _load_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        import importlib
-
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(module)
-
-
-__all__ = ["Card", "Flow", "get_reader", "load_card", "load_cards", "read_flow", "read_flows",
-           "register_reader"]
+__all__ = ["Card", "Flow", "FlowRef", "Listings", "Reader", "card_from_table", "card_to_table",
+           "get_reader", "load_card", "load_cards", "option_reference", "read_flow",
+           "read_flows", "reader_names", "register_reader"]

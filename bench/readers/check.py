@@ -5,9 +5,6 @@ line per problem and naming the file: missing pairs, image/mask shape or
 geometry mismatches, label values the card does not know, empty masks,
 unreadable or truncated files, NaNs, implausible spacing, and the case count
 against the card's ``expected_cases``. It never raises for a bad file.
-
-:class:`DataError` is what readers raise for one bad file; the runner catches
-it per case so that one bad case never ends a run.
 """
 
 from __future__ import annotations
@@ -15,14 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from bench.errors import DataError, Problem
-
-if TYPE_CHECKING:
-    from bench.readers.cards import Card
-
-SEVERITIES = ("error", "warning", "info")
+from bench.errors import BenchError, DataError, Problem
+from bench.readers.cards import Card
+from bench.readers.cases import CaseRef, FileReader
+from bench.readers.registry import get_reader
 
 # Voxel sizes outside this range (mm) are reported as implausible.
 PLAUSIBLE_SPACING_MM = (0.01, 20.0)
@@ -35,7 +29,8 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
     Parameters
     ----------
     card : Card
-        A card whose reader is file based (not the synthetic demo reader).
+        A card whose reader reads files (a generating reader, such as the
+        demo's, gives one error line: nothing to check).
     root : Path or None
         The dataset folder.
     limit : int, optional
@@ -50,14 +45,16 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
         case count against ``card.expected_cases``. An empty error list means
         every case loaded.
     """
-    from bench.readers import core  # late import: core imports this module
-
+    reader = get_reader(card.reader, f"{card.where}.reader")
+    if not isinstance(reader, FileReader):
+        return [Problem("error", card.where, f"reader {card.reader!r} reads no files: "
+                                             "nothing to check")]
     problems: list[Problem] = []
     try:
-        refs, scan_problems = core.scan(card, root)
-    except Exception as err:  # a card or root problem: report it, never crash
-        where = getattr(err, "path", None) or str(card.path or card.name)
-        message = getattr(err, "problem", None) or " ".join(str(err).split())
+        refs, scan_problems = reader.scan(card, root)
+    except (BenchError, ImportError) as err:  # a card, root or dependency problem
+        where = err.path if isinstance(err, DataError) else card.where
+        message = err.problem if isinstance(err, DataError) else " ".join(str(err).split())
         return [Problem("error", where, message)]
     problems.extend(scan_problems)
     checked = refs if limit is None else refs[:limit]
@@ -66,23 +63,21 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
             continue
         if progress is not None:
             progress(ref.id)
-        problems.extend(_check_case(card, ref))
+        problems.extend(_check_case(reader, card, ref))
     problems.append(_count_line(card, root, len(refs), len(checked)))
     return problems
 
 
-def _check_case(card: Card, ref) -> list[Problem]:
-    from bench.readers import core
-
+def _check_case(reader: FileReader, card: Card, ref: CaseRef) -> list[Problem]:
     found: list[Problem] = []
     try:
-        flow = core.load_case(card, ref, sliced=False)
+        flow = reader.load_case(card, ref, sliced=False)
     except DataError as err:
         return [Problem("error", err.path, err.problem)]
-    except Exception as err:  # unexpected: still one line, never a crash
+    except Exception as err:  # per case: recorded as this case's error, the check goes on
         text = " ".join(str(err).split())
-        return [Problem("error", str(core.main_file(ref)), f"{type(err).__name__}: {text}")]
-    where = str(core.main_file(ref))
+        return [Problem("error", ref.where, f"{type(err).__name__}: {text}")]
+    where = ref.where
     meta = flow.meta
     masks = meta.get("mask") or [where]
     mask_file = str(masks[0] if isinstance(masks, list) else masks)

@@ -1,7 +1,7 @@
 """Reading image files: volumes (NIfTI, NRRD/MHA/DICOM, NumPy) and 2D images.
 
 Every function here turns any failure to read a file into a one-line
-:class:`bench.readers.check.DataError` naming the file, so that a truncated
+:class:`bench.errors.DataError` naming the file, so that a truncated
 download or a corrupt header is reported, never a traceback.
 
 Volumes are returned in NIfTI index order ``(i, j, k)`` with a 4x4 RAS affine,
@@ -22,8 +22,6 @@ import numpy as np
 from bench.errors import DataError
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff",
-                  ".gif")
 ITK_HINT = "pip install 'medsam2-bench[itk]'"
 
 

@@ -3,93 +3,98 @@
 A dataset saved with ``save_to_disk`` is opened with ``load_from_disk``
 (memory-mapped: rows are decoded one at a time); with ``hub_id`` it is
 loaded with ``load_dataset`` (the user needs access and, the first time, a
-network connection; the root is then not needed). Options:
-
-``path``
-    Folder of the saved dataset, relative to the root (default: the root).
-``hub_id``, ``config``, ``revision``
-    Load from the hub instead.
-``split``
-    Which split of a ``DatasetDict`` (required when there are several).
-``image_column``, ``mask_column``
-    Column names (default ``"image"`` and ``"mask"``); values may be PIL
-    images, ``{"bytes", "path"}`` dicts or arrays.
-``id_column``, ``patient_column``, ``group_column``
-    Optional columns for case ids (default the row number), patient ids and
-    flow groups (default one flow, or ``group``/``chunk_size`` as usual).
-
-The common label options decode the mask column (grey levels, thresholds,
-label maps); see :mod:`bench.readers.core`.
+network connection; the root is then not needed). Image and mask values may
+be PIL images, ``{"bytes", "path"}`` dicts or arrays. The options are those
+of :class:`HfOptions`; the common label options decode the mask column
+(grey levels, thresholds, label maps) and ``group``/``chunk_size`` make the
+flows as usual.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from pydantic import Field
 
 from bench.errors import ConfigError, DataError, Problem
 from bench.readers.cards import Card
-from bench.readers.core import CaseRef, RawCase, Source, card_options, register_source
+from bench.readers.cases import CaseRef, FileReader, RawCase
 from bench.readers.files import image_array, mask_array
+from bench.readers.options import ImageReaderOptions
+from bench.readers.registry import register_reader
 
-_OPEN: dict[tuple, Any] = {}
+
+class HfOptions(ImageReaderOptions):
+    """Options of an ``hf`` card."""
+
+    path: str = Field(".", description="folder of the saved dataset, relative to the root")
+    hub_id: str | None = Field(None, description=(
+        "load this dataset from the HuggingFace hub instead (no root needed)"))
+    config: str | None = Field(None, description="the hub dataset's configuration name")
+    revision: str | None = Field(None, description="the hub dataset's revision")
+    split: str | None = Field(None, description=(
+        "which split of a DatasetDict (required when there are several)"))
+    image_column: str = Field("image", description="column holding the images")
+    mask_column: str = Field("mask", description="column holding the masks")
+    id_column: str | None = Field(None, description=(
+        "column of case ids (default: the row number)"))
+    patient_column: str | None = Field(None, description=(
+        "column of patient ids (default: the case id)"))
+    group_column: str | None = Field(None, description=(
+        "column naming each case's flow (default: the group template)"))
 
 
-@register_source("hf")
-class HfSource(Source):
+@register_reader("hf")
+class HfReader(FileReader):
     """HuggingFace datasets with image and mask columns (see the module docstring)."""
 
-    options = {
-        "path": str,
-        "hub_id": str,
-        "config": str,
-        "revision": str,
-        "split": str,
-        "image_column": str,
-        "mask_column": str,
-        "id_column": str,
-        "patient_column": str,
-        "group_column": str,
-    }
-    volumes = False
+    options_model = HfOptions
+
+    def __init__(self) -> None:
+        # The dataset opened last, by location: rows are read one at a time, so
+        # one open dataset serves a whole listing and loading pass.
+        self._open: tuple[tuple, Any] | None = None
+
+    def options(self, card: Card) -> HfOptions:
+        return cast(HfOptions, super().options(card))
 
     def needs_root(self, card: Card) -> bool:
-        return "hub_id" not in card.options
+        return self.options(card).hub_id is None
 
     def _dataset(self, card: Card, root: Path | None):
-        options = card.options
-        location = options.get("hub_id") or str(Path(root or ".") / options.get("path", "."))
-        key = (location, options.get("config"), options.get("split"), options.get("revision"))
-        if key not in _OPEN:
-            _OPEN.clear()  # one dataset open at a time
-            _OPEN[key] = _open(card, location)
-        return _OPEN[key]
+        options = self.options(card)
+        location = options.hub_id or str(Path(root or ".") / options.path)
+        key = (location, options.config, options.split, options.revision)
+        if self._open is None or self._open[0] != key:
+            self._open = None  # one dataset open at a time
+            self._open = (key, _open(card, options, location))
+        return self._open[1]
 
-    def scan(self, card: Card, root: Path | None) -> tuple[list[CaseRef], list[Problem]]:
-        options = card_options(card, self)
+    def find_cases(self, card: Card, root: Path | None) -> tuple[list[CaseRef], list[Problem]]:
+        options = self.options(card)
         dataset = self._dataset(card, root)
-        where = f"{card.path or card.name}.options"
-        image_col = options.get("image_column", "image")
-        mask_col = options.get("mask_column", "mask")
-        for column in (image_col, mask_col, *(options.get(k) for k in
-                                              ("id_column", "patient_column", "group_column")
-                                              if options.get(k))):
+        where = f"{card.where}.options"
+        image_col = options.image_column
+        mask_col = options.mask_column
+        for column in (image_col, mask_col, *(c for c in (options.id_column,
+                                                          options.patient_column,
+                                                          options.group_column) if c)):
             if column not in dataset.column_names:
                 raise ConfigError(f"{where}: column {column!r} not in the dataset (columns: "
                                   f"{', '.join(dataset.column_names)})")
         n = len(dataset)
-        ids = _column(dataset, options.get("id_column"), [f"{i:06d}" for i in range(n)])
-        patients = _column(dataset, options.get("patient_column"), ids)
-        groups = _column(dataset, options.get("group_column"), None)
-        template = options.get("group")
+        ids = _column(dataset, options.id_column, [f"{i:06d}" for i in range(n)])
+        patients = _column(dataset, options.patient_column, ids)
+        groups = _column(dataset, options.group_column, None)
+        template = options.group
         refs = []
         for i in range(n):
             if groups is not None:
                 group = groups[i]
-            elif template in (None, "all"):
+            elif template == "all":
                 group = "all"
             else:
                 group = template.format(case=ids[i], patient=patients[i], source=card.name)
@@ -97,29 +102,26 @@ class HfSource(Source):
                                 files={"image": f"{card.name}[{i}]", "row": i, "root": root}))
         return refs, []
 
-    def read(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
-        options = card.options
+    def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
+        options = self.options(card)
         dataset = self._dataset(card, ref.files.get("root"))
         where = ref.files["image"]
         try:
             row = dataset[int(ref.files["row"])]
         except Exception as err:
             raise DataError(where, f"unreadable row ({type(err).__name__}: {err})") from None
-        picture = _decode(row[options.get("image_column", "image")], where, "image")
-        mask = _decode(row[options.get("mask_column", "mask")], where, "mask",
-                       options.get("mask_channel"))
+        picture = _decode(row[options.image_column], where, "image")
+        mask = _decode(row[options.mask_column], where, "mask", options.mask_channel)
         return RawCase(picture, [mask], {}, None, None, {"image": where, "mask": [where]})
 
 
-def _open(card: Card, location: str):
+def _open(card: Card, options: HfOptions, location: str):
     import datasets
 
-    options = card.options
     try:
-        if "hub_id" in options:
-            data = datasets.load_dataset(location, name=options.get("config"),
-                                         split=options.get("split"),
-                                         revision=options.get("revision"))
+        if options.hub_id is not None:
+            data = datasets.load_dataset(location, name=options.config, split=options.split,
+                                         revision=options.revision)
         else:
             data = datasets.load_from_disk(location)
     except FileNotFoundError:
@@ -128,11 +130,11 @@ def _open(card: Card, location: str):
         raise DataError(location, f"cannot open the dataset ({type(err).__name__}: "
                                   f"{' '.join(str(err).split())[:200]})") from None
     if isinstance(data, datasets.DatasetDict):
-        split = options.get("split")
+        split = options.split
         if split is None and len(data) == 1:
             split = next(iter(data))
         if split not in data:
-            raise ConfigError(f"{card.path or card.name}.options.split: choose one of "
+            raise ConfigError(f"{card.where}.options.split: choose one of "
                               f"{', '.join(data)} (got {split!r})")
         data = data[split]
     return data
@@ -166,4 +168,4 @@ def _decode(value: Any, where: str, role: str, channel: int | None = None) -> np
     return array
 
 
-__all__ = ["HfSource"]
+__all__ = ["HfOptions", "HfReader"]

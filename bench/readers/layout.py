@@ -1,46 +1,12 @@
 """Pattern-based layouts: images and masks matched by file-name templates.
 
-Used by the ``volumes`` and ``pairs2d`` readers. Card options
-(``[options]``, or one table per sub-layout in ``[[options.sources]]``):
-
-``image``
-    Template (or list of templates) of the image files, relative to the
-    root, e.g. ``"RawData/Training/img/img{id}.nii.gz"``. ``{name}`` captures
-    a field; ``*``, ``?`` and ``**/`` are glob wildcards.
-``mask``
-    Template (or list of alternatives, first match wins) of the label map of
-    each image, using the image's fields, e.g.
-    ``"RawData/Training/label/label{id}.nii.gz"``. Masks may live anywhere:
-    ``"**/ISIC_{id}_segmentation.png"`` is found wherever it is.
-``target_masks``
-    Table ``target -> template``: one mask file per target (binarised by
-    ``threshold``, default non-zero) instead of one label map.
-``raters``
-    Values of a ``{rater}`` field in the mask templates; the raters' masks
-    are combined by ``vote`` (majority by default).
-``fields``
-    Table ``field -> regular expression`` restricting what a field matches
-    (``id = "\\d{4}"``).
-``vars``
-    Table ``name -> value`` substituted into the templates before matching
-    (BraTS ``channel = "flair"``).
-``case_id``, ``patient``, ``group``
-    Templates over the fields (plus ``{source}``, ``{parent}``, ``{case}``)
-    giving the case id (default ``{id}``), the patient id (default the case
-    id) and the flow group (default ``"all"``).
-``missing_mask``
-    ``"error"`` (default: an image without mask is a bad case) or ``"skip"``
-    (leave it out; ToothFairy has dense masks for only some volumes).
-``exclude``
-    Shell-style patterns over the path relative to the root (``*`` crosses
-    folders) of files to ignore, e.g. ``"*Illustration*"``.
-``mask_format``
-    How masks are decoded from their files: by suffix (default) or a
-    registered special format such as ``"ddti-xml"``.
-``sources``
-    A list of sub-layouts, each a table with the keys above plus ``name``
-    and ``optional`` (a sub-layout with no files is then no problem); their
-    cases are concatenated and their ids prefixed with the source name.
+Used by the ``volumes`` and ``pairs2d`` readers. A card describes its layout
+with the options of :class:`PatternOptions` (templates such as
+``image = "RawData/Training/img/img{id}.nii.gz"``, see
+:mod:`bench.readers.patterns`), directly in ``[options]`` or, for a dataset
+published as several sub-layouts, in one ``[[options.sources]]`` table each
+(:class:`SourceOptions`): their cases are concatenated and their ids prefixed
+with the source name.
 """
 
 from __future__ import annotations
@@ -48,48 +14,103 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal, cast
 
 import numpy as np
+from pydantic import Field
 
 from bench.errors import ConfigError, Problem
 from bench.readers.cards import Card
-from bench.readers.core import (
-    LABEL_OPTIONS,
-    VOLUME_OPTIONS,
-    CaseRef,
-    LabelSpec,
-    Pattern,
-    Source,
-    card_options,
-    group_key,
-    label_spec,
+from bench.readers.cases import CaseRef, FileReader
+from bench.readers.labels import LabelSpec, label_spec
+from bench.readers.options import (
+    GroupOptions,
+    ImageReaderOptions,
+    Items,
+    LabelOptions,
+    Templates,
+    VolumeFileOptions,
+    VolumeReaderOptions,
 )
-from bench.validate import check_table
+from bench.readers.patterns import Pattern
+from bench.readers.registry import get_reader
+from bench.settings import Settings
 
-PATTERN_OPTIONS: dict[str, type | tuple[type, ...]] = {
-    "image": (str, list),
-    "mask": (str, list),
-    "target_masks": dict,
-    "raters": list,
-    "fields": dict,
-    "vars": dict,
-    "case_id": str,
-    "patient": str,
-    "missing_mask": str,
-    "exclude": list,
-    "mask_format": str,
-}
-# What one entry of ``sources`` may set.
-SOURCE_OPTIONS: dict[str, type | tuple[type, ...]] = {
-    **PATTERN_OPTIONS,
-    **LABEL_OPTIONS,
-    **VOLUME_OPTIONS,
-    "group": str,
-    "pixel_spacing": list,
-    "name": str,
-    "optional": bool,
-}
+
+class PatternOptions(Settings):
+    """Where a layout's images and masks are, as file-name templates."""
+
+    image: Templates | None = Field(None, description=(
+        "template (or list of templates) of the image files, relative to the root, e.g. "
+        "'RawData/Training/img/img{id}.nii.gz'; {name} captures a field; *, ? and **/ are "
+        "glob wildcards (required, here or in every source)"))
+    mask: Templates | None = Field(None, description=(
+        "template (or list of alternatives, first match wins) of each image's label map, using "
+        "the image's fields, e.g. '**/ISIC_{id}_segmentation.png'"))
+    target_masks: dict[str, Templates] = Field(default_factory=dict, description=(
+        "target -> template: one mask file per target (binarised by threshold, default "
+        "non-zero) instead of one label map"))
+    raters: Items[str] = Field((), description=(
+        "values of a {rater} field in the mask templates; the raters' masks are combined by "
+        "vote"))
+    fields: dict[str, str] = Field(default_factory=dict, description=(
+        "field -> regular expression restricting what a field matches, e.g. id = '\\d{4}'"))
+    vars: dict[str, str | int] = Field(default_factory=dict, description=(
+        "name -> value substituted into the templates before matching (BraTS channel = "
+        "'flair')"))
+    case_id: str | None = Field(None, description=(
+        "template over the fields (and {source}, {parent}) giving the case id (default {id})"))
+    patient: str | None = Field(None, description=(
+        "template over the fields (and {source}, {parent}, {case}) giving the patient id "
+        "(default the case id)"))
+    missing_mask: Literal["error", "skip"] = Field("error", description=(
+        "an image without mask: 'error' (a bad case) or 'skip' (left out, e.g. ToothFairy's "
+        "volumes without dense masks)"))
+    exclude: Items[str] = Field((), description=(
+        "shell-style patterns over the path relative to the root (* crosses folders) of "
+        "files to ignore, e.g. '*Illustration*'"))
+    mask_format: str | None = Field(None, description=(
+        "a special mask format such as 'ddti-xml' (default: by file suffix)"))
+
+
+class SourceOptions(PatternOptions, LabelOptions, GroupOptions):
+    """One sub-layout of 2D images (an entry of ``sources``): its keys override the card's."""
+
+    name: str | None = Field(None, description=(
+        "the sub-layout's name, prefixed to its case ids (default sourceN)"))
+    optional: bool = Field(False, description="a sub-layout with no files is no problem")
+
+
+class VolumeSourceOptions(SourceOptions, VolumeFileOptions):
+    """One sub-layout of volumes (an entry of ``sources``)."""
+
+
+class ImageLayoutOptions(PatternOptions, ImageReaderOptions):
+    """The options of one layout of 2D images: the card's, overridden by one source's."""
+
+
+class VolumeLayoutOptions(PatternOptions, VolumeReaderOptions):
+    """The options of one layout of volumes: the card's, overridden by one source's."""
+
+
+class PairsOptions(ImageLayoutOptions):
+    """Options of a ``pairs2d`` card."""
+
+    sources: Items[SourceOptions] = Field((), description=(
+        "sub-layouts, each a table of pattern, label and group options plus name and "
+        "optional; their cases are concatenated"))
+
+
+class VolumesOptions(VolumeLayoutOptions):
+    """Options of a ``volumes`` card."""
+
+    sources: Items[VolumeSourceOptions] = Field((), description=(
+        "sub-layouts, each a table of pattern, label, group and volume file options plus "
+        "name and optional; their cases are concatenated"))
+
+
+LayoutOptions = ImageLayoutOptions | VolumeLayoutOptions
+
 
 MaskFormat = Callable[[Path, Mapping[str, str], tuple[int, ...]], np.ndarray]
 MASK_FORMATS: dict[str, MaskFormat] = {}
@@ -110,7 +131,7 @@ class Layout:
     """One sub-layout of a card, its options merged over the card's."""
 
     name: str
-    options: dict[str, Any]
+    options: LayoutOptions
     images: list[Pattern]
     masks: list[str]
     target_masks: dict[str, list[str]]
@@ -118,45 +139,49 @@ class Layout:
     optional: bool
 
 
-def _as_list(value: Any) -> list[str]:
+def _as_list(value: str | tuple[str, ...] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
-def _substitute(template: str, variables: Mapping[str, Any]) -> str:
+def _substitute(template: str, variables: Mapping[str, str | int]) -> str:
     for name, value in variables.items():
         template = template.replace("{" + name + "}", str(value))
     return template
 
 
 def layouts(card: Card) -> list[Layout]:
-    """The card's sub-layouts (one unless ``options.sources`` lists several)."""
-    base = {k: v for k, v in card.options.items() if k != "sources"}
-    where = f"{card.path or card.name}.options"
-    entries = card.options.get("sources") or [{}]
+    """The card's sub-layouts (one unless ``options.sources`` lists several).
+
+    Raises
+    ------
+    ConfigError
+        A layout without image or mask templates, an unknown mask format, or a
+        mask template using fields the image template does not capture.
+    """
+    reader = get_reader(card.reader, f"{card.where}.reader")
+    card_options = cast(PairsOptions | VolumesOptions, reader.options(card))
+    model = VolumeLayoutOptions if isinstance(card_options, VolumesOptions) else ImageLayoutOptions
+    base = {k: getattr(card_options, k) for k in card_options.model_fields_set if k != "sources"}
+    where = f"{card.where}.options"
+    entries = card_options.sources or (SourceOptions(),)
     result = []
     for index, entry in enumerate(entries):
-        here = f"{where}.sources[{index}]" if card.options.get("sources") else where
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{here}: expected a table")
-        check_table(entry, SOURCE_OPTIONS, here)
-        options = {**base, **entry}
-        name = str(entry.get("name", f"source{index}" if len(entries) > 1 else card.name))
-        variables = options.get("vars", {})
-        images = _as_list(options.get("image"))
+        here = f"{where}.sources[{index}]" if card_options.sources else where
+        own = {k: getattr(entry, k) for k in entry.model_fields_set - {"name", "optional"}}
+        options = model.model_validate({**base, **own})
+        name = entry.name if entry.name is not None else (
+            f"source{index}" if len(entries) > 1 else card.name)
+        variables = options.vars
+        images = _as_list(options.image)
         if not images:
             raise ConfigError(f"{here}: missing key 'image' (template of the image files)")
-        field_res = {k: str(v) for k, v in options.get("fields", {}).items()}
-        patterns = [Pattern(_substitute(t, variables), field_res) for t in images]
-        masks = [_substitute(t, variables) for t in _as_list(options.get("mask"))]
-        targets = {str(t): [_substitute(x, variables) for x in _as_list(v)]
-                   for t, v in options.get("target_masks", {}).items()}
+        patterns = [Pattern(_substitute(t, variables), options.fields) for t in images]
+        masks = [_substitute(t, variables) for t in _as_list(options.mask)]
+        targets = {t: [_substitute(x, variables) for x in _as_list(v)]
+                   for t, v in options.target_masks.items()}
         if not masks and not targets:
             raise ConfigError(f"{here}: missing key 'mask' (or 'target_masks')")
-        missing = options.get("missing_mask", "error")
-        if missing not in ("error", "skip"):
-            raise ConfigError(f"{here}.missing_mask: expected 'error' or 'skip', "
-                              f"got {missing!r}")
-        fmt = options.get("mask_format")
+        fmt = options.mask_format
         if fmt is not None and fmt not in MASK_FORMATS:
             raise ConfigError(f"{here}.mask_format: unknown format {fmt!r}; known: "
                               f"{', '.join(sorted(MASK_FORMATS)) or 'none'}")
@@ -166,19 +191,20 @@ def layouts(card: Card) -> list[Layout]:
             if extra:
                 raise ConfigError(f"{here}: mask template {template!r} uses fields "
                                   f"{sorted(extra)} that the image template does not capture")
-        raters = [str(r) for r in options.get("raters", [])]
-        result.append(Layout(name, options, patterns, masks, targets, raters,
-                             bool(entry.get("optional", False))))
+        result.append(Layout(name, options, patterns, masks, targets, list(options.raters),
+                             entry.optional))
     return result
 
 
-class PatternSource(Source):
-    """Base of the pattern readers; subclasses read the files."""
+class PatternReader(FileReader):
+    """Base of the pattern readers; subclasses set their options model and read the files."""
 
-    options = PATTERN_OPTIONS | {"sources": list}
+    def check_card(self, card: Card) -> None:
+        super().check_card(card)
+        layouts(card)
 
-    def scan(self, card: Card, root: Path) -> tuple[list[CaseRef], list[Problem]]:
-        card_options(card, self)
+    def find_cases(self, card: Card, root: Path | None) -> tuple[list[CaseRef], list[Problem]]:
+        assert root is not None  # pattern layouts need a root (see FileReader.scan)
         refs: list[CaseRef] = []
         problems: list[Problem] = []
         all_layouts = layouts(card)
@@ -200,15 +226,14 @@ class PatternSource(Source):
         for layout in layouts(card):
             if layout.name == ref.source:
                 return layout
-        raise ConfigError(f"{card.path or card.name}: no source named {ref.source!r}")
+        raise ConfigError(f"{card.where}: no source named {ref.source!r}")
 
     def label_spec(self, card: Card, ref: CaseRef | None = None) -> LabelSpec:
         layout = self.layout(card, ref) if ref is not None else layouts(card)[0]
-        options = dict(layout.options)
-        labels = dict(options.get("labels", {}))
+        labels = dict(layout.options.labels)
         for target in layout.target_masks:
             labels.setdefault(target, 1)  # read from its own files, not a label map
-        return label_spec(card, options, labels=labels)
+        return label_spec(card, layout.options, labels=labels)
 
 
 def _scan_layout(card: Card, layout: Layout, root: Path, prefix: bool, used: set[Path],
@@ -216,8 +241,8 @@ def _scan_layout(card: Card, layout: Layout, root: Path, prefix: bool, used: set
     """Cases of one sub-layout; adds the mask files it uses to ``used`` and every
     mask file its templates match to ``candidates`` (the difference are orphans)."""
     options = layout.options
-    exclude = [str(x) for x in options.get("exclude", [])]
-    where = f"{card.path or card.name}.options"
+    exclude = list(options.exclude)
+    where = f"{card.where}.options"
     problems: list[Problem] = []
     images: dict[str, tuple[Path, dict[str, str]]] = {}
     for pattern in layout.images:
@@ -230,7 +255,7 @@ def _scan_layout(card: Card, layout: Layout, root: Path, prefix: bool, used: set
                 continue
             images[cid] = (path, fields)
     indexes: dict[tuple[str, str], dict[tuple, Path]] = {}
-    field_re = {k: str(v) for k, v in options.get("fields", {}).items()}
+    field_re = options.fields
 
     def index(template: str, rater: str) -> dict[tuple, Path]:
         key = (template, rater)
@@ -251,18 +276,18 @@ def _scan_layout(card: Card, layout: Layout, root: Path, prefix: bool, used: set
         found = (not layout.masks or mask_paths) and all(target_paths.values())
         for group in (mask_paths, *target_paths.values()):
             used.update(group or ())
-        if not found and options.get("missing_mask") == "skip":
+        if not found and options.missing_mask == "skip":
             skipped += 1
             continue
         values = dict(fields, source=layout.name, parent=path.parent.name, case=cid)
-        patient = options.get("patient")
+        patient = options.patient
         patient_id = _format(patient, values, where, "patient") if patient else cid
         values["patient"] = patient_id
         ref_id = f"{layout.name}/{cid}" if prefix else cid
         refs.append(CaseRef(
             id=ref_id,
             patient=f"{layout.name}/{patient_id}" if prefix else patient_id,
-            group=group_key(options.get("group"), values, where),
+            group=_group(options.group, values, where),
             source=layout.name,
             files={"image": path, "mask": mask_paths or None, "targets": target_paths},
             fields=fields,
@@ -296,13 +321,18 @@ def _match(templates: list[str], raters: list[str], fields: Mapping[str, str],
     return ()
 
 
-def _case_id(options: Mapping[str, Any], fields: Mapping[str, str], where: str) -> str:
-    template = options.get("case_id")
+def _case_id(options: LayoutOptions, fields: Mapping[str, str], where: str) -> str:
+    template = options.case_id
     if template:
         return _format(template, fields, where, "case_id")
     if "id" in fields:
         return fields["id"]
     return "_".join(fields.values()) or "case"
+
+
+def _group(template: str, values: Mapping[str, str], where: str) -> str:
+    """Format a group template (``"all"`` or e.g. ``"{source}"``)."""
+    return "all" if template == "all" else _format(template, values, where, "group")
 
 
 def _format(template: str, values: Mapping[str, str], where: str, key: str) -> str:
@@ -317,7 +347,7 @@ def read_masks(layout: Layout, ref: CaseRef, image_shape: tuple[int, ...],
                reader: Callable[[Path], np.ndarray]) -> tuple[list[np.ndarray],
                                                              dict[str, list[np.ndarray]]]:
     """Read a case's label maps (one per rater) and per-target masks."""
-    fmt = layout.options.get("mask_format")
+    fmt = layout.options.mask_format
 
     def read(path: Path) -> np.ndarray:
         if fmt is not None:
@@ -329,5 +359,7 @@ def read_masks(layout: Layout, ref: CaseRef, image_shape: tuple[int, ...],
     return labels, targets
 
 
-__all__ = ["MASK_FORMATS", "Layout", "PatternSource", "layouts", "read_masks",
+__all__ = ["MASK_FORMATS", "ImageLayoutOptions", "Layout", "LayoutOptions", "PairsOptions",
+           "PatternOptions", "PatternReader", "SourceOptions", "VolumeLayoutOptions",
+           "VolumeSourceOptions", "VolumesOptions", "layouts", "read_masks",
            "register_mask_format"]

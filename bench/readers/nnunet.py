@@ -19,9 +19,9 @@ Understood layouts:
   ``modality``, and a ``training`` list of ``{"image", "label"}``; MSD images
   are 4D with channels last, v1 images carry the ``_XXXX`` suffix.
 
-Options: ``channel`` (index, or a name from ``channel_names`` / ``modality``,
-default 0), ``dataset_json`` (default ``"dataset.json"``), plus the common
-volume and label options (card ``labels``/``regions`` add to or override the
+Options (:class:`NnUnetOptions`): ``channel`` (an index, or a name from
+``channel_names`` / ``modality``), ``dataset_json``, plus the common volume
+and label options (card ``labels``/``regions`` add to or override the
 dataset's).
 """
 
@@ -30,22 +30,28 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, cast
+
+from pydantic import Field
 
 from bench.errors import ConfigError, DataError, Problem
 from bench.readers.cards import Card
-from bench.readers.core import (
-    CaseRef,
-    LabelSpec,
-    RawCase,
-    Source,
-    card_options,
-    label_spec,
-    natural_key,
-    register_source,
-)
+from bench.readers.cases import CaseRef, FileReader, RawCase
 from bench.readers.files import Volume
+from bench.readers.labels import LabelSpec, label_spec
+from bench.readers.options import VolumeReaderOptions
+from bench.readers.patterns import natural_key
+from bench.readers.registry import register_reader
 from bench.readers.volumes import label_reader, read_volume_case
+
+
+class NnUnetOptions(VolumeReaderOptions):
+    """Options of an ``nnunet`` card."""
+
+    channel: Annotated[int, Field(ge=0)] | str = Field(0, description=(  # type: ignore[assignment]
+        "the image channel: an index, or a name from dataset.json's channel_names / modality"))
+    dataset_json: str = Field("dataset.json", description=(
+        "the dataset description, relative to the root"))
 
 
 def read_dataset_json(root: Path, name: str = "dataset.json") -> dict[str, Any]:
@@ -80,27 +86,29 @@ def dataset_labels(info: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, l
     return labels, regions, background
 
 
-@register_source("nnunet")
-class NnUnetSource(Source):
+@register_reader("nnunet")
+class NnUnetReader(FileReader):
     """nnU-Net / MSD raw datasets (see the module docstring)."""
 
-    options = {"dataset_json": str}
-    volumes = True
+    options_model = NnUnetOptions
+
+    def options(self, card: Card) -> NnUnetOptions:
+        return cast(NnUnetOptions, super().options(card))
 
     def _info(self, card: Card, root: Path) -> dict[str, Any]:
-        return read_dataset_json(root, card.options.get("dataset_json", "dataset.json"))
+        return read_dataset_json(root, self.options(card).dataset_json)
 
     def _info_of(self, card: Card, ref: CaseRef | None) -> dict[str, Any]:
         if ref is None or "root" not in ref.files:
-            raise ConfigError(f"{card.path or card.name}: the label map of an nnU-Net dataset "
+            raise ConfigError(f"{card.where}: the label map of an nnU-Net dataset "
                               "is in its dataset.json; pass a case reference")
         return self._info(card, Path(ref.files["root"]))
 
-    def scan(self, card: Card, root: Path) -> tuple[list[CaseRef], list[Problem]]:
-        card_options(card, self)
+    def find_cases(self, card: Card, root: Path | None) -> tuple[list[CaseRef], list[Problem]]:
+        assert root is not None  # nnU-Net folders need a root (see FileReader.scan)
         info = self._info(card, root)
         ending = str(info.get("file_ending", ".nii.gz"))
-        channel = _channel_index(card, info)
+        channel = _channel_index(card, self.options(card), info)
         problems: list[Problem] = []
         refs = []
         training = info.get("training")
@@ -138,32 +146,37 @@ class NnUnetSource(Source):
                        missing=missing)
 
     def label_spec(self, card: Card, ref: CaseRef | None = None) -> LabelSpec:
+        options = self.options(card)
         labels, regions, background = dataset_labels(self._info_of(card, ref))
-        labels.update(card.options.get("labels", {}))
-        regions.update(card.options.get("regions", {}))
+        labels.update(options.labels)
+        regions.update(options.regions)
         targets = list(card.targets) or [*labels, *regions]
-        options = dict(card.options)
-        options.setdefault("background", background)
-        return label_spec(card, options, labels=labels, regions=regions, targets=targets)
+        if "background" in options.model_fields_set:
+            background = options.background  # the card's overrides dataset.json's
+        return label_spec(card, options, labels=labels, regions=regions, targets=targets,
+                          background=background)
 
-    def read(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
-        options = dict(card.options)
+    def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
+        options = self.options(card)
         # MSD: one 4D file, the channel is an index into its last axis
-        options["channel"] = _channel_index(card, self._info_of(card, ref))
+        channel = _channel_index(card, options, self._info_of(card, ref))
         geometries: list[tuple[Path, Volume]] = []
         reader = label_reader(options, geometries)
         return read_volume_case(options, ref, image,
                                 lambda shape: ([reader(p) for p in ref.files["mask"]], {}),
-                                geometries)
+                                geometries, channel)
 
 
-def _channel_index(card: Card, info: Mapping[str, Any]) -> int:
-    channel = card.options.get("channel", 0)
-    if isinstance(channel, int) and not isinstance(channel, bool):
+def _channel_index(card: Card, options: NnUnetOptions, info: Mapping[str, Any]) -> int:
+    channel = options.channel
+    if isinstance(channel, int):
         return channel
     names = dict(info.get("channel_names") or info.get("modality") or {})
     for key, value in names.items():
         if str(value).lower() == str(channel).lower():
             return int(key)
-    raise ConfigError(f"{card.path or card.name}.options.channel: {channel!r} is not one of "
+    raise ConfigError(f"{card.where}.options.channel: {channel!r} is not one of "
                       f"the dataset's channels {sorted(names.values())}")
+
+
+__all__ = ["NnUnetOptions", "NnUnetReader", "dataset_labels", "read_dataset_json"]

@@ -3,7 +3,7 @@
 PNG, JPEG, BMP, PPM/PGM (also gzipped, as STARE ships them), TIFF and GIF
 images; masks as grey levels, palette indices or ``.npy`` arrays, decoded
 by the card's label options (grey levels, thresholds for JPEG masks,
-multi-rater votes; see :mod:`bench.readers.core`). Layout options are those
+multi-rater votes; see :mod:`bench.readers.labels`). Layout options are those
 of :mod:`bench.readers.layout`. Each image is one case; cases are grouped
 into image flows by ``group`` and ``chunk_size``. Example (WBC)::
 
@@ -25,22 +25,23 @@ from pathlib import Path
 import numpy as np
 
 from bench.readers.cards import Card
-from bench.readers.core import CaseRef, RawCase, register_source
+from bench.readers.cases import CaseRef, RawCase
 from bench.readers.files import read_array2d, read_image2d, read_mask2d, suffix
-from bench.readers.layout import PatternSource, read_masks
+from bench.readers.layout import PairsOptions, PatternReader, read_masks
+from bench.readers.registry import register_reader
 
 
-@register_source("pairs2d")
-class PairSource(PatternSource):
+@register_reader("pairs2d")
+class PairReader(PatternReader):
     """2D image/mask pairs matched by patterns (see the module docstring)."""
 
-    volumes = False
+    options_model = PairsOptions
 
-    def read(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
+    def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
         layout = self.layout(card, ref)
         image_path = Path(ref.files["image"])
         array = read_image2d(image_path)
-        channel = layout.options.get("mask_channel")
+        channel = layout.options.mask_channel
 
         def read_mask(path: Path) -> np.ndarray:
             if suffix(path) == ".npy":
@@ -56,4 +57,4 @@ class PairSource(PatternSource):
         return RawCase(array, labels, targets, None, None, meta)
 
 
-__all__ = ["PairSource"]
+__all__ = ["PairReader"]

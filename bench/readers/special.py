@@ -27,21 +27,19 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+from pydantic import Field
 
 from bench.errors import DataError, Problem
 from bench.readers.cards import Card
-from bench.readers.core import (
-    CaseRef,
-    RawCase,
-    Source,
-    card_options,
-    natural_key,
-    register_source,
-)
+from bench.readers.cases import CaseRef, FileReader, RawCase
 from bench.readers.files import read_array2d, read_image2d
 from bench.readers.layout import register_mask_format
+from bench.readers.options import Items, VolumeReaderOptions
+from bench.readers.patterns import natural_key
+from bench.readers.registry import register_reader
 
 
 @register_mask_format("ddti-xml")
@@ -88,16 +86,22 @@ def ddti_mask(path: Path, fields: Mapping[str, str], shape: tuple[int, ...]) -> 
     return mask
 
 
-@register_source("medsam2-btcv")
-class MedSam2BtcvSource(Source):
+class MedSam2BtcvOptions(VolumeReaderOptions):
+    """Options of a ``medsam2-btcv`` card."""
+
+    splits: Items[str] = Field(("Test",), description=(
+        "the splits to read (folders <split>/image and <split>/mask)"))
+
+
+@register_reader("medsam2-btcv")
+class MedSam2BtcvReader(FileReader):
     """The official MedSAM-2 BTCV hub layout (see the module docstring)."""
 
-    options = {"splits": list}
-    volumes = True
+    options_model = MedSam2BtcvOptions
 
-    def scan(self, card: Card, root: Path) -> tuple[list[CaseRef], list[Problem]]:
-        options = card_options(card, self)
-        splits = [str(s) for s in options.get("splits", ["Test"])]
+    def find_cases(self, card: Card, root: Path | None) -> tuple[list[CaseRef], list[Problem]]:
+        assert root is not None  # the hub layout needs a root (see FileReader.scan)
+        splits = list(cast(MedSam2BtcvOptions, self.options(card)).splits)
         refs, problems = [], []
         for split in splits:
             images = root / split / "image"
@@ -121,7 +125,7 @@ class MedSam2BtcvSource(Source):
                                             "mask folder without an image folder"))
         return refs, problems
 
-    def read(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
+    def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
         image_dir, mask_dir = Path(ref.files["image"]), Path(ref.files["mask"])
         masks = _numbered(mask_dir, ".npy")
         frames = _numbered(image_dir, ".jpg")
@@ -132,15 +136,12 @@ class MedSam2BtcvSource(Source):
         if labels is None:
             raise DataError(mask_dir, "no mask slices (<i>.npy)")
         if image:
-            stack = np.stack([_grey(read_image2d(p), p) for p in frames])
+            stack = np.stack([_grey(read_image2d(p)) for p in frames])
         else:
             stack = np.zeros((0,), dtype=np.float32)
         meta = {"image": str(image_dir), "mask": [str(mask_dir)], "format": "jpg-slices",
                 "storage": "c"}
         return RawCase(stack, [labels], {}, None, np.eye(4), meta)
-
-    def main_file(self, ref: CaseRef) -> Path | str:
-        return ref.files["image"]
 
 
 def _numbered(folder: Path, ending: str) -> list[Path]:
@@ -153,7 +154,7 @@ def _numbered(folder: Path, ending: str) -> list[Path]:
     return files
 
 
-def _grey(frame: np.ndarray, path: Path) -> np.ndarray:
+def _grey(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 2:
         return frame
     if np.array_equal(frame[..., 0], frame[..., 1]) and np.array_equal(frame[..., 0],
@@ -163,4 +164,4 @@ def _grey(frame: np.ndarray, path: Path) -> np.ndarray:
     return (frame[..., :3] @ np.array([0.299, 0.587, 0.114])).astype(np.float32)
 
 
-__all__ = ["MedSam2BtcvSource", "ddti_mask"]
+__all__ = ["MedSam2BtcvOptions", "MedSam2BtcvReader", "ddti_mask"]

@@ -4,7 +4,7 @@ NIfTI (nibabel), NRRD / MHA / MHD / DICOM series folders (SimpleITK, the
 optional ``itk`` extra) and NumPy ``.npy`` volumes, in any mix. Spacing and
 affine are kept so that predictions can be written back in source geometry.
 Layout options are those of :mod:`bench.readers.layout`, geometry and label
-options those of :mod:`bench.readers.core`. Example (BTCV)::
+options those of :mod:`bench.readers.options`. Example (BTCV)::
 
     reader = "volumes"
     kind = "volume"
@@ -17,42 +17,40 @@ options those of :mod:`bench.readers.core`. Example (BTCV)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import numpy as np
 
 from bench.errors import DataError
 from bench.readers.cards import Card
-from bench.readers.core import CaseRef, RawCase, register_source
-from bench.readers.files import Volume, read_volume
-from bench.readers.layout import PatternSource, read_masks
+from bench.readers.cases import CaseRef, RawCase
+from bench.readers.files import Volume, read_volume, suffix
+from bench.readers.layout import PatternReader, VolumeLayoutOptions, VolumesOptions, read_masks
+from bench.readers.options import VolumeFileOptions
+from bench.readers.registry import register_reader
 
 
-@register_source("volumes")
-class VolumeSource(PatternSource):
+@register_reader("volumes")
+class VolumeReader(PatternReader):
     """Volumes and label maps matched by patterns (see the module docstring)."""
 
-    volumes = True
+    options_model = VolumesOptions
 
-    def read(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
+    def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
         layout = self.layout(card, ref)
+        options = cast(VolumeLayoutOptions, layout.options)  # the layouts of a volumes card
         geometries: list[tuple[Path, Volume]] = []
-        reader = label_reader(layout.options, geometries)
-        return read_volume_case(layout.options, ref, image,
+        reader = label_reader(options, geometries)
+        return read_volume_case(options, ref, image,
                                 lambda shape: read_masks(layout, ref, shape, reader), geometries)
 
 
-def _spacing_option(options: Mapping[str, Any]) -> tuple[float, ...] | None:
-    spacing = options.get("spacing")
-    return tuple(float(s) for s in spacing) if spacing else None
-
-
-def label_reader(options: Mapping[str, Any], geometries: list[tuple[Path, Volume]]
+def label_reader(options: VolumeFileOptions, geometries: list[tuple[Path, Volume]]
                  ) -> Callable[[Path], np.ndarray]:
     """A function reading one label volume and recording its geometry in ``geometries``."""
-    spacing = _spacing_option(options)
+    spacing = options.spacing or None
 
     def read(path: Path) -> np.ndarray:
         volume = read_volume(path, "label", spacing)
@@ -65,12 +63,11 @@ def label_reader(options: Mapping[str, Any], geometries: list[tuple[Path, Volume
     return read
 
 
-def select_channel(volume: Volume, options: Mapping[str, Any], path: Path) -> np.ndarray:
+def select_channel(volume: Volume, channel: int, path: Path) -> np.ndarray:
     """A 3D array from a possibly 4D (channels last) image."""
     array = volume.array
     if array.ndim == 4:
-        channel = options.get("channel", 0)
-        if isinstance(channel, str) or not 0 <= channel < array.shape[3]:
+        if not 0 <= channel < array.shape[3]:
             raise DataError(path, f"channel {channel!r} not in a 4D image with "
                                   f"{array.shape[3]} channels")
         array = array[..., channel]
@@ -79,20 +76,23 @@ def select_channel(volume: Volume, options: Mapping[str, Any], path: Path) -> np
     return array
 
 
-def read_volume_case(options: Mapping[str, Any], ref: CaseRef, image: bool,
+def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
                      masks_of: Callable[[tuple[int, ...]], tuple[list, dict]],
-                     geometries: list[tuple[Path, Volume]]) -> RawCase:
+                     geometries: list[tuple[Path, Volume]], channel: int | None = None
+                     ) -> RawCase:
     """Read a volume case: image (unless ``image`` is False) and its masks.
 
     ``masks_of(image_shape)`` returns ``(label maps, per-target masks)`` and
-    records each label file's geometry in ``geometries``. Raises DataError
-    when the image and mask geometries disagree.
+    records each label file's geometry in ``geometries``. ``channel``
+    overrides ``options.channel``. Raises DataError when the image and mask
+    geometries disagree.
     """
     image_path = Path(ref.files["image"])
     spacing, affine, array = None, None, None
     if image:
-        volume = read_volume(image_path, "image", _spacing_option(options))
-        array = select_channel(volume, options, image_path)
+        volume = read_volume(image_path, "image", options.spacing or None)
+        array = select_channel(volume, options.channel if channel is None else channel,
+                               image_path)
         spacing, affine = volume.spacing, volume.affine
     labels, targets = masks_of(array.shape if array is not None else ())
     if array is None:
@@ -101,7 +101,7 @@ def read_volume_case(options: Mapping[str, Any], ref: CaseRef, image: bool,
         first = geometries[0][1]
         spacing, affine = first.spacing, first.affine
         array = np.zeros((0,), dtype=np.float32)
-    elif options.get("check_geometry", True):
+    elif options.check_geometry:
         for path, geometry in geometries:
             if geometry.array.shape[:3] == array.shape and not np.allclose(
                     geometry.affine, affine, rtol=1e-4, atol=1e-3):
@@ -120,8 +120,6 @@ def read_volume_case(options: Mapping[str, Any], ref: CaseRef, image: bool,
 
 
 def _format(path: Path) -> str:
-    from bench.readers.files import suffix
-
     return suffix(path).lstrip(".") or "dicom"
 
 
@@ -129,4 +127,4 @@ def _short(affine: np.ndarray) -> str:
     return "diag(" + ", ".join(f"{v:.3g}" for v in np.diag(affine)[:3]) + ")"
 
 
-__all__ = ["VolumeSource", "label_reader", "read_volume_case", "select_channel"]
+__all__ = ["VolumeReader", "label_reader", "read_volume_case", "select_channel"]

@@ -1,0 +1,251 @@
+"""Label decoding: from a dataset's mask files to one boolean mask per target.
+
+A :class:`LabelSpec`, built from the card's label options
+(:class:`bench.readers.options.LabelOptions`), says which label values make
+each target; :func:`decode_labels` applies it to one label map (grey levels
+snapped to the nearest class, thresholds for JPEG masks, unknown values
+refused or reported) and :func:`decode_case` combines label maps, per-target
+mask files and several raters' masks (:func:`vote`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bench.errors import ConfigError, DataError
+from bench.readers.options import LabelOptions
+
+if TYPE_CHECKING:
+    from bench.readers.cards import Card
+    from bench.readers.cases import RawCase
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How raw masks become one boolean mask per target.
+
+    Attributes
+    ----------
+    targets : dict of str to tuple of int
+        The label values that make each target.
+    known : frozenset of int
+        Every value the card defines (background included).
+    background : int
+    levels : tuple of float or None
+        Grey levels to snap to (nearest), or None.
+    threshold : float or None
+        Binarisation threshold, or None.
+    unknown : {"error", "warn"}
+    vote : {"majority", "any", "all"}
+    """
+
+    targets: dict[str, tuple[int, ...]]
+    known: frozenset[int]
+    background: int = 0
+    levels: tuple[float, ...] | None = None
+    threshold: float | None = None
+    unknown: str = "error"
+    vote: str = "majority"
+
+
+def label_spec(card: Card, options: LabelOptions | None = None,
+               labels: Mapping[str, int] | None = None,
+               regions: Mapping[str, Sequence[str | int]] | None = None,
+               targets: Sequence[str] | None = None,
+               background: int | None = None) -> LabelSpec:
+    """Build the label spec of ``card``.
+
+    Parameters
+    ----------
+    card : Card
+        Names the targets and, in messages, the card.
+    options : LabelOptions, optional
+        The label options (default: the card's own).
+    labels, regions, targets, background : optional
+        Override the options' values (nnU-Net takes them from ``dataset.json``).
+
+    Raises
+    ------
+    ConfigError
+        A target with no label value, a region naming an unknown label.
+    """
+    opts = card.options if options is None else options
+    if not isinstance(opts, LabelOptions):
+        raise ConfigError(f"{card.where}.options: reader {card.reader!r} takes no label options")
+    where = f"{card.where}.options"
+    labels = dict(opts.labels if labels is None else labels)
+    regions = dict(opts.regions if regions is None else regions)
+    targets = list(card.targets if targets is None else targets)
+    if opts.threshold is not None and not labels and len(targets) == 1:
+        labels = {targets[0]: 1}  # a thresholded mask has foreground value 1
+    resolved: dict[str, tuple[int, ...]] = {}
+    for target in targets:
+        if target in regions:
+            members = regions[target]
+            if not members:
+                raise ConfigError(f"{where}.regions.{target}: expected a non-empty list")
+            values = []
+            for member in members:
+                if isinstance(member, str):
+                    if member not in labels:
+                        raise ConfigError(f"{where}.regions.{target}: unknown label "
+                                          f"{member!r}; known: {', '.join(labels)}")
+                    values.append(labels[member])
+                else:
+                    values.append(int(member))
+            resolved[target] = tuple(sorted(set(values)))
+        elif target in labels:
+            resolved[target] = (labels[target],)
+        else:
+            raise ConfigError(f"{card.where}.targets: {target!r} has no label "
+                              "value; define it in options.labels or options.regions")
+    background = opts.background if background is None else background
+    known = {background, *labels.values()}
+    for values in resolved.values():
+        known.update(values)
+    if opts.levels is not None:
+        known.update(int(v) for v in opts.levels)
+    return LabelSpec(
+        targets=resolved,
+        known=frozenset(known),
+        background=background,
+        levels=opts.levels,
+        threshold=opts.threshold,
+        unknown=opts.unknown_labels,
+        vote=opts.vote,
+    )
+
+
+def present_values(array: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of ``array``, computed in slabs to bound memory."""
+    if array.size == 0:
+        return np.zeros(0, dtype=array.dtype)
+    flat = array.ravel(order="K")  # no copy for Fortran-ordered NIfTI arrays
+    step = 1 << 22
+    if array.dtype.kind in "ub" or (array.dtype.kind == "i" and array.dtype.itemsize <= 2):
+        offset = 0 if array.dtype.kind in "ub" else 32768
+        seen = np.zeros(65536 if array.dtype.itemsize > 1 or offset else 256, dtype=bool)
+        for start in range(0, flat.size, step):
+            chunk = flat[start:start + step]
+            if offset:
+                chunk = chunk.astype(np.int32) + offset
+            seen |= np.bincount(chunk, minlength=seen.size) > 0
+        return (np.flatnonzero(seen) - offset).astype(array.dtype)
+    found: set = set()
+    for start in range(0, flat.size, step):
+        found.update(np.unique(flat[start:start + step]).tolist())
+    return np.array(sorted(found), dtype=array.dtype)
+
+
+def as_label_array(raw: np.ndarray, path: Path | str) -> np.ndarray:
+    """Check that a label map holds finite integers and return it as integers."""
+    if raw.dtype.kind == "b":
+        return raw.astype(np.uint8)
+    if raw.dtype.kind == "f":
+        if not np.isfinite(raw).all():
+            raise DataError(path, "NaN or infinite values in the mask")
+        if not np.array_equal(raw, np.round(raw)):
+            raise DataError(path, "non-integer values in the mask")
+        low, high = float(raw.min(initial=0)), float(raw.max(initial=0))
+        dtype = np.uint8 if low >= 0 and high < 256 else np.int32
+        return raw.astype(dtype)
+    if raw.dtype.kind not in "ui":
+        raise DataError(path, f"unsupported mask data type {raw.dtype}")
+    return raw
+
+
+def decode_labels(raw: np.ndarray, spec: LabelSpec, path: Path | str = "mask"
+                  ) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """Turn one label map into one boolean mask per target.
+
+    Returns
+    -------
+    masks : dict of str to ndarray of bool
+    info : dict
+        ``unknown``: values the card does not know (when ``unknown_labels``
+        is ``"warn"``); ``stray``: grey levels snapped to the nearest level.
+
+    Raises
+    ------
+    DataError
+        NaNs, non-integer values, or (``unknown_labels = "error"``) values the
+        card does not know.
+    """
+    raw = as_label_array(raw, path)
+    info: dict[str, list] = {"unknown": [], "stray": []}
+    if spec.threshold is not None:
+        raw = (raw >= spec.threshold).astype(np.uint8)
+    present = present_values(raw)
+    if spec.levels is not None and spec.threshold is None:
+        levels = np.asarray(spec.levels, dtype=float)
+        stray = [v for v in present.tolist() if float(v) not in spec.levels]
+        if stray:
+            raw = raw.copy()
+            for value in stray:
+                raw[raw == value] = int(levels[np.argmin(np.abs(levels - float(value)))])
+            info["stray"] = [int(v) for v in stray]
+            present = present_values(raw)
+    unknown = sorted(int(v) for v in present.tolist() if int(v) not in spec.known)
+    if unknown:
+        if spec.unknown == "error":
+            raise DataError(path, f"unknown label values {unknown} (the card knows "
+                                  f"{sorted(spec.known)})")
+        info["unknown"] = unknown
+    masks = {}
+    for target, values in spec.targets.items():
+        mask = raw == values[0]
+        for value in values[1:]:
+            mask |= raw == value
+        masks[target] = mask
+    return masks, info
+
+
+def vote(masks: Sequence[np.ndarray], rule: str) -> np.ndarray:
+    """Combine rater masks: ``"majority"`` (mean >= 0.5), ``"any"`` or ``"all"``."""
+    if len(masks) == 1:
+        return masks[0]
+    stack = np.stack(masks)
+    if rule == "any":
+        return stack.any(axis=0)
+    if rule == "all":
+        return stack.all(axis=0)
+    return 2 * stack.sum(axis=0, dtype=np.int32) >= len(masks)
+
+
+def decode_case(raw: RawCase, spec: LabelSpec, where: Path | str
+                ) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """Decode a raw case's label maps and per-target files into target masks."""
+    info: dict[str, list] = {"unknown": [], "stray": []}
+    per_rater: dict[str, list[np.ndarray]] = {t: [] for t in spec.targets}
+    for labels in raw.labels:
+        masks, found = decode_labels(labels, spec, where)
+        for key in info:
+            info[key] = sorted(set(info[key]) | set(found[key]))
+        for target, mask in masks.items():
+            per_rater[target].append(mask)
+    for target, files in raw.target_labels.items():
+        if target not in per_rater:
+            continue
+        for array in files:
+            array = as_label_array(array, where)
+            mask = array >= spec.threshold if spec.threshold is not None else array != 0
+            per_rater[target].append(mask)
+    result = {}
+    for target, masks in per_rater.items():
+        if not masks:
+            raise DataError(where, f"no mask for target {target!r}")
+        shapes = {m.shape for m in masks}
+        if len(shapes) > 1:
+            raise DataError(where, f"rater masks of target {target!r} differ in shape "
+                                   f"{sorted(shapes)}")
+        result[target] = vote(masks, spec.vote)
+    return result, info
+
+
+__all__ = ["LabelSpec", "as_label_array", "decode_case", "decode_labels", "label_spec",
+           "present_values", "vote"]
