@@ -123,7 +123,8 @@ def adapter_identity(adapter: Any) -> AdapterIdentity:
         return AdapterIdentity(False, reason="its fingerprint names no weights digest")
     identity = {"cache_version": CACHE_VERSION, "adapter": adapter.name,
                 "class": f"{cls.__module__}.{cls.__qualname__}", "fingerprint": fingerprint,
-                "code": source_digest(cls.__module__), "libraries": library_versions()}
+                "code": source_digest(cls.__module__),
+                "libraries": package_versions(_LIBRARIES)}
     return AdapterIdentity(True, sha256_text(canonical(identity)))
 
 
@@ -162,11 +163,6 @@ def source_digest(module_name: str) -> str:
         digest.update(path.read_bytes())
     _SOURCE_DIGESTS[top] = digest.hexdigest()
     return _SOURCE_DIGESTS[top]
-
-
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of the libraries predictions depend on."""
-    return package_versions(_LIBRARIES)
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class _RateColumn(ProgressColumn):
 
 
 class RunProgress:
-    """One progress bar over all workers, fed by the runner's ``notify(event, **info)``.
+    """One progress bar over all workers, fed the run's events (:mod:`bench.progress`).
 
     The bar counts the units still to compute (units reused from an earlier
     attempt are reported, not counted, so that throughput and ETA are those
