@@ -321,7 +321,7 @@ def _run_dir(args: argparse.Namespace, config, suite: str) -> Path:
         return args.out
     base = config.folder / str(config.defaults["out"]) / suite
     if args.resume:
-        runs = sorted(p for p in base.glob("*") if (p / "config.json").exists())
+        runs = sorted(p for p in base.glob("*") if RunDir(p).config_path.exists())
         if not runs:
             raise ConfigError(f"--resume: no earlier run of suite {suite!r} under {base}")
         return runs[-1]

@@ -349,9 +349,6 @@ class RunDir:
         """Keys of the completed units."""
         return {path.stem for path in self.unit_paths()}
 
-    def has_unit(self, key: str) -> bool:
-        return self.unit_path(key).exists()
-
     def read_unit(self, path: Path) -> UnitRecord:
         return UnitRecord.from_json(self._read_json(path), str(path))
 
@@ -360,6 +357,12 @@ class RunDir:
 
     def write_log(self, key: str, text: str) -> None:
         atomic.write_text(self.log_path(key), text)
+
+    def output_files(self) -> list[Path]:
+        """The files of ``predictions/`` and ``logs/``, sorted (never a partial write)."""
+        return [path for folder in ("predictions", "logs")
+                for path in sorted((self.path / folder).rglob("*"))
+                if path.is_file() and atomic.PARTIAL_MARK not in path.name]
 
     def expected_units(self) -> list[UnitRef]:
         """Every unit of the run, in run order (dataset, flow, seed, model).

@@ -117,10 +117,8 @@ def merge_runs(out: Path, run_dirs: Sequence[Path]) -> MergeOutcome:
 
     copied: dict[Path, Path] = {}
     for run in runs:
-        for folder in ("predictions", "logs"):
-            for source in sorted((run.path / folder).rglob("*")):
-                if source.is_file() and atomic.PARTIAL_MARK not in source.name:
-                    _copy_once(source, target.path / source.relative_to(run.path), copied)
+        for source in run.output_files():
+            _copy_once(source, target.path / source.relative_to(run.path), copied)
     for key, (_, path) in sorted(found.items()):
         _copy(path, target.unit_path(key))
     for name in (LEDGER, MANIFEST):
