@@ -106,14 +106,8 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
     specs = unit_specs(rundir.expected_units(), manifest,
                        ledger.group_rows(rundir.read_ledger()), plan.protocol)
     selected = [spec for spec in specs if in_shard(spec.key, chosen)]
-    done = rundir.unit_keys()
-    pending = [spec for spec in selected if spec.key not in done]
-    if runner.name != "local":
-        # Largest flows first, so that the slowest units do not start last; a
-        # flow's units stay together. The order never changes a result.
-        sizes = {(name, flow["id"]): flow["pixels"]
-                 for name, entry in manifest["datasets"].items() for flow in entry["flows"]}
-        pending.sort(key=lambda spec: -sizes[(spec.dataset, spec.flow)])
+    pending = _pending(selected, rundir.unit_keys(), manifest,
+                       largest_first=runner.name != "local")
 
     outcome = RunOutcome(rundir.path, len(selected), 0, len(selected) - len(pending), 0, 0,
                          sum(len(e["failures"]) for e in manifest["datasets"].values()),
@@ -171,6 +165,19 @@ class _Recorder(UnitSink):
         self.rundir.write_log(spec.key, message + "\n")
         self.result(spec, dataclasses.replace(failed_unit(spec, self.plan, message, attempts),
                                               restarts=restarts))
+
+
+def _pending(selected: list[UnitSpec], done: set[str], manifest: Mapping[str, Any], *,
+             largest_first: bool) -> list[UnitSpec]:
+    """The selected units not stored yet, in run order or largest flow first."""
+    pending = [spec for spec in selected if spec.key not in done]
+    if largest_first:
+        # With several workers the slowest units should not start last; a flow's
+        # units stay together. The order never changes a result.
+        sizes = {(name, flow["id"]): flow["pixels"]
+                 for name, entry in manifest["datasets"].items() for flow in entry["flows"]}
+        pending.sort(key=lambda spec: -sizes[(spec.dataset, spec.flow)])
+    return pending
 
 
 def _adapter_modules(adapters: Mapping[str, Adapter]) -> tuple[str, ...]:
