@@ -39,7 +39,6 @@ def is_excluded(table: pd.DataFrame, suffix: str = "") -> pd.Series:
     return (table[f"status{suffix}"] == "both_empty") & table[f"value{suffix}"].isna()
 
 
-
 def cluster_bootstrap_ci(
     values: np.ndarray,
     clusters: Sequence[str],
@@ -89,7 +88,7 @@ def summarise(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) ->
         valid = group[is_scored(group)]
         values = valid["value"].to_numpy(dtype=float)
         per_seed = valid.groupby("seed")["value"].mean()
-        group_seed = _stable_seed(seed, key)
+        group_seed = stable_seed(seed, key)
         low, high = cluster_bootstrap_ci(values, valid["patient"].astype(str).tolist(),
                                          n_resamples=n_resamples, seed=group_seed)
         records.append({
@@ -110,6 +109,7 @@ def summarise(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) ->
     return pd.DataFrame.from_records(records)
 
 
-def _stable_seed(seed: int, key: tuple) -> int:
+def stable_seed(seed: int, key: tuple) -> int:
+    """A seed for one group (``key``), so that results do not depend on the order of groups."""
     digest = hashlib.sha256(repr((seed, *map(str, key))).encode()).digest()
     return int.from_bytes(digest[:8], "little")

@@ -35,6 +35,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from bench.atomic import PARTIAL_MARK, atomic_path
+from bench.provenance import package_versions
 from bench.types import FlowFrames, Prediction
 
 CACHE_VERSION = 1
@@ -121,7 +123,8 @@ def adapter_identity(adapter: Any) -> AdapterIdentity:
         return AdapterIdentity(False, reason="its fingerprint names no weights digest")
     identity = {"cache_version": CACHE_VERSION, "adapter": adapter.name,
                 "class": f"{cls.__module__}.{cls.__qualname__}", "fingerprint": fingerprint,
-                "code": source_digest(cls.__module__), "libraries": library_versions()}
+                "code": source_digest(cls.__module__),
+                "libraries": package_versions(_LIBRARIES)}
     return AdapterIdentity(True, sha256_text(canonical(identity)))
 
 
@@ -162,19 +165,6 @@ def source_digest(module_name: str) -> str:
     return _SOURCE_DIGESTS[top]
 
 
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of the libraries predictions depend on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, str | None] = {}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 @dataclass(frozen=True)
 class CacheInfo:
     folder: Path
@@ -196,12 +186,16 @@ class PredictionCache:
     def get(self, key: str) -> Prediction | None:
         """The stored prediction, or None (absent or unreadable: then recomputed)."""
         path = self.path(key)
+        if not path.is_file():
+            return None
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(data["meta"].tobytes().decode())
                 masks = {target: _unpack(data[f"m{index}"], meta["shapes"][index])
                          for index, target in enumerate(meta["targets"])}
-        except Exception:  # absent, truncated (BadZipFile), foreign: recompute, never fail
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError):
+            # What a truncated, damaged or foreign entry raises (np.load, json, a missing
+            # array or field, a wrong size): the prediction is computed again.
             return None
         try:
             os.utime(path)

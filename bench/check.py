@@ -33,6 +33,8 @@ import pandas as pd
 
 from bench import atomic
 from bench.aggregate import is_excluded, is_scored, per_case
+from bench.errors import ConfigError, DataError
+from bench.rundir import RunDir
 
 KEYS = ["dataset", "target", "model", "protocol", "metric"]
 REFERENCE_COLUMNS = [*KEYS, "mean", "n", "n_excluded", "n_penalised", "n_failed"]
@@ -74,10 +76,7 @@ def run_means(run_dir: Path) -> pd.DataFrame:
     ``penalised`` cases enter the mean, ``both_empty`` are excluded and
     ``error`` cases are counted as failed.
     """
-    from bench.report import load_metrics
-
-    table = load_metrics(run_dir)
-    return means_of_table(table)
+    return means_of_table(RunDir(run_dir).read_metrics())
 
 
 def means_of_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -100,7 +99,7 @@ def write_reference(run_dir: Path, path: Path) -> Path:
     """Write the means of ``run_dir`` as a reference CSV at ``path`` (atomically)."""
     means = run_means(run_dir)
     if means.empty:
-        raise ValueError(f"{run_dir}: no metrics to write as a reference")
+        raise DataError(RunDir(run_dir).metrics_path, "no metrics to write as a reference")
     with atomic.atomic_path(Path(path)) as temp:
         means.to_csv(temp, index=False, float_format="%.10g")
     return Path(path)
@@ -110,41 +109,49 @@ def load_reference(path: Path) -> pd.DataFrame:
     """A reference: a CSV of :data:`REFERENCE_COLUMNS`, a ``summary.json`` or a run directory."""
     path = Path(path)
     if path.is_dir():
-        if (path / "metrics.csv").is_file():
+        run = RunDir(path)
+        if run.metrics_path.is_file():
             return run_means(path)
-        path = path / "summary.json"
+        path = run.summary_path
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: reference not found")
+        raise DataError(path, "reference not found")
     if path.suffix == ".json":
-        try:
-            aggregates = pd.DataFrame(json.loads(path.read_text(encoding="utf-8"))["aggregates"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: not a summary.json with 'aggregates' ({err})") from None
-        if aggregates.empty:
+        frame = _summary_aggregates(path)
+        if frame.empty:
             return pd.DataFrame(columns=REFERENCE_COLUMNS)
-        frame = aggregates
     else:
         # Only the mean may be NaN; names such as "NA" stay names.
         frame = pd.read_csv(path, keep_default_na=False,
                             na_values={"mean": ["", "nan", "NaN"]}, dtype={k: str for k in KEYS})
     missing = [c for c in REFERENCE_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: reference lacks column(s) {', '.join(missing)}; expected "
-                         f"{', '.join(REFERENCE_COLUMNS)}")
+        raise DataError(path, f"reference lacks column(s) {', '.join(missing)}; expected "
+                        f"{', '.join(REFERENCE_COLUMNS)}")
     frame = frame[REFERENCE_COLUMNS].copy()
     duplicated = frame.duplicated(KEYS)
     if duplicated.any():
         first = frame[duplicated].iloc[0]
-        raise ValueError(f"{path}: two reference rows for "
-                         f"{'/'.join(str(first[k]) for k in KEYS)}")
+        raise DataError(path, f"two reference rows for "
+                        f"{'/'.join(str(first[k]) for k in KEYS)}")
     return frame
+
+
+def _summary_aggregates(path: Path) -> pd.DataFrame:
+    """The ``aggregates`` of a ``summary.json`` as a frame."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"invalid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("aggregates"), list):
+        raise DataError(path, "not a summary.json: no 'aggregates' list")
+    return pd.DataFrame(summary["aggregates"])
 
 
 def parse_tolerance(text: str) -> dict[str, float]:
     """``"0.01"`` or ``"0.01,hd95=1.5"`` -> ``{"*": 0.01, "hd95": 1.5}``.
 
     A bare number is the default for every metric; ``metric=value`` items
-    override it. Raises ValueError naming ``--tolerance`` on bad input.
+    override it. Raises ConfigError naming ``--tolerance`` on bad input.
     """
     tolerance: dict[str, float] = {}
     for item in (part.strip() for part in str(text).split(",")):
@@ -155,14 +162,15 @@ def parse_tolerance(text: str) -> dict[str, float]:
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"--tolerance: {item!r} is not a number or metric=number") from None
+            raise ConfigError(f"--tolerance: {item!r} is not a number or metric=number") \
+                from None
         if not math.isfinite(number) or number < 0:
-            raise ValueError(f"--tolerance: {item!r} must be a finite number >= 0")
+            raise ConfigError(f"--tolerance: {item!r} must be a finite number >= 0")
         if name in tolerance:
-            raise ValueError(f"--tolerance: {name!r} given twice")
+            raise ConfigError(f"--tolerance: {name!r} given twice")
         tolerance[name] = number
     if not tolerance:
-        raise ValueError("--tolerance: empty")
+        raise ConfigError("--tolerance: empty")
     tolerance.setdefault("*", DEFAULT_TOLERANCE)
     return tolerance
 

@@ -19,19 +19,19 @@ Statistics of the differences ``b - a``:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.aggregate import cluster_bootstrap_ci, is_excluded, is_scored, per_case
+from bench.aggregate import cluster_bootstrap_ci, is_excluded, is_scored, per_case, stable_seed
+from bench.errors import ConfigError, unknown_name
+from bench.prompts import ledger
+from bench.rundir import RunDir
 
 CASE_KEYS = ["dataset", "flow", "case", "patient", "target", "protocol", "seed", "metric"]
 GROUP_KEYS = ["dataset", "target", "protocol", "metric"]
@@ -100,12 +100,6 @@ def pair_rows(table_a: pd.DataFrame, table_b: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
-def _group_seed(seed: int, key: tuple) -> int:
-    # One seeded stream per group: results do not depend on the order of groups.
-    digest = hashlib.sha256(repr((seed, *map(str, key))).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
 def _keyed(table: pd.DataFrame) -> pd.DataFrame:
     table = per_case(table).copy()
     for column in ("dataset", "flow", "case", "patient", "target", "protocol", "metric"):
@@ -130,7 +124,7 @@ def summarise_pairs(pairs: pd.DataFrame, *, label_a: str, label_b: str,
         difference = (paired["value_b"] - paired["value_a"]).to_numpy(dtype=float)
         result = paired_statistics(difference, paired["patient"].tolist(),
                                    n_resamples=n_resamples,
-                                   seed=_group_seed(seed, (*key, label_a, label_b)))
+                                   seed=stable_seed(seed, (*key, label_a, label_b)))
         records.append({
             **dict(zip(GROUP_KEYS, key, strict=True)), "model_a": label_a, "model_b": label_b,
             "mean_a": float(paired["value_a"].mean()) if len(paired) else float("nan"),
@@ -165,22 +159,8 @@ def compare_models(table: pd.DataFrame, models: Sequence[str] | None = None, *,
 
 def ledger_hashes(run_dir: Path) -> dict[tuple[str, str, str, int], frozenset[str]]:
     """The prompt row hashes of each (dataset, flow, protocol, seed) of a run's ledger."""
-    path = Path(run_dir) / "prompts.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no prompt ledger; cannot tell whether prompts match")
-    groups: dict[tuple[str, str, str, int], set[str]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                key = (str(row["dataset"]), str(row["case"]), str(row["protocol"]),
-                       int(row["seed"]))
-                groups.setdefault(key, set()).add(str(row["hash"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise ValueError(f"{path}:{number}: not a ledger row ({err})") from None
-    return {key: frozenset(hashes) for key, hashes in groups.items()}
+    groups = ledger.group_rows(RunDir(run_dir).read_ledger())
+    return {key: frozenset(row["hash"] for row in rows) for key, rows in groups.items()}
 
 
 def same_prompt_flows(run_a: Path, run_b: Path) -> set[tuple[str, str, str, int]]:
@@ -207,19 +187,17 @@ def compare_runs(run_a: Path, run_b: Path, *, model_a: str | None = None,
         ``run_n_b`` (each run's own mean over all its scored cases) and
         ``n_prompts_differ`` (cases left out because their prompts differ).
     """
-    from bench.report import load_metrics
-
-    table_a, table_b = load_metrics(run_a), load_metrics(run_b)
+    table_a, table_b = RunDir(run_a).read_metrics(), RunDir(run_b).read_metrics()
     if metrics is not None:
         table_a = table_a[table_a["metric"].isin(metrics)]
         table_b = table_b[table_b["metric"].isin(metrics)]
     if (model_a is None) != (model_b is None):
-        raise ValueError("compare_runs: give both model_a and model_b, or neither")
+        raise ConfigError("--model-a and --model-b: give both, or neither")
     if model_a is not None:
-        for name, table, run in ((model_a, table_a, run_a), (model_b, table_b, run_b)):
+        for name, table, run, option in ((model_a, table_a, run_a, "--model-a"),
+                                         (model_b, table_b, run_b, "--model-b")):
             if name not in set(table["model"]):
-                raise ValueError(f"{run}: no model {name!r}; it has "
-                                 f"{', '.join(sorted(set(table['model'])))}")
+                raise unknown_name("model", name, set(table["model"]), f"{option} ({run})")
         couples = [(model_a, model_b)]
     else:
         couples = [(m, m) for m in dict.fromkeys(table_a["model"]) if m in set(table_b["model"])]
@@ -247,7 +225,8 @@ def compare_runs(run_a: Path, run_b: Path, *, model_a: str | None = None,
             result[f"run_n_{suffix}"] = joined["n"].fillna(0).astype(int).to_numpy()
         frames.append(result)
     if not frames:
-        raise ValueError(f"{run_a} and {run_b} have no model in common; pass model_a/model_b")
+        raise ConfigError(f"{run_a} and {run_b} have no model in common; pass --model-a and "
+                          "--model-b")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -261,33 +240,3 @@ def _run_means(rows: pd.DataFrame) -> pd.DataFrame:
     valid = _keyed(rows)
     valid = valid[is_scored(valid)]
     return valid.groupby(GROUP_KEYS)["value"].agg(mean="mean", n="size").reset_index()
-
-
-def format_comparison(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Display strings: ``difference [low, high]`` and the p-value, counts as integers."""
-    from bench.report.tables import format_estimate
-
-    shown = pd.DataFrame()
-    for column in ("model", "dataset", "target", "metric", "model_a", "model_b"):
-        if column in frame:
-            shown[column] = frame[column].astype(str)
-    for column in ("run_mean_a", "run_mean_b", "mean_a", "mean_b"):
-        if column in frame:
-            shown[column] = [_fmt(v, digits) for v in frame[column]]
-    shown["b - a [95 % CI]"] = [format_estimate(r.difference, r.ci_low, r.ci_high, digits)
-                                for r in frame.itertuples()]
-    shown["p (Wilcoxon)"] = [_fmt_p(p) for p in frame["p_wilcoxon"]]
-    for column in ("n_pairs", "n_patients", "n_unpaired", "n_excluded", "n_prompts_differ"):
-        if column in frame:
-            shown[column] = frame[column].astype(int).astype(str)
-    return shown
-
-
-def _fmt(value: Any, digits: int) -> str:
-    return "-" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"
-
-
-def _fmt_p(value: Any) -> str:
-    if value is None or pd.isna(value):
-        return "-"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"

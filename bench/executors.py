@@ -1,7 +1,8 @@
 """Executors: where the units of a run execute (DESIGN section 3).
 
 The runner derives the prompt ledger, lists the units still to do as
-:class:`UnitSpec` records and hands them to an executor; every finished unit
+:class:`~bench.units.UnitSpec` records and hands them to an executor, which
+runs each on a :class:`~bench.units.UnitWorker`; every finished unit
 comes back to the driver (``sink.result``), which stores it under its key. So
 no result depends on the executor, the worker count or the completion order.
 
@@ -34,72 +35,27 @@ was stopped because another unit's worker died; process pools only).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
 import tempfile
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.errors import ConfigError, RunError
+from bench.rundir import UnitRecord
+from bench.units import UnitSpec, UnitWorker, WorkContext
+
 EXECUTORS = ("local", "processes", "ray")
-
-
-@dataclass(frozen=True)
-class UnitSpec:
-    """One unit of work: a (dataset, flow, model, seed) and what a worker needs for it.
-
-    Attributes
-    ----------
-    key : str
-        The unit key (:func:`bench.runner.unit_key`).
-    position : int
-        Index of the flow among the flows the dataset's reader yielded.
-    frames_sha256 : str
-        Digest of the frames the ledger was derived from; a worker checks the
-        flow it reads against it.
-    rows : tuple of dict
-        The flow's prompt ledger rows for this seed.
-    case_ids, patient_ids, targets
-        From the manifest, to record a failure without reading the flow.
-    """
-
-    key: str
-    dataset: str
-    flow: str
-    model: str
-    seed: int
-    position: int
-    frames_sha256: str
-    rows: tuple[dict[str, Any], ...]
-    case_ids: tuple[str, ...]
-    patient_ids: tuple[str, ...]
-    targets: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class WorkContext:
-    """What every worker needs, sent once per worker (never a flow).
-
-    ``modules`` are imported in a fresh worker so that adapters registered
-    outside the built-in list (plugins, tests) exist there; ``paths`` are
-    added to ``sys.path`` for that.
-    """
-
-    plan: Any
-    run_dir: str
-    cache_dir: str | None
-    modules: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
-    token: str = field(default_factory=lambda: os.urandom(8).hex())
 
 
 class UnitSink:
     """Receives what an executor learns about units (implemented by the runner)."""
 
-    def result(self, spec: UnitSpec, unit: dict[str, Any]) -> None:
+    def result(self, spec: UnitSpec, unit: UnitRecord) -> None:
         """A finished unit (status ok or error), with its ``attempts``."""
         raise NotImplementedError
 
@@ -121,7 +77,7 @@ class Executor:
         return {"executor": self.name}
 
     def run(self, specs: Sequence[UnitSpec], context: WorkContext, sink: UnitSink, *,
-            retries: int, local_worker: Any = None) -> None:
+            retries: int, local_worker: UnitWorker | None = None) -> None:
         raise NotImplementedError
 
 
@@ -131,21 +87,21 @@ def make_executor(name: str, workers: int | None = None,
 
     Raises
     ------
-    ValueError
+    ConfigError
         An unknown name, a worker count below 1, ``workers`` with the local
         executor or ``ray_address`` with another executor than Ray.
     """
     if name not in EXECUTORS:
-        raise ValueError(f"--executor: unknown executor {name!r}; choose from "
-                         f"{', '.join(EXECUTORS)}")
+        raise ConfigError(f"--executor: unknown executor {name!r}; choose from "
+                          f"{', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:
-        raise ValueError(f"--workers: must be at least 1, got {workers}")
+        raise ConfigError(f"--workers: must be at least 1, got {workers}")
     if ray_address and name != "ray":
-        raise ValueError("--ray-address needs --executor ray")
+        raise ConfigError("--ray-address needs --executor ray")
     if name == "local":
         if workers not in (None, 1):
-            raise ValueError("--workers: the local executor runs in one process; use "
-                             "--executor processes or ray")
+            raise ConfigError("--workers: the local executor runs in one process; use "
+                              "--executor processes or ray")
         return LocalExecutor()
     count = workers or os.cpu_count() or 1
     if name == "processes":
@@ -162,16 +118,10 @@ class LocalExecutor(Executor):
     name = "local"
 
     def run(self, specs: Sequence[UnitSpec], context: WorkContext, sink: UnitSink, *,
-            retries: int, local_worker: Any = None) -> None:
-        worker = local_worker if local_worker is not None else _new_worker(context)
+            retries: int, local_worker: UnitWorker | None = None) -> None:
+        worker = local_worker if local_worker is not None else UnitWorker(context)
         for spec in specs:
             sink.result(spec, worker.run(spec, attempt=1))
-
-
-def _new_worker(context: WorkContext) -> Any:
-    from bench.runner import UnitWorker
-
-    return UnitWorker(context)
 
 
 def prepare_worker(context: WorkContext) -> None:
@@ -214,10 +164,10 @@ def _stopped_by_pool(signum: int, frame: Any) -> None:
     os._exit(128 + signum)
 
 
-def _process_run_unit(spec: UnitSpec, attempt: int) -> dict[str, Any]:
+def _process_run_unit(spec: UnitSpec, attempt: int) -> UnitRecord:
     """Run one unit in a pool worker; a marker file names it while it runs."""
     if _PROCESS["worker"] is None:
-        _PROCESS["worker"] = _new_worker(_PROCESS["context"])
+        _PROCESS["worker"] = UnitWorker(_PROCESS["context"])
     marker = os.path.join(_PROCESS["markers"], spec.key)
     with open(marker, "w") as handle:
         handle.write(str(os.getpid()))
@@ -242,7 +192,7 @@ class ProcessExecutor(Executor):
 
     def __init__(self, workers: int, start_method: str = "spawn") -> None:
         if workers < 1:
-            raise ValueError(f"--workers: must be at least 1, got {workers}")
+            raise ConfigError(f"--workers: must be at least 1, got {workers}")
         self.workers = workers
         self.start_method = start_method
 
@@ -251,7 +201,7 @@ class ProcessExecutor(Executor):
                 "start_method": self.start_method}
 
     def run(self, specs: Sequence[UnitSpec], context: WorkContext, sink: UnitSink, *,
-            retries: int, local_worker: Any = None) -> None:
+            retries: int, local_worker: UnitWorker | None = None) -> None:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
@@ -308,7 +258,7 @@ class ProcessExecutor(Executor):
                     pool.shutdown(wait=True, cancel_futures=True)
                 if cause and ("initializer" in cause or not any(
                         name.startswith(_STARTED) for name in os.listdir(markers))):
-                    raise RuntimeError(
+                    raise RunError(
                         "worker processes cannot start (see the messages above; a script that "
                         "runs units must guard its entry point with if __name__ == "
                         f"'__main__'): {cause}")
@@ -339,10 +289,9 @@ class ProcessExecutor(Executor):
                 queue.appendleft(spec)
 
 
-def _restarts(unit: dict[str, Any], starts: int) -> dict[str, Any]:
+def _restarts(unit: UnitRecord, starts: int) -> UnitRecord:
     """Record how often the unit was stopped because another unit's worker died."""
-    unit["restarts"] = starts - unit["attempts"]
-    return unit
+    return dataclasses.replace(unit, restarts=starts - unit.attempts)
 
 
 # -------------------------------------------------------------------------------- ray
@@ -350,13 +299,13 @@ def _restarts(unit: dict[str, Any], starts: int) -> dict[str, Any]:
 _RAY_WORKERS: dict[str, Any] = {}
 
 
-def _ray_run_unit(context: WorkContext, spec: UnitSpec, attempt: int) -> dict[str, Any]:
+def _ray_run_unit(context: WorkContext, spec: UnitSpec, attempt: int) -> UnitRecord:
     """Body of the Ray task: one worker object per run and worker process."""
     worker = _RAY_WORKERS.get(context.token)
     if worker is None:
         prepare_worker(context)
         _RAY_WORKERS.clear()  # a worker process serves one run at a time
-        worker = _RAY_WORKERS[context.token] = _new_worker(context)
+        worker = _RAY_WORKERS[context.token] = UnitWorker(context)
     return worker.run(spec, attempt=attempt)
 
 
@@ -365,7 +314,7 @@ def require_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise RuntimeError("--executor ray needs Ray: pip install 'medsam2-bench[ray]' "
+        raise ConfigError("--executor ray needs Ray: pip install 'medsam2-bench[ray]' "
                            "(or pip install 'ray[default]')") from None
     return ray
 
@@ -377,7 +326,7 @@ class RayExecutor(Executor):
 
     def __init__(self, workers: int, address: str | None = None) -> None:
         if workers < 1:
-            raise ValueError(f"--workers: must be at least 1, got {workers}")
+            raise ConfigError(f"--workers: must be at least 1, got {workers}")
         self.workers = workers
         self.address = address
 
@@ -385,7 +334,7 @@ class RayExecutor(Executor):
         return {"executor": self.name, "workers": self.workers, "address": self.address}
 
     def run(self, specs: Sequence[UnitSpec], context: WorkContext, sink: UnitSink, *,
-            retries: int, local_worker: Any = None) -> None:
+            retries: int, local_worker: UnitWorker | None = None) -> None:
         ray = require_ray()
         started_here = not ray.is_initialized()
         if started_here:
@@ -425,8 +374,10 @@ class RayExecutor(Executor):
                 spec = in_flight.pop(ref)
                 try:
                     sink.result(spec, ray.get(ref))
-                except RayTaskError as err:  # a harness bug outside the unit's own guard
-                    sink.gave_up(spec, starts[spec.key], _one_line(err))
+                except RayTaskError:
+                    # A unit's own failure never raises (bench.units): this is a harness
+                    # bug outside the unit's guard, shown with its remote traceback.
+                    raise
                 except RayError as err:  # the worker (or its node) died: Ray knows which unit
                     crashes[spec.key] = crashes.get(spec.key, 0) + 1
                     reason = f"the worker process died ({type(err).__name__})"
@@ -452,10 +403,6 @@ def wants_gpu(model: str, plan: Any, cluster_gpus: float) -> bool:
         return False
     device = str(plan.model_settings.get(model, {}).get("device", "auto"))
     return device == "cuda" or (device == "auto" and cluster_gpus > 0)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def module_paths(modules: Sequence[str]) -> tuple[str, ...]:

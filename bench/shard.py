@@ -23,23 +23,34 @@ from pathlib import Path
 from typing import Any
 
 from bench import atomic
-
-# The parts of a unit record that are its result; the rest (timings, memory,
-# worker, attempts, cache use) may differ between two runs of the same unit.
-RESULT_FIELDS = ("key", "dataset", "flow", "model", "protocol", "seed", "status", "message",
-                 "scores", "rows")
+from bench.errors import ConfigError, DataError
+from bench.provenance import timestamp
+from bench.rundir import LEDGER, MANIFEST, RunDir, UnitRef
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; ValueError naming ``--shard`` otherwise."""
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n`` (None stays None).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``--shard``, for anything else.
+    """
+    if text is None:
+        return None
     index, sep, count = str(text).partition("/")
     try:
         i, n = int(index), int(count)
     except ValueError:
         i = n = -1
     if not sep or n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard: expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+        raise ConfigError(f"--shard: expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
     return i, n
+
+
+def shard_text(shard: tuple[int, int] | None) -> str | None:
+    """``(i, n)`` -> ``"i/n"``, as the run record stores it (None: all units)."""
+    return None if shard is None else f"{shard[0]}/{shard[1]}"
 
 
 def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
@@ -55,8 +66,9 @@ class MergeOutcome:
     out: Path
     units_expected: int
     units_merged: int
-    missing: list[dict[str, Any]] = field(default_factory=list)
-    duplicated: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[UnitRef] = field(default_factory=list)
+    # Units found in several shards (with the same results): the unit and those shards.
+    duplicated: list[tuple[UnitRef, list[str]]] = field(default_factory=list)
 
 
 def merge_runs(out: Path, run_dirs: Sequence[Path]) -> MergeOutcome:
@@ -64,104 +76,101 @@ def merge_runs(out: Path, run_dirs: Sequence[Path]) -> MergeOutcome:
 
     Raises
     ------
-    ValueError
-        ``out`` is not empty or is one of the inputs; an input is not a run
-        directory; the inputs differ in plan, adapter fingerprints, ledger or
-        manifest; a unit is not part of the plan; a unit present twice has
-        different results; a prediction or log file present twice differs.
+    ConfigError
+        No input, ``out`` is not empty or is one of the inputs.
+    DataError
+        An input is not a run directory; the inputs differ in plan, dataset
+        cards, adapter fingerprints, ledger or manifest; a unit is not part of
+        the plan; a unit present twice has different results; a prediction or
+        log file present twice differs.
     """
-    from bench.runner import expected_units, write_metrics, write_unit_summary
-
-    out = Path(out)
-    runs = [Path(r) for r in run_dirs]
+    target = RunDir(out)
+    runs = [RunDir(r) for r in run_dirs]
     if not runs:
-        raise ValueError("bench merge: give at least one RUN_DIR")
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"bench merge: {out} is not empty; choose a new OUT folder")
-    if any(out.resolve() == run.resolve() for run in runs):
-        raise ValueError(f"bench merge: OUT {out} is also an input")
+        raise ConfigError("bench merge: give at least one RUN_DIR")
+    if not target.is_empty():
+        raise ConfigError(f"bench merge: {target} is not empty; choose a new OUT folder")
+    if any(target.path.resolve() == run.path.resolve() for run in runs):
+        raise ConfigError(f"bench merge: OUT {target} is also an input")
     configs = [_read_run(run) for run in runs]
     first, reference = runs[0], configs[0]
     for run, config in zip(runs[1:], configs[1:], strict=True):
         _check_same(first, reference, run, config)
 
-    plan, manifest = reference["plan"], atomic.read_json(first / "manifest.json")
-    expected = {unit["key"]: unit for unit in expected_units(plan, manifest)}
-    found: dict[str, Path] = {}
-    duplicated: list[dict[str, Any]] = []
+    expected = {unit.key: unit for unit in first.expected_units()}
+    found: dict[str, tuple[RunDir, Path]] = {}
+    duplicated: list[tuple[UnitRef, list[str]]] = []
     for run in runs:
-        for path in sorted((run / "units").glob("*.json")):
+        for path in run.unit_paths():
             key = path.stem
             if key not in expected:
-                raise ValueError(f"bench merge: {path} is not a unit of the plan")
+                raise DataError(path, "not a unit of the plan")
             if key in found:
-                if _result(atomic.read_json(found[key])) != _result(atomic.read_json(path)):
-                    raise ValueError(f"bench merge: unit {key} has different results in "
-                                     f"{found[key].parents[1]} and {run}")
-                duplicated.append({**expected[key], "runs": [str(found[key].parents[1]),
-                                                             str(run)]})
+                owner, kept = found[key]
+                if owner.read_unit(kept).result() != run.read_unit(path).result():
+                    raise DataError(path, f"unit {key} has different results in {owner} and "
+                                    f"{run}")
+                duplicated.append((expected[key], [str(owner), str(run)]))
                 continue
-            found[key] = path
+            found[key] = (run, path)
     missing = [unit for key, unit in expected.items() if key not in found]
 
     copied: dict[Path, Path] = {}
     for run in runs:
-        for folder in ("predictions", "logs"):
-            for source in sorted((run / folder).rglob("*")):
-                if source.is_file() and atomic.PARTIAL_MARK not in source.name:
-                    _copy_once(source, out / source.relative_to(run), copied)
-    for key, path in sorted(found.items()):
-        _copy(path, out / "units" / f"{key}.json")
-    for name in ("prompts.jsonl", "manifest.json"):
-        _copy(first / name, out / name)
+        for source in run.output_files():
+            _copy_once(source, target.path / source.relative_to(run.path), copied)
+    for key, (_, path) in sorted(found.items()):
+        _copy(path, target.unit_path(key))
+    for name in (LEDGER, MANIFEST):
+        _copy(first.path / name, target.path / name)
     merged = {k: v for k, v in reference.items() if k not in ("resumed", "execution")}
     merged.update(shard=None, merged={
-        "time": _now(), "units_expected": len(expected), "units_merged": len(found),
-        "missing": [u["key"] for u in missing], "duplicated": [u["key"] for u in duplicated],
-        "from": [{"run_dir": str(run.resolve()), "shard": config.get("shard"),
+        "time": timestamp(), "units_expected": len(expected), "units_merged": len(found),
+        "missing": [u.key for u in missing], "duplicated": [u.key for u, _ in duplicated],
+        "from": [{"run_dir": str(run.path.resolve()), "shard": config.get("shard"),
                   "started": config.get("started"), "execution": config.get("execution")}
                  for run, config in zip(runs, configs, strict=True)]})
-    atomic.write_json(out / "config.json", merged)
-    write_metrics(out)
-    write_unit_summary(out)
-    return MergeOutcome(out, len(expected), len(found), missing, duplicated)
+    target.write_config(merged)
+    target.write_metrics()
+    target.write_unit_table()
+    return MergeOutcome(target.path, len(expected), len(found), missing, duplicated)
 
 
-def _read_run(run: Path) -> dict[str, Any]:
-    for name in ("config.json", "prompts.jsonl", "manifest.json"):
-        if not (run / name).is_file():
-            raise ValueError(f"bench merge: {run} has no {name}: not a run directory (or "
-                             "its shard has not written its ledger yet)")
-    return atomic.read_json(run / "config.json")
+def _read_run(run: RunDir) -> dict[str, Any]:
+    for path in (run.config_path, run.ledger_path, run.manifest_path):
+        if not path.is_file():
+            raise DataError(path, f"not found: {run} is not a run directory (or its shard "
+                            "has not written its ledger yet)")
+    return run.read_config()
 
 
-def _check_same(first: Path, a: dict[str, Any], run: Path, b: dict[str, Any]) -> None:
+def _check_same(first: RunDir, a: dict[str, Any], run: RunDir, b: dict[str, Any]) -> None:
     changed = sorted(k for k in set(a["plan"]) | set(b["plan"])
                      if a["plan"].get(k) != b["plan"].get(k))
     if changed:
-        raise ValueError(f"bench merge: {run} is another run than {first}: the plan differs in "
-                         f"{', '.join(changed)}")
+        raise DataError(run.config_path, f"another run than {first}: the plan differs in "
+                        f"{', '.join(changed)}")
+    cards = sorted(c for c in set(a.get("cards", {})) | set(b.get("cards", {}))
+                   if a.get("cards", {}).get(c) != b.get("cards", {}).get(c))
+    if cards:
+        raise DataError(run.config_path, f"another run than {first}: the dataset cards of "
+                        f"{', '.join(cards)} differ")
     models = sorted(m for m in set(a.get("adapters", {})) | set(b.get("adapters", {}))
                     if a.get("adapters", {}).get(m) != b.get("adapters", {}).get(m))
     if models:
-        raise ValueError(f"bench merge: {run} and {first} ran different adapters (fingerprints "
-                         f"of {', '.join(models)} differ: weights, settings, device or versions)")
-    for name in ("prompts.jsonl", "manifest.json"):
-        if (first / name).read_bytes() != (run / name).read_bytes():
-            raise ValueError(f"bench merge: {run / name} differs from {first / name}: the shards "
-                             "did not read the same data")
-
-
-def _result(unit: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps({k: unit.get(k) for k in RESULT_FIELDS}, sort_keys=True)
+        raise DataError(run.config_path, f"{run} and {first} ran different adapters "
+                        f"(fingerprints of {', '.join(models)} differ: weights, settings, "
+                        "device or versions)")
+    for name in (LEDGER, MANIFEST):
+        if (first.path / name).read_bytes() != (run.path / name).read_bytes():
+            raise DataError(run.path / name, f"differs from {first.path / name}: the shards "
+                            "did not read the same data")
 
 
 def _copy_once(source: Path, target: Path, copied: dict[Path, Path]) -> None:
     if target in copied:
         if copied[target].read_bytes() != source.read_bytes():
-            raise ValueError(f"bench merge: {source} differs from {copied[target]}")
+            raise DataError(source, f"differs from {copied[target]}")
         return
     _copy(source, target)
     copied[target] = source
@@ -170,9 +179,3 @@ def _copy_once(source: Path, target: Path, copied: dict[Path, Path]) -> None:
 def _copy(source: Path, target: Path) -> None:
     with atomic.atomic_path(target) as temp:
         shutil.copyfile(source, temp)
-
-
-def _now() -> str:
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

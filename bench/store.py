@@ -1,19 +1,25 @@
 """Predictions on disk: PNG per image for image flows, NIfTI per target for volumes.
 
-Volumes are written back in source geometry: readers put the source ``affine``
-in ``flow.meta`` and, when they reordered axes to slice the volume, the
-permutation ``source_axes`` such that ``mask.transpose(source_axes)`` is in
-the source file's array order.
+The folder of one model, seed and dataset is :func:`prediction_folder`
+(:meth:`bench.rundir.RunDir.prediction_folder`); inside it, :func:`volume_path`
+and :func:`image_path` name the files. Volumes are written back in source
+geometry: readers put the source ``affine`` in ``flow.meta`` and, when they
+reordered axes to slice the volume, the permutation ``source_axes`` such that
+``mask.transpose(source_axes)`` is in the source file's array order;
+:func:`read_volume` undoes it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bench.atomic import atomic_path
+from bench.errors import DataError
 from bench.types import Flow, Prediction
 
 
@@ -23,7 +29,18 @@ def safe_name(text: str) -> str:
 
 
 def prediction_folder(run_dir: Path, model: str, seed: int, dataset: str) -> Path:
+    """The folder of one model's predictions for one dataset and seed in a run directory."""
     return Path(run_dir) / "predictions" / safe_name(model) / f"seed{seed}" / safe_name(dataset)
+
+
+def volume_path(folder: Path, flow_id: str, target: str) -> Path:
+    """The NIfTI file of one target of a volume flow."""
+    return Path(folder) / f"{safe_name(flow_id)}__{safe_name(target)}.nii.gz"
+
+
+def image_path(folder: Path, target: str, case: str) -> Path:
+    """The PNG file of one target of one image (case) of an image flow."""
+    return Path(folder) / safe_name(target) / f"{safe_name(case)}.png"
 
 
 def write_prediction(folder: Path, flow: Flow, prediction: Prediction) -> list[Path]:
@@ -31,12 +48,12 @@ def write_prediction(folder: Path, flow: Flow, prediction: Prediction) -> list[P
     written: list[Path] = []
     for target, masks in prediction.masks.items():
         if flow.kind == "volume":
-            path = folder / f"{safe_name(flow.id)}__{safe_name(target)}.nii.gz"
+            path = volume_path(folder, flow.id, target)
             _write_nifti(path, np.stack([np.asarray(m, dtype=np.uint8) for m in masks]), flow)
             written.append(path)
         else:
             for case, mask in zip(flow.case_ids, masks, strict=True):
-                path = folder / safe_name(target) / f"{safe_name(case)}.png"
+                path = image_path(folder, target, case)
                 _write_png(path, np.asarray(mask, dtype=bool))
                 written.append(path)
     return written
@@ -62,3 +79,45 @@ def _write_nifti(path: Path, mask: np.ndarray, flow: Flow) -> None:
     image = nib.Nifti1Image(mask.astype(np.uint8), np.asarray(affine, dtype=float))
     with atomic_path(path) as temp:
         nib.save(image, temp)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A predicted mask written by :func:`write_prediction` for one image (boolean).
+
+    Raises
+    ------
+    DataError
+        The file is missing or cannot be read as an image.
+    """
+    from skimage.io import imread
+
+    if not Path(path).is_file():
+        raise DataError(path, "no prediction file")
+    try:
+        image = np.asarray(imread(path))
+    except (OSError, ValueError) as err:  # what imageio/PIL raise for a damaged file
+        raise DataError(path, f"unreadable prediction ({err})") from None
+    return (image.max(axis=-1) if image.ndim == 3 else image) > 0
+
+
+def read_volume(path: Path, meta: Mapping[str, Any]) -> np.ndarray:
+    """A predicted volume in the flow's array order (undoing ``source_axes`` of ``meta``).
+
+    Raises
+    ------
+    DataError
+        The file is missing or cannot be read as NIfTI.
+    """
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    if not Path(path).is_file():
+        raise DataError(path, "no prediction file")
+    try:
+        data = np.asarray(nib.load(str(path)).dataobj) > 0
+    except (OSError, EOFError, ImageFileError) as err:  # a damaged or truncated file
+        raise DataError(path, f"unreadable prediction ({err})") from None
+    axes = meta.get("source_axes")
+    if axes is not None:
+        data = np.transpose(data, np.argsort(axes))
+    return data

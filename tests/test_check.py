@@ -17,6 +17,7 @@ from bench.check import (
     write_reference,
 )
 from bench.cli import main
+from bench.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +128,9 @@ def test_reference_formats_and_errors(runs, tmp_path):
     assert compare_means(run_means(reference_run), load_reference(reference_run)) == []
     bad = tmp_path / "bad.csv"
     bad.write_text("dataset,target,model\nd,t,m\n")
-    with pytest.raises(ValueError, match="bad.csv: reference lacks column"):
+    with pytest.raises(DataError, match="bad.csv: reference lacks column"):
         load_reference(bad)
-    with pytest.raises(FileNotFoundError, match="reference not found"):
+    with pytest.raises(DataError, match="none.csv: reference not found"):
         load_reference(tmp_path / "none.csv")
 
 
@@ -139,7 +140,7 @@ def test_parse_tolerance():
     assert parse_tolerance("hd95=1") == {"hd95": 1.0, "*": 1e-6}
     for text, message in (("x", "not a number"), ("-1", ">= 0"), ("dice=1,dice=2", "twice"),
                           ("", "empty")):
-        with pytest.raises(ValueError, match=f"--tolerance: .*{message}|--tolerance: {message}"):
+        with pytest.raises(ConfigError, match=f"--tolerance: .*{message}|--tolerance: {message}"):
             parse_tolerance(text)
 
 

@@ -13,6 +13,7 @@ from test_report_support import make_run, read_table
 from bench.aggregate import is_scored
 from bench.cli import main
 from bench.compare import compare_models, compare_runs, paired_statistics, wilcoxon_p
+from bench.errors import ConfigError
 from bench.prompts.ledger import canonical_json, row_hash
 
 
@@ -111,7 +112,7 @@ def test_compare_runs_named_models(run, tmp_path):
     within = compare_models(read_table(run), ["good", "poor"], metrics=["dice"],
                             n_resamples=200)
     assert result["difference"].item() == pytest.approx(within["difference"].item())
-    with pytest.raises(ValueError, match="no model 'nope'"):
+    with pytest.raises(ConfigError, match="--model-a .*: unknown model 'nope'"):
         compare_runs(run, run, model_a="nope", model_b="poor")
 
 

@@ -23,6 +23,7 @@ from bench.executors import (
     wants_gpu,
 )
 from bench.plan import make_plan
+from bench.progress import DatasetReading, UnitFinished, UnitRetrying, UnitsPlanned
 from bench.runner import execute
 from bench.types import Prediction
 
@@ -67,8 +68,7 @@ def local_run(tmp_path_factory):
     """The demo suite run in-process: the reference."""
     run_dir = tmp_path_factory.mktemp("local") / "run"
     events = []
-    outcome = execute(_demo_plan(), run_dir, progress=lambda event, **info: events.append(
-        (event, info)))
+    outcome = execute(_demo_plan(), run_dir, progress=events.append)
     return run_dir, outcome, events
 
 
@@ -95,8 +95,12 @@ def test_local_run_records_timings_memory_and_progress(local_run):
     assert list(pd.read_csv(run_dir / "metrics.csv").columns) == [
         "dataset", "flow", "case", "patient", "target", "model", "protocol", "seed", "metric",
         "value", "status", "message", "click"]
-    assert [e for e, _ in events].count("advance") == 10
-    assert dict(events)["units"]["total"] == 10
+    finished = [e for e in events if isinstance(e, UnitFinished)]
+    assert len(finished) == 10 and {e.status for e in finished} == {"ok"}
+    planned = [e for e in events if isinstance(e, UnitsPlanned)]
+    assert len(planned) == 1 and (planned[0].total, planned[0].reused) == (10, 0)
+    assert [e.dataset for e in events if isinstance(e, DatasetReading)] == [
+        d.name for d in _demo_plan().datasets]
 
 
 def test_processes_give_the_local_table_byte_for_byte(local_run, tmp_path):
@@ -126,10 +130,10 @@ def _check_dies_once_run(run_dir: Path, outcome, events) -> None:
     assert len(dying) == 2 and (dying["attempts"] == 2).all()
     # Units stopped only because another unit's worker died used no retry.
     assert (units[units["model"] == "full-frame"]["attempts"] == 1).all()
-    retried = [info for event, info in events if event == "retry"]
-    assert sorted(info["flow"] for info in retried) == ["fundus-f0", "fundus-f1"]
-    assert {info["model"] for info in retried} == {"test-dies-once"}
-    assert all(info["attempt"] == 2 for info in retried)
+    retried = [event for event in events if isinstance(event, UnitRetrying)]
+    assert sorted(event.flow for event in retried) == ["fundus-f0", "fundus-f1"]
+    assert {event.model for event in retried} == {"test-dies-once"}
+    assert all(event.attempt == 2 for event in retried)
     assert outcome.units_retried == 2 and outcome.units_failed == 0
     # After its retry the adapter predicts the full frame: its scores are full-frame's.
     table = pd.read_csv(run_dir / "metrics.csv")
@@ -144,7 +148,7 @@ def _check_dies_once_run(run_dir: Path, outcome, events) -> None:
 def test_a_worker_process_that_dies_is_retried_and_the_retry_recorded(tmp_path):
     events = []
     outcome = execute(_dies_once_plan(tmp_path), tmp_path / "run", executor="processes",
-                      workers=2, progress=lambda event, **info: events.append((event, info)))
+                      workers=2, progress=events.append)
     _check_dies_once_run(tmp_path / "run", outcome, events)
 
 
@@ -220,5 +224,5 @@ def test_ray_gives_the_local_table_byte_for_byte(ray_session, local_run, tmp_pat
 def test_a_ray_worker_that_dies_is_retried(ray_session, tmp_path):
     events = []
     outcome = execute(_dies_once_plan(tmp_path), tmp_path / "run", executor="ray", workers=2,
-                      progress=lambda event, **info: events.append((event, info)))
+                      progress=events.append)
     _check_dies_once_run(tmp_path / "run", outcome, events)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.prompts import PROTOCOLS, ledger, make_prompts
+from bench.prompts import PROTOCOLS, draw_prompts, ledger, make_prompts
 from bench.prompts.kinds import mask_sha256
 from bench.types import Flow, Prompt
 
@@ -230,7 +230,7 @@ def test_draw_prompts_writes_a_png(tmp_path):
                if p.frame == 0] + make_prompts(flow, "one-prompt", seed=0, prompt_kind="mask",
                                                params={})[:1]
     prompts.append(Prompt("liver", 0, "point", points=((4, 3), (8, 8)), labels=(1, 0)))
-    path = ledger.draw_prompts(np.random.default_rng(0).random((12, 12)), prompts,
+    path = draw_prompts(np.random.default_rng(0).random((12, 12)), prompts,
                                tmp_path / "view" / "frame0.png", title="v01 frame 0")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = matplotlib.image.imread(path)

@@ -9,13 +9,15 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_support import CARDS, make_run, read_table, summary_of
+from test_report_support import make_run, read_table, summary_of
 
+from bench import atomic
 from bench.aggregate import is_scored
 from bench.cli import main
+from bench.errors import ConfigError
 from bench.report import parse_formats, tables, write_report
-from bench.report.build import read_ledger_rows
 from bench.report.gallery import build_gallery, pick_cases
+from bench.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def run(tmp_path_factory):
     run_dir = make_run(tmp_path_factory.mktemp("report") / "run",
                        models=("good", "poor", "broken"), seeds=(0, 1),
                        extra_shift={("good", 1): 1})
-    write_report(run_dir, ("md", "html", "tex"), cards=CARDS)
+    write_report(run_dir, ("md", "html", "tex"))
     return run_dir
 
 
@@ -174,18 +176,29 @@ def test_gallery_skips_what_it_cannot_draw_with_a_note(tmp_path):
     table = read_table(run_dir)
     best = next(p for p in pick_cases(table) if p.rank == "best")
     target_dir = run_dir / "predictions" / "good" / "seed0" / "fake-cells" / "cell"
-    (target_dir / f"{best.case.replace('/', '_')}.png").unlink()
-    datasets = [{"name": "fake-cells", "root": None}]
-    ledger = read_ledger_rows(run_dir / "prompts.jsonl")
-    drawn, notes = build_gallery(run_dir, table, datasets, CARDS, ledger, limit=None,
-                                 synthetic=True)
+    missing = target_dir / f"{best.case.replace('/', '_')}.png"
+    missing.unlink()
+    rundir = RunDir(run_dir)
+    ledger = rundir.read_ledger()
+    drawn, notes = build_gallery(rundir, table, ledger, synthetic=True)
     assert [name for name, _ in drawn] == ["fake-cells"]  # the other panels are drawn
-    assert len(notes) == 1 and notes[0].startswith(f"fake-cells good best ({best.case}/cell) "
-                                                   "not drawn: FileNotFoundError")
-    drawn, notes = build_gallery(run_dir, table, datasets, {}, ledger, limit=None,
-                                 synthetic=True)
+    assert notes == [f"fake-cells good best ({best.case}/cell) not drawn: DataError: "
+                     f"{missing}: no prediction file"]
+    # Frames that changed since the run are not drawn over the run's predictions.
+    manifest = rundir.read_manifest()
+    manifest["datasets"]["fake-cells"]["flows"][0]["frames_sha256"] = "0" * 64
+    rundir.write_manifest(manifest)
+    drawn, notes = build_gallery(rundir, table, ledger, synthetic=True)
+    flow0 = [n for n in notes if "flow flow0" in n]
+    assert len(flow0) == 1 and "frames differ from those read when the prompt ledger was " \
+        "written" in flow0[0]
+    # The cards come from the run directory only.
+    config = rundir.read_config()
+    del config["cards"]
+    atomic.write_json(rundir.config_path, config)
+    drawn, notes = build_gallery(rundir, table, ledger, synthetic=True)
     assert drawn == [] and notes == ["fake-cells: gallery skipped: no dataset card "
-                                     "'fake-cells' found"]
+                                     "'fake-cells' recorded in the run's config.json"]
 
 
 def test_published_numbers_are_not_shown_for_synthetic_runs(run):
@@ -204,7 +217,7 @@ def test_click_curve():
 
 def test_formats_are_validated():
     assert parse_formats("md, html,md") == ("md", "html")
-    with pytest.raises(ValueError, match="--format: unknown format"):
+    with pytest.raises(ConfigError, match="--format: unknown format"):
         parse_formats("md,pdf")
 
 
@@ -240,7 +253,7 @@ def test_clicks_section_when_the_table_has_a_click_column(tmp_path):
     dice_rows = table[table["metric"] == "dice"]
     clicks = [dice_rows.assign(click=1), dice_rows.assign(click=3, value=dice_rows["value"] + 0.1)]
     pd.concat([table, *clicks]).to_csv(run_dir / "metrics.csv", index=False)
-    write_report(run_dir, "md", cards=CARDS, gallery=False)
+    write_report(run_dir, "md", gallery=False)
     text = (run_dir / "report.md").read_text()
     assert "## Dice against the number of clicks" in text
     assert (run_dir / "figures" / "dice_vs_clicks.png").stat().st_size > 5000
@@ -261,7 +274,7 @@ def test_published_numbers_beside_a_real_suite(tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["datasets"] = {"btcv": {**manifest["datasets"]["fake-ct"], "synthetic": False}}
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    write_report(run_dir, "md", cards={}, gallery=False)
+    write_report(run_dir, "md", gallery=False)
     text = (run_dir / "report.md").read_text()
     section = text[text.index("## Published numbers"):text.index("## Metric definitions")]
     liver = _valid_means(table, model="MedSAM-2", target="liver", metric="dice")

@@ -1,8 +1,8 @@
 """A small synthetic run directory for the report, check and compare tests.
 
 Not a test module by itself: ``make_run`` writes a run directory the way
-``bench run`` does (config.json, manifest.json, prompts.jsonl through the real
-ledger writer, predictions through ``bench.store``, metrics.csv from
+``bench run`` does (config.json with the dataset cards, manifest.json,
+prompts.jsonl through the real ledger writer, predictions through ``bench.store``, metrics.csv from
 ``bench.scoring``), for two datasets read by a test reader registered here:
 ``fake-cells`` (image flows, several images per patient) and ``fake-ct``
 (volumes with two organs). Model ``good`` predicts the truth shifted by 1
@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 
 from bench import atomic
+from bench.cache import frames_digest
 from bench.metrics import EmptyPolicy
 from bench.prompts import ledger
 from bench.readers import FlowRef, Reader, register_reader
 from bench.readers.cards import Card
-from bench.runner import TIDY_COLUMNS
+from bench.rundir import TIDY_COLUMNS, RunDir, card_record
 from bench.scoring import failure_rows, score_flow
-from bench.store import prediction_folder, write_prediction
+from bench.store import write_prediction
 from bench.types import Flow, Prediction, Prompt
 
 READER = "test-report-synthetic"
@@ -113,7 +114,8 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
             "empty_policy": "exclude", "nsd_tolerance_mm": 2.0, "limit": None,
             "description": "", "reproduces": "", "demo": demo, "unconfigured": []}
     atomic.write_json(run_dir / "config.json", {
-        "plan": plan, "provenance": {"versions": {"python": "3"}, "git": {"commit": "abc"}},
+        "plan": plan, "cards": {d: card_record(CARDS[d]) for d in datasets},
+        "provenance": {"versions": {"python": "3"}, "git": {"commit": "abc"}},
         "adapters": {m: {"description": f"test model {m}"} for m in models}})
     manifest = {"datasets": {}}
     ledger_rows, tidy = [], []
@@ -121,11 +123,13 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
     for name in datasets:
         card = CARDS[name]
         manifest["datasets"][name] = {"root": None, "synthetic": True, "flows": [],
-                                      "failures": []}
-        for flow in read_fake(card, None, None):
+                                      "failures": [], "refused": False}
+        for position, flow in enumerate(read_fake(card, None, None)):
             manifest["datasets"][name]["flows"].append(
                 {"id": flow.id, "frames": len(flow.frames), "cases": len(flow.case_ids),
-                 "targets": flow.targets})
+                 "targets": flow.targets, "position": position,
+                 "case_ids": list(flow.case_ids), "patient_ids": list(flow.patient_ids),
+                 "frames_sha256": frames_digest(flow.frames)})
             for seed in seeds:
                 prompts = _prompts(flow, card.one_prompt_kind)
                 ledger_rows += ledger.prompt_rows(prompts, dataset=name, case=flow.id,
@@ -142,8 +146,8 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
                         rows = score_flow(flow, prediction, scored_frames=None,
                                           metrics=plan["metrics"], policy=policy,
                                           nsd_tolerance_mm=2.0)
-                        write_prediction(prediction_folder(run_dir, model, seed, name), flow,
-                                         prediction)
+                        write_prediction(RunDir(run_dir).prediction_folder(model, seed, name),
+                                         flow, prediction)
                     for row in rows:
                         row.update(dataset=name, flow=flow.id, model=model,
                                    protocol="one-prompt", seed=seed)
@@ -157,9 +161,7 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
 
 
 def read_table(run_dir: Path) -> pd.DataFrame:
-    from bench.report import load_metrics
-
-    return load_metrics(run_dir)
+    return RunDir(run_dir).read_metrics()
 
 
 def write_table(run_dir: Path, table: pd.DataFrame) -> None:

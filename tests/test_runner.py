@@ -177,11 +177,11 @@ def test_bench_prompts_lists_the_ledger_and_draws_a_frame(tmp_path, capsys):
     _run(tmp_path, ["full-frame"], limit=1)
     run_dir = tmp_path / "run"
     rows = ledger.read_ledger(run_dir / "prompts.jsonl")
-    assert main(["--config", str(CONFIG), "prompts", str(run_dir)]) == 0
+    assert main(["prompts", str(run_dir)]) == 0  # everything from the run directory
     assert f"{len(rows)} prompts" in capsys.readouterr().out
     flow = rows[0]["case"]
     png = tmp_path / "prompts.png"
-    assert main(["--config", str(CONFIG), "prompts", str(run_dir), "--dataset", "demo-fundus",
+    assert main(["prompts", str(run_dir), "--dataset", "demo-fundus",
                  "--flow", flow, "--draw", str(png)]) == 0
     from skimage.io import imread
 

@@ -9,7 +9,7 @@ import pytest
 
 from bench.cli import main
 from bench.config import load_config
-from bench.errors import RunError
+from bench.errors import ConfigError, DataError, RunError
 from bench.plan import make_plan
 from bench.runner import execute
 from bench.shard import in_shard, merge_runs, parse_shard
@@ -46,7 +46,7 @@ def test_parse_shard_reads_i_of_n():
     assert parse_shard("0/3") == (0, 3)
     assert parse_shard("2/3") == (2, 3)
     for bad in ("3/3", "-1/3", "1", "a/b", "0/0", "1/2/3"):
-        with pytest.raises(ValueError, match="--shard: expected I/N"):
+        with pytest.raises(ConfigError, match="--shard: expected I/N"):
             parse_shard(bad)
 
 
@@ -118,14 +118,14 @@ def test_merge_refuses_runs_that_are_not_shards_of_one_run(runs, tmp_path):
     config = json.loads((other / "config.json").read_text())
     config["plan"]["limit"] = 2
     (other / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="plan differs in limit"):
+    with pytest.raises(DataError, match="plan differs in limit"):
         merge_runs(tmp_path / "a", [shard0, other])
 
     ledger = tmp_path / "ledger"
     shutil.copytree(shard1, ledger)
     lines = (ledger / "prompts.jsonl").read_text().splitlines(keepends=True)
     (ledger / "prompts.jsonl").write_text("".join(lines[1:]))
-    with pytest.raises(ValueError, match="prompts.jsonl differs"):
+    with pytest.raises(DataError, match="prompts.jsonl: differs from"):
         merge_runs(tmp_path / "b", [shard0, ledger])
 
     tampered = tmp_path / "tampered"
@@ -134,12 +134,12 @@ def test_merge_refuses_runs_that_are_not_shards_of_one_run(runs, tmp_path):
     unit = json.loads(unit_path.read_text())
     unit["rows"][0]["value"] = 0.123
     unit_path.write_text(json.dumps(unit))
-    with pytest.raises(ValueError, match=f"unit {unit_path.stem} has different results"):
+    with pytest.raises(DataError, match=f"unit {unit_path.stem} has different results"):
         merge_runs(tmp_path / "c", [shard0, tampered])
 
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
-    with pytest.raises(ValueError, match="is not empty"):
+    with pytest.raises(ConfigError, match="is not empty"):
         merge_runs(tmp_path / "full", [shard0])
 
 

@@ -9,33 +9,26 @@ false-positive (FP) region, positive when the deepest FN distance is larger
 :mod:`bench.prompts.kinds` (outside the image counts as outside the region),
 and pixels already clicked are never clicked again.
 
-How the runner drives it (model adapters never see ground truth; the runner
-owns the ground truth and calls the adapter once per click)::
-
-    for prompt in ledger_prompts:                   # one per (target, frame)
-        ref = flow.masks[prompt.target][prompt.frame]
-        def predict(p, previous):                   # p: all clicks so far
-            return adapter.predict_click(view, p, previous)  # a bool mask of that frame
-        trace = run_clicks(predict, ref, target=prompt.target, frame=prompt.frame,
-                           max_clicks=params["max_clicks"])
-        # record trace.clicks, trace.dice; noc(trace.dice, 0.85), noc(trace.dice, 0.9)
-
-``predict`` receives a :class:`bench.types.Prompt` of kind ``point`` holding
+A unit of the ``interactive`` protocol runs :func:`click_sessions`: one
+session per ledger prompt, against ``adapter.predict_click``. Model adapters
+never see ground truth; the harness owns it and asks the adapter once per
+click. ``predict`` receives a :class:`bench.types.Prompt` of kind ``point`` holding
 every click so far (``points`` and ``labels`` in click order) and the previous
 prediction (None before the first click), and returns the new mask. The
-later clicks depend on the model, so they are not in ``prompts.jsonl``: the
-runner should store each session's clicks with that model's results.
+later clicks depend on the model, so they are not in ``prompts.jsonl``; the
+Dice after each click is stored with that model's results instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from bench.prompts.kinds import padded_distance
-from bench.types import Prompt
+from bench.types import Flow, Prediction, Prompt
 
 Click = tuple[int, int, bool]
 
@@ -151,3 +144,46 @@ def run_clicks(
         trace.dice.append(dice(previous, ref))
     trace.mask = previous
     return trace
+
+
+# The levels at which a session's NoC (clicks needed to reach that Dice) is recorded.
+NOC_LEVELS = (0.85, 0.9)
+
+
+def click_sessions(flow: Flow, prompts: Sequence[Prompt],
+                   predict: Callable[[Prompt, np.ndarray | None], np.ndarray],
+                   max_clicks: int) -> tuple[Prediction, list[dict[str, Any]]]:
+    """Run one session per ledger prompt (its first click) of ``flow`` against ``predict``.
+
+    ``predict(clicks, previous)`` is the model's answer to all clicks so far
+    (see :func:`run_clicks`); this function owns the ground truth and places
+    every further click. The final mask of each session becomes the
+    prediction of its frame (scored like any other protocol); the Dice after
+    every click (rows with ``click``) and NoC@85 / NoC@90 (clicks to reach
+    that Dice, ``max_clicks`` when never reached, as RITM counts) become
+    extra tidy rows. For a volume every prompted slice is a session of the
+    volume's case.
+
+    Returns
+    -------
+    (Prediction, list of dict)
+        The final masks and the rows (``case, patient, target, status,
+        metric, value`` and ``click`` for the per-click Dice).
+    """
+    masks = {p.target: [np.zeros(np.shape(f)[:2], dtype=bool) for f in flow.frames]
+             for p in prompts}
+    rows: list[dict[str, Any]] = []
+    for prompt in prompts:
+        ref = np.asarray(flow.masks[prompt.target][prompt.frame], dtype=bool)
+        trace = run_clicks(predict, ref, target=prompt.target, frame=prompt.frame,
+                           max_clicks=max_clicks)
+        if trace.mask is not None:
+            masks[prompt.target][prompt.frame] = trace.mask
+        index = 0 if flow.kind == "volume" else prompt.frame
+        where = {"case": flow.case_ids[index], "patient": flow.patient_ids[index],
+                 "target": prompt.target, "status": "ok"}
+        rows += [{**where, "metric": "dice", "value": float(value), "click": number}
+                 for number, value in enumerate(trace.dice, start=1)]
+        rows += [{**where, "metric": f"noc{round(level * 100)}",
+                  "value": float(trace.noc(level, max_clicks))} for level in NOC_LEVELS]
+    return Prediction(masks=masks), rows

@@ -37,9 +37,8 @@ from typing import Any
 import numpy as np
 
 from bench.atomic import atomic_path
+from bench.errors import DataError
 from bench.prompts.kinds import mask_sha256
-from bench.prompts.streams import KeyedStream, keyed_stream, stream_key
-from bench.prompts.view import draw_prompts
 from bench.types import Flow, Prompt
 
 LEDGER_VERSION = 1
@@ -47,9 +46,9 @@ MASK_KINDS = ("mask", "empty-mask")
 FIELDS = ("box", "case", "dataset", "frame", "hash", "kind", "labels", "mask_sha256",
           "mask_shape", "points", "protocol", "seed", "target", "version")
 
-__all__ = ["LEDGER_VERSION", "KeyedStream", "canonical_json", "draw_prompts", "format_rows",
-           "group_rows", "keyed_stream", "prompt_rows", "read_ledger", "row_hash",
-           "rows_to_prompts", "sort_key", "stream_key", "write_ledger"]
+__all__ = ["LEDGER_VERSION", "canonical_json", "dumps_ledger", "format_rows", "group_rows",
+           "prompt_rows", "read_ledger", "row_hash", "rows_to_prompts", "sort_key",
+           "write_ledger"]
 
 
 def canonical_json(row: Mapping[str, Any]) -> str:
@@ -116,7 +115,9 @@ def dumps_ledger(rows: Iterable[Mapping[str, Any]], where: str = "ledger") -> by
     ordered = sorted((dict(row) for row in rows), key=sort_key)
     seen: set[tuple[Any, ...]] = set()
     for row in ordered:
-        _check_row(row, f"{where}: row {row.get('case')!r}/{row.get('target')!r}")
+        problem = _row_problem(row)
+        if problem:
+            raise ValueError(f"{where}: row {row.get('case')!r}/{row.get('target')!r}: {problem}")
         identity = sort_key(row)[:6]
         if identity in seen:
             raise ValueError(f"{where}: two prompts for dataset {row['dataset']!r} case "
@@ -138,14 +139,24 @@ def write_ledger(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]
 
 
 def read_ledger(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read and verify ``prompts.jsonl`` (every row's fields and hash)."""
+    """Read and verify ``prompts.jsonl`` (every row's fields and hash).
+
+    The one parser of the ledger (a run directory reads it through
+    :meth:`bench.rundir.RunDir.read_ledger`).
+
+    Raises
+    ------
+    DataError
+        Naming the file (and line): missing, not ASCII, not JSON, a row with
+        missing or unknown fields, another ledger version or a wrong hash.
+    """
     path = Path(path)
     try:
         lines = path.read_text(encoding="ascii").splitlines()
     except FileNotFoundError:
-        raise ValueError(f"{path}: ledger not found") from None
+        raise DataError(path, "ledger not found") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not an ASCII ledger") from None
+        raise DataError(path, "not an ASCII ledger") from None
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -153,24 +164,27 @@ def read_ledger(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+            raise DataError(f"{path}:{number}", f"invalid JSON ({err.msg})") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object")
-        _check_row(row, f"{path}:{number}")
+            raise DataError(f"{path}:{number}", "expected a JSON object")
+        problem = _row_problem(row)
+        if problem:
+            raise DataError(f"{path}:{number}", problem)
         rows.append(row)
     return rows
 
 
-def _check_row(row: Mapping[str, Any], where: str) -> None:
+def _row_problem(row: Mapping[str, Any]) -> str:
+    """What is wrong with a ledger row ('' when nothing)."""
     missing = [name for name in FIELDS if name not in row]
     extra = sorted(set(row) - set(FIELDS))
     if missing or extra:
-        problem = f"missing {missing}" if missing else f"unknown fields {extra}"
-        raise ValueError(f"{where}: {problem}")
+        return f"missing {missing}" if missing else f"unknown fields {extra}"
     if row["version"] != LEDGER_VERSION:
-        raise ValueError(f"{where}: ledger version {row['version']!r}, expected {LEDGER_VERSION}")
+        return f"ledger version {row['version']!r}, expected {LEDGER_VERSION}"
     if row["hash"] != row_hash(row):
-        raise ValueError(f"{where}: hash mismatch (the row was changed after it was written)")
+        return "hash mismatch (the row was changed after it was written)"
+    return ""
 
 
 def group_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str, int],
@@ -191,7 +205,7 @@ def rows_to_prompts(rows: Sequence[Mapping[str, Any]], flow: Flow) -> list[Promp
 
     Raises
     ------
-    ValueError
+    DataError
         If a row belongs to another flow, names an unknown target or frame,
         or the ground truth no longer matches a mask prompt's sha256.
     """
@@ -199,18 +213,18 @@ def rows_to_prompts(rows: Sequence[Mapping[str, Any]], flow: Flow) -> list[Promp
     for row in sorted(rows, key=sort_key):
         where = f"ledger row {row['dataset']}/{row['case']}/{row['target']}/frame {row['frame']}"
         if row["case"] != flow.id or row["dataset"] != flow.dataset:
-            raise ValueError(f"{where}: does not belong to flow {flow.dataset}/{flow.id}")
+            raise DataError(where, f"does not belong to flow {flow.dataset}/{flow.id}")
         if row["target"] not in flow.masks:
-            raise ValueError(f"{where}: flow {flow.id!r} has no target {row['target']!r}")
+            raise DataError(where, f"flow {flow.id!r} has no target {row['target']!r}")
         if not 0 <= row["frame"] < len(flow.frames):
-            raise ValueError(f"{where}: flow {flow.id!r} has {len(flow.frames)} frames")
+            raise DataError(where, f"flow {flow.id!r} has {len(flow.frames)} frames")
         mask = None
         if row["kind"] in MASK_KINDS:
             truth = np.asarray(flow.masks[row["target"]][row["frame"]]).astype(bool)
             mask = truth.copy() if row["kind"] == "mask" else np.zeros_like(truth)
             if mask_sha256(mask) != row["mask_sha256"]:
-                raise ValueError(f"{where}: the {row['kind']} prompt's sha256 does not match the "
-                                 "ground truth read now (the data changed)")
+                raise DataError(where, f"the {row['kind']} prompt's sha256 does not match the "
+                                "ground truth read now (the data changed)")
         prompts.append(Prompt(
             target=row["target"],
             frame=row["frame"],

@@ -3,40 +3,32 @@
 ``write_report(run_dir, formats=("md", "html", "tex"))`` writes
 ``summary.json``, ``figures/`` and ``report.md`` / ``report.html`` (one
 self-contained file, figures embedded) / ``report.tex`` (booktabs tables).
+Everything comes from the run directory (:class:`bench.rundir.RunDir`), the
+dataset cards included; never from the ``bench.toml`` of the working directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench import atomic
 from bench.aggregate import summarise
+from bench.errors import ConfigError
 from bench.metrics import DEFAULT_POLICY, METRIC_DEFINITIONS
+from bench.rundir import REPORT_NAMES, RunDir
 
 SUMMARY_VERSION = "1"
-FORMATS = ("md", "html", "tex")
-REPORT_NAMES = {"md": "report.md", "html": "report.html", "tex": "report.tex"}
+FORMATS = tuple(REPORT_NAMES)
 
 
-def load_metrics(run_dir: Path) -> pd.DataFrame:
-    """The tidy table of a run (``metrics.csv``), with empty messages as ''."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no metrics table; is {run_dir} a finished run?")
-    table = pd.read_csv(path, keep_default_na=False, na_values=[""],
-                        dtype={"case": str, "patient": str, "flow": str, "message": str,
-                               "target": str, "dataset": str, "model": str})
-    table["message"] = table["message"].fillna("")
-    return table
+def build_summary(config: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+    """The summary JSON: aggregates plus what is needed to read them honestly.
 
-
-def build_summary(run_dir: Path, table: pd.DataFrame) -> dict[str, Any]:
-    """The summary JSON: aggregates plus what is needed to read them honestly."""
-    config = atomic.read_json(Path(run_dir) / "config.json")
+    ``config`` is the run's ``config.json``, ``table`` its tidy table.
+    """
     plan = config["plan"]
     aggregates = summarise(table)
     errors = table[table["status"] == "error"]
@@ -61,29 +53,18 @@ def build_summary(run_dir: Path, table: pd.DataFrame) -> dict[str, Any]:
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
-    """``"md,html"`` -> ``("md", "html")``; ValueError naming ``--format`` otherwise."""
+    """``"md,html"`` -> ``("md", "html")``; ConfigError naming ``--format`` otherwise."""
     items = text.split(",") if isinstance(text, str) else list(text)
     chosen = [item.strip().lower() for item in items if item.strip()]
     unknown = [item for item in chosen if item not in FORMATS]
     if unknown or not chosen:
-        raise ValueError(f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; "
-                         f"choose from {', '.join(FORMATS)}")
+        raise ConfigError(f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; "
+                          f"choose from {', '.join(FORMATS)}")
     return tuple(dict.fromkeys(chosen))
 
 
-def _default_cards(notes: list[str]) -> Mapping[str, Any]:
-    try:
-        from bench.config import load_config
-
-        return load_config().cards
-    except Exception as err:  # the gallery then says why it could not re-read the data
-        notes.append(f"dataset cards not loaded ({type(err).__name__}: {err}); "
-                     "the gallery cannot re-read the data")
-        return {}
-
-
 def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
-                 cards: Mapping[str, Any] | None = None, gallery: bool = True) -> Path:
+                 gallery: bool = True) -> Path:
     """Write ``summary.json``, ``figures/`` and the report in each of ``formats``.
 
     Parameters
@@ -93,45 +74,37 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
         ``prompts.jsonl``).
     formats : str or sequence of str
         Any of ``md``, ``html``, ``tex`` (``"md,html"`` also accepted).
-    cards : mapping, optional
-        Dataset cards by name: kinds and prompt kinds of the datasets, and
-        the readers that re-read frames for the gallery (default: those of
-        the project's ``bench.toml``).
     gallery : bool
-        Draw the qualitative gallery (re-reads the cases it shows).
+        Draw the qualitative gallery (re-reads the cases it shows through the
+        dataset cards recorded in ``config.json``).
 
     Returns
     -------
     Path
         The first report written (``report.md`` when Markdown is asked for).
     """
-    from bench.report.build import RunContext, build_document, read_ledger_rows
+    # Imported here: the builder needs scipy and matplotlib, which the console's use of
+    # bench.report.tables (every `bench` command) should not load.
+    from bench.report.build import RunContext, build_document
     from bench.report.html import render_html
     from bench.report.latex import render_latex
     from bench.report.markdown import render_markdown
 
-    run_dir = Path(run_dir)
+    rundir = RunDir(run_dir)
     chosen = parse_formats(formats)
-    table = load_metrics(run_dir)
-    summary = build_summary(run_dir, table)
-    atomic.write_json(run_dir / "summary.json", summary)
-    notes: list[str] = []
-    manifest_path = run_dir / "manifest.json"
+    table = rundir.read_metrics()
+    config = rundir.read_config()
+    summary = build_summary(config, table)
+    rundir.write_summary(summary)
     context = RunContext(
-        run_dir=run_dir, table=table, summary=summary,
+        rundir=rundir, table=table, summary=summary,
         aggregates=pd.DataFrame(summary["aggregates"]),
-        manifest=atomic.read_json(manifest_path) if manifest_path.exists() else {"datasets": {}},
-        config=atomic.read_json(run_dir / "config.json"),
-        ledger=read_ledger_rows(run_dir / "prompts.jsonl"),
-        cards=cards if cards is not None else _default_cards(notes),
-        notes=notes,
+        manifest=rundir.read_manifest() if rundir.manifest_path.exists() else {"datasets": {}},
+        config=config,
+        ledger=rundir.read_ledger() if rundir.ledger_path.exists() else [],
+        cards=rundir.read_cards(),
     )
     document = build_document(context, gallery=gallery)
     renderers = {"md": render_markdown, "tex": render_latex,
-                 "html": lambda doc: render_html(doc, run_dir)}
-    written = []
-    for fmt in chosen:
-        path = run_dir / REPORT_NAMES[fmt]
-        atomic.write_text(path, renderers[fmt](document))
-        written.append(path)
-    return written[0]
+                 "html": lambda doc: render_html(doc, rundir.path)}
+    return [rundir.write_report(fmt, renderers[fmt](document)) for fmt in chosen][0]

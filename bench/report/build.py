@@ -8,19 +8,25 @@ beside reproduced ones, the qualitative gallery, definitions and provenance.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.report import figures as figs
-from bench.report import tables
+import bench.report.figures as figs
+import bench.report.published as published
+import bench.report.tables as tables
+from bench.compare import compare_models
+from bench.errors import ConfigError, DataError
+from bench.metrics import METRIC_DEFINITIONS
+from bench.prompts import PROTOCOLS
+from bench.readers.cards import Card
 from bench.report.document import Bullets, Document, Figure, Heading, Note, Paragraph, Table
-from bench.report.markdown import results_table
+from bench.report.gallery import build_gallery
+from bench.rundir import RunDir
 
 COUNTS_TEXT = ("Mean [95 % bootstrap CI, patients resampled]. `n`: cases scored; `n_excluded`: "
                "prediction and reference both empty (excluded from means); `n_penalised`: exactly "
@@ -31,17 +37,20 @@ COUNTS_TEXT = ("Mean [95 % bootstrap CI, patients resampled]. `n`: cases scored;
 
 @dataclass
 class RunContext:
-    """Everything about a run the report reads, loaded once."""
+    """Everything about a run the report reads, loaded once from its run directory."""
 
-    run_dir: Path
+    rundir: RunDir
     table: pd.DataFrame
     summary: dict[str, Any]
     aggregates: pd.DataFrame
     manifest: dict[str, Any]
     config: dict[str, Any]
     ledger: list[dict[str, Any]]
-    cards: Mapping[str, Any]
-    notes: list[str] = field(default_factory=list)
+    cards: Mapping[str, Card]
+
+    def figure(self, path: Path, caption: str) -> Figure:
+        """A figure block for a PNG written under the run directory."""
+        return Figure(path.relative_to(self.rundir.path), caption)
 
     @property
     def synthetic_datasets(self) -> list[str]:
@@ -62,35 +71,20 @@ class RunContext:
             self.table["metric"].unique())
 
 
-def read_ledger_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of ``prompts.jsonl`` (lenient: the report only reads kinds and coordinates)."""
-    if not Path(path).is_file():
-        return []
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
-def prompt_kinds(ledger: list[dict[str, Any]], cards: Mapping[str, Any],
+def prompt_kinds(ledger: list[dict[str, Any]], cards: Mapping[str, Card],
                  datasets: list[str]) -> dict[str, str]:
     """The prompt kind of each dataset: the ledger's most common kind, else the card's."""
     counts: dict[str, Counter] = {}
     for row in ledger:
-        kind = row.get("kind")
-        if kind and kind != "empty-mask":
-            counts.setdefault(str(row.get("dataset")), Counter())[str(kind)] += 1
+        if row["kind"] != "empty-mask":
+            counts.setdefault(row["dataset"], Counter())[row["kind"]] += 1
     kinds = {}
     for name in datasets:
         if name in counts:
             # most_common breaks ties by first insertion; sort for a stable choice.
             kinds[name] = sorted(counts[name].items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-        elif name in cards and getattr(cards[name], "one_prompt_kind", None):
-            kinds[name] = str(cards[name].one_prompt_kind)
+        elif name in cards and cards[name].one_prompt_kind:
+            kinds[name] = cards[name].one_prompt_kind
     return kinds
 
 
@@ -122,7 +116,7 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
         return doc
 
     doc.add(Heading("Results"), Paragraph(COUNTS_TEXT),
-            Table(results_table(aggregates, ctx.metrics)))
+            Table(tables.results_table(aggregates, ctx.metrics)))
     _paper_layouts(doc, ctx, kinds)
     _per_dataset(doc, ctx, kinds)
     _paired(doc, ctx)
@@ -137,10 +131,10 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
 
 
 def _costs(doc: Document, ctx: RunContext) -> None:
-    path = ctx.run_dir / "units.csv"
-    if not path.exists():
+    units = ctx.rundir.read_unit_table()
+    if units is None:
         return
-    costs = tables.unit_costs(pd.read_csv(path))
+    costs = tables.unit_costs(units)
     if costs.empty:
         return
     doc.add(Heading("Cost"),
@@ -176,8 +170,6 @@ def _warnings(doc: Document, ctx: RunContext) -> None:
 
 
 def _protocol(doc: Document, summary: dict[str, Any], kinds: dict[str, str]) -> None:
-    from bench.prompts import PROTOCOLS
-
     params = ", ".join(f"{k} = {v!r}" for k, v in sorted(summary["protocol_params"].items()))
     doc.add(Heading("Protocol"),
             Paragraph(f"`{summary['protocol']}` ({params or 'defaults'}); seeds: "
@@ -191,7 +183,7 @@ def _protocol(doc: Document, summary: dict[str, Any], kinds: dict[str, str]) -> 
     for kind in used:
         try:
             card = spec.card(summary["protocol_params"], prompt_kind=kind)
-        except Exception as err:  # an old run's parameters may no longer validate
+        except ConfigError as err:  # an old run's parameters may no longer validate
             card = f"(protocol card unavailable: {err})"
         if kind is not None and len(used) > 1:
             names = ", ".join(sorted(d for d, k in kinds.items() if k == kind))
@@ -203,12 +195,12 @@ def _protocol(doc: Document, summary: dict[str, Any], kinds: dict[str, str]) -> 
 def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
     aggregates = ctx.aggregates
     models = ctx.config.get("plan", {}).get("models")
-    figures_dir = ctx.run_dir / "figures"
+    figures_dir = ctx.rundir.figures_dir
     doc.add(Heading("Paper layouts"))
     # Table 1 is the multi-organ volume layout; image flows appear in the Table 2 layout.
     multi = [d for d, g in aggregates[aggregates["metric"] == "dice"].groupby("dataset")
              if g["target"].nunique() > 1
-             and getattr(ctx.cards.get(d), "kind", "volume") == "volume"]
+             and (d not in ctx.cards or ctx.cards[d].kind == "volume")]
     for dataset in multi:
         wide = tables.table1(aggregates, dataset, models=models)
         doc.add(Heading(f"Table 1 layout: {dataset}", 3),
@@ -233,14 +225,12 @@ def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> Non
                         synthetic=ctx.synthetic)
     if path is not None:
         doc.add(Heading("Figure 4 layout", 3),
-                Figure(path.relative_to(ctx.run_dir),
-                       "Mean Dice (95 % CI whiskers) per dataset and model, a panel per prompt "
-                       "kind, as in the paper's Figure 4."))
+                ctx.figure(path,
+                           "Mean Dice (95 % CI whiskers) per dataset and model, a panel per prompt "
+                           "kind, as in the paper's Figure 4."))
 
 
 def _per_dataset(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
-    from bench.metrics import METRIC_DEFINITIONS
-
     doc.add(Heading("Per-dataset results"), Paragraph(COUNTS_TEXT))
     seeds = ", ".join(map(str, ctx.summary["seeds"]))
     definitions = ctx.summary.get("metric_definitions", METRIC_DEFINITIONS)
@@ -263,8 +253,6 @@ def _per_dataset(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
 
 
 def _paired(doc: Document, ctx: RunContext) -> None:
-    from bench.compare import compare_models, format_comparison
-
     models = list(dict.fromkeys(ctx.table["model"]))
     if len(models) < 2:
         return
@@ -281,7 +269,7 @@ def _paired(doc: Document, ctx: RunContext) -> None:
                       "differences. `n_unpaired`: cases without a score from at least one of "
                       "the two (failed or missing); "
                       "`n_excluded`: both masks empty on either side."),
-            Table(format_comparison(result)))
+            Table(tables.format_comparison(result)))
 
 
 def _seeds(doc: Document, ctx: RunContext) -> None:
@@ -292,11 +280,10 @@ def _seeds(doc: Document, ctx: RunContext) -> None:
             Paragraph("Mean Dice per seed (each seed draws its own random templates and "
                       "prompts), their standard deviation and range."),
             Table(tables.as_strings(spread)))
-    path = figs.seed_strip(spread, ctx.run_dir / "figures" / "seed_spread.png",
+    path = figs.seed_strip(spread, ctx.rundir.figures_dir / "seed_spread.png",
                            synthetic=ctx.synthetic)
     if path is not None:
-        doc.add(Figure(path.relative_to(ctx.run_dir), "Mean Dice of each seed (dots) and "
-                       "their mean (bar)."))
+        doc.add(ctx.figure(path, "Mean Dice of each seed (dots) and their mean (bar)."))
 
 
 def _clicks(doc: Document, ctx: RunContext) -> None:
@@ -304,21 +291,19 @@ def _clicks(doc: Document, ctx: RunContext) -> None:
     if curve.empty:
         return
     doc.add(Heading("Dice against the number of clicks"))
-    path = figs.click_lines(curve, ctx.run_dir / "figures" / "dice_vs_clicks.png",
+    path = figs.click_lines(curve, ctx.rundir.figures_dir / "dice_vs_clicks.png",
                             synthetic=ctx.synthetic)
     if path is not None:
-        doc.add(Figure(path.relative_to(ctx.run_dir), "Mean Dice after each click."))
+        doc.add(ctx.figure(path, "Mean Dice after each click."))
     doc.add(Table(tables.as_strings(curve)))
 
 
 def _published(doc: Document, ctx: RunContext) -> None:
-    from bench.report import published
-
     if ctx.synthetic:
         return
     try:
         beside = published.published_beside(ctx.aggregates)
-    except (OSError, ValueError) as err:
+    except DataError as err:  # the published tables are missing or damaged
         doc.add(Heading("Published numbers"),
                 Paragraph(f"Published numbers unavailable: {err}"))
         return
@@ -358,15 +343,7 @@ def _published(doc: Document, ctx: RunContext) -> None:
 
 
 def _gallery(doc: Document, ctx: RunContext) -> None:
-    from bench.report.gallery import build_gallery
-
-    plan = ctx.config.get("plan", {})
-    try:
-        drawn, notes = build_gallery(ctx.run_dir, ctx.table, plan.get("datasets", []),
-                                     ctx.cards, ctx.ledger, limit=plan.get("limit"),
-                                     synthetic=ctx.synthetic)
-    except Exception as err:  # the gallery is illustration: it never stops the report
-        drawn, notes = [], [f"gallery not drawn: {type(err).__name__}: {err}"]
+    drawn, notes = build_gallery(ctx.rundir, ctx.table, ctx.ledger, synthetic=ctx.synthetic)
     if not drawn and not notes:
         return
     doc.add(Heading("Qualitative gallery"),
@@ -375,7 +352,7 @@ def _gallery(doc: Document, ctx: RunContext) -> None:
                       "(stars: positive clicks, crosses: negative clicks, rectangles: boxes). "
                       "Volumes show the slice with the most ground truth."))
     for dataset, path in drawn:
-        doc.add(Figure(path.relative_to(ctx.run_dir), f"{dataset}: best, median, worst."))
+        doc.add(ctx.figure(path, f"{dataset}: best, median, worst."))
     if notes:
         doc.add(Paragraph("Not drawn:"), Bullets(notes))
 
@@ -401,8 +378,6 @@ def _closing(doc: Document, ctx: RunContext) -> None:
         for name, failures in read_failures.items():
             items += [f"{name} (reading): {f.get('error')}" for f in failures]
         doc.add(Heading("Failures"), Bullets(items))
-    if ctx.notes:
-        doc.add(Heading("Report notes"), Bullets(ctx.notes))
 
     doc.add(Heading("Models"))
     doc.add(Bullets([f"`{name}`: {fp.get('description', '')}".rstrip(": ")

@@ -69,9 +69,6 @@ class Document:
     def add(self, *blocks: Block) -> None:
         self.blocks.extend(blocks)
 
-    def figures(self) -> list[Figure]:
-        return [block for block in self.blocks if isinstance(block, Figure)]
-
 
 INLINE = re.compile(r"(`[^`]+`|\*\*[^*]+\*\*)")
 

@@ -2,16 +2,17 @@
 
 Each panel shows the frame with the ground truth (green), the prediction
 (red) and the prompts (yellow: positive clicks as stars, negative clicks as
-crosses, boxes as rectangles). Frames and ground truth are re-read from the
-dataset through its card (the run stores neither); predictions come from the
-run's ``predictions/`` folder as written by :mod:`bench.store`. A case that
-cannot be drawn (dataset no longer readable, prediction file missing) is
-skipped with a note, never an error.
+crosses, boxes as rectangles). Frames and ground truth are re-read by flow id
+through the dataset card recorded in the run
+(:meth:`bench.rundir.RunDir.read_flow`, which checks that the frames are
+those the run used); predictions come from the run's ``predictions/`` folder
+as written by :mod:`bench.store`. A case that cannot be drawn (data no longer
+readable or changed, prediction file missing) is skipped with a note.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,11 @@ import numpy as np
 import pandas as pd
 
 from bench.aggregate import is_scored
+from bench.errors import DataError
 from bench.report.figures import SYNTHETIC_MARK, _pyplot, save_figure
-from bench.store import prediction_folder, safe_name
+from bench.rundir import RunDir
+from bench.store import image_path, read_image, read_volume, safe_name, volume_path
+from bench.types import Flow
 
 RANKS = ("best", "median", "worst")
 
@@ -72,48 +76,26 @@ def pick_cases(table: pd.DataFrame, *, metric: str = "dice") -> list[Pick]:
     return picks
 
 
-def read_prediction_png(path: Path) -> np.ndarray:
-    from skimage.io import imread
-
-    image = np.asarray(imread(path))
-    return (image.max(axis=-1) if image.ndim == 3 else image) > 0
-
-
-def read_prediction_volume(path: Path, meta: Mapping[str, Any]) -> np.ndarray:
-    """A predicted volume in the flow's array order (undoing ``source_axes``)."""
-    import nibabel as nib
-
-    data = np.asarray(nib.load(str(path)).dataobj) > 0
-    axes = meta.get("source_axes")
-    if axes is not None:
-        data = np.transpose(data, np.argsort(axes))
-    return data
-
-
-def panels_for_flow(run_dir: Path, flow: Any, picks: Iterable[Pick],
+def panels_for_flow(rundir: RunDir, flow: Flow, picks: Iterable[Pick],
                     ledger_rows: list[dict[str, Any]]) -> tuple[list[Panel], list[str]]:
     """The panels of the picks that belong to ``flow`` (and notes for those skipped)."""
     panels, notes = [], []
     for pick in picks:
         try:
-            panels.append(_panel(run_dir, flow, pick, ledger_rows))
-        except (OSError, ValueError, KeyError, IndexError) as err:
+            panels.append(_panel(rundir, flow, pick, ledger_rows))
+        except DataError as err:
             notes.append(f"{pick.dataset} {pick.model} {pick.rank} ({pick.case}/{pick.target}) "
                          f"not drawn: {type(err).__name__}: {err}")
     return panels, notes
 
 
-def _panel(run_dir: Path, flow: Any, pick: Pick, ledger_rows: list[dict[str, Any]]) -> Panel:
-    folder = prediction_folder(run_dir, pick.model, pick.seed, pick.dataset)
+def _panel(rundir: RunDir, flow: Flow, pick: Pick, ledger_rows: list[dict[str, Any]]) -> Panel:
+    folder = rundir.prediction_folder(pick.model, pick.seed, pick.dataset)
     if flow.kind == "volume":
-        path = folder / f"{safe_name(flow.id)}__{safe_name(pick.target)}.nii.gz"
-        if not path.is_file():
-            raise FileNotFoundError(f"no prediction file {path.relative_to(run_dir)}")
-        predicted = read_prediction_volume(path, flow.meta)
+        path = volume_path(folder, flow.id, pick.target)
+        predicted = read_volume(path, flow.meta)
         truth = np.stack([np.asarray(m, dtype=bool) for m in flow.masks[pick.target]])
-        if predicted.shape != truth.shape:
-            raise ValueError(f"prediction shape {predicted.shape} differs from the ground "
-                             f"truth's {truth.shape}")
+        _check_shape(path, predicted, truth)
         # The slice with the most ground truth (or prediction when the truth is empty).
         area = truth.reshape(len(truth), -1).sum(axis=1)
         if not area.any():
@@ -121,28 +103,32 @@ def _panel(run_dir: Path, flow: Any, pick: Pick, ledger_rows: list[dict[str, Any
         index = int(np.argmax(area))
         truth, predicted = truth[index], predicted[index]
     else:
+        if pick.case not in flow.case_ids:
+            raise DataError(f"{flow.dataset}/{flow.id}", f"no case {pick.case!r} read now")
         index = list(flow.case_ids).index(pick.case)
-        path = folder / safe_name(pick.target) / f"{safe_name(pick.case)}.png"
-        if not path.is_file():
-            raise FileNotFoundError(f"no prediction file {path.relative_to(run_dir)}")
-        predicted = read_prediction_png(path)
+        path = image_path(folder, pick.target, pick.case)
+        predicted = read_image(path)
         truth = np.asarray(flow.masks[pick.target][index], dtype=bool)
-        if predicted.shape != truth.shape:
-            raise ValueError(f"prediction shape {predicted.shape} differs from the ground "
-                             f"truth's {truth.shape}")
+        _check_shape(path, predicted, truth)
     image = np.asarray(flow.frames[index])
-    own = [r for r in ledger_rows if r.get("dataset") == pick.dataset and r.get("case") == flow.id
-           and int(r.get("seed", -1)) == pick.seed and r.get("target") == pick.target]
-    here = [r for r in own if int(r.get("frame", -1)) == index]
+    own = [r for r in ledger_rows if r["dataset"] == pick.dataset and r["case"] == flow.id
+           and r["seed"] == pick.seed and r["target"] == pick.target]
+    here = [r for r in own if r["frame"] == index]
     note = f"slice {index}" if flow.kind == "volume" else ""
     if not here:
-        frames = sorted({int(r["frame"]) for r in own if "frame" in r})
+        frames = sorted({r["frame"] for r in own})
         shown = ", ".join(map(str, frames[:5])) + ("..." if len(frames) > 5 else "")
         note = ", ".join(filter(None, [note, f"prompted on frame {shown}" if frames
                                        else "no prompt for this target"]))
-    elif any(r.get("kind") == "mask" for r in here):
+    elif any(r["kind"] == "mask" for r in here):
         note = ", ".join(filter(None, [note, "mask prompt = ground truth here"]))
     return Panel(pick, image, truth, predicted, here, note)
+
+
+def _check_shape(path: Path, predicted: np.ndarray, truth: np.ndarray) -> None:
+    if predicted.shape != truth.shape:
+        raise DataError(path, f"prediction shape {predicted.shape} differs from the ground "
+                        f"truth's {truth.shape}")
 
 
 def _display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -238,59 +224,45 @@ def _short(text: str, limit: int = 28) -> str:
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
-def build_gallery(run_dir: Path, table: pd.DataFrame, datasets: list[dict[str, Any]],
-                  cards: Mapping[str, Any], ledger_rows: list[dict[str, Any]], *,
-                  limit: int | None, synthetic: bool) -> tuple[list[tuple[str, Path]], list[str]]:
+def build_gallery(rundir: RunDir, table: pd.DataFrame, ledger_rows: list[dict[str, Any]], *,
+                  synthetic: bool) -> tuple[list[tuple[str, Path]], list[str]]:
     """Draw one gallery figure per dataset of the run.
 
-    Parameters
-    ----------
-    datasets : list of dict
-        The plan's datasets (``name``, ``root``) from ``config.json``.
-    cards : mapping
-        Dataset name -> :class:`bench.readers.cards.Card`.
+    Flows are re-read with :meth:`bench.rundir.RunDir.read_flow` (the card
+    and root the run recorded).
 
     Returns
     -------
     (figures, notes)
         ``[(dataset, path)]`` and one line per case or dataset not drawn.
     """
-    from bench.readers import read_flows
-
     picks = pick_cases(table)
+    cards = rundir.read_cards()
+    listings: dict[tuple[str, str], Any] = {}
     figures, notes = [], []
-    for entry in datasets:
+    for entry in rundir.read_plan()["datasets"]:
         name = entry["name"]
         wanted = [p for p in picks if p.dataset == name]
         if not wanted:
             continue
-        card = cards.get(name)
-        if card is None:
-            notes.append(f"{name}: gallery skipped: no dataset card {name!r} found")
+        if name not in cards:
+            notes.append(f"{name}: gallery skipped: no dataset card {name!r} recorded in the "
+                         "run's config.json")
             continue
-        flows_needed = {p.flow for p in wanted}
         panels: list[Panel] = []
-        try:
-            root = Path(entry["root"]) if entry.get("root") else None
-            # errors=[]: cases that fail to read are skipped (the run may have skipped them).
-            for flow in read_flows(card, root, limit, []):
-                if flow.id not in flows_needed:
-                    continue
-                drawn, skipped = panels_for_flow(run_dir, flow,
-                                                 [p for p in wanted if p.flow == flow.id],
-                                                 ledger_rows)
-                panels += drawn
-                notes += skipped
-                flows_needed.discard(flow.id)
-                if not flows_needed:
-                    break
-        except Exception as err:  # a dataset that cannot be re-read must not stop the report
-            notes.append(f"{name}: gallery stopped while re-reading the data: "
-                         f"{type(err).__name__}: {err}")
-        for missing in sorted(flows_needed):
-            notes.append(f"{name}: flow {missing} not found when re-reading the data")
+        for flow_id in dict.fromkeys(p.flow for p in wanted):
+            try:
+                flow = rundir.read_flow(name, flow_id, listings)
+            except DataError as err:
+                notes.append(f"{name}: flow {flow_id} not drawn: {err}")
+                continue
+            drawn, skipped = panels_for_flow(rundir, flow,
+                                             [p for p in wanted if p.flow == flow_id],
+                                             ledger_rows)
+            panels += drawn
+            notes += skipped
         if panels:
-            path = Path(run_dir) / "figures" / f"gallery_{safe_name(name)}.png"
+            path = rundir.figures_dir / f"gallery_{safe_name(name)}.png"
             figures.append((name, draw_gallery(panels, path, dataset=name,
                                                synthetic=synthetic)))
     return figures, notes

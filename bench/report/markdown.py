@@ -1,4 +1,4 @@
-"""The Markdown report of a run, and the wide results table also printed by the CLI."""
+"""The Markdown report of a run."""
 
 from __future__ import annotations
 
@@ -14,33 +14,6 @@ from bench.report.document import (
     Table,
     header_levels,
 )
-from bench.report.tables import format_estimate
-
-COUNT_COLUMNS = ("n", "n_excluded", "n_penalised", "n_failed")
-
-__all__ = ["COUNT_COLUMNS", "format_estimate", "markdown_table", "render_markdown",
-           "results_table"]
-
-
-def results_table(aggregates: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Wide table: one row per dataset, target and model; a column per metric plus counts.
-
-    Counts are those of the first metric (they are the same for every metric
-    of a case, except that a failed metric computation is counted per metric).
-    """
-    keys = ["dataset", "target", "model"]
-    first = aggregates[aggregates["metric"] == metrics[0]].set_index(keys)
-    wide = pd.DataFrame(index=first.index)
-    for metric in metrics:
-        rows = aggregates[aggregates["metric"] == metric].set_index(keys).reindex(first.index)
-        # One patient: nothing for the bootstrap to resample, so no interval is shown.
-        wide[metric] = [format_estimate(r.mean, r.ci_low, r.ci_high)
-                        if getattr(r, "n_patients", 2) >= 2 else
-                        format_estimate(r.mean, float("nan"), float("nan"))
-                        for r in rows.itertuples()]
-    for column in COUNT_COLUMNS:
-        wide[column] = first[column].astype(int)
-    return wide.reset_index()
 
 
 def _cell(value: object) -> str:

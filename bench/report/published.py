@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.errors import DataError
+
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 TABLE1_FILE = "paper_table1_btcv.csv"
 TABLE2_FILE = "paper_table2.csv"
@@ -82,8 +84,8 @@ def load_table1(path: Path | None = None) -> pd.DataFrame:
     frame = _read_printed(path or REPORTS / TABLE1_FILE)
     expected = ["model", *TABLE1_TARGETS, TABLE1_AVERAGE]
     if list(frame.columns) != expected:
-        raise ValueError(f"{path or REPORTS / TABLE1_FILE}: columns {list(frame.columns)}, "
-                         f"expected {expected}")
+        raise DataError(path or REPORTS / TABLE1_FILE, f"columns {list(frame.columns)}, "
+                        f"expected {expected}")
     return frame
 
 
@@ -91,8 +93,8 @@ def load_table2(path: Path | None = None) -> pd.DataFrame:
     """Table 2 as printed: ``group``, ``model`` and one column per dataset and metric."""
     frame = _read_printed(path or REPORTS / TABLE2_FILE)
     if list(frame.columns) != table2_columns():
-        raise ValueError(f"{path or REPORTS / TABLE2_FILE}: columns {list(frame.columns)}, "
-                         f"expected {table2_columns()}")
+        raise DataError(path or REPORTS / TABLE2_FILE, f"columns {list(frame.columns)}, "
+                        f"expected {table2_columns()}")
     return frame
 
 
@@ -105,7 +107,7 @@ def table2_columns() -> list[str]:
 
 def _read_printed(path: Path) -> pd.DataFrame:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: published-numbers table not found")
+        raise DataError(path, "published-numbers table not found")
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 

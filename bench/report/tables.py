@@ -6,8 +6,12 @@
   HD95 (the paper's Table 2).
 - :func:`figure4_data`: mean Dice per dataset, model and prompt kind (the
   paper's Figure 4).
+- :func:`results_table`: every dataset, target and model with a column per
+  metric and the counts (the report's results and the console's table).
 - :func:`dataset_table`: one dataset's estimates with confidence intervals
   and counts.
+- :func:`format_comparison`: paired comparisons (:mod:`bench.compare`) as
+  display strings.
 - :func:`seed_spread`, :func:`click_curve`: several seeds; interactive runs.
 
 All builders take the frame of :func:`bench.aggregate.summarise` (or, for
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +31,7 @@ from bench.aggregate import is_scored
 from bench.report.published import TABLE1_DATASETS, TABLE1_TARGETS, normalise
 
 AVERAGE = "Ave"
+COUNT_COLUMNS = ("n", "n_excluded", "n_penalised", "n_failed")
 PERCENT_METRICS = ("dice", "iou", "nsd")
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "hd95_max": "HD95-max",
                  "assd": "ASSD", "nsd": "NSD"}
@@ -170,6 +176,30 @@ def format_estimate(mean: float, low: float, high: float, digits: int = 3) -> st
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def results_table(aggregates: pd.DataFrame, metrics: Sequence[str], *,
+                  intervals: bool = True) -> pd.DataFrame:
+    """Wide table: one row per dataset, target and model; a column per metric plus counts.
+
+    Cells are display strings: ``mean [95 % CI]`` (``intervals``; no interval
+    for one patient, when the bootstrap has nothing to resample) or the mean
+    alone, 3 decimals, ``-`` when missing. Counts (:data:`COUNT_COLUMNS`) are
+    those of the first metric (they are the same for every metric of a case,
+    except that a failed metric computation is counted per metric).
+    """
+    keys = ["dataset", "target", "model"]
+    first = aggregates[aggregates["metric"] == metrics[0]].set_index(keys)
+    wide = pd.DataFrame(index=first.index)
+    for metric in metrics:
+        rows = aggregates[aggregates["metric"] == metric].set_index(keys).reindex(first.index)
+        wide[metric] = [format_estimate(r.mean, r.ci_low, r.ci_high)
+                        if intervals and r.n_patients >= 2 else
+                        format_estimate(r.mean, math.nan, math.nan)
+                        for r in rows.itertuples()]
+    for column in COUNT_COLUMNS:
+        wide[column] = first[column].astype(int)
+    return wide.reset_index()
+
+
 def dataset_table(aggregates: pd.DataFrame, dataset: str, metrics: Sequence[str]) -> pd.DataFrame:
     """One dataset: a row per target and model, mean [95 % CI] per metric and the counts.
 
@@ -288,3 +318,35 @@ def unit_costs(units: pd.DataFrame) -> pd.DataFrame:
         "retried": grouped["attempts"].apply(lambda s: int((s > 1).sum())),
     })
     return table.reset_index()
+
+
+def format_comparison(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A comparison (:mod:`bench.compare`) as display strings.
+
+    ``difference [low, high]`` and the p-value; means with ``digits``
+    decimals; counts as integers.
+    """
+    shown = pd.DataFrame()
+    for column in ("model", "dataset", "target", "metric", "model_a", "model_b"):
+        if column in frame:
+            shown[column] = frame[column].astype(str)
+    for column in ("run_mean_a", "run_mean_b", "mean_a", "mean_b"):
+        if column in frame:
+            shown[column] = [_fmt(v, digits) for v in frame[column]]
+    shown["b - a [95 % CI]"] = [format_estimate(r.difference, r.ci_low, r.ci_high, digits)
+                                for r in frame.itertuples()]
+    shown["p (Wilcoxon)"] = [_fmt_p(p) for p in frame["p_wilcoxon"]]
+    for column in ("n_pairs", "n_patients", "n_unpaired", "n_excluded", "n_prompts_differ"):
+        if column in frame:
+            shown[column] = frame[column].astype(int).astype(str)
+    return shown
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "-" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"
+
+
+def _fmt_p(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"

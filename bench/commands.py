@@ -1,0 +1,340 @@
+"""What each ``bench`` command does (the arguments are parsed by :mod:`bench.cli`).
+
+Each ``cmd_*`` takes the parsed arguments and returns the exit status;
+problems the user can fix raise the project's errors (:mod:`bench.errors`),
+which :func:`bench.cli.main` shows as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.markup import escape
+from rich.table import Table
+
+from bench.console import RunProgress, console, errors, frame_table, print_results
+from bench.errors import ConfigError, unknown_name
+from bench.rundir import RunDir
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.config import load_config
+    from bench.plan import make_plan
+    from bench.report import write_report
+    from bench.runner import execute
+
+    config = load_config(args.config)
+    seeds = args.seeds or ([args.seed] if args.seed is not None else None)
+    plan = make_plan(config, args.suite, models=args.models, datasets=args.datasets,
+                     seeds=seeds, limit=args.limit, device=args.device,
+                     random_weights=args.random_weights,
+                     checkpoints=_assignments(args.checkpoint, "--checkpoint"),
+                     skip_bad_cases=args.skip_bad_cases)
+    run_dir = _run_dir(args, config, plan.suite)
+    names = ", ".join(d.name for d in plan.datasets)
+    if plan.demo and plan.unconfigured:
+        console.print(f"[yellow]No dataset root configured for suite '{plan.suite}': running on "
+                      f"the built-in SYNTHETIC demo data ({names}).[/] Set roots under "
+                      "\\[datasets] in bench.toml to run the real datasets.")
+    elif plan.demo:
+        console.print(f"[yellow]Running on the built-in SYNTHETIC demo data ({names}).[/]")
+    elif plan.unconfigured:
+        skipped = ", ".join(plan.unconfigured)
+        console.print(f"[yellow]Skipping datasets without a root:[/] {skipped}")
+    for model, reason in plan.skipped_models.items():
+        console.print(f"[yellow]model {model} skipped:[/] {escape(reason)}", soft_wrap=True)
+    console.print(f"suite [bold]{plan.suite}[/], protocol [bold]{plan.protocol}[/], models "
+                  f"{', '.join(plan.models)}, seeds {', '.join(map(str, plan.seeds))} -> {run_dir}")
+
+    cache = None if args.no_cache else _cache_folder(config)
+    started = time.perf_counter()
+    with RunProgress() as progress:
+        outcome = execute(plan, run_dir, resume=args.resume, progress=progress.notify,
+                          record={"argv": sys.argv[1:]}, executor=args.executor,
+                          workers=args.workers, ray_address=args.ray_address, shard=args.shard,
+                          retries=args.retries, cache=cache)
+    report_path = write_report(run_dir, ("md", "html"))
+    print_results(run_dir)
+    shard = ""
+    if outcome.shard is not None:
+        shard = (f"shard {outcome.shard[0]}/{outcome.shard[1]}: {outcome.units_total} of "
+                 f"{outcome.units_all} units; join the shards with `bench merge`\n")
+    console.print(
+        f"{shard}{outcome.units_total} units: {outcome.units_run} run, "
+        f"{outcome.units_cached} reused from the prediction cache, {outcome.units_reused} reused "
+        f"from an earlier attempt, {outcome.units_failed} failed "
+        f"({outcome.cases_failed} cases without a score), {outcome.units_retried} retried "
+        f"after a worker died, {outcome.read_failures} read failures; "
+        f"{time.perf_counter() - started:.1f} s")
+    console.print(f"report: {report_path}")
+    return EXIT_FAILURES if outcome.units_failed or outcome.read_failures else EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+    from bench.shard import merge_runs
+
+    outcome = merge_runs(args.out, args.run_dirs)
+    for unit, runs in outcome.duplicated:
+        console.print(f"[yellow]duplicated[/] {unit.dataset}/{unit.flow} {unit.model} "
+                      f"seed {unit.seed} (same results in {', '.join(runs)}; kept once)",
+                      markup=True, highlight=False, soft_wrap=True)
+    for unit in outcome.missing:
+        errors.print(f"missing: {unit.dataset}/{unit.flow} {unit.model} seed {unit.seed} "
+                     f"(unit {unit.key})", markup=False, soft_wrap=True)
+    report_path = write_report(args.out, ("md", "html"))
+    print_results(args.out)
+    console.print(f"merged {len(args.run_dirs)} run(s): {outcome.units_merged} of "
+                  f"{outcome.units_expected} units, {len(outcome.missing)} missing, "
+                  f"{len(outcome.duplicated)} duplicated -> {args.out}")
+    console.print(f"report: {report_path}")
+    if outcome.missing:
+        errors.print(f"FAIL: {len(outcome.missing)} unit(s) missing: run the shards that hold "
+                     "them (bench run ... --shard I/N --resume) and merge again")
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    from bench.cache import PredictionCache
+
+    info = PredictionCache(args.dir or _cache_folder(_load_or_none(args.config))).info()
+    console.print(f"prediction cache {info.folder}: {info.entries} entries, "
+                  f"{info.bytes / 2**20:.1f} MiB")
+    if info.entries:
+        console.print(f"last used: oldest {_day(info.oldest)}, newest {_day(info.newest)}")
+    return EXIT_OK
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    from bench.cache import PredictionCache
+
+    cache = PredictionCache(args.dir or _cache_folder(_load_or_none(args.config)))
+    removed, freed = cache.prune(None if args.all else args.older_than)
+    console.print(f"removed {removed} entries ({freed / 2**20:.1f} MiB) from {cache.root}")
+    return EXIT_OK
+
+
+def _cache_folder(config) -> Path:
+    from bench.cache import cache_dir
+
+    if config is None:
+        return cache_dir()
+    return cache_dir(str(config.defaults.get("cache_dir") or "") or None, config.folder)
+
+
+def _load_or_none(path: Path | None):
+    """The bench.toml in use, or None when there is none (the cache needs no config)."""
+    from bench.config import load_config
+
+    try:
+        return load_config(path)
+    except ConfigError:
+        if path is not None:
+            raise
+        return None
+
+
+def _day(timestamp: float | None) -> str:
+    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.config import load_config
+
+    table = Table(show_header=True, header_style="bold")
+    if args.what == "models":
+        from adapters import registered
+
+        table.add_column("model")
+        table.add_column("prompts")
+        table.add_column("flows")
+        table.add_column("description")
+        for name, cls in registered().items():
+            if cls.hidden:
+                continue
+            caps = cls.capabilities
+            table.add_row(name, ",".join(sorted(caps.prompt_kinds)),
+                          ",".join(sorted(caps.flow_kinds)), cls.description)
+    elif args.what == "protocols":
+        from bench.prompts import PROTOCOLS
+
+        table.add_column("protocol")
+        table.add_column("description")
+        for name, spec in PROTOCOLS.items():
+            table.add_row(name, spec.description)
+    else:
+        config = load_config(args.config)
+        if args.what == "suites":
+            for column in ("suite", "protocol", "datasets", "models", "reproduces"):
+                table.add_column(column)
+            for suite in config.suites.values():
+                table.add_row(suite.name, suite.protocol, ", ".join(suite.datasets),
+                              ", ".join(suite.models), suite.reproduces)
+        else:
+            for column in ("dataset", "kind", "targets", "one-prompt", "root"):
+                table.add_column(column)
+            for card in config.cards.values():
+                root = config.root(card.name)
+                where = "built-in (synthetic)" if card.synthetic else (str(root) if root else
+                                                                       "not configured")
+                table.add_row(card.name, card.kind, ", ".join(card.targets),
+                              card.one_prompt_kind, where)
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_datasets_check(args: argparse.Namespace) -> int:
+    from bench.config import load_config
+    from bench.readers.check import check_dataset, has_errors
+
+    config = load_config(args.config)
+    if args.name not in config.cards:
+        raise unknown_name("dataset", args.name, config.cards)
+    card = config.cards[args.name]
+    root = args.root or config.root(card.name)
+    if root is None and not card.synthetic:
+        raise ConfigError(f"no root for {card.name}: pass --root PATH or set [datasets] "
+                          f"{card.name} in {config.path}")
+    with console.status(f"checking {card.name} ..."):
+        problems = check_dataset(card, root, limit=args.limit)
+    styles = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for problem in problems:
+        style = styles.get(problem.severity, "")
+        console.print(f"[{style}]{problem.severity}[/]: {escape(problem.path)}: "
+                      f"{escape(problem.message)}",
+                      markup=True, highlight=False, soft_wrap=True)
+    counts = {s: sum(p.severity == s for p in problems) for s in ("error", "warning")}
+    console.print(f"{card.name}: {counts['error']} error(s), {counts['warning']} warning(s)")
+    return EXIT_FAILURES if has_errors(problems) else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import parse_formats, write_report
+
+    formats = parse_formats(args.format)
+    write_report(args.run_dir, formats, gallery=not args.no_gallery)
+    print_results(args.run_dir)
+    for fmt in formats:
+        console.print(f"report: {RunDir(args.run_dir).report_path(fmt)}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench.check import (
+        DEFAULT_TOLERANCE,
+        check_run,
+        findings_table,
+        parse_tolerance,
+        write_reference,
+    )
+
+    if args.write_reference is not None:
+        if args.against is not None or args.tolerance is not None:
+            raise ConfigError("--write-reference writes a reference; it takes no --against "
+                              "or --tolerance")
+        path = write_reference(args.run_dir, args.write_reference)
+        console.print(f"reference written: {path}")
+        return EXIT_OK
+    if args.against is None:
+        raise ConfigError("bench check needs --against REFERENCE (or --write-reference CSV)")
+    tolerance = parse_tolerance(args.tolerance or str(DEFAULT_TOLERANCE))
+    findings = check_run(args.run_dir, args.against, tolerance)
+    regressions = [f for f in findings if f.is_regression]
+    if findings:
+        shown = findings_table(findings)
+        console.print(frame_table(shown, f"{len(regressions)} regression(s) against "
+                                  f"{args.against}"))
+    tolerance_text = ", ".join(f"{k}={v:g}" for k, v in tolerance.items())
+    if regressions:
+        errors.print(f"FAIL: {len(regressions)} regression(s) (tolerance {tolerance_text})")
+        for f in regressions:
+            errors.print(f"regression: {f.kind} {f.metric} {f.dataset}/{f.target} {f.model}: "
+                         f"reference {f.reference:.6g}, now {f.now:.6g}, difference "
+                         f"{f.difference:+.6g}" + (f" ({f.detail})" if f.detail else ""),
+                         markup=False, soft_wrap=True)
+        return EXIT_FAILURES
+    console.print(f"OK: every mean within tolerance ({tolerance_text})")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare_runs
+    from bench.report.tables import format_comparison
+
+    result = compare_runs(args.run_a, args.run_b, model_a=args.model_a, model_b=args.model_b,
+                          metrics=args.metrics)
+    if args.out is not None:
+        from bench import atomic
+
+        with atomic.atomic_path(args.out) as temp:
+            result.to_csv(temp, index=False, float_format="%.10g")
+    shown = format_comparison(result).drop(columns=["model_a", "model_b", "mean_a", "mean_b"])
+    shown = shown.rename(columns={"run_mean_a": "A", "run_mean_b": "B"})
+    console.print(frame_table(shown, f"A = {args.run_a}, B = {args.run_b}: paired B - A "
+                              "where cases and prompts match"))
+    unmatched = int(result["n_prompts_differ"].sum())
+    if unmatched:
+        console.print(f"[yellow]{unmatched} case scores not paired: their prompts differ "
+                      "between the runs[/]")
+    return EXIT_OK
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from bench.prompts import draw_prompts, ledger
+
+    rundir = RunDir(args.run_dir)
+    rows = [r for r in rundir.read_ledger()
+            if (args.dataset is None or r["dataset"] == args.dataset)
+            and (args.flow is None or r["case"] == args.flow)
+            and (args.seed is None or r["seed"] == args.seed)]
+    if args.draw is None:
+        console.print(ledger.format_rows(rows), markup=False)
+        console.print(f"{len(rows)} prompts")
+        return EXIT_OK
+    if args.dataset is None or args.flow is None:
+        raise ConfigError("--draw needs --dataset and --flow")
+    if not rows:
+        raise ConfigError(f"no prompts for dataset {args.dataset!r} flow {args.flow!r}")
+    flow = rundir.read_flow(args.dataset, args.flow)
+    seed = rows[0]["seed"] if args.seed is None else args.seed
+    prompts = ledger.rows_to_prompts([r for r in rows if r["seed"] == seed], flow)
+    frame = min(p.frame for p in prompts) if args.frame is None else args.frame
+    if not 0 <= frame < len(flow.frames):
+        raise ConfigError(f"--frame {frame}: flow {args.flow!r} has {len(flow.frames)} frames")
+    shown = [p for p in prompts if p.frame == frame]
+    path = draw_prompts(np.asarray(flow.frames[frame]), shown, args.draw,
+                        title=f"{args.dataset} / {args.flow} / frame {frame} / seed {seed}")
+    console.print(f"{len(shown)} prompts drawn on frame {frame}: {path}")
+    return EXIT_OK
+
+
+def _run_dir(args: argparse.Namespace, config, suite: str) -> Path:
+    if args.out is not None:
+        return args.out
+    base = config.folder / str(config.defaults["out"]) / suite
+    if args.resume:
+        runs = sorted(p for p in base.glob("*") if RunDir(p).config_path.exists())
+        if not runs:
+            raise ConfigError(f"--resume: no earlier run of suite {suite!r} under {base}")
+        return runs[-1]
+    return base / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _assignments(items: Sequence[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"{option}: expected MODEL=PATH, got {item!r}")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+

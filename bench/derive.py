@@ -1,0 +1,112 @@
+"""Stage 2 of a run: read every flow once, derive its prompts, write ledger and manifest.
+
+The prompt ledger is written before any model runs, so every model of a run
+sees the same prompts. The manifest lists each flow read with its position in
+the reader's stream, its case and patient ids and the digest of its frames,
+so that a worker can read the flow again by id and check that it got the same
+one; and each unreadable case, recorded as a failure.
+
+A dataset with unreadable cases is refused (recorded in the manifest, no
+units) unless the plan accepts the gaps (``skip_bad_cases``): a partial
+dataset would silently change ``n`` against published numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from bench.cache import frames_digest
+from bench.errors import DataError
+from bench.plan import DatasetRun, RunPlan
+from bench.progress import DatasetReading, DatasetRefused, Progress
+from bench.prompts import ledger, make_prompts, resolve_prompt_kind
+from bench.readers import read_flows
+from bench.rundir import RunDir
+from bench.types import Flow
+from bench.units import one_line
+
+
+def prompt_kind_for(plan: RunPlan, dataset: DatasetRun) -> str | None:
+    """The prompt kind: the suite's override, else the protocol's rule for this card."""
+    return resolve_prompt_kind(plan.protocol, plan.protocol_params, dataset.card.one_prompt_kind)
+
+
+def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress) -> dict[str, Any]:
+    """Write (or, on resume, check) the prompt ledger and write the manifest; return it.
+
+    Raises
+    ------
+    RunError
+        On resume, when the prompts derived now differ from the stored ledger.
+    """
+    rows: list[dict[str, Any]] = []
+    manifest: dict[str, Any] = {"datasets": {}}
+    for dataset in plan.datasets:
+        notify(DatasetReading(dataset.name))
+        entry, dataset_rows = _read_dataset(plan, dataset)
+        if entry["failures"] and not plan.skip_bad_cases:
+            entry["refused"] = True
+            entry["flows"] = []
+            notify(DatasetRefused(dataset.name, entry["failures"]))
+        else:
+            rows.extend(dataset_rows)
+        manifest["datasets"][dataset.name] = entry
+    rundir.keep_ledger(rows)
+    rundir.write_manifest(manifest)
+    return manifest
+
+
+def _read_dataset(plan: RunPlan, dataset: DatasetRun
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The manifest entry of ``dataset`` and the ledger rows of its flows."""
+    entry: dict[str, Any] = {"root": str(dataset.root) if dataset.root else None,
+                             "synthetic": dataset.card.synthetic, "flows": [],
+                             "failures": [], "refused": False}
+    rows: list[dict[str, Any]] = []
+    for flow, failure in _stream(dataset, plan.limit):
+        if flow is None:
+            entry["failures"].append(failure)
+            continue
+        entry["flows"].append({"id": flow.id, "frames": len(flow.frames),
+                               "cases": len(flow.case_ids), "targets": flow.targets,
+                               "spacing": list(flow.spacing) if flow.spacing else None,
+                               "position": len(entry["flows"]),
+                               "case_ids": list(flow.case_ids),
+                               "patient_ids": list(flow.patient_ids),
+                               "frames_sha256": frames_digest(flow.frames),
+                               "pixels": int(sum(np.size(frame) for frame in flow.frames))})
+        for seed in plan.seeds:
+            prompts = make_prompts(flow, plan.protocol, seed=seed,
+                                   prompt_kind=prompt_kind_for(plan, dataset),
+                                   params=plan.protocol_params)
+            rows.extend(ledger.prompt_rows(prompts, dataset=dataset.name, case=flow.id,
+                                           protocol=plan.protocol, seed=seed))
+    return entry, rows
+
+
+def _stream(dataset: DatasetRun, limit: int | None
+            ) -> Iterator[tuple[Flow, None] | tuple[None, dict[str, str]]]:
+    """Flows of ``dataset``; each unreadable case also yields (None, failure record).
+
+    Readers skip bad cases and collect their errors, so one bad file costs only
+    its own case; a DataError that a reader raises ends this dataset, recorded.
+    Any other exception is a bug and ends the run with its traceback.
+    """
+    errors: list = []
+    iterator = read_flows(dataset.card, dataset.root, limit, errors)
+    while True:
+        try:
+            flow = next(iterator)
+        except StopIteration:
+            break
+        except DataError as err:
+            errors.append(err)
+            break
+        while errors:
+            yield None, {"error": one_line(errors.pop(0))}
+        yield flow, None
+    for err in errors:
+        yield None, {"error": one_line(err)}

@@ -1,0 +1,483 @@
+"""The run directory: its layout, and every read and write of its files.
+
+Layout (DESIGN section 6)::
+
+    config.json          the plan, the dataset cards, package versions, git state, seeds,
+                         adapter fingerprints, executor, shard; resumes and merges
+    prompts.jsonl        the prompt ledger (:mod:`bench.prompts.ledger`), written before
+                         any model runs
+    manifest.json        flows read per dataset (and read failures)
+    units/KEY.json       one completed unit (:class:`UnitRecord`): its tidy rows,
+                         timings and memory
+    predictions/...      masks (:mod:`bench.store`: PNG per image, NIfTI per volume and
+                         target)
+    logs/KEY.txt         traceback of a failed unit
+    metrics.csv          tidy per-case table of every unit (:data:`TIDY_COLUMNS`)
+    units.csv            one row per unit (:data:`UNIT_COLUMNS`)
+    summary.json         aggregates with counts and intervals (:mod:`bench.report`)
+    report.md, report.html, report.tex, figures/   the report
+
+A unit is one (dataset, flow, model, protocol, parameters, seed), named by
+:func:`unit_key`; :meth:`RunDir.expected_units` lists every unit of a run from
+its stored plan and manifest (resume, shards and merge use it). Every write is
+atomic (:mod:`bench.atomic`). The report, ``bench prompts`` and the gallery
+read everything they need from here, the dataset cards included: never from the
+``bench.toml`` of the working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import atomic
+from bench.cache import frames_digest
+from bench.errors import DataError, RunError
+from bench.prompts import ledger
+from bench.provenance import provenance, timestamp
+from bench.readers import read_flow
+from bench.readers.cards import Card, card_from_table, card_to_table
+from bench.store import prediction_folder
+from bench.types import Flow
+
+CONFIG = "config.json"
+MANIFEST = "manifest.json"
+LEDGER = "prompts.jsonl"
+METRICS = "metrics.csv"
+UNIT_TABLE = "units.csv"
+SUMMARY = "summary.json"
+REPORT_NAMES = {"md": "report.md", "html": "report.html", "tex": "report.tex"}
+
+# ``click`` is empty except for interactive runs, where it numbers the Dice after each click.
+TIDY_COLUMNS = ["dataset", "flow", "case", "patient", "target", "model", "protocol", "seed",
+                "metric", "value", "status", "message", "click"]
+UNIT_COLUMNS = ["key", "dataset", "flow", "model", "seed", "status", "attempts", "restarts",
+                "cache", "seconds", "peak_rss_mb", "rss_growth_mb", "gpu_peak_mb", "worker",
+                "message"]
+# Parts of config.json that a resumed run must share with the run it continues.
+RESUME_KEYS = ("plan", "cards", "shard")
+
+
+def unit_key(dataset: str, flow: str, model: str, protocol: str,
+             protocol_params: Mapping[str, Any], seed: int) -> str:
+    """Stable identifier of one (flow, model, protocol, seed) unit of work."""
+    identity = json.dumps([dataset, flow, model, protocol, protocol_params, seed],
+                          sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class UnitRef:
+    """One unit of a run as the index lists it."""
+
+    key: str
+    dataset: str
+    flow: str
+    model: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """A completed unit, as stored in ``units/KEY.json``.
+
+    ``status`` is ``ok`` or ``error`` (then ``message`` says why and ``rows``
+    hold one ``error`` row per case, target and metric). ``rows`` are tidy
+    rows (:data:`TIDY_COLUMNS`). ``cache`` is ``hit``, ``miss`` or ``off``
+    (:mod:`bench.cache`). ``seconds``, ``attempts``, ``restarts``, the memory
+    fields and ``worker`` describe how the unit ran (see :mod:`bench.units`),
+    not its result.
+    """
+
+    key: str
+    dataset: str
+    flow: str
+    model: str
+    protocol: str
+    seed: int
+    status: str
+    message: str = ""
+    scores: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    cache: str = "off"
+    seconds: float | None = None
+    attempts: int = 1
+    restarts: int = 0
+    peak_rss_mb: float | None = None
+    rss_growth_mb: float | None = None
+    gpu_peak_mb: float | None = None
+    worker: str | None = None
+
+    # The fields that are the unit's result; the others may differ between two
+    # runs of the same unit (timings, memory, worker, attempts, cache use).
+    RESULT_FIELDS = ("key", "dataset", "flow", "model", "protocol", "seed", "status",
+                     "message", "scores", "rows")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> UnitRecord:
+        """A record from the JSON of a unit file; DataError naming ``where`` if it is not one."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}
+        if not isinstance(data, dict):
+            raise DataError(where, "not a unit record (expected a JSON object)")
+        unknown, missing = sorted(set(data) - names), sorted(required - set(data))
+        if unknown or missing:
+            raise DataError(where, f"not a unit record: {'unknown' if unknown else 'missing'} "
+                            f"field(s) {', '.join(unknown or missing)}")
+        return cls(**data)
+
+    def result(self) -> str:
+        """The canonical text of the result fields (to compare two runs of one unit)."""
+        record = self.to_json()
+        return json.dumps({name: record[name] for name in self.RESULT_FIELDS}, sort_keys=True)
+
+
+class RunDir:
+    """A run directory at ``path``: its file layout and typed reads and writes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------ layout
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / LEDGER
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def unit_table_path(self) -> Path:
+        return self.path / UNIT_TABLE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / "figures"
+
+    def unit_path(self, key: str) -> Path:
+        return self.path / "units" / f"{key}.json"
+
+    def log_path(self, key: str) -> Path:
+        return self.path / "logs" / f"{key}.txt"
+
+    def prediction_folder(self, model: str, seed: int, dataset: str) -> Path:
+        """Where the predictions of ``model`` for ``dataset`` under ``seed`` are written."""
+        return prediction_folder(self.path, model, seed, dataset)
+
+    def report_path(self, fmt: str) -> Path:
+        """The report file of format ``fmt`` (``md``, ``html`` or ``tex``)."""
+        return self.path / REPORT_NAMES[fmt]
+
+    def is_empty(self) -> bool:
+        """True when the folder does not exist or holds nothing."""
+        return not self.path.exists() or not any(self.path.iterdir())
+
+    # ------------------------------------------------------------------ config
+
+    def read_config(self) -> dict[str, Any]:
+        return self._read_json(self.config_path)
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        atomic.write_json(self.config_path, dict(config))
+
+    def read_plan(self) -> dict[str, Any]:
+        """The stored plan record (:meth:`bench.plan.RunPlan.identity`)."""
+        config = self.read_config()
+        if "plan" not in config:
+            raise DataError(self.config_path, "no 'plan': not the config of a run")
+        return config["plan"]
+
+    def read_cards(self) -> dict[str, Card]:
+        """The dataset cards the run was made with, by name (empty when none are recorded)."""
+        tables = self.read_config().get("cards", {})
+        return {name: card_from_table(table, f"{self.config_path}: cards.{name}")
+                for name, table in tables.items()}
+
+    def begin(self, fixed: Mapping[str, Any], record: Mapping[str, Any], *,
+              resume: bool) -> None:
+        """Start the run's record, or check that a resumed run is the run stored here.
+
+        Parameters
+        ----------
+        fixed : mapping
+            :data:`RESUME_KEYS` (``plan``, ``cards``, ``shard``): what defines
+            the run. A resumed run must have the same.
+        record : mapping
+            This attempt's facts (command line, executor): stored in the new
+            record, or appended to ``resumed`` with the time.
+
+        Raises
+        ------
+        RunError
+            The folder holds files but ``resume`` is false; it is not a run
+            directory; or the stored run differs from ``fixed``.
+        """
+        current = json.loads(json.dumps(dict(fixed)))
+        if self.is_empty():
+            self.write_config({**current, "provenance": provenance(), "started": timestamp(),
+                               **record})
+            return
+        if not resume:
+            raise RunError(f"{self.path} is not empty: pass --resume to continue it, or "
+                           "another --out")
+        if not self.config_path.exists():
+            raise RunError(f"{self.path} has no {CONFIG}: not a run directory")
+        stored = self.read_config()
+        self._check_same_run(stored, current)
+        removed = atomic.remove_partials(self.path)
+        attempt = {"time": timestamp(), **record}
+        if removed:
+            attempt["partials_removed_on_resume"] = removed
+        stored.setdefault("resumed", []).append(attempt)
+        self.write_config(stored)
+
+    def _check_same_run(self, stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+        old, new = stored.get("plan", {}), current["plan"]
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            raise RunError(f"cannot resume {self.path}: the plan differs in "
+                           f"{', '.join(changed)}; start a new run with another --out")
+        if stored.get("shard") != current["shard"]:
+            raise RunError(f"cannot resume {self.path}: it holds shard "
+                           f"{stored.get('shard') or 'none (all units)'}, not "
+                           f"{current['shard'] or 'all units'}")
+        old, new = stored.get("cards", {}), current["cards"]
+        cards = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if cards:
+            raise RunError(f"cannot resume {self.path}: the dataset card(s) of "
+                           f"{', '.join(cards)} differ from those the run started with; "
+                           "start a new run with another --out")
+
+    def record(self, **entries: Any) -> None:
+        """Add or replace top-level entries of ``config.json`` (e.g. ``adapters``)."""
+        self.write_config({**self.read_config(), **entries})
+
+    # -------------------------------------------------------- manifest, ledger
+
+    def read_manifest(self) -> dict[str, Any]:
+        return self._read_json(self.manifest_path)
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        atomic.write_json(self.manifest_path, dict(manifest))
+
+    def read_ledger(self) -> list[dict[str, Any]]:
+        """The prompt ledger, every row's fields and hash checked (the one ledger parser)."""
+        return ledger.read_ledger(self.ledger_path)
+
+    def keep_ledger(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Write the ledger; when one exists (a resume), check it holds exactly ``rows``.
+
+        Raises
+        ------
+        RunError
+            The stored ledger differs: the completed units used other prompts.
+        """
+        if not self.ledger_path.exists():
+            ledger.write_ledger(self.ledger_path, rows)
+        elif ledger.dumps_ledger(rows) != self.ledger_path.read_bytes():
+            raise RunError(f"{self.ledger_path} differs from the prompts derived now; the data "
+                           "or the protocol changed since the run started: start a new run")
+
+    def read_flow(self, dataset: str, flow_id: str,
+                  listings: dict[tuple[str, str], Any] | None = None) -> Flow:
+        """Read one flow of the run again from its recorded card and root, checked.
+
+        Raises
+        ------
+        DataError
+            The dataset or flow is not part of the run, its card is not
+            recorded, or the frames read now differ from those the prompt
+            ledger was derived from.
+        """
+        roots = {d["name"]: d["root"] for d in self.read_plan()["datasets"]}
+        if dataset not in roots:
+            raise DataError(self.config_path, f"dataset {dataset!r} is not part of this run")
+        cards = self.read_cards()
+        if dataset not in cards:
+            raise DataError(self.config_path, f"no dataset card {dataset!r} recorded")
+        entry = self.read_manifest()["datasets"].get(dataset, {})
+        listed = next((f for f in entry.get("flows", []) if f["id"] == flow_id), None)
+        if listed is None:
+            raise DataError(self.manifest_path,
+                            f"flow {flow_id!r} is not part of dataset {dataset!r} in this run")
+        root = Path(roots[dataset]) if roots[dataset] else None
+        flow = read_flow(cards[dataset], root, flow_id, listed["position"],
+                         self.read_plan()["limit"], listings)
+        check_frames(flow, listed["frames_sha256"])
+        return flow
+
+    # ------------------------------------------------------------------- units
+
+    def unit_paths(self) -> list[Path]:
+        """The files of the completed units, sorted (never a partial write)."""
+        return sorted(p for p in (self.path / "units").glob("*.json")
+                      if atomic.PARTIAL_MARK not in p.name)
+
+    def unit_keys(self) -> set[str]:
+        """Keys of the completed units."""
+        return {path.stem for path in self.unit_paths()}
+
+    def read_unit(self, path: Path) -> UnitRecord:
+        return UnitRecord.from_json(self._read_json(path), str(path))
+
+    def write_unit(self, unit: UnitRecord) -> None:
+        atomic.write_json(self.unit_path(unit.key), unit.to_json())
+
+    def write_log(self, key: str, text: str) -> None:
+        atomic.write_text(self.log_path(key), text)
+
+    def output_files(self) -> list[Path]:
+        """The files of ``predictions/`` and ``logs/``, sorted (never a partial write)."""
+        return [path for folder in ("predictions", "logs")
+                for path in sorted((self.path / folder).rglob("*"))
+                if path.is_file() and atomic.PARTIAL_MARK not in path.name]
+
+    def expected_units(self) -> list[UnitRef]:
+        """Every unit of the run, in run order (dataset, flow, seed, model).
+
+        From the stored plan and manifest, so that shards and merges agree on
+        the units without the plan object.
+        """
+        plan, manifest = self.read_plan(), self.read_manifest()
+        units = []
+        for dataset in plan["datasets"]:
+            name = dataset["name"]
+            if name not in manifest["datasets"]:
+                raise DataError(self.manifest_path, f"no entry for dataset {name!r} of the plan")
+            entry = manifest["datasets"][name]
+            if entry["refused"]:
+                continue
+            for flow in entry["flows"]:
+                for seed in plan["seeds"]:
+                    for model in plan["models"]:
+                        key = unit_key(name, flow["id"], model, plan["protocol"],
+                                       plan["protocol_params"], seed)
+                        units.append(UnitRef(key, name, flow["id"], model, seed))
+        return units
+
+    # ------------------------------------------------------------------ tables
+
+    def collect_metrics(self) -> pd.DataFrame:
+        """The tidy per-case table of every completed unit, in a canonical order."""
+        rows: list[dict[str, Any]] = []
+        for path in self.unit_paths():
+            rows.extend(self.read_unit(path).rows)
+        table = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+        table["click"] = table["click"].astype("Int64")
+        return table.sort_values(
+            ["dataset", "model", "seed", "flow", "case", "target", "metric", "click"],
+            kind="stable").reset_index(drop=True)
+
+    def write_metrics(self) -> pd.DataFrame:
+        """Write ``metrics.csv`` (:meth:`collect_metrics`) and return the table."""
+        table = self.collect_metrics()
+        _write_csv(self.metrics_path, table)
+        return table
+
+    def read_metrics(self) -> pd.DataFrame:
+        """The tidy table of the run (``metrics.csv``), with empty messages as ''."""
+        if not self.metrics_path.exists():
+            raise DataError(self.metrics_path,
+                            f"no metrics table; is {self.path} a finished run?")
+        table = pd.read_csv(self.metrics_path, keep_default_na=False, na_values=[""],
+                            dtype={"case": str, "patient": str, "flow": str, "message": str,
+                                   "target": str, "dataset": str, "model": str})
+        table["message"] = table["message"].fillna("")
+        return table
+
+    def unit_table(self) -> pd.DataFrame:
+        """One row per completed unit: status, attempts, cache use, wall time and memory."""
+        records = []
+        for path in self.unit_paths():
+            unit = self.read_unit(path).to_json()
+            records.append({column: unit[column] for column in UNIT_COLUMNS})
+        table = pd.DataFrame(records, columns=UNIT_COLUMNS)
+        return table.sort_values(["dataset", "model", "seed", "flow"], kind="stable") \
+            .reset_index(drop=True)
+
+    def write_unit_table(self) -> Path:
+        """Write ``units.csv`` (:meth:`unit_table`)."""
+        _write_csv(self.unit_table_path, self.unit_table())
+        return self.unit_table_path
+
+    def read_unit_table(self) -> pd.DataFrame | None:
+        """``units.csv``, or None when the run has none (e.g. written by hand)."""
+        if not self.unit_table_path.exists():
+            return None
+        return pd.read_csv(self.unit_table_path)
+
+    # --------------------------------------------------------- summary, report
+
+    def read_summary(self) -> dict[str, Any]:
+        return self._read_json(self.summary_path)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        atomic.write_json(self.summary_path, dict(summary))
+
+    def write_report(self, fmt: str, text: str) -> Path:
+        path = self.report_path(fmt)
+        atomic.write_text(path, text)
+        return path
+
+    # ----------------------------------------------------------------- helpers
+
+    def _read_json(self, path: Path) -> Any:
+        if not path.is_file():
+            raise DataError(path, f"not found: is {self.path} a run directory?")
+        try:
+            return atomic.read_json(path)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"invalid JSON ({err.msg}, line {err.lineno})") from None
+
+
+def card_record(card: Card) -> dict[str, Any]:
+    """The card as ``config.json`` records it, to be rebuilt by :meth:`RunDir.read_cards`.
+
+    Unset optional fields (None) are left out, as in a card file (TOML has no
+    null), so that the record validates like the card file did.
+    """
+    return {key: value for key, value in card_to_table(card).items() if value is not None}
+
+
+def check_frames(flow: Flow, expected_sha256: str) -> None:
+    """Raise DataError unless ``flow``'s frames are those the ledger was derived from."""
+    if frames_digest(flow.frames) != expected_sha256:
+        raise DataError(f"{flow.dataset}/{flow.id}", "its frames differ from those read when "
+                        "the prompt ledger was written (did the data change?)")
+
+
+def _write_csv(path: Path, table: pd.DataFrame) -> None:
+    with atomic.atomic_path(path) as temp:
+        table.to_csv(temp, index=False, float_format="%.10g")
