@@ -12,7 +12,7 @@ from bench.config import load_config
 from bench.errors import ConfigError
 from bench.plan import make_plan
 from bench.prompts.protocols import InteractiveParams, OnePromptParams
-from bench.runner import unit_key
+from bench.rundir import unit_key
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_SAM = missing_modules(("torch", "segment_anything"))
@@ -60,7 +60,8 @@ def test_the_plan_carries_typed_protocol_parameters(tmp_path):
     assert plan.params == OnePromptParams(template="first")
     # Only what the suite set identifies units: the same keys as before the typed settings.
     assert plan.protocol_params == {"template": "first"}
-    assert unit_key("demo-cells", "cells-f0", "full-frame", plan, 0) == "88a29e8d34a2c690d08a"
+    assert unit_key("demo-cells", "cells-f0", "full-frame", plan.protocol, plan.protocol_params,
+                    0) == "88a29e8d34a2c690d08a"
     record = json.loads(json.dumps(plan.identity()))
     assert record["protocol_params"] == {"template": "first"} and "params" not in record
     assert record["metrics"] == ["dice", "iou", "hd95"] and record["seeds"] == [0]
