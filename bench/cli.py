@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, default=None,
                         help="bench.toml to use (default: ./bench.toml or a parent's, else the "
-                        "project's own)")
+                        "built-in default, whose paths are relative to the working directory)")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     run = commands.add_parser(
@@ -76,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated models instead of the suite's (see `bench list "
                      "models`)")
     run.add_argument("--datasets", type=_names, default=None,
-                     help="comma-separated subset of the suite's datasets")
+                     help="comma-separated datasets instead of the suite's (one outside the "
+                     "suite's list runs too, and the report says so)")
+    run.add_argument("--root", action="append", default=[], metavar="NAME=PATH",
+                     help="folder of dataset NAME, instead of its root in bench.toml "
+                     "(repeatable)")
+    _add_cards_option(run)
     run.add_argument("--limit", type=int, default=None,
                      help="at most N flows per dataset (quick runs)")
     seeds = run.add_mutually_exclusive_group()
@@ -158,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list suites, datasets, models or protocols",
                                   description="List what bench.toml and the registries offer.")
     listing.add_argument("what", choices=["suites", "datasets", "models", "protocols"])
+    _add_cards_option(listing)
     listing.set_defaults(handler=cmd_list)
 
     report = commands.add_parser("report", help="(re)write the report of a run directory",
@@ -173,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "self-contained file), tex (report.tex, booktabs tables); default md")
     report.add_argument("--no-gallery", action="store_true",
                         help="skip the qualitative gallery (it re-reads the cases it shows)")
+    _add_cards_option(report)
     report.set_defaults(handler=cmd_report)
 
     check = commands.add_parser(
@@ -223,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_data.add_argument("--root", type=Path, default=None,
                             help="dataset folder (default: its root in bench.toml)")
     check_data.add_argument("--limit", type=int, default=None, help="check only N cases")
+    _add_cards_option(check_data)
     check_data.set_defaults(handler=cmd_datasets_check)
 
     prompts = commands.add_parser(
@@ -237,29 +245,46 @@ def build_parser() -> argparse.ArgumentParser:
                          help="draw the prompts of --dataset/--flow on --frame to this PNG")
     prompts.add_argument("--frame", type=int, default=None,
                          help="frame to draw (default: the first prompted frame)")
+    _add_cards_option(prompts)
     prompts.set_defaults(handler=cmd_prompts)
     return parser
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _add_cards_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cards", type=Path, action="append", default=[], metavar="DIR",
+                        help="folder of dataset cards, searched before datasets/ beside "
+                        "bench.toml and the built-in cards (repeatable)")
+
+
+def _load_config(args: argparse.Namespace):
+    """The configuration of --config (or the one found) with --cards; notices printed."""
     from bench.config import load_config
-    from bench.plan import make_plan
+
+    config = load_config(args.config, cards=getattr(args, "cards", []))
+    for notice in config.notices:
+        errors.print(f"notice: {notice}", markup=False, highlight=False, soft_wrap=True)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.plan import make_plan, parse_roots
     from bench.report import write_report
     from bench.runner import execute
 
-    config = load_config(args.config)
+    config = _load_config(args)
     seeds = args.seeds or ([args.seed] if args.seed is not None else None)
     plan = make_plan(config, args.suite, models=args.models, datasets=args.datasets,
                      seeds=seeds, limit=args.limit, device=args.device,
                      random_weights=args.random_weights,
                      checkpoints=_assignments(args.checkpoint, "--checkpoint"),
-                     skip_bad_cases=args.skip_bad_cases)
+                     skip_bad_cases=args.skip_bad_cases, roots=parse_roots(args.root))
     run_dir = _run_dir(args, config, plan.suite)
     names = ", ".join(d.name for d in plan.datasets)
     if plan.demo and plan.unconfigured:
         console.print(f"[yellow]No dataset root configured for suite '{plan.suite}': running on "
                       f"the built-in SYNTHETIC demo data ({names}).[/] Set roots under "
-                      "\\[datasets] in bench.toml to run the real datasets.")
+                      "\\[datasets] in bench.toml or pass --root NAME=PATH to run the real "
+                      "datasets.")
     elif plan.demo:
         console.print(f"[yellow]Running on the built-in SYNTHETIC demo data ({names}).[/]")
     elif plan.unconfigured:
@@ -371,8 +396,6 @@ def _day(timestamp: float | None) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.config import load_config
-
     table = Table(show_header=True, header_style="bold")
     if args.what == "models":
         from adapters import registered
@@ -395,7 +418,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, spec in PROTOCOLS.items():
             table.add_row(name, spec.description)
     else:
-        config = load_config(args.config)
+        config = _load_config(args)
         if args.what == "suites":
             for column in ("suite", "protocol", "datasets", "models", "reproduces"):
                 table.add_column(column)
@@ -416,10 +439,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_check(args: argparse.Namespace) -> int:
-    from bench.config import load_config
     from bench.readers.check import check_dataset, has_errors
 
-    config = load_config(args.config)
+    config = _load_config(args)
     if args.name not in config.cards:
         from difflib import get_close_matches
 
@@ -449,10 +471,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     formats = parse_formats(args.format)
     cards = None
-    if args.config is not None:
-        from bench.config import load_config
-
-        cards = load_config(args.config).cards
+    if args.config is not None or args.cards:
+        cards = _load_config(args).cards
     write_report(args.run_dir, formats, cards=cards, gallery=not args.no_gallery)
     _print_results(args.run_dir)
     for fmt in formats:
@@ -545,7 +565,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         raise ConfigError("--draw needs --dataset and --flow")
     if not rows:
         raise ConfigError(f"no prompts for dataset {args.dataset!r} flow {args.flow!r}")
-    flow = _reread_flow(Path(args.run_dir), args.dataset, args.flow, args.config)
+    flow = _reread_flow(Path(args.run_dir), args.dataset, args.flow, args)
     seed = rows[0]["seed"] if args.seed is None else args.seed
     prompts = ledger.rows_to_prompts([r for r in rows if r["seed"] == seed], flow)
     frame = min(p.frame for p in prompts) if args.frame is None else args.frame
@@ -558,10 +578,9 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _reread_flow(run_dir: Path, dataset: str, flow_id: str, config_path: Path | None):
+def _reread_flow(run_dir: Path, dataset: str, flow_id: str, args: argparse.Namespace):
     """Read one flow of a run again, from the dataset root the run recorded."""
     from bench import atomic
-    from bench.config import load_config
     from bench.readers import read_flow
 
     plan = atomic.read_json(run_dir / "config.json")["plan"]
@@ -572,7 +591,7 @@ def _reread_flow(run_dir: Path, dataset: str, flow_id: str, config_path: Path | 
     position = next((f.get("position", 0) for f in flows if f["id"] == flow_id), None)
     if position is None:
         raise ConfigError(f"flow {flow_id!r} is not part of dataset {dataset!r} in this run")
-    card = load_config(config_path).cards[dataset]
+    card = _load_config(args).cards[dataset]
     root = Path(roots[dataset]) if roots[dataset] else None
     return read_flow(card, root, flow_id, position, plan["limit"])
 

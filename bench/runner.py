@@ -67,6 +67,7 @@ from bench.plan import DatasetRun, RunPlan
 from bench.prompts import get_protocol, ledger, make_prompts, run_clicks, scored_frames
 from bench.prompts.protocols import resolve_prompt_kind
 from bench.readers import read_flow, read_flows
+from bench.resources import source_checkout
 from bench.scoring import check_prediction, failure_rows, score_flow
 from bench.shard import in_shard, parse_shard
 from bench.store import prediction_folder, write_prediction
@@ -663,14 +664,17 @@ def provenance() -> dict[str, Any]:
         except PackageNotFoundError:
             versions[package] = None
     git: dict[str, Any] = {"commit": None, "dirty": None}
-    here = Path(__file__).resolve().parent
-    try:
-        git["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, check=True,
-                                       capture_output=True, text=True).stdout.strip()
-        git["dirty"] = bool(subprocess.run(["git", "status", "--porcelain"], cwd=here,
-                                           check=True, capture_output=True, text=True).stdout)
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    # An installed wheel has no commit (its site-packages may sit in another project's tree).
+    here = source_checkout()
+    if here is not None:
+        try:
+            git["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, check=True,
+                                           capture_output=True, text=True).stdout.strip()
+            git["dirty"] = bool(subprocess.run(["git", "status", "--porcelain"], cwd=here,
+                                               check=True, capture_output=True,
+                                               text=True).stdout)
+        except (OSError, subprocess.CalledProcessError):
+            pass
     return {"versions": versions, "git": git, "platform": platform.platform()}
 
 
