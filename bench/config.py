@@ -186,18 +186,14 @@ def search_config(start: Path | None = None) -> Path | None:
     return None
 
 
-def find_config(start: Path | None = None) -> Path:
-    """The ``bench.toml`` in use: :func:`search_config`'s, else the built-in default."""
-    return search_config(start) or resources.builtin_config()
-
-
 def load_config(path: Path | None = None, cards: Sequence[Path] = ()) -> Config:
     """Read and validate ``bench.toml`` and find the dataset cards.
 
     Parameters
     ----------
     path : Path, optional
-        The file (``--config``); default: :func:`find_config`.
+        The file (``--config``); default: :func:`search_config`'s, else the
+        built-in default.
     cards : sequence of Path
         Card folders searched first (``--cards``), in order; then
         ``datasets/`` beside the file, then the built-in cards.
