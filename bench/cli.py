@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, default=None,
                         help="bench.toml to use (default: ./bench.toml or a parent's, else the "
-                        "project's own)")
+                        "built-in default, whose paths are relative to the working directory)")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     run = commands.add_parser(
@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated models instead of the suite's (see `bench list "
                      "models`)")
     run.add_argument("--datasets", type=_names, default=None,
-                     help="comma-separated subset of the suite's datasets")
+                     help="comma-separated datasets instead of the suite's (one outside the "
+                     "suite's list runs too, and the report says so)")
+    run.add_argument("--root", action="append", default=[], metavar="NAME=PATH",
+                     help="folder of dataset NAME, instead of its root in bench.toml "
+                     "(repeatable)")
     run.add_argument("--limit", type=int, default=None,
                      help="at most N flows per dataset (quick runs)")
     seeds = run.add_mutually_exclusive_group()
@@ -121,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true",
                      help="neither read nor write the prediction cache (default: "
                      "$MEDSAM2_BENCH_CACHE, [defaults] cache_dir, or ~/.cache/medsam2-bench)")
+    _add_cards_option(run)
     run.set_defaults(handler=handlers.cmd_run)
 
     merge = commands.add_parser(
@@ -156,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list suites, datasets, models or protocols",
                                   description="List what bench.toml and the registries offer.")
     listing.add_argument("what", choices=["suites", "datasets", "models", "protocols"])
+    _add_cards_option(listing)
     listing.set_defaults(handler=handlers.cmd_list)
 
     report = commands.add_parser("report", help="(re)write the report of a run directory",
@@ -221,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_data.add_argument("--root", type=Path, default=None,
                             help="dataset folder (default: its root in bench.toml)")
     check_data.add_argument("--limit", type=int, default=None, help="check only N cases")
+    _add_cards_option(check_data)
     check_data.set_defaults(handler=handlers.cmd_datasets_check)
 
     prompts = commands.add_parser(
@@ -237,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="frame to draw (default: the first prompted frame)")
     prompts.set_defaults(handler=handlers.cmd_prompts)
     return parser
+
+
+def _add_cards_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cards", type=Path, action="append", default=[], metavar="DIR",
+                        help="folder of dataset cards, searched before datasets/ beside "
+                        "bench.toml and the built-in cards (repeatable)")
 
 
 def _names(text: str) -> list[str]:

@@ -24,25 +24,35 @@ from bench.rundir import RunDir
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _load_config(args: argparse.Namespace):
+    """The configuration of --config (or the one found) with --cards; notices printed."""
     from bench.config import load_config
-    from bench.plan import make_plan
+
+    config = load_config(args.config, cards=getattr(args, "cards", []))
+    for notice in config.notices:
+        errors.print(f"notice: {notice}", markup=False, highlight=False, soft_wrap=True)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.plan import make_plan, parse_roots
     from bench.report import write_report
     from bench.runner import execute
 
-    config = load_config(args.config)
+    config = _load_config(args)
     seeds = args.seeds or ([args.seed] if args.seed is not None else None)
     plan = make_plan(config, args.suite, models=args.models, datasets=args.datasets,
                      seeds=seeds, limit=args.limit, device=args.device,
                      random_weights=args.random_weights,
                      checkpoints=_assignments(args.checkpoint, "--checkpoint"),
-                     skip_bad_cases=args.skip_bad_cases)
+                     skip_bad_cases=args.skip_bad_cases, roots=parse_roots(args.root))
     run_dir = _run_dir(args, config, plan.suite)
     names = ", ".join(d.name for d in plan.datasets)
     if plan.demo and plan.unconfigured:
         console.print(f"[yellow]No dataset root configured for suite '{plan.suite}': running on "
                       f"the built-in SYNTHETIC demo data ({names}).[/] Set roots under "
-                      "\\[datasets] in bench.toml to run the real datasets.")
+                      "\\[datasets] in bench.toml or pass --root NAME=PATH to run the real "
+                      "datasets.")
     elif plan.demo:
         console.print(f"[yellow]Running on the built-in SYNTHETIC demo data ({names}).[/]")
     elif plan.unconfigured:
@@ -147,8 +157,6 @@ def _day(timestamp: float | None) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.config import load_config
-
     table = Table(show_header=True, header_style="bold")
     if args.what == "models":
         from adapters import registered
@@ -171,7 +179,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, spec in PROTOCOLS.items():
             table.add_row(name, spec.description)
     else:
-        config = load_config(args.config)
+        config = _load_config(args)
         if args.what == "suites":
             for column in ("suite", "protocol", "datasets", "models", "reproduces"):
                 table.add_column(column)
@@ -192,10 +200,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_check(args: argparse.Namespace) -> int:
-    from bench.config import load_config
     from bench.readers.check import check_dataset, has_errors
 
-    config = load_config(args.config)
+    config = _load_config(args)
     if args.name not in config.cards:
         raise unknown_name("dataset", args.name, config.cards)
     card = config.cards[args.name]

@@ -9,24 +9,33 @@ value of the wrong type, an unknown protocol, metric or dataset name is one
 name), never a silent default. ``[models.NAME]`` tables belong to the adapters:
 each adapter validates its own table when it is created (:func:`adapters.create`).
 :func:`settings_reference` lists every key for help and docs.
+
+Which file and which cards (:func:`load_config`): ``--config FILE``, else
+``bench.toml`` in the working directory or a parent, else the built-in
+default (:mod:`bench.resources`), whose relative paths resolve against the
+working directory. Cards: the ``--cards`` folders in order, then
+``datasets/`` beside the active ``bench.toml``, then the built-in cards; a
+card that hides a different one of the same name is reported in
+:attr:`Config.notices`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 
+from bench import resources
 from bench.errors import ConfigError, unknown_name
 from bench.metrics import METRICS
 from bench.prompts.protocols import PROTOCOLS, ProtocolName, get_protocol
-from bench.readers.cards import Card, load_cards
+from bench.readers.cards import Card, card_to_table, load_cards
 from bench.settings import Items, Settings, read_toml, table_reference, validate
 
-CONFIG_NAME = "bench.toml"
+CONFIG_NAME = resources.CONFIG_NAME
 
 #: A metric name: those :func:`bench.metrics.score_case` computes.
 MetricName = Literal[tuple(METRICS)]  # type: ignore[valid-type]
@@ -54,7 +63,7 @@ class Defaults(Settings):
     seed: Seed = Field(0, description="seed of the prompt ledger's keyed random streams "
                        "(a suite's seeds win)")
     out: str = Field("runs", description="run directories go to OUT/SUITE/TIMESTAMP, relative "
-                     "to bench.toml")
+                     "to bench.toml (to the working directory for the built-in default)")
     metrics: Metrics = Field(("dice", "iou", "hd95"), min_length=1,
                              description="metrics scored (a suite's metrics win)")
     empty_policy: EmptyChoice = Field(
@@ -132,9 +141,17 @@ class Config:
     roots : dict
         Dataset name -> root folder (resolved), None where not configured.
     models : dict
-        ``[models.NAME]`` tables with their paths resolved against the file.
+        ``[models.NAME]`` tables with their paths resolved against :attr:`folder`.
     cards : dict
         Every dataset card, by name.
+    folder : Path
+        What relative paths of the file (``out``, roots, checkpoints) resolve
+        against: the file's folder, or the working directory for the built-in
+        default, which is never written to.
+    builtin : bool
+        The built-in default is in use (no ``bench.toml`` was found).
+    notices : tuple of str
+        One line per card that hides another one of the same name.
     """
 
     path: Path
@@ -142,10 +159,9 @@ class Config:
     roots: dict[str, Path | None]
     models: dict[str, dict[str, Any]]
     cards: dict[str, Card]
-
-    @property
-    def folder(self) -> Path:
-        return self.path.parent
+    folder: Path
+    builtin: bool = False
+    notices: tuple[str, ...] = ()
 
     @property
     def defaults(self) -> Defaults:
@@ -160,30 +176,83 @@ class Config:
         return self.roots.get(dataset)
 
 
-def find_config(start: Path | None = None) -> Path:
-    """Locate ``bench.toml``: the working directory or a parent, else the project's own."""
+def search_config(start: Path | None = None) -> Path | None:
+    """``bench.toml`` in ``start`` (default: the working directory) or a parent, else None."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / CONFIG_NAME
         if candidate.is_file():
             return candidate
-    bundled = Path(__file__).resolve().parent.parent / CONFIG_NAME
-    if bundled.is_file():
-        return bundled
-    raise ConfigError(f"no {CONFIG_NAME} in {here} or its parents; pass --config PATH")
+    return None
 
 
-def load_config(path: Path | None = None) -> Config:
-    """Read and validate ``bench.toml`` (found with :func:`find_config` if not given)."""
-    path = Path(path) if path is not None else find_config()
+def load_config(path: Path | None = None, cards: Sequence[Path] = ()) -> Config:
+    """Read and validate ``bench.toml`` and find the dataset cards.
+
+    Parameters
+    ----------
+    path : Path, optional
+        The file (``--config``); default: :func:`search_config`'s, else the
+        built-in default.
+    cards : sequence of Path
+        Card folders searched first (``--cards``), in order; then
+        ``datasets/`` beside the file, then the built-in cards.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid file or card, or a ``cards`` folder that does not exist.
+    """
+    if path is None:
+        found = search_config()
+        path, builtin = found or resources.builtin_config(), found is None
+    else:
+        path = Path(path)
+        builtin = resources.in_package(path)
+    # Never resolve against (and so write into) the installed package.
+    folder = Path.cwd() if builtin else path.parent
     settings = parse_bench_toml(read_toml(path), path.name)
-    cards = load_cards(path.parent / "datasets")
-    _check_dataset_names(settings, cards, path.name)
-    roots = {name: (path.parent / root).resolve() if root else None
+    found_cards, notices = load_card_folders(card_folders(path, cards))
+    _check_dataset_names(settings, found_cards, path.name)
+    roots = {name: (folder / root).resolve() if root else None
              for name, root in settings.datasets.items()}
-    models = {name: _resolve_paths(dict(table), path.parent)
+    models = {name: _resolve_paths(dict(table), folder)
               for name, table in settings.models.items()}
-    return Config(path=path, settings=settings, roots=roots, models=models, cards=cards)
+    return Config(path=path, settings=settings, roots=roots, models=models, cards=found_cards,
+                  folder=folder, builtin=builtin, notices=notices)
+
+
+def card_folders(config_path: Path, extra: Sequence[Path] = ()) -> list[Path]:
+    """The card folders in search order, each once: ``extra``, beside the file, built-in."""
+    for given in extra:
+        if not Path(given).is_dir():
+            raise ConfigError(f"--cards {given}: no such folder")
+    candidates = [*map(Path, extra), Path(config_path).parent / resources.CARDS_FOLDER,
+                  resources.builtin_cards()]
+    folders: list[Path] = []
+    for folder in candidates:
+        if folder.is_dir() and folder.resolve() not in {f.resolve() for f in folders}:
+            folders.append(folder)
+    return folders
+
+
+def load_card_folders(folders: Sequence[Path]) -> tuple[dict[str, Card], tuple[str, ...]]:
+    """Every card of ``folders`` by name, the first of a name winning, and the notices.
+
+    A card that hides a different card of the same name gives one notice
+    naming both files; an identical copy (e.g. built-in cards copied into a
+    work folder) hides nothing and says nothing.
+    """
+    builtin = resources.builtin_cards().resolve()
+    cards: dict[str, Card] = {}
+    notices = []
+    for folder in folders:
+        for name, card in load_cards(folder).items():
+            kept = cards.setdefault(name, card)
+            if kept is not card and card_to_table(kept) != card_to_table(card):
+                which = "the built-in card" if folder.resolve() == builtin else "the card"
+                notices.append(f"dataset card {kept.path} shadows {which} {card.path}")
+    return dict(sorted(cards.items())), tuple(notices)
 
 
 def parse_bench_toml(table: Mapping[str, Any], where: str) -> BenchToml:

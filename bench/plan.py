@@ -3,7 +3,7 @@
 The plan is everything that determines a run's results. It is stored in the
 run directory, and ``--resume`` refuses to continue a run whose plan differs.
 Every name the user typed (suite, datasets, models, protocol parameters,
-seeds, ``--limit``) is checked here, before any work starts.
+seeds, ``--limit``, ``--root``) is checked here, before any work starts.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ class RunPlan:
     reproduces: str = ""
     demo: bool = False
     unconfigured: tuple[str, ...] = field(default=())
+    # Datasets asked for with --datasets that are not in the suite's published list.
+    extra_datasets: tuple[str, ...] = field(default=())
     # Suite models that cannot run here (missing package or checkpoint): name -> reason.
     skipped_models: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +103,7 @@ def make_plan(
     random_weights: bool = False,
     checkpoints: dict[str, str] | None = None,
     skip_bad_cases: bool = False,
+    roots: Mapping[str, str | Path] | None = None,
 ) -> RunPlan:
     """Build the plan for ``suite_name``; the caller's choices override the suite's own.
 
@@ -109,13 +112,16 @@ def make_plan(
     ``random_weights`` and ``checkpoints`` (model -> path) go to the settings
     of the models that need weights. A dataset with unreadable cases is
     refused unless ``skip_bad_cases`` (then they are skipped and listed).
+    ``roots`` (dataset -> folder, ``--root``) override ``[datasets]`` of
+    ``bench.toml``; a dataset outside the suite's list runs when named in
+    ``datasets`` (``plan.extra_datasets`` lists it).
 
     Raises
     ------
     ConfigError
         For an unknown suite, dataset, model or protocol parameter (with the
-        nearest valid name), a negative ``limit``, a bad seed, or a model
-        asked for by name that cannot run here.
+        nearest valid name), a negative ``limit``, a bad seed, a model
+        asked for by name that cannot run here, or a root that is not a folder.
     """
     if suite_name not in config.suites:
         raise unknown_name("suite", suite_name, config.suites, "--suite")
@@ -127,7 +133,8 @@ def make_plan(
     params = get_protocol(suite.protocol).settings(
         {**suite.protocol_params, **(protocol_params or {})},
         where=f"[suites.{suite_name}.protocol_params]")
-    chosen, unconfigured = _choose_datasets(config, suite, datasets)
+    roots = _check_roots(config, roots or {})
+    chosen, unconfigured = _choose_datasets(config, suite, datasets, roots)
 
     run_models = _distinct("--models", models) if models else suite.models
     settings = _model_settings(config, run_models, device, random_weights, checkpoints or {})
@@ -146,7 +153,8 @@ def make_plan(
         suite=suite_name,
         protocol=suite.protocol,
         params=params,
-        datasets=tuple(DatasetRun(config.cards[d], config.root(d)) for d in chosen),
+        datasets=tuple(DatasetRun(config.cards[d], roots.get(d) or config.root(d))
+                       for d in chosen),
         models=run_models,
         model_settings={m: settings[m] for m in run_models},
         seeds=run_seeds,
@@ -159,6 +167,7 @@ def make_plan(
         reproduces=suite.reproduces,
         demo=all(_is_demo(config, d) for d in chosen),
         unconfigured=unconfigured,
+        extra_datasets=tuple(d for d in chosen if d not in (*suite.datasets, *suite.demo)),
         skipped_models=skipped,
     )
 
@@ -191,33 +200,64 @@ def _check_model_names(config: Config, suite: Suite, models: Sequence[str],
                 raise unknown_name("model", name, known, place)
 
 
-def _choose_datasets(config: Config, suite: Suite,
-                     datasets: Sequence[str] | None) -> tuple[list[str], tuple[str, ...]]:
+def parse_roots(items: Sequence[str]) -> dict[str, Path]:
+    """``["NAME=PATH", ...]`` (``--root``) -> {NAME: PATH}; a repeated NAME is refused."""
+    roots: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = (part.strip() for part in item.partition("="))
+        if not sep or not name or not path:
+            raise ConfigError(f"--root: expected NAME=PATH, got {item!r}")
+        if name in roots:
+            raise ConfigError(f"--root: dataset {name!r} is given twice")
+        roots[name] = Path(path)
+    return roots
+
+
+def _check_roots(config: Config, roots: Mapping[str, str | Path]) -> dict[str, Path]:
+    """Every ``--root`` names a card that reads files and an existing folder."""
+    checked = {}
+    for name, path in roots.items():
+        if name not in config.cards:
+            raise unknown_name("dataset", name, config.cards, "--root")
+        if _is_demo(config, name):
+            raise ConfigError(f"--root {name}=...: {name!r} is generated demo data and "
+                              "reads no folder")
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"--root {name}={path}: no such folder")
+        checked[name] = folder.resolve()
+    return checked
+
+
+def _choose_datasets(config: Config, suite: Suite, datasets: Sequence[str] | None,
+                     roots: Mapping[str, Path]) -> tuple[list[str], tuple[str, ...]]:
     """The datasets to run and the suite's datasets left out for want of a root."""
-    configured = [d for d in suite.datasets if _is_demo(config, d) or config.root(d)]
+    def runnable(name: str) -> bool:
+        return _is_demo(config, name) or bool(roots.get(name) or config.root(name))
+
+    configured = [d for d in suite.datasets if runnable(d)]
     unconfigured = tuple(d for d in suite.datasets if d not in configured)
-    if not datasets:
+    if datasets:
+        for name in datasets:
+            if name not in config.cards:
+                raise unknown_name("dataset", name, config.cards, "--datasets")
+        chosen = list(_distinct("--datasets", datasets))
+    else:
         chosen = configured or list(suite.demo)
         if not chosen:
             raise ConfigError(f"suite {suite.name!r} has no datasets to run")
-        return chosen, unconfigured
-    for name in datasets:
-        if name not in config.cards:
-            raise unknown_name("dataset", name, config.cards, "--datasets")
-    candidates = set(suite.datasets) | set(suite.demo)
-    outside = [d for d in datasets if d not in candidates]
-    if outside:
-        raise ConfigError(
-            f"dataset(s) {', '.join(outside)} not in suite {suite.name!r}; "
-            f"choose from {', '.join(sorted(candidates))}"
-        )
-    missing = [d for d in datasets if not (_is_demo(config, d) or config.root(d))]
+    # A root for a dataset the run leaves out would be silently ignored.
+    unused = [name for name in roots if name not in chosen]
+    if unused:
+        raise ConfigError(f"--root {unused[0]}=...: dataset {unused[0]!r} is not part of this "
+                          f"run of suite {suite.name!r}; add --datasets {unused[0]} to run it")
+    missing = [d for d in chosen if not runnable(d)]
     if missing:
-        raise ConfigError(
-            f"dataset(s) {', '.join(missing)} have no root: set [datasets] "
-            f"{missing[0]} = \"/path/to/{missing[0]}\" in {config.path}"
-        )
-    return list(_distinct("--datasets", datasets)), unconfigured
+        where = ("" if config.builtin else
+                 f"set [datasets] {missing[0]} = \"/path/to/{missing[0]}\" in {config.path} or ")
+        raise ConfigError(f"dataset(s) {', '.join(missing)} have no root: {where}pass "
+                          f"--root {missing[0]}=PATH")
+    return chosen, unconfigured
 
 
 def _model_settings(config: Config, models: Sequence[str], device: str | None,

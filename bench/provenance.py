@@ -15,6 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from bench.resources import source_checkout
+
 # The packages whose versions the run record lists.
 RECORDED_PACKAGES = ("medsam2-bench", "numpy", "scipy", "pandas", "medpy", "scikit-image",
                      "nibabel", "torch", "sam2")
@@ -51,7 +53,10 @@ def provenance() -> dict[str, Any]:
     """Package versions, the project's git state and the platform, for the run record."""
     return {"versions": {"python": platform.python_version(),
                          **package_versions(RECORDED_PACKAGES)},
-            "git": git_state(Path(__file__).resolve().parent),
+            # An installed wheel has no commit (its site-packages may sit in another
+            # project's git tree, whose commit would be recorded by mistake).
+            "git": git_state(checkout) if (checkout := source_checkout()) is not None
+            else {"commit": None, "dirty": None},
             "platform": platform.platform()}
 
 

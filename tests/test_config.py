@@ -6,6 +6,8 @@ from typing import get_args
 
 import pytest
 
+from bench import resources
+from bench.cli import main
 from bench.config import (
     BenchToml,
     Defaults,
@@ -14,6 +16,7 @@ from bench.config import (
     Suite,
     load_config,
     parse_bench_toml,
+    search_config,
     settings_reference,
 )
 from bench.errors import ConfigError
@@ -210,3 +213,106 @@ def test_the_settings_reference_lists_every_key_once():
     assert protocol["default"] == "required"
     assert protocol["type"] == " | ".join(repr(name) for name in PROTOCOLS)
     assert set(BenchToml.model_fields) == {"defaults", "datasets", "models", "suites"}
+
+
+# Where configuration and cards come from (issue 13: install anywhere).
+
+def _no_config_above(folder: Path) -> None:
+    if search_config(folder) is not None:
+        pytest.skip(f"a bench.toml above {folder} would be found first")
+
+
+def _card(folder: Path, name: str, title: str) -> Path:
+    """A copy of the built-in ISIC card named ``name``, with its own title."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (ROOT / "datasets" / "isic.toml").read_text()
+    text = text.replace('name = "isic"', f'name = "{name}"').replace(
+        'title = "ISIC skin lesion segmentation (2016-2018 task 1 layouts)"', f'title = "{title}"')
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_without_a_bench_toml_the_built_in_default_resolves_against_the_working_folder(
+        tmp_path, monkeypatch):
+    _no_config_above(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    config = load_config()
+    assert config.builtin and config.path == resources.builtin_config()
+    assert config.folder == tmp_path
+    assert set(config.cards) == {p.stem for p in (ROOT / "datasets").glob("*.toml")}
+    assert config.notices == ()
+    # In a source checkout the default is the repository's own file; named with
+    # --config, its paths are relative to the repository as before.
+    assert resources.source_checkout() == ROOT and config.path == ROOT / "bench.toml"
+    named = load_config(ROOT / "bench.toml")
+    assert not named.builtin and named.folder == ROOT
+
+
+def test_the_config_search_order_is_option_working_folder_parents_built_in(tmp_path,
+                                                                           monkeypatch):
+    _no_config_above(tmp_path)
+    for folder, seed in ((tmp_path, 1), (tmp_path / "other", 2)):
+        folder.mkdir(exist_ok=True)
+        (folder / "bench.toml").write_text(f"[defaults]\nseed = {seed}\n")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "sub" / "deeper")
+    found = load_config()
+    assert (found.path, found.defaults.seed, found.builtin) == (tmp_path / "bench.toml", 1, False)
+    assert found.folder == tmp_path
+    option = load_config(tmp_path / "other" / "bench.toml")
+    assert option.defaults.seed == 2 and option.folder == tmp_path / "other"
+    monkeypatch.chdir(tmp_path / "other")
+    assert load_config().defaults.seed == 2
+    # A file without cards of its own still sees the built-in ones.
+    assert "demo-fundus" in found.cards and found.cards["demo-fundus"].path == \
+        resources.builtin_cards() / "demo-fundus.toml"
+
+
+def test_the_card_search_order_is_option_folders_beside_the_file_built_in(tmp_path):
+    config = tmp_path / "bench.toml"
+    config.write_text("")
+    beside = _card(tmp_path / "datasets", "mine", "beside")
+    first = _card(tmp_path / "first", "mine", "first")
+    _card(tmp_path / "second", "mine", "second")
+    _card(tmp_path / "second", "theirs", "second")
+    cards = load_config(config).cards
+    assert cards["mine"].title == "beside" and cards["mine"].path == beside
+    loaded = load_config(config, cards=[tmp_path / "first", tmp_path / "second"])
+    assert loaded.cards["mine"].title == "first" and loaded.cards["theirs"].title == "second"
+    assert loaded.notices == (
+        f"dataset card {first} shadows the card {tmp_path / 'second' / 'mine.toml'}",
+        f"dataset card {first} shadows the card {beside}")
+    assert list(loaded.cards) == sorted(loaded.cards)
+
+
+def test_a_card_hiding_a_built_in_one_gives_one_notice_naming_both(tmp_path):
+    config = tmp_path / "bench.toml"
+    config.write_text("")
+    mine = _card(tmp_path / "cards", "isic", "my ISIC")
+    loaded = load_config(config, cards=[tmp_path / "cards"])
+    assert loaded.cards["isic"].title == "my ISIC"
+    builtin = resources.builtin_cards() / "isic.toml"
+    assert loaded.notices == (f"dataset card {mine} shadows the built-in card {builtin}",)
+    # An unchanged copy of the built-in cards (a copied work folder) hides nothing.
+    shutil.copytree(ROOT / "datasets", tmp_path / "datasets")
+    assert load_config(config).notices == ()
+
+
+def test_a_missing_cards_folder_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--cards \S+nowhere: no such folder$"):
+        load_config(ROOT / "bench.toml", cards=[tmp_path / "nowhere"])
+
+
+def test_the_cli_prints_the_shadowing_notice_and_lists_the_user_card(tmp_path, capsys):
+    config = tmp_path / "bench.toml"
+    config.write_text("")
+    mine = _card(tmp_path / "cards", "isic", "my ISIC")
+    _card(tmp_path / "cards", "my-lesions", "mine")
+    code = main(["--config", str(config), "list", "datasets", "--cards", str(tmp_path / "cards")])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err.splitlines() == [
+        f"notice: dataset card {mine} shadows the built-in card "
+        f"{resources.builtin_cards() / 'isic.toml'}"]
+    assert "my-lesions" in captured.out and "demo-ct" in captured.out

@@ -4,13 +4,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
 from adapters.base import missing_modules
 from bench.cli import main
 from bench.config import load_config
 from bench.errors import ConfigError
-from bench.plan import make_plan
+from bench.plan import make_plan, parse_roots
 from bench.prompts.protocols import InteractiveParams, OnePromptParams
 from bench.rundir import unit_key
 
@@ -176,3 +179,118 @@ def test_medsam2_without_a_checkpoint_names_the_published_weights(tmp_path, monk
     monkeypatch.delenv("MEDSAM2_BENCH_CHECKPOINT_MEDSAM2", raising=False)
     plan = make_plan(_config(tmp_path), "official-code")
     assert "jiayuanz3/MedSAM2_pretrain" in plan.skipped_models["medsam2"]
+
+
+# --root NAME=PATH (issue 13): a dataset's folder without editing bench.toml.
+
+def _isic_like(folder: Path, radii=(6, 9, 12), shape=(40, 56)) -> dict[str, int]:
+    """Images and 0/255 disc masks in the ISIC layout; returns case id -> mask pixels."""
+    folder.mkdir(parents=True)
+    rows, cols = np.mgrid[:shape[0], :shape[1]]
+    areas = {}
+    for index, radius in enumerate(radii):
+        case = f"ISIC_{index + 1:07d}"
+        disc = (rows - shape[0] // 2) ** 2 + (cols - shape[1] // 2) ** 2 <= radius ** 2
+        image = np.stack([np.where(disc, 200, 60)] * 3, axis=-1).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"{case}.jpg")
+        Image.fromarray(disc.astype(np.uint8) * 255).save(folder / f"{case}_segmentation.png")
+        areas[case] = int(disc.sum())
+    return areas
+
+
+def test_root_runs_a_suite_dataset_or_one_outside_the_suite(tmp_path):
+    (tmp_path / "wbc").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    config = _config(tmp_path, 'wbc = "wbc"')
+    plan = make_plan(config, "one-prompt", roots={"wbc": tmp_path / "elsewhere"})
+    assert [(d.name, d.root) for d in plan.datasets] == [("wbc", tmp_path / "elsewhere")]
+    assert not plan.demo and plan.extra_datasets == ()
+    # A dataset that is not in the suite's list runs when asked for, and the plan says so.
+    outside = make_plan(config, "one-prompt", datasets=["isic", "wbc"],
+                        roots={"isic": tmp_path / "elsewhere"})
+    assert [(d.name, d.root) for d in outside.datasets] == [
+        ("isic", tmp_path / "elsewhere"), ("wbc", (tmp_path / "wbc").resolve())]
+    assert outside.extra_datasets == ("isic",)
+    assert outside.identity()["extra_datasets"] == ("isic",)
+    # The suite's own demo stand-ins are not "outside" it.
+    assert make_plan(config, "one-prompt", datasets=["demo-cells"]).extra_datasets == ()
+
+
+@pytest.mark.parametrize(("roots", "datasets", "expected"), [
+    ({"isci": "data"}, ["isic"], "--root: unknown dataset 'isci' (did you mean 'isic'?)"),
+    ({"isic": "missing"}, ["isic"], "--root isic={tmp}/missing: no such folder"),
+    ({"isic": "file.txt"}, ["isic"], "--root isic={tmp}/file.txt: no such folder"),
+    ({"isic": "data"}, None, "--root isic=...: dataset 'isic' is not part of this run of suite "
+     "'one-prompt'; add --datasets isic to run it"),
+    ({"demo-cells": "data"}, None,
+     "--root demo-cells=...: 'demo-cells' is generated demo data and reads no folder"),
+])
+def test_a_bad_root_is_refused_in_one_line(tmp_path, roots, datasets, expected):
+    config = _config(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "file.txt").write_text("")
+    roots = {name: tmp_path / path for name, path in roots.items()}
+    with pytest.raises(ConfigError) as caught:
+        make_plan(config, "one-prompt", datasets=datasets, roots=roots)
+    assert str(caught.value) == expected.format(tmp=tmp_path)
+
+
+@pytest.mark.parametrize(("items", "expected"), [
+    (["isic"], "--root: expected NAME=PATH, got 'isic'"),
+    (["=x"], "--root: expected NAME=PATH, got '=x'"),
+    (["isic=a", "isic=b"], "--root: dataset 'isic' is given twice"),
+])
+def test_root_options_are_name_equals_path_once_each(items, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_roots(items)
+    assert str(caught.value) == expected
+    assert parse_roots(["isic = a/b", "wbc=c"]) == {"isic": Path("a/b"), "wbc": Path("c")}
+
+
+def test_without_a_bench_toml_a_missing_root_asks_for_root_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config()
+    if not config.builtin:
+        pytest.skip("a bench.toml above the test folder is found first")
+    with pytest.raises(ConfigError) as caught:
+        make_plan(config, "one-prompt", datasets=["kits23"])
+    assert str(caught.value) == "dataset(s) kits23 have no root: pass --root kits23=PATH"
+
+
+def test_bench_run_with_root_scores_the_given_folder(tmp_path, capsys):
+    _config(tmp_path)
+    areas = _isic_like(tmp_path / "my isic" / "train")
+    out = tmp_path / "out"
+    code = main(["--config", str(tmp_path / "bench.toml"), "run", "--suite", "one-prompt",
+                 "--datasets", "isic", "--root", f"isic={tmp_path / 'my isic'}",
+                 "--models", "full-frame", "--no-cache", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    metrics = pd.read_csv(out / "metrics.csv")
+    dice = metrics[metrics["metric"] == "dice"].set_index("case")["value"]
+    # full-frame predicts every pixel: Dice = 2|M| / (|M| + H W).
+    pixels = 40 * 56
+    expected = {case: 2 * area / (area + pixels) for case, area in areas.items()}
+    assert dice.to_dict() == pytest.approx(expected, abs=1e-9)
+    plan = json.loads((out / "config.json").read_text())["plan"]
+    assert plan["extra_datasets"] == ["isic"]
+    assert plan["datasets"] == [{"name": "isic", "root": str((tmp_path / "my isic").resolve())}]
+    assert "Dataset `isic` is not part of the suite's published list." in \
+        (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("root", "needle"), [
+    ("isci={data}", "--root: unknown dataset 'isci' (did you mean 'isic'?)"),
+    ("isic={data}/nowhere", "/nowhere: no such folder"),
+    ("isic", "--root: expected NAME=PATH, got 'isic'"),
+])
+def test_bench_run_refuses_a_bad_root_in_one_line_and_writes_nothing(tmp_path, capsys, root,
+                                                                     needle):
+    _config(tmp_path)
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "out"
+    code = main(["--config", str(tmp_path / "bench.toml"), "run", "--suite", "one-prompt",
+                 "--datasets", "isic", "--root", root.format(data=tmp_path / "data"),
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

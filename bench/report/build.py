@@ -162,6 +162,8 @@ def _warnings(doc: Document, ctx: RunContext) -> None:
                      "weights (smoke test only)."))
     for model, reason in summary.get("skipped_models", {}).items():
         doc.add(Note(f"**Model `{model}` of this suite was not run:** {reason}"))
+    for name in ctx.config.get("plan", {}).get("extra_datasets", []):
+        doc.add(Note(f"**Dataset `{name}` is not part of the suite's published list.**"))
     failed = summary.get("failed_units", [])
     read_failures = sum(len(e.get("failures", [])) for e in ctx.manifest.get("datasets",
                                                                               {}).values())

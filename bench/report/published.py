@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import DataError
+from bench.resources import reports_folder
 
-REPORTS = Path(__file__).resolve().parents[2] / "reports"
 TABLE1_FILE = "paper_table1_btcv.csv"
 TABLE2_FILE = "paper_table2.csv"
 MISSING = "-"
@@ -81,19 +81,21 @@ def normalise(name: str) -> str:
 
 def load_table1(path: Path | None = None) -> pd.DataFrame:
     """Table 1 as printed: a ``model`` column, the 12 organ columns and ``Ave`` (strings)."""
-    frame = _read_printed(path or REPORTS / TABLE1_FILE)
+    path = path or reports_folder() / TABLE1_FILE
+    frame = _read_printed(path)
     expected = ["model", *TABLE1_TARGETS, TABLE1_AVERAGE]
     if list(frame.columns) != expected:
-        raise DataError(path or REPORTS / TABLE1_FILE, f"columns {list(frame.columns)}, "
+        raise DataError(path, f"columns {list(frame.columns)}, "
                         f"expected {expected}")
     return frame
 
 
 def load_table2(path: Path | None = None) -> pd.DataFrame:
     """Table 2 as printed: ``group``, ``model`` and one column per dataset and metric."""
-    frame = _read_printed(path or REPORTS / TABLE2_FILE)
+    path = path or reports_folder() / TABLE2_FILE
+    frame = _read_printed(path)
     if list(frame.columns) != table2_columns():
-        raise DataError(path or REPORTS / TABLE2_FILE, f"columns {list(frame.columns)}, "
+        raise DataError(path, f"columns {list(frame.columns)}, "
                         f"expected {table2_columns()}")
     return frame
 
@@ -128,7 +130,7 @@ def published_long(folder: Path | None = None) -> pd.DataFrame:
     (fraction for Dice/IoU, mm for HD95; NaN where the paper prints ``-``),
     ``unit`` (the printed unit).
     """
-    folder = Path(folder) if folder is not None else REPORTS
+    folder = Path(folder) if folder is not None else reports_folder()
     records = []
     for row in load_table1(folder / TABLE1_FILE).to_dict(orient="records"):
         for column in (*TABLE1_TARGETS, TABLE1_AVERAGE):
