@@ -29,29 +29,30 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, ClassVar
 
 import numpy as np
+from pydantic import Field
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.registration import optical_flow_tvl1
 from skimage.segmentation import flood
 from skimage.transform import resize
 
-from adapters.base import Adapter, Capabilities, register
+from adapters.base import Adapter, Capabilities, Number, register
 from adapters.reference import frame_shape
-from bench.errors import ConfigError
+from bench.settings import Settings
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
-SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "attachment": (int, float),
-    "tightness": (int, float),
-    "num_warp": int,
-    "size": int,
-}
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "attachment": 15.0, "tightness": 0.3, "num_warp": 5, "size": 128,
-}
+
+class RegistrationOptions(Settings):
+    """``[models.registration]``: TV-L1 parameters and the working size."""
+
+    attachment: Annotated[Number, Field(gt=0)] = 15.0
+    tightness: Annotated[Number, Field(gt=0)] = 0.3
+    num_warp: Annotated[int, Field(ge=1)] = 5
+    size: Annotated[int, Field(ge=8)] = 128
+
 
 # Box -> mask: width (px) of the ring just outside the box that shows the background.
 BOX_RING = 3
@@ -436,20 +437,7 @@ class RegistrationAdapter(Adapter):
         devices=frozenset({"cpu"}),
     )
 
-    settings_schema = SETTINGS_SCHEMA
-    settings_defaults = DEFAULT_SETTINGS
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        where = f"[models.{self.name}]"
-        resolved = self.options
-        if resolved["size"] < 8:
-            raise ConfigError(f"{where}.size: must be at least 8, got {resolved['size']}")
-        if resolved["num_warp"] < 1:
-            raise ConfigError(f"{where}.num_warp: must be at least 1, got {resolved['num_warp']}")
-        for key in ("attachment", "tightness"):
-            if resolved[key] <= 0:
-                raise ConfigError(f"{where}.{key}: must be positive, got {resolved[key]}")
+    Options: ClassVar[type[Settings]] = RegistrationOptions
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         n_frames = len(flow.frames)
@@ -477,11 +465,13 @@ class RegistrationAdapter(Adapter):
 class _Propagator:
     """Registers frame pairs of one flow on demand, once each, for all targets."""
 
-    def __init__(self, flow: FlowFrames, shapes: list[tuple[int, int]], settings: dict[str, Any]):
+    def __init__(self, flow: FlowFrames, shapes: list[tuple[int, int]],
+                 options: RegistrationOptions):
         self.flow = flow
         self.shapes = shapes
-        self.work_shape = working_shape(shapes, settings["size"])
-        self.params = {k: settings[k] for k in ("attachment", "tightness", "num_warp")}
+        self.work_shape = working_shape(shapes, options.size)
+        self.params = {"attachment": options.attachment, "tightness": options.tightness,
+                       "num_warp": options.num_warp}
         self._work: dict[int, np.ndarray] = {}
         self._maps: dict[tuple[int, int], np.ndarray] = {}
 

@@ -53,7 +53,8 @@ def test_unknown_protocol_parameter_is_rejected_before_running(tmp_path):
 
 
 def test_unknown_model_names_the_nearest(tmp_path):
-    with pytest.raises(KeyError, match="registration"):
+    with pytest.raises(ConfigError, match=r"unknown model 'registraton' \(did you mean "
+                                          r"'registration'\?\)"):
         make_plan(_config(tmp_path), "one-prompt", models=["registraton"])
 
 
