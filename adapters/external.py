@@ -189,7 +189,7 @@ class PredictionsAdapter(Adapter):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        where = self._where = self.where
+        where = self.where
         opts = self.options
         if not opts.folder:
             raise ConfigError(f"{where}.folder: set it to the folder of saved predictions")
@@ -221,7 +221,7 @@ class PredictionsAdapter(Adapter):
         if not folder.is_dir():
             raise PredictionFileError(
                 f"{folder}: no predictions folder for dataset {flow.dataset!r} "
-                f"({self._where}.folder = {self.folder!r})"
+                f"({self.where}.folder = {self.folder!r})"
             )
         required = prompted_targets(prompts)
         if self.layout == "nnunet":
@@ -261,7 +261,7 @@ class PredictionsAdapter(Adapter):
     def _read_label_maps(self, flow: FlowFrames, folder: Path,
                          targets: list[str]) -> dict[str, list[np.ndarray]]:
         shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
-        values = {t: label_values(self.labels, t, self._where) for t in targets}
+        values = {t: label_values(self.labels, t, self.where) for t in targets}
         case_ids = _case_ids(flow)
         if flow.kind == "volume":
             path = _case_file(folder, case_ids[0], _given(self.options.suffix, ".nii.gz"))
@@ -289,7 +289,7 @@ class PredictionsAdapter(Adapter):
                     affine, source_affine, atol=AFFINE_ATOL):
                 raise PredictionFileError(
                     f"{path}: affine differs from the source image's (another orientation or "
-                    f"spacing?); set {self._where}.check_affine = false to accept it"
+                    f"spacing?); set {self.where}.check_affine = false to accept it"
                 )
         volume = to_frame_order(data, flow.geometry, len(shapes), shapes[0], path)
         return np.rint(volume).astype(np.int64) if mode else volume != 0

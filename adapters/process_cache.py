@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -76,30 +76,21 @@ class EmbeddingCache:
         self._items: OrderedDict[str, tuple[list[Any], int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.hits = 0
-        self.disk_hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
             self._bytes = 0
-            self.hits = self.disk_hits = self.misses = 0
 
     def get(self, key: str, cache_dir: Path | None = None, device: Any = None) -> list[Any] | None:
-        """The tensors stored under ``key``, or None (counted as a miss)."""
+        """The tensors stored under ``key`` (in memory, else on disk), or None."""
         with self._lock:
             item = self._items.get(key)
             if item is not None:
                 self._items.move_to_end(key)
-                self.hits += 1
                 return item[0]
         if cache_dir is not None:
             path = Path(cache_dir) / f"{key}.pt"
@@ -109,10 +100,8 @@ class EmbeddingCache:
                 tensors = torch.load(path, map_location="cpu", weights_only=True)
                 if device is not None:
                     tensors = [t.to(device) for t in tensors]
-                self.disk_hits += 1
                 self.put(key, tensors)
                 return tensors
-        self.misses += 1
         return None
 
     def put(self, key: str, tensors: list[Any], cache_dir: Path | None = None) -> None:
@@ -135,8 +124,8 @@ class EmbeddingCache:
                 _, (_, dropped) = self._items.popitem(last=False)
                 self._bytes -= dropped
 
-    def keys(self) -> Iterator[str]:
-        return iter(list(self._items))
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
 
 
 @dataclass

@@ -10,14 +10,8 @@ from scipy import ndimage as ndi
 from skimage.draw import ellipse
 
 from adapters.base import create, registered
-from adapters.registration import (
-    box_to_mask,
-    nearest_templates,
-    points_to_mask,
-    to_grey,
-    warp_mask,
-    working_shape,
-)
+from adapters.registration import nearest_templates, to_grey, warp_mask, working_shape
+from adapters.template_masks import box_to_mask, points_to_mask
 from bench.errors import ConfigError
 from bench.types import FlowFrames, Prompt
 from bench.validate import read_toml
