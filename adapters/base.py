@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
+from bench.errors import unknown_name
+from bench.settings import Settings, validate
 from bench.types import FlowFrames, Prediction, Prompt
-from bench.validate import check_table
+
+
+def _number(value: Any) -> Any:
+    # Refuse booleans and strings here, so the message says "a number" rather than
+    # naming one member of the int | float union.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError("number", "expected a number")
+    return value
+
+
+Number = Annotated[int | float, BeforeValidator(_number)]
+"""An integer or a float, kept as given (``15`` stays ``15`` in the fingerprint)."""
+
+
+class NoSettings(Settings):
+    """The settings of an adapter that takes none: any key is an error."""
 
 
 @dataclass(frozen=True)
@@ -31,25 +50,30 @@ class Adapter:
 
     Subclasses set ``name`` and ``capabilities`` and implement
     :meth:`predict`. Settings come from ``[models.NAME]`` in ``bench.toml``
-    and arrive as keyword arguments in ``settings``.
+    and arrive as the table ``settings``; they are validated against the
+    adapter's ``Options`` model (a strict :class:`bench.settings.Settings`),
+    and the result, with every default filled in, is ``options``.
     """
 
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
     # Hidden adapters (self-tests) are not listed in default suites.
     hidden: ClassVar[bool] = False
-    # Settings the adapter accepts (key -> type) and their defaults; an unknown
-    # key or a wrong type is a ConfigError naming [models.NAME].key.
-    settings_schema: ClassVar[dict[str, type | tuple[type, ...]]] = {}
-    settings_defaults: ClassVar[dict[str, Any]] = {}
+    # The settings model; an unknown key or a wrong value is a ConfigError naming
+    # [models.NAME].key.
+    Options: ClassVar[type[Settings]] = NoSettings
 
     def __post_init__(self) -> None:
-        check_table(self.settings, self.settings_schema, f"[models.{self.name}]")
-        #: The settings after defaults: what the adapter runs with.
-        self.options: dict[str, Any] = {**self.settings_defaults, **self.settings}
+        #: The settings after validation and defaults: what the adapter runs with.
+        self.options: Any = validate(self.Options, self.settings, self.where)
+
+    @property
+    def where(self) -> str:
+        """Where the settings come from, for messages: ``[models.NAME]``."""
+        return f"[models.{self.name}]"
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         """Segment every frame of ``flow`` for each prompted target.
@@ -96,7 +120,7 @@ class Adapter:
     def fingerprint(self) -> dict[str, Any]:
         """Identity of the model for the run record (weights hashes, settings)."""
         return {"adapter": self.name, "description": self.description,
-                "settings": dict(self.options)}
+                "settings": self.options.model_dump()}
 
 
 def missing_modules(modules: Sequence[str]) -> list[str]:
@@ -125,15 +149,17 @@ def registered() -> dict[str, type[Adapter]]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def create(name: str, settings: dict[str, Any] | None = None) -> Adapter:
-    """Instantiate the adapter registered as ``name``."""
+def create(name: str, settings: Mapping[str, Any] | None = None) -> Adapter:
+    """Instantiate the adapter registered as ``name``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name (with the nearest registered one) or bad settings.
+    """
     adapters = registered()
     if name not in adapters:
-        from difflib import get_close_matches
-
-        hint = get_close_matches(name, adapters, n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise KeyError(f"unknown model {name!r}{suggestion}; known: {', '.join(adapters)}")
+        raise unknown_name("model", name, adapters)
     return adapters[name](settings=dict(settings or {}))
 
 
@@ -159,5 +185,5 @@ def _load_builtin() -> None:
 
 BUILTIN_MODULES: tuple[str, ...] = ("adapters.reference", "adapters.registration",
                                    "adapters.random_walker", "adapters.oracle",
-                                   "adapters.external", "adapters.sam2_video",
-                                   "adapters.medsam2", "adapters.sam_frames")
+                                   "adapters.external", "adapters.sam2.adapter",
+                                   "adapters.medsam2.adapter", "adapters.sam.adapter")

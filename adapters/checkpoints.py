@@ -39,15 +39,16 @@ def env_var(model: str) -> str:
     return ENV_PREFIX + "".join(c if c.isalnum() else "_" for c in model).upper()
 
 
-def resolve_checkpoint(model: str, settings: Mapping[str, Any], published: str) -> Path:
-    """The checkpoint path for ``model`` from its settings or the environment.
+def resolve_checkpoint(model: str, checkpoint: str, published: str) -> Path:
+    """The checkpoint path for ``model`` from its setting or the environment.
 
     Parameters
     ----------
     model : str
         Adapter name (``[models.NAME]``).
-    settings : mapping
-        The adapter's settings; ``checkpoint`` wins over the environment.
+    checkpoint : str
+        The adapter's ``checkpoint`` setting ("" when unset); it wins over the
+        environment.
     published : str
         Where the weights can be downloaded (hub id / URL), for the error.
 
@@ -57,33 +58,36 @@ def resolve_checkpoint(model: str, settings: Mapping[str, Any], published: str) 
         When no path is given or the file does not exist.
     """
     variable = env_var(model)
-    path = settings.get("checkpoint") or os.environ.get(variable, "")
+    path = checkpoint or os.environ.get(variable, "")
     how = (f"set `checkpoint = \"PATH\"` in [models.{model}] of bench.toml, the environment "
            f"variable {variable}, or pass --checkpoint {model}=PATH; the weights are "
            f"published at {published}")
     if not path:
         raise CheckpointError(f"[models.{model}]: no checkpoint given: {how} "
                               "(--random-weights runs without one, for smoke tests only)")
-    source = f"[models.{model}].checkpoint" if settings.get("checkpoint") else variable
+    source = f"[models.{model}].checkpoint" if checkpoint else variable
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found (from {source}): {how}")
     return path
 
 
-def why_unavailable(model: str, settings: Mapping[str, Any], modules: Sequence[str],
+def why_unavailable(model: str, checkpoint: str, random_weights: bool, modules: Sequence[str],
                     published: str) -> str | None:
-    """Why a weighted ``model`` cannot run: a missing package or checkpoint; else None."""
+    """Why a weighted ``model`` cannot run: a missing package or checkpoint; else None.
+
+    ``checkpoint`` and ``random_weights`` are the adapter's settings.
+    """
     from adapters.base import missing_modules
     from adapters.torch_utils import INSTALL_HINT
 
     missing = missing_modules(modules)
     if missing:
         return f"needs {' and '.join(missing)}: {INSTALL_HINT}"
-    if settings.get("random_weights"):
+    if random_weights:
         return None
     try:
-        resolve_checkpoint(model, settings, published)
+        resolve_checkpoint(model, checkpoint, published)
     except CheckpointError as err:
         return str(err)
     return None

@@ -51,24 +51,40 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from adapters.base import Adapter, Capabilities, register
 from adapters.reference import frame_shape, prompted_targets
 from bench.errors import ConfigError
+from bench.settings import Settings
 from bench.store import safe_name
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
-SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "folder": str,
-    "layout": str,
-    "labels": dict,
-    "suffix": str,
-    "check_affine": bool,
-}
-LAYOUTS = ("bench", "nnunet")
+
+def _label_value(value: Any) -> Any:
+    # One clear message for every wrong value (pydantic would name a union member).
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise PydanticCustomError("label", "expected an integer or a list of integers")
+    return value
+
+
+LabelValue = Annotated[int | list[int], BeforeValidator(_label_value)]
+
+
+class PredictionsOptions(Settings):
+    """``[models.predictions]``: see the module docstring."""
+
+    folder: str = ""
+    layout: Literal["bench", "nnunet"] = "bench"
+    labels: dict[str, LabelValue] = {}
+    suffix: str | None = None
+    check_affine: bool = True
+
 # Tolerance (mm, and unitless for the rotation part) when comparing affines.
 AFFINE_ATOL = 1e-3
 
@@ -145,17 +161,13 @@ def to_frame_order(data: np.ndarray, geometry: Mapping[str, Any], n_frames: int,
     return np.transpose(data, np.argsort(axes))
 
 
-def label_values(labels: Mapping[str, Any], target: str, where: str) -> list[int]:
-    """The label value(s) of ``target`` in a label map."""
+def label_values(labels: Mapping[str, int | list[int]], target: str, where: str) -> list[int]:
+    """The label value(s) of ``target`` in a label map (values checked by the settings)."""
     if target not in labels:
         raise ConfigError(f"{where}.labels: no value for target {target!r} "
                           f"(has {', '.join(labels) or 'none'})")
     value = labels[target]
-    values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ConfigError(f"{where}.labels.{target}: expected an integer or a list of integers, "
-                          f"got {value!r}")
-    return [int(v) for v in values]
+    return [int(v) for v in (value if isinstance(value, list) else [value])]
 
 
 # ------------------------------------------------------------------------------ adapter
@@ -173,37 +185,30 @@ class PredictionsAdapter(Adapter):
         "prompts are ignored. The scores are those of whatever model wrote the folder."
     )
     capabilities = Capabilities(prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask"}))
-    settings_schema = SETTINGS_SCHEMA
+    Options: ClassVar[type[Settings]] = PredictionsOptions
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        where = self._where = f"[models.{self.name}]"
-        folder = self.settings.get("folder", "")
-        if not folder:
+        where = self.where
+        opts = self.options
+        if not opts.folder:
             raise ConfigError(f"{where}.folder: set it to the folder of saved predictions")
-        layout = self.settings.get("layout", "bench")
-        if layout not in LAYOUTS:
-            raise ConfigError(f"{where}.layout: expected one of {', '.join(LAYOUTS)}, "
-                              f"got {layout!r}")
-        labels = self.settings.get("labels", {})
-        if layout == "nnunet":
-            if not labels:
-                raise ConfigError(f"{where}.labels: the 'nnunet' layout needs a value per target")
-            for target in labels:
-                label_values(labels, target, where)
-        elif labels or "suffix" in self.settings:
-            key = "labels" if labels else "suffix"
+        if opts.layout == "nnunet" and not opts.labels:
+            raise ConfigError(f"{where}.labels: the 'nnunet' layout needs a value per target")
+        if opts.layout != "nnunet" and (opts.labels or opts.suffix is not None):
+            key = "labels" if opts.labels else "suffix"
             raise ConfigError(f"{where}.{key}: only used with layout = 'nnunet'")
-        self.folder = str(folder)
-        self.layout = layout
-        self.labels = dict(labels)
-        self.check_affine = bool(self.settings.get("check_affine", True))
+        self.folder = opts.folder
+        self.layout = opts.layout
+        self.labels = dict(opts.labels)
+        self.check_affine = opts.check_affine
 
     def fingerprint(self) -> dict[str, Any]:
         folder = str(Path(self.folder).resolve())
+        # The settings as written (not the defaults): what the user pointed the adapter at.
         return {"adapter": self.name,
                 "description": f"{self.description} Read from {folder} ({self.layout} layout).",
-                "folder": folder, "settings": dict(self.settings)}
+                "folder": folder, "settings": self.options.model_dump(exclude_unset=True)}
 
     def dataset_folder(self, dataset: str) -> Path:
         """The folder holding ``dataset``'s predictions."""
@@ -216,7 +221,7 @@ class PredictionsAdapter(Adapter):
         if not folder.is_dir():
             raise PredictionFileError(
                 f"{folder}: no predictions folder for dataset {flow.dataset!r} "
-                f"({self._where}.folder = {self.folder!r})"
+                f"({self.where}.folder = {self.folder!r})"
             )
         required = prompted_targets(prompts)
         if self.layout == "nnunet":
@@ -256,13 +261,13 @@ class PredictionsAdapter(Adapter):
     def _read_label_maps(self, flow: FlowFrames, folder: Path,
                          targets: list[str]) -> dict[str, list[np.ndarray]]:
         shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
-        values = {t: label_values(self.labels, t, self._where) for t in targets}
+        values = {t: label_values(self.labels, t, self.where) for t in targets}
         case_ids = _case_ids(flow)
         if flow.kind == "volume":
-            path = _case_file(folder, case_ids[0], self.settings.get("suffix", ".nii.gz"))
+            path = _case_file(folder, case_ids[0], _given(self.options.suffix, ".nii.gz"))
             label_map = self._read_volume(flow, path, shapes, "labels")
             return {t: list(np.isin(label_map, v)) for t, v in values.items()}
-        suffix = self.settings.get("suffix", ".png")
+        suffix = _given(self.options.suffix, ".png")
         maps = [self._read_image(_case_file(folder, case, suffix), shape, "labels")
                 for case, shape in zip(case_ids, shapes, strict=True)]
         return {t: [np.isin(m, v) for m in maps] for t, v in values.items()}
@@ -284,7 +289,7 @@ class PredictionsAdapter(Adapter):
                     affine, source_affine, atol=AFFINE_ATOL):
                 raise PredictionFileError(
                     f"{path}: affine differs from the source image's (another orientation or "
-                    f"spacing?); set {self._where}.check_affine = false to accept it"
+                    f"spacing?); set {self.where}.check_affine = false to accept it"
                 )
         volume = to_frame_order(data, flow.geometry, len(shapes), shapes[0], path)
         return np.rint(volume).astype(np.int64) if mode else volume != 0
@@ -310,6 +315,10 @@ def _case_ids(flow: FlowFrames) -> list[str]:
         raise ValueError(f"flow {flow.id}: needs its {expected} case id(s) to find prediction "
                          f"files, got {len(flow.case_ids)}")
     return list(flow.case_ids)
+
+
+def _given(value: str | None, default: str) -> str:
+    return default if value is None else value
 
 
 def _case_file(folder: Path, case: str, suffix: str) -> Path:

@@ -39,29 +39,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 from scipy import ndimage as ndi
 from skimage.segmentation import random_walker
 from skimage.transform import resize
 
-from adapters.base import Adapter, Capabilities, register
+from adapters.base import Adapter, Capabilities, Number, register
 from adapters.reference import frame_shape
 from adapters.registration import nearest_templates
-from bench.errors import ConfigError
+from bench.settings import Settings
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
-SETTINGS_SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "beta": (int, float),
-    "size": int,
-    "margin": (int, float),
-    "point_radius": (int, float),
-    "box_core": (int, float),
-}
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "beta": 130.0, "size": 256, "margin": 0.03, "point_radius": 0.02, "box_core": 0.5,
-}
+Fraction = Annotated[Number, Field(ge=0, le=1)]
+
+
+class RandomWalkerOptions(Settings):
+    """``[models.random-walker]``: the walker's beta, the working size and seed geometry."""
+
+    beta: Annotated[Number, Field(gt=0)] = 130.0
+    size: Annotated[int, Field(ge=8)] = 256
+    margin: Fraction = 0.03
+    point_radius: Fraction = 0.02
+    box_core: Fraction = 0.5
+
 FOREGROUND, BACKGROUND = 1, 2
 
 
@@ -181,7 +184,7 @@ def seeds_from_mask(mask: np.ndarray, margin: float) -> tuple[np.ndarray, np.nda
 
 
 def seeds_from_prompts(shape: tuple[int, int], prompts: Sequence[Prompt],
-                       scale: tuple[float, float], settings: dict[str, Any]
+                       scale: tuple[float, float], options: RandomWalkerOptions
                        ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Seeds of one target on one frame from its prompts there, at working size.
 
@@ -193,8 +196,8 @@ def seeds_from_prompts(shape: tuple[int, int], prompts: Sequence[Prompt],
         The target's prompts on this frame.
     scale : (sy, sx)
         Working size over frame size, per axis.
-    settings : dict
-        Resolved adapter settings (``margin``, ``point_radius``, ``box_core``).
+    options : RandomWalkerOptions
+        The adapter's settings (``margin``, ``point_radius``, ``box_core``).
 
     Returns
     -------
@@ -203,8 +206,8 @@ def seeds_from_prompts(shape: tuple[int, int], prompts: Sequence[Prompt],
         True when an ``empty-mask`` prompt declares the target absent.
     """
     short = min(shape)
-    margin = settings["margin"] * short
-    radius = max(1.0, settings["point_radius"] * short)
+    margin = options.margin * short
+    radius = max(1.0, options.point_radius * short)
     foreground = np.zeros(shape, dtype=bool)
     background = np.zeros(shape, dtype=bool)
     clicked_negative = False
@@ -228,7 +231,7 @@ def seeds_from_prompts(shape: tuple[int, int], prompts: Sequence[Prompt],
             if x1 < x0 or y1 < y0:
                 raise ValueError(f"{where}: box {prompt.box}: expected x0 <= x1 and y0 <= y1")
             background |= ~box_region(shape, prompt.box, scale)
-            foreground |= box_core(shape, prompt.box, scale, settings["box_core"])
+            foreground |= box_core(shape, prompt.box, scale, options.box_core)
         elif prompt.kind in ("point", "point-random"):
             if not prompt.points:
                 raise ValueError(f"{where}: kind {prompt.kind!r} without points")
@@ -312,25 +315,12 @@ class RandomWalkerAdapter(Adapter):
     )
     capabilities = Capabilities(prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask"}))
 
-    settings_schema = SETTINGS_SCHEMA
-    settings_defaults = DEFAULT_SETTINGS
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        where = f"[models.{self.name}]"
-        resolved = self.options
-        if resolved["size"] < 8:
-            raise ConfigError(f"{where}.size: must be at least 8, got {resolved['size']}")
-        if resolved["beta"] <= 0:
-            raise ConfigError(f"{where}.beta: must be positive, got {resolved['beta']}")
-        for key in ("margin", "point_radius", "box_core"):
-            if not 0 <= resolved[key] <= 1:
-                raise ConfigError(f"{where}.{key}: must be in [0, 1], got {resolved[key]}")
+    Options: ClassVar[type[Settings]] = RandomWalkerOptions
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         n_frames = len(flow.frames)
         shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
-        work = [working_size(shape, self.options["size"]) for shape in shapes]
+        work = [working_size(shape, self.options.size) for shape in shapes]
         grouped: dict[str, dict[int, list[Prompt]]] = {}
         for prompt in prompts:
             if not 0 <= prompt.frame < n_frames:
@@ -345,7 +335,7 @@ class RandomWalkerAdapter(Adapter):
                 data[k] = prepare_frame(flow.frames[k], work[k])
             return data[k]
 
-        beta = float(self.options["beta"])
+        beta = float(self.options.beta)
         masks: dict[str, list[np.ndarray]] = {}
         for target, by_frame in grouped.items():
             results: dict[int, np.ndarray] = {}  # working-size masks
@@ -370,7 +360,7 @@ class RandomWalkerAdapter(Adapter):
         out: list[np.ndarray | None] = [None] * n_frames
         for t, result in results.items():
             out[t] = result.astype(np.float64)
-        margin_fraction = self.options["margin"]
+        margin_fraction = self.options.margin
 
         def step(k: int, source: np.ndarray) -> np.ndarray:
             seed_mask = resize_mask(source, work[k])

@@ -1,35 +1,24 @@
-"""Torch plumbing shared by the SAM-family adapters: imports, devices, autocast, caches.
+"""Torch plumbing shared by the SAM-family adapters: imports, devices, autocast, hashes.
 
 Nothing here imports torch at module level, so the core install (no torch)
 can import the adapters and list them; :func:`require_torch` raises the one
-clear error telling the user which extra to install.
-
-Image-embedding cache
----------------------
-Encoder features are the expensive part of a SAM 2 run (the Hiera trunk and
-the FPN neck) and depend only on the preprocessed frame and on the weights.
-:class:`EmbeddingCache` keeps them in an in-memory LRU bounded in bytes and,
-optionally, in a folder on disk, keyed by :func:`embedding_key` (sha256 of the
-preprocessed frame's bytes, the weights digest, the image size and the compute
-settings). One process-wide instance (:func:`shared_embedding_cache`) lets every
-adapter instance, protocol and seed in a run reuse the features.
+clear error telling the user which extra to install. The process-wide memos
+(built models, encoder features) are in :mod:`adapters.process_cache`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from adapters.base import missing_modules
 
 INSTALL_HINT = "pip install 'medsam2-bench[sam]'"
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+Device = Literal["auto", "cpu", "cuda", "mps"]
+DEVICE_CHOICES: tuple[str, ...] = get_args(Device)
 
 
 def require_modules(model: str, modules: Sequence[str]) -> Any:
@@ -88,6 +77,16 @@ def autocast_for(device: Any) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
+def package_version(name: str) -> str:
+    """The installed version of distribution ``name``, or ``"unknown"``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 # ------------------------------------------------------------------------- hashing
 
 
@@ -98,18 +97,6 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def cached_sha256_file(path: str | os.PathLike[str]) -> str:
-    """:func:`sha256_file`, memoised per process on (path, size, mtime)."""
-    stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_DIGESTS:
-        _FILE_DIGESTS[key] = sha256_file(path)
-    return _FILE_DIGESTS[key]
 
 
 def tensor_bytes(tensor: Any) -> bytes:
@@ -151,102 +138,3 @@ def embedding_key(image: Any, weights: str, image_size: int, compute: str) -> st
     digest.update(f"{weights}|{image_size}|{compute}|{tuple(image.shape)}|".encode())
     digest.update(tensor_bytes(image))
     return digest.hexdigest()
-
-
-# -------------------------------------------------------------------------- cache
-
-
-class EmbeddingCache:
-    """LRU of encoder features bounded in bytes, optionally mirrored on disk.
-
-    Values are lists of tensors. In memory they stay on the device they were
-    computed on; on disk they are stored on the CPU (``KEY.pt``, written
-    atomically) and read back with ``weights_only=True``.
-
-    Parameters
-    ----------
-    max_bytes : int
-        Memory budget; 0 disables the in-memory level.
-    """
-
-    def __init__(self, max_bytes: int = 0) -> None:
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[str, tuple[list[Any], int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.disk_hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-            self.hits = self.disk_hits = self.misses = 0
-
-    def get(self, key: str, cache_dir: Path | None = None, device: Any = None) -> list[Any] | None:
-        """The tensors stored under ``key``, or None (counted as a miss)."""
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return item[0]
-        if cache_dir is not None:
-            path = Path(cache_dir) / f"{key}.pt"
-            if path.is_file():
-                import torch
-
-                tensors = torch.load(path, map_location="cpu", weights_only=True)
-                if device is not None:
-                    tensors = [t.to(device) for t in tensors]
-                self.disk_hits += 1
-                self.put(key, tensors)
-                return tensors
-        self.misses += 1
-        return None
-
-    def put(self, key: str, tensors: list[Any], cache_dir: Path | None = None) -> None:
-        """Store ``tensors`` under ``key`` (and on disk when ``cache_dir`` is given)."""
-        if cache_dir is not None:
-            _atomic_save([t.detach().to("cpu") for t in tensors], Path(cache_dir) / f"{key}.pt")
-        size = sum(t.numel() * t.element_size() for t in tensors)
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old[1]
-            self._items[key] = (tensors, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self._bytes -= dropped
-
-    def keys(self) -> Iterator[str]:
-        return iter(list(self._items))
-
-
-def _atomic_save(tensors: list[Any], path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(tensors, tmp)
-    os.replace(tmp, path)
-
-
-_SHARED = EmbeddingCache(0)
-
-
-def shared_embedding_cache(max_mb: float) -> EmbeddingCache:
-    """The process-wide cache, its budget raised to at least ``max_mb`` megabytes."""
-    _SHARED.max_bytes = max(_SHARED.max_bytes, int(max_mb * 2**20))
-    return _SHARED

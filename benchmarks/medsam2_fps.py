@@ -40,8 +40,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from adapters.medsam2 import MedSAM2Adapter
-from adapters.torch_utils import shared_embedding_cache
+from adapters.medsam2.adapter import MedSAM2Adapter
+from adapters.process_cache import shared_embedding_cache
 from bench.types import FlowFrames, Prediction, Prompt
 
 

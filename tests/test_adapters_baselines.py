@@ -10,7 +10,13 @@ import pytest
 from scipy import ndimage as ndi
 
 from adapters import create, registered
-from adapters.random_walker import box_core, box_region, seeds_from_mask, seeds_from_prompts
+from adapters.random_walker import (
+    RandomWalkerOptions,
+    box_core,
+    box_region,
+    seeds_from_mask,
+    seeds_from_prompts,
+)
 from bench.config import load_config
 from bench.errors import ConfigError
 from bench.plan import make_plan
@@ -18,7 +24,7 @@ from bench.runner import execute
 from bench.types import Flow, FlowFrames, Prompt
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"margin": 0.03, "point_radius": 0.02, "box_core": 0.5}
+SETTINGS = RandomWalkerOptions(margin=0.03, point_radius=0.02, box_core=0.5)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -184,7 +184,8 @@ def test_nnunet_pngs_named_like_the_case_and_dataset_placeholder(tmp_path):
 def test_settings_are_checked():
     with pytest.raises(ConfigError, match=r"\[models.predictions\].folder: set it"):
         create("predictions", {"folder": ""})
-    with pytest.raises(ConfigError, match="layout: expected one of bench, nnunet"):
+    with pytest.raises(ConfigError, match=r"\[models.predictions\].layout: expected 'bench' or "
+                                          r"'nnunet' \(got 'nnUNet'\)"):
         create("predictions", {"folder": "x", "layout": "nnUNet"})
     with pytest.raises(ConfigError, match="labels: the 'nnunet' layout needs"):
         create("predictions", {"folder": "x", "layout": "nnunet"})

@@ -10,14 +10,8 @@ from scipy import ndimage as ndi
 from skimage.draw import ellipse
 
 from adapters.base import create, registered
-from adapters.registration import (
-    box_to_mask,
-    nearest_templates,
-    points_to_mask,
-    to_grey,
-    warp_mask,
-    working_shape,
-)
+from adapters.registration import nearest_templates, to_grey, warp_mask, working_shape
+from adapters.template_masks import box_to_mask, points_to_mask
 from bench.errors import ConfigError
 from bench.settings import read_toml
 from bench.types import FlowFrames, Prompt
@@ -270,10 +264,15 @@ def test_settings_are_validated():
     unknown = r"\[models.registration\]: unknown key 'atachment' \(did you mean 'attachment'\?\)"
     with pytest.raises(ConfigError, match=unknown):
         create("registration", {"atachment": 10.0})
-    with pytest.raises(ConfigError, match=r"size: expected an integer"):
+    with pytest.raises(ConfigError, match=r"^\[models.registration\].size: expected a valid "
+                                          r"integer \(got '128'\)$"):
         create("registration", {"size": "128"})
-    with pytest.raises(ConfigError, match=r"size: must be at least 8"):
+    with pytest.raises(ConfigError, match=r"^\[models.registration\].size: expected greater "
+                                          r"than or equal to 8 \(got 2\)$"):
         create("registration", {"size": 2})
+    with pytest.raises(ConfigError, match=r"^\[models.registration\].attachment: expected a "
+                                          r"number \(got True\)$"):
+        create("registration", {"attachment": True})
     model = create("registration", {"size": 64, "attachment": 10})
     assert model.fingerprint()["settings"] == {
         "attachment": 10, "tightness": 0.3, "num_warp": 5, "size": 64,

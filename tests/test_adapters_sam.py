@@ -1,4 +1,4 @@
-"""Per-frame SAM and MedSAM (adapters.sam_frames), with a randomly initialised ViT-B.
+"""Per-frame SAM and MedSAM (adapters.sam), with a randomly initialised ViT-B.
 
 The model runs at 64 px (the smallest input the adapters accept) to keep CPU
 time down; every frame is encoded once per process (the embedding cache).
@@ -23,7 +23,12 @@ from segment_anything import SamPredictor, sam_model_registry  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
 from adapters import checkpoints, create  # noqa: E402
-from adapters import sam_frames as sf  # noqa: E402
+from adapters.sam.adapter import SamOptions  # noqa: E402
+from adapters.sam.build import VARIANTS, Variant, build_sam, load_model  # noqa: E402
+from adapters.sam.inputs import frames_uint8, mask_logits, medsam_box, medsam_input  # noqa: E402
+from adapters.torch_utils import state_dict_digest  # noqa: E402
+from bench.errors import ConfigError  # noqa: E402
+from bench.settings import validate  # noqa: E402
 from bench.types import FlowFrames, Prompt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +53,7 @@ def frame() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model():
-    return sf.load_model("sam", {**sf.BASE_DEFAULTS, **RANDOM}, torch.device("cpu")).model
+    return load_model("sam", validate(SamOptions, RANDOM, "test"), torch.device("cpu")).model
 
 
 # ------------------------------------------------------------------------- architecture
@@ -56,9 +61,9 @@ def model():
 
 def test_builder_matches_the_package_at_1024_and_scales_grids():
     with torch.device("meta"):
-        ours = sf.build_sam("vit_b", 1024).state_dict()
+        ours = build_sam("vit_b", 1024).state_dict()
         package = sam_model_registry["vit_b"](checkpoint=None).state_dict()
-        small = sf.build_sam("vit_b", 256)
+        small = build_sam("vit_b", 256)
     assert {k: tuple(v.shape) for k, v in ours.items()} == \
         {k: tuple(v.shape) for k, v in package.items()}
     # At 256 px the encoder grid is 16x16: positional embedding and global-attention
@@ -79,7 +84,7 @@ def test_mask_logits_by_hand():
     # mask is halved to 16x8 and padded on the right to 16x16.
     mask = np.zeros((32, 16), dtype=bool)
     mask[8:24, 4:12] = True
-    logits = sf.mask_logits(mask, 64)
+    logits = mask_logits(mask, 64)
     inside = np.log(999.0)
     expected = np.full((1, 16, 16), -inside, dtype=np.float32)
     expected[0, 4:12, 2:6] = inside
@@ -89,25 +94,25 @@ def test_mask_logits_by_hand():
 
 def test_frames_to_uint8():
     grey = np.array([[0.0, 0.5], [0.25, 1.0]], dtype=np.float32)
-    out = sf.frames_uint8([grey], "image-flow")[0]
+    out = frames_uint8([grey], "image-flow")[0]
     assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
     assert out[..., 0].tolist() == [[0, 128], [64, 255]]  # rint(x * 255)
     rgb = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
-    assert np.array_equal(sf.frames_uint8([rgb], "image-flow")[0], rgb)
+    assert np.array_equal(frames_uint8([rgb], "image-flow")[0], rgb)
 
 
 def test_medsam_box_and_input_follow_medsam_inference():
     # MedSAM_Inference.py: box / [W, H, W, H] * 1024 on the frame-pixel box.
-    box = sf.medsam_box((95, 255, 190, 350), (512, 640), 1024)
+    box = medsam_box((95, 255, 190, 350), (512, 640), 1024)
     np.testing.assert_allclose(box, [95 * 1.6, 255 * 2, 190 * 1.6, 350 * 2])
     image = np.zeros((10, 20, 3), dtype=np.uint8)
     image[2:8, 5:15] = (200, 100, 50)
     image[0, 0] = (20, 20, 20)
-    tensor = sf.medsam_input(image, 64)
+    tensor = medsam_input(image, 64)
     assert tensor.shape == (3, 64, 64) and tensor.dtype == np.float32
     assert tensor.min() == 0.0 and tensor.max() == 1.0  # min-max over the whole image
     # Constant image: the 1e-8 clip keeps it finite (all zeros).
-    assert not sf.medsam_input(np.full((5, 5, 3), 7, np.uint8), 64).any()
+    assert not medsam_input(np.full((5, 5, 3), 7, np.uint8), 64).any()
 
 
 # ------------------------------------------------------------------------- prediction
@@ -133,7 +138,7 @@ def test_sam_matches_segment_anything_predictor(frame, model):
         "clicked": reference.predict(point_coords=np.array([[22.0, 18.0]]),
                                      point_labels=np.array([1]), multimask_output=True),
         "masked": reference.predict(box=np.array([14, 10, 30, 26]),
-                                    mask_input=sf.mask_logits(mask_prompt, SIZE),
+                                    mask_input=mask_logits(mask_prompt, SIZE),
                                     multimask_output=False),
     }
     for target, (masks, quality, _) in expected.items():
@@ -178,6 +183,27 @@ def test_medsam_matches_medsam_inference(frame, model):
     assert not any(m.any() for m in pred.masks["gone"]) and pred.scores["gone"] == [None, None]
 
 
+def test_settings_are_validated():
+    from typing import get_args
+
+    assert get_args(Variant) == tuple(VARIANTS)
+    with pytest.raises(ConfigError, match=r"^\[models.medsam\].variant: expected 'vit_b' "
+                                          r"\(got 'vit_l'\)$"):
+        create("medsam", {"variant": "vit_l"})
+    with pytest.raises(ConfigError, match=r"^\[models.sam\].image_size: expected a multiple "
+                                          r"of 64 \(got 100\)$"):
+        create("sam", {"image_size": 100})
+    with pytest.raises(ConfigError, match=r"^\[models.sam\].multimask: expected 'auto', "
+                                          r"'always' or 'never' \(got 'some'\)$"):
+        create("sam", {"multimask": "some"})
+    with pytest.raises(ConfigError, match=r"\[models.medsam\]: unknown key 'multimask'"):
+        create("medsam", {"multimask": "auto"})
+    record = create("sam", RANDOM).options.model_dump()
+    assert record == {"variant": "vit_b", "image_size": SIZE, "checkpoint": "", "device": "cpu",
+                      "random_weights": True, "init_seed": 0, "cache_mb": 512,
+                      "cache_dir": "", "multimask": "auto", "mask_prompt": "logits+box"}
+
+
 def test_medsam_refuses_points(frame):
     flow = FlowFrames("f", "synthetic", "image-flow", [frame])
     with pytest.raises(ValueError, match="medsam takes box prompts only.*point"):
@@ -188,14 +214,14 @@ def test_medsam_refuses_points(frame):
 def test_random_weights_are_seeded_and_stamped_meaningless(model):
     record = create("sam", RANDOM).fingerprint()
     assert record["meaningless"] is True and record["checkpoint_sha256"] == ""
-    assert record["weights_digest"] == sf.state_dict_digest(model.state_dict())
+    assert record["weights_digest"] == state_dict_digest(model.state_dict())
     # The weights are a function of init_seed alone, and building them leaves the
     # global random stream alone.
     before = torch.random.get_rng_state()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        rebuilt = sf.build_sam("vit_b", SIZE)
-    assert sf.state_dict_digest(rebuilt.state_dict()) == record["weights_digest"]
+        rebuilt = build_sam("vit_b", SIZE)
+    assert state_dict_digest(rebuilt.state_dict()) == record["weights_digest"]
     assert torch.equal(torch.random.get_rng_state(), before)
 
 

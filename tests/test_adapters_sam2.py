@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 from unittest import mock
 
 import numpy as np
@@ -19,9 +20,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from adapters import sam2_video as sv  # noqa: E402
-from adapters.medsam2 import MedSAM2Adapter  # noqa: E402
-from adapters.sam2_video import SAM2Adapter  # noqa: E402
+from adapters.medsam2.adapter import MedSAM2Adapter  # noqa: E402
+from adapters.process_cache import EmbeddingCache  # noqa: E402
+from adapters.sam2 import preprocess  # noqa: E402
+from adapters.sam2.adapter import SAM2Adapter  # noqa: E402
+from adapters.sam2.build import instantiate  # noqa: E402
+from adapters.sam2.prompts import group_prompts  # noqa: E402
+from adapters.sam2.session import PROVIDER_KEY, FlowInputs, new_inference_state  # noqa: E402
 from bench.errors import ConfigError  # noqa: E402
 from bench.prompts.kinds import prompt_from_mask  # noqa: E402
 from bench.types import FlowFrames, Prompt  # noqa: E402
@@ -42,7 +47,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    state = sv._instantiate("sam2_hiera_t", 256, 0).state_dict()
+    state = instantiate("sam2_hiera_t", 256, 0).state_dict()
     state["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 20.0
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     torch.save({"model": state}, path)
@@ -101,13 +106,14 @@ def test_sam2_matches_the_stock_video_predictor(checkpoint):
     stock.fill_hole_area = 0
     assert type(stock).__name__ == "SAM2VideoPredictor"
     # Stock init_state, fed the same preprocessed frames in place of its JPEG loader.
-    unit = sv.unit_range(flow.frames, flow.kind)
-    images = torch.stack([sv.model_input(u, SIZE, "sam2") for u in unit])
+    unit = preprocess.unit_range(flow.frames, flow.kind)
+    images = torch.stack([preprocess.model_input(u, SIZE, "sam2") for u in unit])
     with mock.patch("sam2.sam2_video_predictor.load_video_frames",
                     return_value=(images, 72, 80)):
         state = stock.init_state("in-memory")
-    inputs = sv.FlowInputs(flow, sam2(checkpoint).options, stock, "w", sv.EmbeddingCache(0))
-    assert set(sv.new_inference_state(stock, inputs, (1, 1))) - {sv.PROVIDER_KEY} == set(state)
+    inputs = FlowInputs(flow, stock, "w", EmbeddingCache(0), image_size=SIZE,
+                        preprocessing="sam2")
+    assert set(new_inference_state(stock, inputs, (1, 1))) - {PROVIDER_KEY} == set(state)
 
     ious = []
     heads = stock._forward_sam_heads
@@ -228,13 +234,29 @@ def test_confidence_bank_in_the_memory_attention(checkpoint, monkeypatch):
     assert not same(first, fifo)
 
 
+def test_bank_draws_are_keyed_by_seed_dataset_flow_and_target():
+    from adapters.medsam2.adapter import bank_generator
+    from bench.prompts.streams import KeyedStream
+
+    generator = bank_generator(3, "demo-fundus", "p01", "disc")
+    key = '[3,"demo-fundus","p01","disc",null,"medsam2-bank","draws"]'
+    assert generator.initial_seed() == KeyedStream(key).raw()
+    draws = torch.rand(4, generator=generator)
+    assert torch.equal(draws, torch.rand(4, generator=bank_generator(3, "demo-fundus", "p01",
+                                                                         "disc")))
+    others = [bank_generator(*args).initial_seed() for args in
+              [(4, "demo-fundus", "p01", "disc"), (3, "demo-ct", "p01", "disc"),
+               (3, "demo-fundus", "p02", "disc"), (3, "demo-fundus", "p01", "cup")]]
+    assert len({generator.initial_seed(), *others}) == 5
+
+
 def test_policy_by_flow_kind(checkpoint):
     adapter = medsam2(checkpoint)  # memory = "official"
     assert adapter.policy_for("volume") == "fifo"
     assert adapter.policy_for("image-flow") == "confidence"
-    assert adapter._bank(volume(), "t") is None
+    assert adapter.new_bank(volume(), "t") is None
     image_flow = FlowFrames("i", "s", "image-flow", list(volume().frames))
-    bank = adapter._bank(image_flow, "t")
+    bank = adapter.new_bank(image_flow, "t")
     assert (bank.size, bank.margin, bank.draws, bank.flatten_order) == (16, 0.1, 1, "official")
 
 
@@ -275,17 +297,51 @@ def test_settings_are_validated():
     with pytest.raises(ConfigError, match=r"\[models.medsam2\]: unknown key 'memroy' "
                                           r"\(did you mean 'memory'\?\)"):
         MedSAM2Adapter(settings={"memroy": "fifo"})
-    with pytest.raises(ConfigError, match=r"\[models.medsam2\].memory: expected one of"):
+    with pytest.raises(ConfigError, match=r"^\[models.medsam2\].memory: expected 'fifo', "
+                                          r"'confidence' or 'official' \(got 'lifo'\)$"):
         MedSAM2Adapter(settings={"memory": "lifo"})
-    with pytest.raises(ConfigError, match=r"unknown SAM 2 config 'sam2_hiera_tt' "
-                                          r"\(did you mean 'sam2_hiera_t'\?\)"):
+    with pytest.raises(ConfigError, match=r"^\[models.sam2\].config: unknown SAM 2 config "
+                                          r"'sam2_hiera_tt' \(did you mean 'sam2_hiera_t'\?\)$"):
         SAM2Adapter(settings={"config": "sam2_hiera_tt"})
     with pytest.raises(ConfigError, match=r"\[models.sam2\]: unknown key 'memory'"):
         SAM2Adapter(settings={"memory": "fifo"})  # bank settings belong to medsam2
+    with pytest.raises(ConfigError, match=r"\[models.sam2\].config: unknown SAM 2 config 'auto'"):
+        SAM2Adapter(settings={"config": "auto"})  # matching a checkpoint is medsam2's
     with pytest.raises(ConfigError, match="image_size: expected a multiple of 16"):
         SAM2Adapter(settings={"image_size": 250})
+    with pytest.raises(ConfigError, match="image_size: expected a value >= 64"):
+        SAM2Adapter(settings={"image_size": 48})
+    with pytest.raises(ConfigError, match=r"cache_mb: expected a value >= 0"):
+        SAM2Adapter(settings={"cache_mb": -1})
     with pytest.raises(ConfigError, match="flatten_order"):
         MedSAM2Adapter(settings={"flatten_order": "rows"})
+    with pytest.raises(ConfigError, match=r"bank_size: expected a value >= 1"):
+        MedSAM2Adapter(settings={"bank_size": 0})
+
+
+def test_fingerprint_settings_are_the_resolved_options_as_given():
+    """The settings record keeps every default and each value's own type (cache keys)."""
+    adapter = MedSAM2Adapter(settings={"random_weights": True, "cache_mb": 64,
+                                       "bank_margin": 0})
+    settings = adapter.options.model_dump()
+    assert settings == {
+        "config": "auto", "image_size": 1024, "preprocessing": "official", "checkpoint": "",
+        "device": "auto", "random_weights": True, "init_seed": 0, "fill_hole_area": 0,
+        "cache_mb": 64, "cache_dir": "", "memory": "official", "bank_size": 16,
+        "bank_margin": 0, "bank_draws": 1, "flatten_order": "official", "bank_seed": 0,
+        "bank_with_prompts": False}
+    assert type(settings["bank_margin"]) is int and type(settings["cache_mb"]) is int
+    assert SAM2Adapter(settings={"cache_mb": 0.5}).options.cache_mb == 0.5
+
+
+def test_medsam2_defaults_are_the_official_bank_constants():
+    from adapters.medsam2 import memory_bank
+    from adapters.medsam2.adapter import FlattenOrder, MedSam2Options
+
+    defaults = MedSam2Options()
+    assert (defaults.bank_size, defaults.bank_margin) == (memory_bank.BANK_SIZE,
+                                                         memory_bank.REPLACE_MARGIN)
+    assert get_args(FlattenOrder) == memory_bank.FLATTEN_ORDERS
 
 
 def test_devices_and_autocast():
@@ -314,12 +370,12 @@ def test_devices_and_autocast():
 def test_bad_prompts_are_clear_errors():
     shapes = [(72, 80)] * 2
     with pytest.raises(ValueError, match="on frame 5: the flow has 2 frames"):
-        sv.group_prompts([Prompt("t", 5, "point", points=((1, 1),), labels=(1,))], shapes)
+        group_prompts([Prompt("t", 5, "point", points=((1, 1),), labels=(1,))], shapes)
     with pytest.raises(ValueError, match="cannot be combined"):
-        sv.group_prompts([POINT, Prompt("t", 1, "mask", mask=square())], shapes)
+        group_prompts([POINT, Prompt("t", 1, "mask", mask=square())], shapes)
     with pytest.raises(ValueError, match="mask shape"):
-        sv.group_prompts([Prompt("t", 0, "mask", mask=np.ones((3, 3), bool))], shapes)
-    merged = sv.group_prompts([POINT, Prompt("t", 1, "box", box=(1, 2, 30, 40)),
+        group_prompts([Prompt("t", 0, "mask", mask=np.ones((3, 3), bool))], shapes)
+    merged = group_prompts([POINT, Prompt("t", 1, "box", box=(1, 2, 30, 40)),
                                Prompt("t", 1, "point", points=((5, 6),), labels=(0,))], shapes)
     entry = merged["t"][1]
     assert (entry.points, entry.labels, entry.box) == ([(40, 35), (5, 6)], [1, 0], (1, 2, 30, 40))
@@ -327,25 +383,26 @@ def test_bad_prompts_are_clear_errors():
 
 def test_preprocessing_profiles():
     grey = np.array([[0, 255], [51, 102]], dtype=np.uint8)
-    unit = sv.unit_range([grey], "image-flow")[0]
+    unit = preprocess.unit_range([grey], "image-flow")[0]
     assert unit.shape == (2, 2, 3)
     assert unit[..., 0].ravel().tolist() == pytest.approx([0, 1, 0.2, 0.4])
     floats = np.array([[0.0, 0.25], [0.5, 1.0]])
-    assert sv.unit_range([floats], "image-flow")[0][..., 1].tolist() == floats.tolist()
+    assert preprocess.unit_range([floats], "image-flow")[0][..., 1].tolist() == floats.tolist()
     # A CT volume in HU: one window (0.5/99.5 percentiles) for all slices.
     hu = np.stack([np.full((4, 4), -1000.0), np.full((4, 4), 1000.0)])
     hu[0, 0, 0], hu[1, 0, 0] = 0.0, 0.0
-    slices = sv.unit_range(hu, "volume")
+    slices = preprocess.unit_range(hu, "volume")
     assert slices[0][1, 1, 0] == 0.0 and slices[1][1, 1, 0] == 1.0
     assert slices[0][0, 0, 0] == pytest.approx(0.5, abs=0.01)
     ones = np.ones((4, 4, 3), dtype=np.float32)
-    plain = sv.model_input(ones, 16, "official-2d")
+    plain = preprocess.model_input(ones, 16, "official-2d")
     assert plain.shape == (3, 16, 16) and torch.all(plain == 1)
-    normalised = sv.model_input(ones, 16, "sam2")
-    expected = [(1 - m) / s for m, s in zip(sv.IMAGENET_MEAN, sv.IMAGENET_STD, strict=True)]
+    normalised = preprocess.model_input(ones, 16, "sam2")
+    expected = [(1 - m) / s for m, s in zip(preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD,
+                                            strict=True)]
     assert normalised[:, 0, 0].tolist() == pytest.approx(expected, abs=1e-6)
-    assert sv.profile_for("official", "volume") == "official-3d"
-    assert sv.profile_for("official", "image-flow") == "official-2d"
+    assert preprocess.profile_for("official", "volume") == "official-3d"
+    assert preprocess.profile_for("official", "image-flow") == "official-2d"
 
 
 def test_core_install_without_torch_lists_models_and_says_what_to_install():

@@ -24,10 +24,21 @@ from bench.config import load_config
 from bench.plan import make_plan
 from bench.prompts import ledger
 from bench.runner import execute
+from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "bench.toml"
+
+
+class _CountingOptions(Settings):
+    log: str = ""
+
+
+class _WeightedOptions(Settings):
+    weights_digest: str = ""
+    device: str = ""
+    meaningless: bool = False
 
 
 @register
@@ -36,7 +47,7 @@ class _Counting(Adapter):
     """Test adapter: full-frame masks; appends a line to ``settings["log"]`` per call."""
 
     name = "test-counting"
-    settings_schema = {"log": str}
+    Options = _CountingOptions
     hidden = True
 
     def predict(self, flow, prompts):
@@ -54,7 +65,7 @@ class _Weighted(Adapter):
     name = "test-weighted"
     hidden = True
     capabilities = Capabilities(needs_weights=True)
-    settings_schema = {"weights_digest": str, "device": str, "meaningless": bool}
+    Options = _WeightedOptions
 
     def fingerprint(self):
         return {"adapter": self.name, **self.settings}

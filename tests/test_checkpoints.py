@@ -12,20 +12,20 @@ pytest.importorskip("sam2")
 
 from adapters import checkpoints  # noqa: E402
 from adapters.checkpoints import CheckpointError  # noqa: E402
-from adapters.medsam2 import MedSAM2Adapter  # noqa: E402
-from adapters.sam2_video import _instantiate, expected_shapes  # noqa: E402
+from adapters.medsam2.adapter import MedSAM2Adapter  # noqa: E402
+from adapters.sam2.build import expected_shapes, instantiate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_state():
     """State dict of a randomly initialised SAM 2.0 tiny model."""
-    return _instantiate("sam2_hiera_t", 256, 0).state_dict()
+    return instantiate("sam2_hiera_t", 256, 0).state_dict()
 
 
 @pytest.fixture(scope="module")
 def other_tiny():
     """A SAM 2.0 tiny model with other random weights."""
-    return _instantiate("sam2_hiera_t", 256, 1)
+    return instantiate("sam2_hiera_t", 256, 1)
 
 
 class Payload:
@@ -152,16 +152,16 @@ def test_absent_file_from_setting_or_environment(monkeypatch, tmp_path):
     missing = tmp_path / "nowhere.pth"
     with pytest.raises(CheckpointError, match=r"nowhere.pth: checkpoint file not found "
                                               r"\(from \[models.medsam2\].checkpoint\)"):
-        checkpoints.resolve_checkpoint("medsam2", {"checkpoint": str(missing)}, "hub")
+        checkpoints.resolve_checkpoint("medsam2", str(missing), "hub")
     monkeypatch.setenv("MEDSAM2_BENCH_CHECKPOINT_SAM2", str(missing))
     with pytest.raises(CheckpointError, match=r"\(from MEDSAM2_BENCH_CHECKPOINT_SAM2\)"):
-        checkpoints.resolve_checkpoint("sam2", {}, "hub")
+        checkpoints.resolve_checkpoint("sam2", "", "hub")
     real = tmp_path / "w.pt"
     real.write_bytes(b"x")
     monkeypatch.setenv("MEDSAM2_BENCH_CHECKPOINT_SAM2", str(real))
-    assert checkpoints.resolve_checkpoint("sam2", {}, "hub") == real
+    assert checkpoints.resolve_checkpoint("sam2", "", "hub") == real
     chosen = tmp_path / "chosen.pt"
     chosen.write_bytes(b"x")
     # The setting (bench.toml or --checkpoint) wins over the environment.
-    assert checkpoints.resolve_checkpoint("sam2", {"checkpoint": str(chosen)}, "hub") == chosen
+    assert checkpoints.resolve_checkpoint("sam2", str(chosen), "hub") == chosen
     assert checkpoints.env_var("random-walker") == "MEDSAM2_BENCH_CHECKPOINT_RANDOM_WALKER"

@@ -25,11 +25,17 @@ from bench.executors import (
 from bench.plan import make_plan
 from bench.progress import DatasetReading, UnitFinished, UnitRetrying, UnitsPlanned
 from bench.runner import execute
+from bench.settings import Settings
 from bench.types import Prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "bench.toml"
 HAS_RAY = importlib.util.find_spec("ray") is not None
+
+
+class _DiesOnceOptions(Settings):
+    marker_dir: str = ""
+    always: bool = False
 
 
 @register
@@ -40,7 +46,7 @@ class _DiesOnce(Adapter):
 
     name = "test-dies-once"
     hidden = True
-    settings_schema = {"marker_dir": str, "always": bool}
+    Options = _DiesOnceOptions
 
     def predict(self, flow, prompts):
         marker = Path(self.settings["marker_dir"]) / f"{flow.dataset}-{flow.id}"

@@ -128,6 +128,12 @@ def test_bench_run_refuses_a_bad_name_in_one_line_and_writes_nothing(tmp_path, c
         assert not out.exists()
 
 
+def test_unknown_model_names_the_nearest(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown model 'registraton' \(did you mean "
+                                          r"'registration'\?\)"):
+        make_plan(_config(tmp_path), "one-prompt", models=["registraton"])
+
+
 def _suite_with(tmp_path, models):
     _config(tmp_path)
     text = (tmp_path / "bench.toml").read_text() + (

@@ -17,19 +17,21 @@ Memory policies (``memory``)
     pointers): exactly the ``sam2`` adapter's computation with these weights
     (tested), i.e. what the official code runs on 3D volumes.
 ``confidence``
-    The official 2D confidence bank (:mod:`adapters.memory_bank`): a bank of
+    The official 2D confidence bank (:mod:`adapters.medsam2.memory_bank`): a bank of
     ``bank_size`` (16) entries per target and flow with the diversity and
     soft-confidence (``bank_margin`` 0.1) replacement rule; each tracked frame
     attends to ``bank_draws`` entries drawn with replacement by
     softmax(cosine) similarity (``flatten_order`` chooses the official,
     mismatched flatten order or the aligned one; draws come from a generator
-    seeded by ``bank_seed``, the flow and the target, so runs repeat exactly).
+    seeded by :func:`bank_generator` from ``bank_seed``, the dataset, the flow
+    and the target, so runs repeat exactly).
 ``official`` (default)
     What the official code does per data kind: ``fifo`` for volumes,
     ``confidence`` for image flows.
 
-How ``confidence`` sits in SAM 2's video predictor (documented deviations
-from the official 2D loop, which has no video predictor):
+How ``confidence`` sits in SAM 2's video predictor
+(:mod:`adapters.medsam2.predictor`; documented deviations from the official
+2D loop, which has no video predictor):
 
 - memory attention of a tracked (non-prompted) frame sees only the drawn
   bank entries: their memory features and positional encodings, no temporal
@@ -63,19 +65,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from adapters import checkpoints
-from adapters.base import register
-from adapters.sam2_video import (
-    DEFAULT_SETTINGS,
-    SETTINGS_SCHEMA,
-    SAM2Adapter,
-    bank_seed,
-    check_config,
-    expected_shapes,
-)
-from bench.errors import ConfigError
+from adapters.base import Number, register
+from adapters.sam2.adapter import SAM2Adapter, Sam2Options
+from adapters.sam2.build import check_config, expected_shapes
+from adapters.sam2.preprocess import Preprocessing
+from bench.prompts.streams import keyed_stream
+from bench.settings import Settings
 from bench.types import FlowFrames
 
 LOG = logging.getLogger(__name__)
@@ -84,31 +84,37 @@ PUBLISHED = ("https://huggingface.co/jiayuanz3/MedSAM2_pretrain (MedSAM2_pretrai
              "hub id jiayuanz3/MedSAM2_pretrain)")
 AUTO_CONFIGS = ("sam2_hiera_t", "sam2_hiera_s")
 """Tried in this order by ``config = "auto"``."""
-MEMORY_POLICIES = ("fifo", "confidence", "official")
-FLATTEN_ORDERS = ("official", "aligned")
+MemoryPolicy = Literal["fifo", "confidence", "official"]
+# The choices of memory_bank.FLATTEN_ORDERS; memory_bank imports torch, this module must not.
+FlattenOrder = Literal["official", "aligned"]
 
-MEDSAM2_SCHEMA: dict[str, type | tuple[type, ...]] = {
-    **SETTINGS_SCHEMA,
-    "memory": str,
-    "bank_size": int,
-    "bank_margin": (int, float),
-    "bank_draws": int,
-    "flatten_order": str,
-    "bank_seed": int,
-    "bank_with_prompts": bool,
-}
-MEDSAM2_DEFAULTS: dict[str, Any] = {
-    **DEFAULT_SETTINGS,
-    "config": "auto",
-    "preprocessing": "official",
-    "memory": "official",
-    "bank_size": 16,
-    "bank_margin": 0.1,
-    "bank_draws": 1,
-    "flatten_order": "official",
-    "bank_seed": 0,
-    "bank_with_prompts": False,
-}
+
+class MedSam2Options(Sam2Options):
+    """``[models.medsam2]``: the ``sam2`` settings (other defaults) and the memory bank's."""
+
+    config: str = "auto"
+    preprocessing: Preprocessing = "official"
+    memory: MemoryPolicy = "official"
+    # The official values (memory_bank.BANK_SIZE and REPLACE_MARGIN; a test checks).
+    bank_size: Annotated[int, Field(ge=1)] = 16
+    bank_margin: Number = 0.1
+    bank_draws: Annotated[int, Field(ge=1)] = 1
+    flatten_order: FlattenOrder = "official"
+    bank_seed: int = 0
+    bank_with_prompts: bool = False
+
+
+def bank_generator(seed: int, dataset: str, flow_id: str, target: str) -> Any:
+    """The CPU ``torch.Generator`` of one target's bank draws in one flow.
+
+    Seeded from the harness's keyed streams (:mod:`bench.prompts.streams`,
+    protocol ``"medsam2-bank"``), so the draws of a flow and target do not
+    depend on other flows, targets or the order they run in.
+    """
+    import torch
+
+    stream = keyed_stream(seed, dataset, flow_id, target, None, "medsam2-bank", "draws")
+    return torch.Generator().manual_seed(stream.raw())
 
 
 @register
@@ -120,28 +126,20 @@ class MedSAM2Adapter(SAM2Adapter):
     description = ("MedSAM-2 (MedSAM2_pretrain.pth in the SAM 2.0 architecture) on the SAM 2 "
                    "video predictor; memory: fifo, confidence bank (official 2D rules) or "
                    "official (fifo for volumes, bank for image flows).")
-    settings_schema: ClassVar[dict[str, type | tuple[type, ...]]] = MEDSAM2_SCHEMA
-    settings_defaults: ClassVar[dict[str, Any]] = MEDSAM2_DEFAULTS
+    Options: ClassVar[type[Settings]] = MedSam2Options
     allow_auto_config: ClassVar[bool] = True
+    predictor_class: ClassVar[str] = "adapters.medsam2.predictor.BankVideoPredictor"
 
-    def _check_options(self, where: str) -> None:
-        super()._check_options(where)
-        opts = self.options
-        if opts["memory"] not in MEMORY_POLICIES:
-            raise ConfigError(f"{where}.memory: expected one of {MEMORY_POLICIES}, "
-                              f"got {opts['memory']!r}")
-        if opts["flatten_order"] not in FLATTEN_ORDERS:
-            raise ConfigError(f"{where}.flatten_order: expected one of {FLATTEN_ORDERS}, "
-                              f"got {opts['flatten_order']!r}")
-        for key in ("bank_size", "bank_draws"):
-            if opts[key] < 1:
-                raise ConfigError(f"{where}.{key}: expected at least 1, got {opts[key]}")
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        #: The bank of the last target run with ``confidence`` memory (for inspection).
+        self.last_bank: Any = None
 
     def _published(self) -> str:
         return PUBLISHED
 
     def _select_config(self, state: Any, where: str) -> tuple[str, str]:
-        requested = self.options["config"]
+        requested = self.options.config
         candidates = AUTO_CONFIGS if requested == "auto" else (check_config(requested, where),)
         if state is None:
             auto = " (config auto: the first of tiny, small)" if requested == "auto" else ""
@@ -157,39 +155,48 @@ class MedSAM2Adapter(SAM2Adapter):
                 return config, message
             tried.append((config, check.summary()))
         detail = "; ".join(f"{config}: {summary}" for config, summary in tried)
-        hint = ("set [models.medsam2] config to the architecture it was trained in"
+        hint = (f"set {self.where} config to the architecture it was trained in"
                 if requested == "auto" else f"config = {requested!r} was asked for")
         raise checkpoints.CheckpointError(
             f"{where}: does not fit {' or '.join(candidates)} ({detail}); {hint}")
 
     def memory_policy(self) -> str:
-        policy = self.options["memory"]
+        policy = self.options.memory
         return "official (volume: fifo, image-flow: confidence)" if policy == "official" else policy
 
     def policy_for(self, kind: str) -> str:
         """The concrete memory policy for a flow of ``kind``."""
-        policy = self.options["memory"]
+        policy = self.options.memory
         if policy == "official":
             return "fifo" if kind == "volume" else "confidence"
         return policy
 
-    def _bank(self, flow: FlowFrames, target: str) -> Any:
+    def new_bank(self, flow: FlowFrames, target: str) -> Any:
+        """The confidence bank of one target's run, or None under SAM 2's FIFO memory."""
         if self.policy_for(flow.kind) != "confidence":
             return None
-        import torch
-
-        from adapters.memory_bank import ConfidenceBank
+        from adapters.medsam2.memory_bank import ConfidenceBank
 
         opts = self.options
-        generator = torch.Generator().manual_seed(bank_seed(opts["bank_seed"], flow.id, target))
-        return ConfidenceBank(size=opts["bank_size"], margin=float(opts["bank_margin"]),
-                              draws=opts["bank_draws"], flatten_order=opts["flatten_order"],
-                              generator=generator)
+        return ConfidenceBank(size=opts.bank_size, margin=float(opts.bank_margin),
+                              draws=opts.bank_draws, flatten_order=opts.flatten_order,
+                              generator=bank_generator(opts.bank_seed, flow.dataset, flow.id,
+                                                       target))
+
+    def _attach_memory(self, output_dict: dict[str, Any], flow: FlowFrames,
+                       target: str) -> None:
+        from adapters.medsam2.predictor import BANK_KEY, WITH_PROMPTS_KEY
+
+        bank = self.new_bank(flow, target)
+        if bank is not None:
+            output_dict[BANK_KEY] = bank
+            output_dict[WITH_PROMPTS_KEY] = self.options.bank_with_prompts
+        self.last_bank = bank
 
     def fingerprint(self) -> dict[str, Any]:
         record = super().fingerprint()
         opts = self.options
-        record["bank"] = {k: opts[k] for k in ("bank_size", "bank_margin", "bank_draws",
-                                               "flatten_order", "bank_seed",
-                                               "bank_with_prompts")}
+        record["bank"] = {k: getattr(opts, k) for k in ("bank_size", "bank_margin", "bank_draws",
+                                                        "flatten_order", "bank_seed",
+                                                        "bank_with_prompts")}
         return record
