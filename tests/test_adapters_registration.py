@@ -267,8 +267,8 @@ def test_settings_are_validated():
     with pytest.raises(ConfigError, match=r"^\[models.registration\].size: expected a valid "
                                           r"integer \(got '128'\)$"):
         create("registration", {"size": "128"})
-    with pytest.raises(ConfigError, match=r"^\[models.registration\].size: expected greater "
-                                          r"than or equal to 8 \(got 2\)$"):
+    with pytest.raises(ConfigError, match=r"^\[models.registration\].size: expected a value "
+                                          r">= 8 \(got 2\)$"):
         create("registration", {"size": 2})
     with pytest.raises(ConfigError, match=r"^\[models.registration\].attachment: expected a "
                                           r"number \(got True\)$"):

@@ -188,7 +188,7 @@ def test_settings_are_validated():
 
     assert get_args(Variant) == tuple(VARIANTS)
     with pytest.raises(ConfigError, match=r"^\[models.medsam\].variant: expected 'vit_b' "
-                                          r"\(got 'vit_l'\)$"):
+                                          r"\(got 'vit_l'\)( \(did you mean 'vit_b'\?\))?$"):
         create("medsam", {"variant": "vit_l"})
     with pytest.raises(ConfigError, match=r"^\[models.sam\].image_size: expected a multiple "
                                           r"of 64 \(got 100\)$"):

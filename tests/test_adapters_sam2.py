@@ -298,7 +298,8 @@ def test_settings_are_validated():
                                           r"\(did you mean 'memory'\?\)"):
         MedSAM2Adapter(settings={"memroy": "fifo"})
     with pytest.raises(ConfigError, match=r"^\[models.medsam2\].memory: expected 'fifo', "
-                                          r"'confidence' or 'official' \(got 'lifo'\)$"):
+                                          r"'confidence' or 'official' \(got 'lifo'\)"
+                                          r"( \(did you mean 'fifo'\?\))?$"):
         MedSAM2Adapter(settings={"memory": "lifo"})
     with pytest.raises(ConfigError, match=r"^\[models.sam2\].config: unknown SAM 2 config "
                                           r"'sam2_hiera_tt' \(did you mean 'sam2_hiera_t'\?\)$"):
