@@ -20,7 +20,7 @@ from bench.config import (
     settings_reference,
 )
 from bench.errors import ConfigError
-from bench.metrics import METRICS, EmptyPolicy
+from bench.metrics import METRIC_NAMES, EmptyPolicy
 from bench.prompts import PROTOCOLS
 from bench.settings import read_toml
 
@@ -183,7 +183,7 @@ def test_a_typed_config_round_trips():
 
 
 def test_the_settings_choices_match_what_scoring_accepts():
-    assert set(get_args(MetricName)) == set(METRICS)
+    assert set(get_args(MetricName)) == set(METRIC_NAMES)
     for choice in get_args(EmptyChoice):
         assert EmptyPolicy(both_empty=choice).both_empty == choice
     with pytest.raises(ValueError):

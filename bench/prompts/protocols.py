@@ -359,7 +359,7 @@ def _official_code(flow: Flow, params: OfficialCodeParams, kind: str | None,
     # func_3d validation: objects present anywhere in the scored window; each gets a prompt on
     # window frames 0, prompt_freq, 2*prompt_freq, ...: box (or click) where present, an
     # all-zero mask where absent.
-    targets = [t for t in flow.targets if presence[t] & set(window)]
+    targets = official_targets(flow)
     present_kind = "box" if params.prompt == "box" else "point-random"
     for frame in window[::params.prompt_freq]:
         for target in targets:
@@ -373,6 +373,20 @@ def _official_code(flow: Flow, params: OfficialCodeParams, kind: str | None,
 
 def _official_scored(flow: Flow, params: OfficialCodeParams) -> list[int] | None:
     return official_window(flow) if flow.kind == "volume" else None
+
+
+def official_targets(flow: Flow) -> list[str]:
+    """The targets the official code scores on a volume: those present in its window.
+
+    func_3d/function.py collects the objects of the window's label maps; a
+    target absent from every window slice gets no prompt and is not scored
+    (scoring it would give empty/empty = 1 to any model). Image flows: every
+    target (func_2d scores every image).
+    """
+    if flow.kind != "volume":
+        return list(flow.targets)
+    window = set(official_window(flow))
+    return [t for t, frames in _presence(flow).items() if window & set(frames)]
 
 
 def _official_code_card(params: OfficialCodeParams, kind: str | None) -> str:
