@@ -111,11 +111,11 @@ def test_a_wrong_value_names_the_key(tmp_path, text, expected):
      "bench.toml: [suites.x].protocol: expected 'one-prompt', 'paper-random', 'official-code', "
      "'every-frame' or 'interactive' (got 'one_prompt') (did you mean 'one-prompt'?)"),
     (SUITE + 'metrics = ["dice", "hd59"]\n',
-     "bench.toml: [suites.x].metrics.1: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd' or "
-     "'nsd' (got 'hd59') (did you mean 'hd95'?)"),
+     "bench.toml: [suites.x].metrics.1: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd', "
+     "'nsd', 'dice_official' or 'iou_official' (got 'hd59') (did you mean 'hd95'?)"),
     ('[defaults]\nmetrics = ["dise"]\n',
-     "bench.toml: [defaults].metrics.0: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd' or "
-     "'nsd' (got 'dise') (did you mean 'dice'?)"),
+     "bench.toml: [defaults].metrics.0: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd', "
+     "'nsd', 'dice_official' or 'iou_official' (got 'dise') (did you mean 'dice'?)"),
     (SUITE.replace('["demo-fundus"]', '["demo-fundas"]'),
      "bench.toml: [suites.x].datasets: unknown dataset 'demo-fundas' (did you mean "
      "'demo-fundus'?)"),
