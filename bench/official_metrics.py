@@ -108,13 +108,13 @@ def resize_nearest_pil(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _linear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # torch linear, align_corners=False: src = max((dst + 0.5) * in/out - 0.5, 0)
-    scale = n_in / n_out
-    src = np.maximum((np.arange(n_out) + 0.5) * scale - 0.5, 0.0)
-    low = np.floor(src).astype(np.int64)
-    low = np.minimum(low, n_in - 1)
+    # torch linear, align_corners=False: src = max((dst + 0.5) * in/out - 0.5, 0), in float32
+    scale = np.float32(n_in / n_out)
+    half = np.float32(0.5)
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + half) * scale - half, np.float32(0))
+    low = np.minimum(src.astype(np.int64), n_in - 1)
     high = np.minimum(low + 1, n_in - 1)
-    frac = src - low
+    frac = (src - low.astype(np.float32)).astype(np.float64)
     return low, high, frac
 
 
