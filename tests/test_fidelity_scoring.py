@@ -257,3 +257,45 @@ def test_iou_matches_the_mask_metric_away_from_the_smoothing():
     d, j = official_image_scores(lg, ref, size=8)
     assert d == pytest.approx(dice(lg > 0.5, ref), abs=1e-5)
     assert j == pytest.approx(iou(lg > 0.5, ref), abs=1e-5)
+
+
+def test_official_code_floors_on_demo_ct_score_no_absent_organ(tmp_path):
+    from bench.prompts import official_targets
+    from bench.readers import load_card, read_flows
+
+    config = load_config(ROOT / "bench.toml")
+    plan = make_plan(config, "official-code", models=["empty", "full-frame"],
+                     datasets=["demo-ct"])
+    execute(plan, tmp_path / "run")
+    table = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    for flow in read_flows(load_card(ROOT / "datasets" / "demo-ct.toml"), None):
+        scored = set(table[table["flow"] == flow.id]["target"])
+        assert scored == set(official_targets(flow))
+    dice_rows = table[table["metric"] == "dice"]
+    # the empty floor predicts nothing: every scored organ is present in the window -> 0
+    assert (dice_rows[dice_rows["model"] == "empty"]["value"] == 0).all()
+    assert (dice_rows[dice_rows["model"] == "full-frame"]["value"] < 0.5).all()
+
+
+def test_score_prompted_run_keeps_template_rows_in_their_own_report_table(tmp_path):
+    config = load_config(ROOT / "bench.toml")
+    plain = make_plan(config, "demo", models=["full-frame"], datasets=["demo-fundus"], limit=1)
+    kept = make_plan(config, "demo", models=["full-frame"], datasets=["demo-fundus"], limit=1,
+                     score_prompted=True)
+    assert kept.identity()["score_prompted"] and not plain.identity()["score_prompted"]
+    execute(plain, tmp_path / "plain")
+    execute(kept, tmp_path / "kept")
+    a = pd.read_csv(tmp_path / "plain" / "metrics.csv", keep_default_na=False, na_values=[""])
+    b = pd.read_csv(tmp_path / "kept" / "metrics.csv", keep_default_na=False, na_values=[""])
+    prompted = b[b["status"] == "prompted"]
+    assert len(prompted) and "prompted" not in set(a["status"])
+    columns = ["case", "target", "metric", "value", "status"]
+    pd.testing.assert_frame_equal(b[b["status"] != "prompted"][columns].reset_index(drop=True),
+                                  a[columns].reset_index(drop=True))
+    assert summarise(a, n_resamples=50).equals(summarise(b, n_resamples=50))
+    from bench.report import write_report
+
+    write_report(tmp_path / "kept")
+    text = (tmp_path / "kept" / "report.md").read_text()
+    assert "## Prompted frames (given, not predicted)" in text
+    assert "template image is given" in text
