@@ -299,3 +299,31 @@ def test_score_prompted_run_keeps_template_rows_in_their_own_report_table(tmp_pa
     text = (tmp_path / "kept" / "report.md").read_text()
     assert "## Prompted frames (given, not predicted)" in text
     assert "template image is given" in text
+
+
+def test_official_btcv_slab_is_the_any_label_slab(tmp_path):
+    # The official slab is any nonzero label of the file; the harness's is the union of the
+    # card's targets. official-btcv lists every BTCV label and refuses unknown values, so the
+    # two agree: a label outside the card stops the read instead of shifting the slab.
+    from PIL import Image
+
+    from bench.errors import DataError
+    from bench.prompts import labelled_slab
+    from bench.readers import load_card, read_flows
+
+    def write(folder, labels):
+        for k, value in enumerate(labels):
+            (folder / "Test/image/c1").mkdir(parents=True, exist_ok=True)
+            (folder / "Test/mask/c1").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / f"Test/image/c1/{k}.jpg")
+            mask = np.zeros((8, 8), np.int64)
+            mask[2:4, 2:4] = value
+            np.save(folder / f"Test/mask/c1/{k}.npy", mask)
+
+    card = load_card(ROOT / "datasets" / "official-btcv.toml")
+    write(tmp_path / "ok", [0, 13, 6, 6, 6, 0, 1, 0])
+    flow = next(read_flows(card, tmp_path / "ok"))
+    assert labelled_slab(flow) == (1, 7)  # any nonzero label: slices 1..6
+    write(tmp_path / "bad", [0, 14, 6, 6, 6, 0, 0, 0])
+    with pytest.raises(DataError, match="unknown label values"):
+        next(read_flows(card, tmp_path / "bad"))
