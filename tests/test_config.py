@@ -56,7 +56,8 @@ def test_the_project_config_loads_and_names_real_cards():
     assert config.defaults == Defaults(seed=0, out="runs", metrics=("dice", "iou", "hd95"),
                                        empty_policy="exclude", nsd_tolerance_mm=2.0)
     official = config.suites["official-code"]
-    assert official.metrics == ("dice", "iou") and official.empty_policy == "one"
+    assert official.metrics == ("dice", "iou", "dice_official", "iou_official")
+    assert official.empty_policy == "one"
     assert config.suites["interactive"].protocol_params == {"max_clicks": 20}
 
 

@@ -170,7 +170,8 @@ def test_official_code_suite_keeps_its_own_metric_settings(tmp_path, monkeypatch
     monkeypatch.delenv("MEDSAM2_BENCH_CHECKPOINT_MEDSAM2", raising=False)
     plan = make_plan(_config(tmp_path), "official-code")
     assert plan.protocol == "official-code"
-    assert plan.empty_policy == "one" and plan.metrics == ("dice", "iou")
+    assert plan.empty_policy == "one"
+    assert plan.metrics == ("dice", "iou", "dice_official", "iou_official")
     assert plan.models == ("registration",) and set(plan.skipped_models) == {"medsam2"}
 
 
