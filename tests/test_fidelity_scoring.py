@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from adapters import Adapter, register
-from bench.aggregate import summarise
+from bench.aggregate import per_case, summarise
 from bench.config import load_config
 from bench.metrics import EmptyPolicy, dice, iou
 from bench.official_metrics import official_image_scores, official_volume_scores
@@ -293,6 +293,7 @@ def test_score_prompted_run_keeps_template_rows_in_their_own_report_table(tmp_pa
     pd.testing.assert_frame_equal(b[b["status"] != "prompted"][columns].reset_index(drop=True),
                                   a[columns].reset_index(drop=True))
     assert summarise(a, n_resamples=50).equals(summarise(b, n_resamples=50))
+    assert len(per_case(b)) == len(a)  # comparisons and checks never see the given frames
     from bench.report import write_report
 
     write_report(tmp_path / "kept")
