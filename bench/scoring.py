@@ -32,7 +32,7 @@ class PredictionError(ValueError):
 
 def check_prediction(flow: Flow, prediction: Prediction, prompted_targets: Sequence[str]) -> None:
     """Raise :class:`PredictionError` unless every prompted target has one mask per frame
-    of the frame's own shape."""
+    of the frame's own shape, and any logits are one 2D array per frame."""
     for target in prompted_targets:
         if target not in prediction.masks:
             raise PredictionError(f"no prediction for prompted target {target!r}")
@@ -47,6 +47,14 @@ def check_prediction(flow: Flow, prediction: Prediction, prompted_targets: Seque
                     f"target {target!r} frame {index}: mask shape {np.shape(mask)} "
                     f"differs from frame shape {np.shape(frame)[:2]}"
                 )
+    for target, logits in (prediction.logits or {}).items():
+        if len(logits) != len(flow.frames):
+            raise PredictionError(
+                f"target {target!r}: {len(logits)} logit arrays for {len(flow.frames)} frames")
+        for index, array in enumerate(logits):
+            if np.ndim(array) != 2:
+                raise PredictionError(f"target {target!r} frame {index}: logits must be 2D, "
+                                      f"got shape {np.shape(array)}")
 
 
 def predicted_masks(flow: Flow, prediction: Prediction, target: str) -> list[np.ndarray]:

@@ -328,3 +328,16 @@ def test_official_btcv_slab_is_the_any_label_slab(tmp_path):
     write(tmp_path / "bad", [0, 14, 6, 6, 6, 0, 0, 0])
     with pytest.raises(DataError, match="unknown label values"):
         next(read_flows(card, tmp_path / "bad"))
+
+
+def test_logits_of_the_wrong_length_or_rank_are_refused():
+    from bench.scoring import PredictionError, check_prediction
+
+    flow = _image_flow(2)
+    masks = {"a": [np.zeros((6, 6), bool)] * 2}
+    check_prediction(flow, Prediction(masks, logits={"a": [np.zeros((4, 4))] * 2}), ["a"])
+    with pytest.raises(PredictionError, match="1 logit arrays for 2 frames"):
+        check_prediction(flow, Prediction(masks, logits={"a": [np.zeros((4, 4))]}), ["a"])
+    with pytest.raises(PredictionError, match="logits must be 2D"):
+        check_prediction(flow, Prediction(masks, logits={"a": [np.zeros((1, 4, 4))] * 2}),
+                         ["a"])
