@@ -23,12 +23,17 @@ def is_scored(table: pd.DataFrame, suffix: str = "") -> pd.Series:
     Penalised cases (exactly one mask empty) have a value and count; both-empty
     cases have a value only under a policy that scores them (the official
     code's empty/empty = 1), so under the default policy they drop out here.
+    Rows of prompted frames (status ``prompted``, ``--score-prompted``: their
+    answer was given) never enter means.
     """
-    return (table[f"status{suffix}"] != "error") & table[f"value{suffix}"].notna()
+    status = table[f"status{suffix}"]
+    return (status != "error") & (status != "prompted") & table[f"value{suffix}"].notna()
 
 
 def per_case(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows that describe whole cases: without the per-click rows of interactive runs."""
+    """The rows that describe whole cases: without the per-click rows of interactive runs
+    and without the rows of given frames (status ``prompted``, ``--score-prompted``)."""
+    table = table[table["status"] != "prompted"]
     if "click" not in table.columns:
         return table
     return table[pd.to_numeric(table["click"], errors="coerce").isna()]

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="evaluate a dataset even if some of its cases cannot be read (they are "
                      "skipped and listed); by default such a dataset is refused, since its n "
                      "would differ from the published one")
+    run.add_argument("--score-prompted", action="store_true",
+                     help="also score the frames whose answer a prompt gave (one-prompt "
+                     "templates, mask-prompted frames); they are reported in their own table "
+                     "and never enter the aggregates")
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out (default: the latest run of the suite), "
                      "skipping completed work")

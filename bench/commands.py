@@ -45,7 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                      seeds=seeds, limit=args.limit, device=args.device,
                      random_weights=args.random_weights,
                      checkpoints=_assignments(args.checkpoint, "--checkpoint"),
-                     skip_bad_cases=args.skip_bad_cases, roots=parse_roots(args.root))
+                     skip_bad_cases=args.skip_bad_cases, roots=parse_roots(args.root),
+                     score_prompted=args.score_prompted)
     run_dir = _run_dir(args, config, plan.suite)
     names = ", ".join(d.name for d in plan.datasets)
     if plan.demo and plan.unconfigured:

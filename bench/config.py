@@ -30,7 +30,7 @@ from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 
 from bench import resources
 from bench.errors import ConfigError, unknown_name
-from bench.metrics import METRICS
+from bench.metrics import METRIC_NAMES
 from bench.prompts.protocols import PROTOCOLS, ProtocolName, get_protocol
 from bench.readers.cards import Card, card_to_table, load_cards
 from bench.settings import Items, Settings, read_toml, table_reference, validate
@@ -38,7 +38,7 @@ from bench.settings import Items, Settings, read_toml, table_reference, validate
 CONFIG_NAME = resources.CONFIG_NAME
 
 #: A metric name: those :func:`bench.metrics.score_case` computes.
-MetricName = Literal[tuple(METRICS)]  # type: ignore[valid-type]
+MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
 #: How cases with both masks empty are scored (:class:`bench.metrics.EmptyPolicy`).
 EmptyChoice = Literal["exclude", "one"]
 Seed = Annotated[int, Field(ge=0)]

@@ -42,6 +42,8 @@ __all__ = [
     "DEFAULT_POLICY",
     "METRICS",
     "METRIC_DEFINITIONS",
+    "METRIC_NAMES",
+    "OFFICIAL_METRICS",
     "STATUSES",
     "EmptyPolicy",
     "assd",
@@ -137,6 +139,23 @@ METRIC_DEFINITIONS: dict[str, str] = {
         "weighting), unitless"
     ),
 }
+
+#: The official MedSAM-2 code's metrics, computed from logits by :mod:`bench.scoring`
+#: with :mod:`bench.official_metrics` (never from binary masks, so not in :data:`METRICS`).
+OFFICIAL_METRICS: dict[str, str] = {
+    "dice_official": (
+        "Dice as the official MedSAM-2 code computes it from logits at 1024 px: "
+        "(2|A∩B|+1e-4)/(|A|+|B|+1e-4), empty/empty = 1; images: logits (nearest) > 0.5; "
+        "volumes: per slice, mean over logit thresholds 0.1/0.3/0.5/0.7/0.9 (bilinear), "
+        "mean over the scored slices; unitless"
+    ),
+    "iou_official": (
+        "IoU as the official MedSAM-2 code computes it from logits at 1024 px: "
+        "(|A∩B|+1e-6)/(|A∪B|+1e-6), empty/empty = 1; thresholds and averaging as "
+        "dice_official; unitless"
+    ),
+}
+METRIC_DEFINITIONS.update(OFFICIAL_METRICS)
 
 
 # --------------------------------------------------------------------------- validation
@@ -536,6 +555,9 @@ METRICS: dict[str, Callable[..., float]] = {
     "assd": assd,
     "nsd": nsd,
 }
+
+#: Every metric name a suite may ask for: the mask metrics and the official ones.
+METRIC_NAMES: tuple[str, ...] = (*METRICS, *OFFICIAL_METRICS)
 
 
 def score_case(

@@ -69,6 +69,8 @@ class RunPlan:
     extra_datasets: tuple[str, ...] = field(default=())
     # Suite models that cannot run here (missing package or checkpoint): name -> reason.
     skipped_models: dict[str, str] = field(default_factory=dict)
+    # --score-prompted: also score the frames whose answer a prompt gave (status "prompted").
+    score_prompted: bool = False
 
     @property
     def protocol_params(self) -> dict[str, Any]:
@@ -104,6 +106,7 @@ def make_plan(
     checkpoints: dict[str, str] | None = None,
     skip_bad_cases: bool = False,
     roots: Mapping[str, str | Path] | None = None,
+    score_prompted: bool = False,
 ) -> RunPlan:
     """Build the plan for ``suite_name``; the caller's choices override the suite's own.
 
@@ -114,7 +117,9 @@ def make_plan(
     refused unless ``skip_bad_cases`` (then they are skipped and listed).
     ``roots`` (dataset -> folder, ``--root``) override ``[datasets]`` of
     ``bench.toml``; a dataset outside the suite's list runs when named in
-    ``datasets`` (``plan.extra_datasets`` lists it).
+    ``datasets`` (``plan.extra_datasets`` lists it). ``score_prompted``
+    (``--score-prompted``) keeps the rows of given (prompted) frames, apart
+    (:mod:`bench.prompts.scope`).
 
     Raises
     ------
@@ -169,6 +174,7 @@ def make_plan(
         unconfigured=unconfigured,
         extra_datasets=tuple(d for d in chosen if d not in (*suite.datasets, *suite.demo)),
         skipped_models=skipped,
+        score_prompted=score_prompted,
     )
 
 

@@ -13,7 +13,17 @@ from typing import Any
 import numpy as np
 
 from bench import metrics as metric_fns
+from bench.official_metrics import official_image_scores, official_volume_scores
+from bench.prompts.scope import ScoringScope
 from bench.types import Flow, Prediction
+
+#: Rows of frames whose answer the prompt gave (``--score-prompted``); never aggregated.
+STATUS_PROMPTED = "prompted"
+#: Official metrics of a model that exposes no logits (value NaN).
+STATUS_UNAVAILABLE = "unavailable"
+#: Nothing to score (e.g. an official window of 0 slices); value NaN.
+STATUS_NOT_SCORED = "not_scored"
+PROMPTED_MESSAGE = "prompted frame: its answer was given, not predicted"
 
 
 class PredictionError(ValueError):
@@ -22,7 +32,7 @@ class PredictionError(ValueError):
 
 def check_prediction(flow: Flow, prediction: Prediction, prompted_targets: Sequence[str]) -> None:
     """Raise :class:`PredictionError` unless every prompted target has one mask per frame
-    of the frame's own shape."""
+    of the frame's own shape, and any logits are one 2D array per frame."""
     for target in prompted_targets:
         if target not in prediction.masks:
             raise PredictionError(f"no prediction for prompted target {target!r}")
@@ -37,6 +47,14 @@ def check_prediction(flow: Flow, prediction: Prediction, prompted_targets: Seque
                     f"target {target!r} frame {index}: mask shape {np.shape(mask)} "
                     f"differs from frame shape {np.shape(frame)[:2]}"
                 )
+    for target, logits in (prediction.logits or {}).items():
+        if len(logits) != len(flow.frames):
+            raise PredictionError(
+                f"target {target!r}: {len(logits)} logit arrays for {len(flow.frames)} frames")
+        for index, array in enumerate(logits):
+            if np.ndim(array) != 2:
+                raise PredictionError(f"target {target!r} frame {index}: logits must be 2D, "
+                                      f"got shape {np.shape(array)}")
 
 
 def predicted_masks(flow: Flow, prediction: Prediction, target: str) -> list[np.ndarray]:
@@ -50,48 +68,135 @@ def score_flow(
     flow: Flow,
     prediction: Prediction,
     *,
-    scored_frames: Sequence[int] | None,
+    scope: ScoringScope | None = None,
     metrics: Sequence[str],
     policy: metric_fns.EmptyPolicy,
     nsd_tolerance_mm: float,
+    score_prompted: bool = False,
+    model: str = "the model",
 ) -> list[dict[str, Any]]:
-    """Tidy metric rows for every case and target of ``flow``.
+    """Tidy metric rows for every scored case and target of ``flow``.
 
     Parameters
     ----------
-    scored_frames : sequence of int or None
-        Frames that count (a protocol may score a window only); None = all.
+    scope : ScoringScope, optional
+        The frames and targets the protocol scores and the frames whose
+        answer was given (:mod:`bench.prompts.scope`); None: everything.
     metrics : sequence of str
-        Names in :data:`bench.metrics.METRICS`.
+        Names in :data:`bench.metrics.METRIC_NAMES`. The official metrics
+        (:data:`bench.metrics.OFFICIAL_METRICS`) are computed from
+        ``prediction.logits``; without logits they get status ``unavailable``.
+    score_prompted : bool
+        Also emit the given (prompted) frames, status ``prompted``: image
+        flows: the given images as their own cases; volumes: the volume
+        scored with the given slices left in. Never part of an aggregate.
+    model : str
+        Named in the ``unavailable`` message.
 
     Returns
     -------
     list of dict
-        Rows with keys ``case, patient, target, metric, value, status``.
+        Rows with keys ``case, patient, target, metric, value, status, message``.
     """
-    frames = list(range(len(flow.frames))) if scored_frames is None else list(scored_frames)
+    scope = scope or ScoringScope(None, tuple(flow.targets))
+    mask_metrics = [m for m in metrics if m in metric_fns.METRICS]
+    official = [m for m in metrics if m in metric_fns.OFFICIAL_METRICS]
+    if scope.frames is not None and not scope.frames:
+        return [_row(flow.case_ids[0], flow.patient_ids[0], target, name, float("nan"),
+                     STATUS_NOT_SCORED, scope.empty_reason or "no frame to score")
+                for target in flow.targets for name in metrics]
+    frames = list(range(len(flow.frames))) if scope.frames is None else list(scope.frames)
     rows: list[dict[str, Any]] = []
-    for target in flow.targets:
-        pred_masks = predicted_masks(flow, prediction, target)
-        ref_masks = flow.masks[target]
-        if flow.kind == "volume":
-            pred = np.stack([pred_masks[i] for i in frames])
-            ref = np.stack([np.asarray(ref_masks[i], dtype=bool) for i in frames])
-            cases = [(flow.case_ids[0], flow.patient_ids[0], pred, ref, flow.spacing)]
-        else:
-            cases = [
-                (flow.case_ids[i], flow.patient_ids[i], pred_masks[i],
-                 np.asarray(ref_masks[i], dtype=bool), flow.spacing)
-                for i in frames
-            ]
-        for case, patient, pred, ref, spacing in cases:
+    for target in scope.targets:
+        given = scope.given_for(target)
+        for case, patient, pred, ref, status, message in _cases(flow, prediction, target,
+                                                                frames, given, score_prompted):
             scores = metric_fns.score_case(
-                pred, ref, spacing=spacing, metrics=tuple(metrics), policy=policy,
+                pred, ref, spacing=flow.spacing, metrics=tuple(mask_metrics), policy=policy,
                 nsd_tolerance_mm=nsd_tolerance_mm,
             )
-            for name, (value, status) in scores.items():
-                rows.append({"case": case, "patient": patient, "target": target,
-                             "metric": name, "value": float(value), "status": status})
+            for name, (value, case_status) in scores.items():
+                rows.append(_row(case, patient, target, name, value, status or case_status,
+                                 message))
+        if official:
+            rows.extend(_official_rows(flow, prediction, target, frames, given, official,
+                                       score_prompted, model))
+    return rows
+
+
+def _row(case: str, patient: str, target: str, metric: str, value: float, status: str,
+         message: str = "") -> dict[str, Any]:
+    return {"case": case, "patient": patient, "target": target, "metric": metric,
+            "value": float(value), "status": status, "message": message}
+
+
+def _cases(flow: Flow, prediction: Prediction, target: str, frames: list[int],
+           given: frozenset[int], score_prompted: bool) -> list[tuple]:
+    """``(case, patient, pred, ref, status, message)`` to score; status "" = the metric's own."""
+    pred_masks = predicted_masks(flow, prediction, target)
+    ref_masks = flow.masks[target]
+    if flow.kind == "volume":
+        pred = np.stack([pred_masks[i] for i in frames])
+        ref = np.stack([np.asarray(ref_masks[i], dtype=bool) for i in frames])
+        case, patient = flow.case_ids[0], flow.patient_ids[0]
+        hidden = [k for k, i in enumerate(frames) if i in given]
+        cases = []
+        if hidden and score_prompted:
+            cases.append((case, patient, pred, ref, STATUS_PROMPTED,
+                          f"volume scored with its {len(hidden)} given (mask-prompted) "
+                          f"slice(s) left in"))
+        if hidden:
+            # A given slice is masked out of both prediction and reference.
+            pred, ref = pred.copy(), ref.copy()
+            pred[hidden] = False
+            ref[hidden] = False
+        return [(case, patient, pred, ref, "", ""), *cases]
+    cases = []
+    for i in frames:
+        if i in given and not score_prompted:
+            continue
+        cases.append((flow.case_ids[i], flow.patient_ids[i], pred_masks[i],
+                      np.asarray(ref_masks[i], dtype=bool),
+                      STATUS_PROMPTED if i in given else "",
+                      PROMPTED_MESSAGE if i in given else ""))
+    return cases
+
+
+def _official_rows(flow: Flow, prediction: Prediction, target: str, frames: list[int],
+                   given: frozenset[int], names: Sequence[str], score_prompted: bool,
+                   model: str) -> list[dict[str, Any]]:
+    """Rows of the official metrics (:mod:`bench.official_metrics`) for one target."""
+    logits = (prediction.logits or {}).get(target)
+    rows: list[dict[str, Any]] = []
+    if flow.kind == "volume":
+        groups = [(flow.case_ids[0], flow.patient_ids[0], [i for i in frames if i not in given],
+                   "")]
+        if given & set(frames) and score_prompted:
+            groups.append((flow.case_ids[0], flow.patient_ids[0], frames, STATUS_PROMPTED))
+    else:
+        groups = [(flow.case_ids[i], flow.patient_ids[i], [i],
+                   STATUS_PROMPTED if i in given else "")
+                  for i in frames if score_prompted or i not in given]
+    for case, patient, indices, status in groups:
+        if logits is None:
+            values = {name: (float("nan"), STATUS_UNAVAILABLE,
+                             f"not available: {model} does not expose logits")
+                      for name in names}
+        elif not indices:
+            values = {name: (float("nan"), STATUS_NOT_SCORED, "every scored slice was given")
+                      for name in names}
+        else:
+            if flow.kind == "volume":
+                dice, iou = official_volume_scores(
+                    [logits[i] for i in indices],
+                    [np.asarray(flow.masks[target][i], dtype=bool) for i in indices])
+            else:
+                dice, iou = official_image_scores(
+                    logits[indices[0]], np.asarray(flow.masks[target][indices[0]], dtype=bool))
+            message = PROMPTED_MESSAGE if status == STATUS_PROMPTED else ""
+            both = {"dice_official": dice, "iou_official": iou}
+            values = {name: (both[name], status or "ok", message) for name in names}
+        rows.extend(_row(case, patient, target, name, *values[name]) for name in names)
     return rows
 
 

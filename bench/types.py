@@ -169,7 +169,17 @@ class Prediction:
         One boolean mask per frame per prompted target, frame shapes as input.
     scores : dict of str to list of float or None
         Per-frame model confidence where the model has one (e.g. an IoU head).
+    logits : dict of str to list of ndarray, or None
+        Optional: per prompted target, one 2D float array per frame holding
+        the model's raw mask logits (before any threshold or sigmoid), either
+        the decoder's low-res output as it is (e.g. 256 x 256, preferred: the
+        official metrics resize it themselves, as the official code does) or
+        at the frame's own shape. Only the official metrics
+        (``dice_official``, ``iou_official``, :mod:`bench.official_metrics`)
+        use them; None (the default) means the model exposes no logits, and
+        those metrics are then reported as not available.
     """
 
     masks: dict[str, list[np.ndarray]]
     scores: dict[str, list[float | None]] = field(default_factory=dict)
+    logits: dict[str, list[np.ndarray]] | None = None

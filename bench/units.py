@@ -38,10 +38,11 @@ from typing import Any
 
 from adapters import Adapter, create
 from bench.cache import AdapterIdentity, PredictionCache, adapter_identity, prediction_key
-from bench.metrics import EmptyPolicy
+from bench.metrics import OFFICIAL_METRICS, EmptyPolicy
 from bench.plan import RunPlan
-from bench.prompts import get_protocol, ledger, scored_frames
+from bench.prompts import get_protocol, ledger
 from bench.prompts.interactive import click_sessions
+from bench.prompts.scope import scoring_scope
 from bench.readers import read_flow
 from bench.rundir import RunDir, UnitRecord, UnitRef, check_frames
 from bench.scoring import check_prediction, failure_rows, score_flow
@@ -226,7 +227,7 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
                                                                              previous),
                 max_clicks)
         else:
-            if cache is not None and identity is not None:
+            if cache is not None and identity is not None and not _needs_logits(plan):
                 cache_key = prediction_key(identity, flow.view(), spec.frames_sha256, spec.rows)
                 prediction = cache.get(cache_key)
                 state = "hit" if prediction is not None else "miss"
@@ -236,9 +237,10 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
         if cache is not None and cache_key is not None and state == "miss":
             _store(cache, cache_key, prediction, adapter.name)
         rows = score_flow(flow, prediction,
-                          scored_frames=scored_frames(flow, plan.protocol, plan.protocol_params),
+                          scope=scoring_scope(flow, plan.protocol, prompts, plan.params),
                           metrics=plan.metrics, policy=EmptyPolicy(both_empty=plan.empty_policy),
-                          nsd_tolerance_mm=plan.nsd_tolerance_mm) + click_rows
+                          nsd_tolerance_mm=plan.nsd_tolerance_mm,
+                          score_prompted=plan.score_prompted, model=adapter.name) + click_rows
         write_prediction(rundir.prediction_folder(adapter.name, spec.seed, spec.dataset), flow,
                          prediction)
         status, message, scores = "ok", "", prediction.scores
@@ -252,6 +254,11 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
                       scores=scores, rows=_label(rows, spec, flow.id, adapter.name,
                                                  plan.protocol),
                       cache=state)
+
+
+def _needs_logits(plan: RunPlan) -> bool:
+    # The prediction cache stores masks only: official metrics need the adapter's logits.
+    return any(m in OFFICIAL_METRICS for m in plan.metrics)
 
 
 def _label(rows: list[dict[str, Any]], spec: UnitSpec, flow: str, model: str,

@@ -20,7 +20,7 @@ from bench.config import (
     settings_reference,
 )
 from bench.errors import ConfigError
-from bench.metrics import METRICS, EmptyPolicy
+from bench.metrics import METRIC_NAMES, EmptyPolicy
 from bench.prompts import PROTOCOLS
 from bench.settings import read_toml
 
@@ -56,7 +56,8 @@ def test_the_project_config_loads_and_names_real_cards():
     assert config.defaults == Defaults(seed=0, out="runs", metrics=("dice", "iou", "hd95"),
                                        empty_policy="exclude", nsd_tolerance_mm=2.0)
     official = config.suites["official-code"]
-    assert official.metrics == ("dice", "iou") and official.empty_policy == "one"
+    assert official.metrics == ("dice", "iou", "dice_official", "iou_official")
+    assert official.empty_policy == "one"
     assert config.suites["interactive"].protocol_params == {"max_clicks": 20}
 
 
@@ -111,11 +112,11 @@ def test_a_wrong_value_names_the_key(tmp_path, text, expected):
      "bench.toml: [suites.x].protocol: expected 'one-prompt', 'paper-random', 'official-code', "
      "'every-frame' or 'interactive' (got 'one_prompt') (did you mean 'one-prompt'?)"),
     (SUITE + 'metrics = ["dice", "hd59"]\n',
-     "bench.toml: [suites.x].metrics.1: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd' or "
-     "'nsd' (got 'hd59') (did you mean 'hd95'?)"),
+     "bench.toml: [suites.x].metrics.1: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd', "
+     "'nsd', 'dice_official' or 'iou_official' (got 'hd59') (did you mean 'hd95'?)"),
     ('[defaults]\nmetrics = ["dise"]\n',
-     "bench.toml: [defaults].metrics.0: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd' or "
-     "'nsd' (got 'dise') (did you mean 'dice'?)"),
+     "bench.toml: [defaults].metrics.0: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd', "
+     "'nsd', 'dice_official' or 'iou_official' (got 'dise') (did you mean 'dice'?)"),
     (SUITE.replace('["demo-fundus"]', '["demo-fundas"]'),
      "bench.toml: [suites.x].datasets: unknown dataset 'demo-fundas' (did you mean "
      "'demo-fundus'?)"),
@@ -183,7 +184,7 @@ def test_a_typed_config_round_trips():
 
 
 def test_the_settings_choices_match_what_scoring_accepts():
-    assert set(get_args(MetricName)) == set(METRICS)
+    assert set(get_args(MetricName)) == set(METRIC_NAMES)
     for choice in get_args(EmptyChoice):
         assert EmptyPolicy(both_empty=choice).both_empty == choice
     with pytest.raises(ValueError):

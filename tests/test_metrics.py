@@ -323,7 +323,8 @@ def test_bad_arguments_raise():
 
 
 def test_registry_and_policy_metadata():
-    assert set(metrics.METRICS) == set(metrics.METRIC_DEFINITIONS)
+    assert set(metrics.METRIC_NAMES) == set(metrics.METRIC_DEFINITIONS)
+    assert set(metrics.METRIC_NAMES) == set(metrics.METRICS) | set(metrics.OFFICIAL_METRICS)
     assert metrics.METRICS["hd95"] is metrics.hd95
     assert "pooled" in metrics.METRIC_DEFINITIONS["hd95"]
     assert metrics.DEFAULT_POLICY.both_empty == "exclude"

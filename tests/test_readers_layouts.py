@@ -334,17 +334,27 @@ def test_refuge_2018_and_multirater_layouts(tmp_path):
     assert [f.id for f in list_flows(refuge, tmp_path)] == ["refuge/Glaucoma", "refuge/Test"]
 
 
-def test_official_refuge_cup_majority_vote(tmp_path):
+def test_official_refuge_reads_the_cropped_images_and_cup_raters(tmp_path):
+    # func_2d/dataset.py: <id>_cropped.jpg and <id>_seg_cup_<r>_cropped.jpg (JPEG), not the
+    # uncropped <id>.jpg / _seg_cup_<r>.png beside them.
     folder = tmp_path / "REFUGE/Test-400/V0001"
-    png(folder / "V0001.jpg", rgb(4, 8), "JPEG")
+    png(folder / "V0001.jpg", rgb(40, 48), "JPEG")  # uncropped: ignored
+    png(folder / "V0001_cropped.jpg", rgb(16, 32), "JPEG")
     for r in range(1, 8):
-        cup = np.zeros((4, 8), np.uint8)
-        cup[1, : r] = 200  # column c marked by raters c+1..7: 7 - c votes
-        png(folder / f"V0001_seg_cup_{r}.png", cup)
-    png(tmp_path / "REFUGE/Training-400/n0001/n0001.jpg", rgb(4, 8), "JPEG")  # not the split
+        cup = np.zeros((16, 32), np.uint8)
+        cup[4:12, : 4 * r] = 255  # column block c (4 px) marked by raters c+1..7: 7 - c votes
+        png(folder / f"V0001_seg_cup_{r}_cropped.jpg", cup, "JPEG")
+        png(folder / f"V0001_seg_cup_{r}.png", np.zeros((40, 48), np.uint8))  # ignored
+        png(folder / f"V0001_seg_disc_{r}_cropped.jpg", np.full((16, 32), 255, np.uint8),
+            "JPEG")
+    png(tmp_path / "REFUGE/Training-400/n0001/n0001_cropped.jpg", rgb(16, 32), "JPEG")
     flow = next(read_flows(card("official-refuge"), tmp_path))
     assert flow.case_ids == ["V0001"] and flow.targets == ["optic cup"]
-    assert flow.masks["optic cup"][0][1].tolist() == [True] * 4 + [False] * 4
+    assert np.shape(flow.frames[0])[:2] == (16, 32)
+    cup = flow.masks["optic cup"][0]
+    # majority (>= 4 of 7): column blocks 0-3 (7, 6, 5, 4 votes), not 4-7; rows 4-11 only
+    assert cup[8].tolist() == [True] * 16 + [False] * 16
+    assert not cup[:3].any() and not cup[13:].any()
 
 
 def _ddti_xml(path: Path, marks: dict[int, str]) -> None:

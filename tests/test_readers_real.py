@@ -138,7 +138,7 @@ def test_abdomen_ct_sample():
 def test_every_sample_scores_under_the_registration_baseline(tmp_path):
     """Each real sample runs end to end through its card, the runner, the one-prompt
     protocol and the registration baseline, which beats the full-frame floor on every
-    target (a pipeline check on real anatomy, not a quality claim)."""
+    target but the retinal vessels (a pipeline check on real anatomy, not a quality claim)."""
     import shutil
 
     import pandas as pd
@@ -167,7 +167,13 @@ def test_every_sample_scores_under_the_registration_baseline(tmp_path):
     dice = table[table["metric"] == "dice"].groupby(["dataset", "target", "model"])["value"]
     means = dice.mean().unstack("model")
     assert set(means.index.get_level_values("dataset")) == set(roots)
-    assert (means["registration"] > means["full-frame"] + 0.1).all(), means
+    margin = means["registration"] - means["full-frame"]
+    # Retinal vessels: once the one-prompt template (given, not predicted) is no longer
+    # scored, registration has no margin over the floor (issue 12 item 1); elsewhere it has.
+    vessels = ("chase-db1", "vessel")
+    assert abs(margin[vessels]) < 0.05, means
+    assert (margin.drop(vessels) > 0.1).all(), means
     cases = dice.count().unstack("model")["registration"]
-    assert cases["wbc"].tolist() == [8, 8] and cases["fundus-optic-disc"].item() == 6
+    # image flows of 8 and 6 images: the template image of each target is not a case
+    assert cases["wbc"].tolist() == [7, 7] and cases["fundus-optic-disc"].item() == 5
     assert cases["brain-tumour-mr"].item() == 1  # a volume is one case

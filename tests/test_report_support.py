@@ -143,7 +143,7 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
                         masks = {t: [np.roll(np.asarray(m), shift, axis=-1) for m in flow.masks[t]]
                                  for t in flow.targets}
                         prediction = Prediction(masks=masks)
-                        rows = score_flow(flow, prediction, scored_frames=None,
+                        rows = score_flow(flow, prediction,
                                           metrics=plan["metrics"], policy=policy,
                                           nsd_tolerance_mm=2.0)
                         write_prediction(RunDir(run_dir).prediction_folder(model, seed, name),

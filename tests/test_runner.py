@@ -71,7 +71,14 @@ def test_full_frame_scores_match_an_independent_count(tmp_path):
     _, table = _run(tmp_path, ["full-frame"], limit=1)
     flow = next(read_flows(load_card(ROOT / "datasets" / "demo-fundus.toml"), None, 1))
     for target in flow.targets:
-        for case, mask in zip(flow.case_ids, flow.masks[target], strict=True):
+        # one-prompt: the template (first image containing the target) is given, not scored
+        template = next(i for i, m in enumerate(flow.masks[target]) if np.any(m))
+        assert table[(table["case"] == flow.case_ids[template])
+                     & (table["target"] == target)].empty
+        for index, (case, mask) in enumerate(zip(flow.case_ids, flow.masks[target],
+                                                 strict=True)):
+            if index == template:
+                continue
             g, n = int(np.sum(mask)), int(np.size(mask))
             row = table[(table["case"] == case) & (table["target"] == target)]
             dice = row[row["metric"] == "dice"]["value"].item()
@@ -167,7 +174,8 @@ def test_a_dataset_with_an_unreadable_case_is_refused_unless_skipping(tmp_path):
     skipped = execute(make_plan(config, "t", skip_bad_cases=True), tmp_path / "skipped")
     assert skipped.read_failures == 1 and skipped.units_failed == 0
     table = pd.read_csv(tmp_path / "skipped" / "metrics.csv", dtype={"case": str})
-    assert sorted(table["case"].unique()) == ["000", "001", "003"]
+    # "000" is the one-prompt template: given, not scored
+    assert sorted(table["case"].unique()) == ["001", "003"]
 
 
 def test_bench_prompts_lists_the_ledger_and_draws_a_frame(tmp_path, capsys):

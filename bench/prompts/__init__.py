@@ -27,10 +27,12 @@ from bench.prompts.protocols import (
     get_protocol,
     labelled_slab,
     make_prompts,
+    official_targets,
     official_window,
     resolve_prompt_kind,
     scored_frames,
 )
+from bench.prompts.scope import ScoringScope, given_frames, scoring_scope
 from bench.prompts.streams import KeyedStream, keyed_stream
 from bench.prompts.view import draw_prompts
 
@@ -44,9 +46,11 @@ __all__ = [
     "PromptParams",
     "ProtocolParams",
     "ProtocolSpec",
+    "ScoringScope",
     "deepest_point",
     "draw_prompts",
     "get_protocol",
+    "given_frames",
     "interactive",
     "jitter_box",
     "keyed_stream",
@@ -57,10 +61,12 @@ __all__ = [
     "mask_sha256",
     "next_click",
     "noc",
+    "official_targets",
     "official_window",
     "resolve_prompt_kind",
     "run_clicks",
     "scored_frames",
+    "scoring_scope",
     "streams",
     "tight_box",
 ]

@@ -17,8 +17,9 @@ and ignore the argument. :func:`resolve_prompt_kind` applies these rules.
 Every random choice is drawn from a keyed stream (:mod:`bench.prompts.streams`)
 keyed by ``(seed, dataset, flow id, target, frame, protocol, purpose)``.
 
-The module is a little over 500 lines on purpose: each of the five protocols
-is its parameters, its selection and its card, read side by side.
+The module is over 500 lines on purpose: each of the five protocols is its
+parameters, its selection and its card (prompts, leakage and scoring rules),
+read side by side.
 """
 
 from __future__ import annotations
@@ -218,6 +219,12 @@ def _kind_words(kind: str | None, max_jitter: int) -> tuple[str, str]:
     return "the dataset card's one_prompt_kind", "whatever the prompt kind reveals"
 
 
+_MASK_SCORING = ("Scoring: a frame whose prompt is a ground-truth mask is given, not predicted, "
+                 "so it is not scored for that target (image flows: the image is left out; "
+                 "volumes: the slice is masked out of both prediction and reference); "
+                 "--score-prompted reports such rows apart, outside every aggregate.")
+
+
 # ---------------------------------------------------------------- one-prompt
 
 
@@ -253,7 +260,12 @@ def _one_prompt_card(params: OnePromptParams, kind: str | None) -> str:
     kind_text, reveals = _kind_words(kind, params.max_jitter)
     return (f"one-prompt: 1 prompt per flow and target, on {which}; prompt kind: {kind_text}. "
             f"Taken from ground truth beyond the prompt: which frames contain the target "
-            f"(to place the template; targets absent from a flow get no prompt); {reveals}.")
+            f"(to place the template; targets absent from a flow get no prompt); {reveals}. "
+            f"Scoring: on image flows the template image is given, not predicted, and is not "
+            f"scored for its target (it is still scored for the other targets); on volumes "
+            f"(one case scored in 3D) a mask-prompted template slice is masked out of both "
+            f"prediction and reference, a point or box template slice is scored. "
+            f"--score-prompted reports the template rows apart, outside every aggregate.")
 
 
 # ---------------------------------------------------------------- paper-random
@@ -292,7 +304,8 @@ def _paper_random_card(params: PaperRandomParams, kind: str | None) -> str:
             f"flow and target, and at least 1 (if none is drawn, one such frame drawn "
             f"uniformly); prompt kind: {kind_text}. Taken from ground truth beyond the "
             f"prompts: which frames contain the target (only those are eligible, so a prompt "
-            f"tells the model the target is present there); {reveals}.")
+            f"tells the model the target is present there); {reveals}. Point- and "
+            f"box-prompted frames are scored (as in the paper). {_MASK_SCORING}")
 
 
 # ---------------------------------------------------------------- every-frame
@@ -310,7 +323,8 @@ def _every_frame_card(params: PromptParams, kind: str | None) -> str:
     return (f"every-frame: 1 prompt on every frame containing the target (as many prompts per "
             f"flow and target as frames containing it); prompt kind: {kind_text}. Taken from "
             f"ground truth beyond the prompts: which frames contain the target (frames without "
-            f"a prompt are known to be empty); {reveals}.")
+            f"a prompt are known to be empty); {reveals}. Point- and box-prompted frames are "
+            f"scored. {_MASK_SCORING}")
 
 
 # ---------------------------------------------------------------- official-code
@@ -359,7 +373,7 @@ def _official_code(flow: Flow, params: OfficialCodeParams, kind: str | None,
     # func_3d validation: objects present anywhere in the scored window; each gets a prompt on
     # window frames 0, prompt_freq, 2*prompt_freq, ...: box (or click) where present, an
     # all-zero mask where absent.
-    targets = [t for t in flow.targets if presence[t] & set(window)]
+    targets = official_targets(flow)
     present_kind = "box" if params.prompt == "box" else "point-random"
     for frame in window[::params.prompt_freq]:
         for target in targets:
@@ -375,18 +389,38 @@ def _official_scored(flow: Flow, params: OfficialCodeParams) -> list[int] | None
     return official_window(flow) if flow.kind == "volume" else None
 
 
+def official_targets(flow: Flow) -> list[str]:
+    """The targets the official code scores on a volume: those present in its window.
+
+    func_3d/function.py collects the objects of the window's label maps; a
+    target absent from every window slice gets no prompt and is not scored
+    (scoring it would give empty/empty = 1 to any model). Image flows: every
+    target (func_2d scores every image).
+    """
+    if flow.kind != "volume":
+        return list(flow.targets)
+    window = set(official_window(flow))
+    return [t for t, frames in _presence(flow).items() if window & set(frames)]
+
+
 def _official_code_card(params: OfficialCodeParams, kind: str | None) -> str:
     what = "a tight box" if params.prompt == "box" else "one uniform random click"
     freq, every = params.prompt_freq, params.click_every
     return (f"official-code (MedicineToken/Medical-SAM2 validation). Volumes: cropped to the "
-            f"labelled slab (first to last slice containing any target, n slices) and scored "
+            f"labelled slab (first to last slice containing any target, n slices; the official "
+            f"code uses any nonzero label, the same when the card lists every label value as a "
+            f"target and refuses unknown values, as official-btcv does) and scored "
             f"on its first floor(n/4) slices only (slabs under 4 slices give nothing to score); "
             f"prompts on slices 0, {freq}, {2 * freq}, ... of that window: {what} per target "
             f"present on the slice and an all-zero mask prompt per target absent from it; "
             f"targets absent from the whole window get no prompt and are not scored. Image "
             f"flows: on every image with index % {every} == 0, one uniform random click per "
             f"target (a negative click at a random pixel where the target is absent); all "
-            f"images scored. Taken from ground truth beyond the prompts: the slab extent, the "
+            f"images scored. As in the official code, prompted slices and images are scored "
+            f"too (none is given a mask: empty-mask prompts only declare absence). "
+            f"dice_official / iou_official are the official code's own metric, from the "
+            f"model's logits at 1024 px, reported beside dice / iou, never mixed. "
+            f"Taken from ground truth beyond the prompts: the slab extent, the "
             f"n/4 cut, which targets occur in the window, and absence on prompted frames "
             f"(empty-mask prompts and negative clicks reveal it).")
 
@@ -525,7 +559,9 @@ def scored_frames(flow: Flow, protocol: str,
 
     Only ``official-code`` restricts them (volumes: the first floor(n/4)
     slices of the labelled slab). Under ``official-code`` the targets to score
-    are also restricted: those with a prompt (present in the window).
+    are also restricted: those present in the window (:func:`official_targets`).
+    The complete scoring rules, given frames included, are
+    :func:`bench.prompts.scope.scoring_scope`.
     """
     spec = get_protocol(protocol)
     return spec.scored(flow, spec.settings(params))

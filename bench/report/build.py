@@ -1,7 +1,8 @@
 """Build the report document of a run (the content; renderers format it).
 
 Sections: warnings, protocol, results overview, the paper's layouts (Table 1,
-Table 2, Figure 4), per-dataset tables with counts and definitions, paired
+Table 2, Figure 4), the official metrics beside the harness's, prompted
+frames (``--score-prompted``), per-dataset tables with counts and definitions, paired
 comparisons, spread across seeds, Dice against clicks, published numbers
 beside reproduced ones, the qualitative gallery, definitions and provenance.
 """
@@ -118,6 +119,8 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
     doc.add(Heading("Results"), Paragraph(COUNTS_TEXT),
             Table(tables.results_table(aggregates, ctx.metrics)))
     _paper_layouts(doc, ctx, kinds)
+    _official(doc, ctx)
+    _prompted(doc, ctx)
     _per_dataset(doc, ctx, kinds)
     _paired(doc, ctx)
     _seeds(doc, ctx)
@@ -230,6 +233,41 @@ def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> Non
                 ctx.figure(path,
                            "Mean Dice (95 % CI whiskers) per dataset and model, a panel per prompt "
                            "kind, as in the paper's Figure 4."))
+
+
+def _official(doc: Document, ctx: RunContext) -> None:
+    """The official code's metrics beside the harness's, and which models have none."""
+    side = tables.official_side_by_side(ctx.aggregates)
+    if side.empty:
+        return
+    doc.add(Heading("Official metric beside the harness metric"),
+            Paragraph("`dice` / `iou`: the harness's metrics on binary masks at the source "
+                      "resolution. `dice_official` / `iou_official`: the official MedSAM-2 "
+                      "code's own definition, computed from the model's logits at 1024 px "
+                      "(images: logits > 0.5; volumes: mean over logit thresholds "
+                      "0.1/0.3/0.5/0.7/0.9 and over the scored slices; empty/empty = 1). The "
+                      "difference shows how much the definition alone moves the number; the "
+                      "two are never mixed in one column."),
+            Table(side))
+    missing = tables.unavailable_metrics(ctx.table)
+    if not missing.empty:
+        doc.add(Bullets([f"`{r.metric}` for `{r.model}`: {r.reason}"
+                         for r in missing.itertuples()]))
+
+
+def _prompted(doc: Document, ctx: RunContext) -> None:
+    """Rows of frames whose answer the prompt gave (``--score-prompted``), apart."""
+    shown = tables.prompted_table(ctx.table)
+    if shown.empty:
+        return
+    doc.add(Heading("Prompted frames (given, not predicted)"),
+            Paragraph("Kept with `--score-prompted` and shown only here: these frames received "
+                      "their prompt for the target (a one-prompt template image, or a "
+                      "ground-truth mask prompt), so their score measures how the model echoes "
+                      "its prompt, not segmentation. Image flows: the prompted images "
+                      "themselves; volumes: the volume scored with its mask-prompted slices "
+                      "left in. They are in no other table or mean of this report."),
+            Table(shown))
 
 
 def _per_dataset(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:

@@ -13,6 +13,10 @@
 - :func:`format_comparison`: paired comparisons (:mod:`bench.compare`) as
   display strings.
 - :func:`seed_spread`, :func:`click_curve`: several seeds; interactive runs.
+- :func:`official_side_by_side`, :func:`unavailable_metrics`: the official
+  metrics beside the harness's (official-code suite).
+- :func:`prompted_table`: the rows of given (prompted) frames kept with
+  ``--score-prompted``, never part of the aggregates.
 
 All builders take the frame of :func:`bench.aggregate.summarise` (or, for
 seeds and clicks, the tidy per-case table) and return plain DataFrames.
@@ -32,7 +36,7 @@ from bench.report.published import TABLE1_DATASETS, TABLE1_TARGETS, normalise
 
 AVERAGE = "Ave"
 COUNT_COLUMNS = ("n", "n_excluded", "n_penalised", "n_failed")
-PERCENT_METRICS = ("dice", "iou", "nsd")
+PERCENT_METRICS = ("dice", "iou", "nsd", "dice_official", "iou_official")
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "hd95_max": "HD95-max",
                  "assd": "ASSD", "nsd": "NSD"}
 
@@ -350,3 +354,68 @@ def _fmt_p(value: Any) -> str:
     if value is None or pd.isna(value):
         return "-"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+#: Harness metric -> the official code's metric of the same name (bench.official_metrics).
+OFFICIAL_PAIRS = {"dice": "dice_official", "iou": "iou_official"}
+
+
+def official_side_by_side(aggregates: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Per dataset, target and model: each harness metric beside its official counterpart.
+
+    Columns ``dataset, target, model`` then, per pair present, ``dice``,
+    ``dice_official`` and ``official - harness`` (display strings, ``-``
+    where a model has no logits); ``n`` and ``n_official`` (cases with a
+    value). Empty when the run has no official metric.
+    """
+    pairs = {a: b for a, b in OFFICIAL_PAIRS.items()
+             if b in set(aggregates.get("metric", ()))}
+    if not pairs:
+        return pd.DataFrame()
+    keys = ["dataset", "target", "model"]
+    means = aggregates.pivot_table(index=keys, columns="metric", values="mean",
+                                   aggfunc="first", dropna=False)
+    counts = aggregates.pivot_table(index=keys, columns="metric", values="n",
+                                    aggfunc="first", dropna=False)
+    shown = pd.DataFrame(index=means.index)
+    for harness, official in pairs.items():
+        a = means.get(harness, pd.Series(np.nan, index=means.index))
+        b = means.get(official, pd.Series(np.nan, index=means.index))
+        shown[harness] = [_fmt(v, digits) for v in a]
+        shown[official] = [_fmt(v, digits) for v in b]
+        shown[f"{official} - {harness}"] = [_fmt(v, digits) for v in b - a]
+    first, first_official = next(iter(pairs.items()))
+    shown["n"] = [_fmt_count(v) for v in counts.get(first, pd.Series(np.nan, index=means.index))]
+    shown["n_official"] = [_fmt_count(v) for v in counts.get(
+        first_official, pd.Series(np.nan, index=means.index))]
+    return shown.reset_index()
+
+
+def unavailable_metrics(table: pd.DataFrame) -> pd.DataFrame:
+    """Models and metrics reported as not available (status ``unavailable``), with the reason."""
+    rows = table[table["status"] == "unavailable"]
+    if rows.empty:
+        return pd.DataFrame(columns=["model", "metric", "reason"])
+    return (rows.groupby(["model", "metric"], sort=True)["message"].first()
+            .rename("reason").reset_index())
+
+
+def prompted_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Mean value of the prompted rows (``--score-prompted``) per dataset, target, model, metric.
+
+    These frames were given by the prompt, not predicted; they are kept out
+    of every aggregate and shown only here. Columns ``dataset, target, model,
+    metric, mean, n``.
+    """
+    rows = table[(table["status"] == "prompted") & table["value"].notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    grouped = rows.groupby(["dataset", "target", "model", "metric"], sort=True)["value"]
+    frame = grouped.agg(["mean", "count"]).reset_index().rename(columns={"count": "n"})
+    frame["mean"] = [_fmt(v, digits) for v in frame["mean"]]
+    frame["n"] = frame["n"].astype(int).astype(str)
+    return frame
+
+
+def _fmt_count(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else str(int(value))
