@@ -87,7 +87,7 @@ def test_unknown_label_values(tmp_path):
     labels[0, 0, 0], labels[1, 1, 1] = 14, 20
     nii(label, labels)
     (found,) = errors(check_dataset(btcv(), tmp_path))
-    assert found.startswith(f"error: {label}: unknown label values [14, 20]")
+    assert found.startswith(f"error: {label}: mask values [14, 20] are not declared")
 
 
 def test_nan_image(tmp_path):

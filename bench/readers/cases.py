@@ -369,7 +369,7 @@ class FileReader(Reader):
                                  for t, arrays in raw.target_labels.items()}
         masks, info = decode_case(raw, spec, ref.mask_where)
         meta = dict(raw.meta)
-        meta.update(unknown_labels=info["unknown"], stray_values=info["stray"])
+        meta.update(unknown_labels=info["unknown"], remapped_values=info["remapped"])
         if isinstance(options, VolumeReaderOptions):
             image, spacing = volume_frames(raw.image, raw.spacing, raw.affine, options, meta,
                                            where)

@@ -85,10 +85,10 @@ def _check_case(reader: FileReader, card: Card, ref: CaseRef) -> list[Problem]:
         found.append(Problem("warning", mask_file,
                              f"label values {meta['unknown_labels']} are not in the card "
                              "(ignored: set options.labels to use them)"))
-    if meta.get("stray_values"):
-        found.append(Problem("warning", mask_file,
-                             f"stray grey levels {meta['stray_values']} mapped to the nearest "
-                             f"class"))
+    if meta.get("remapped_values"):
+        found.append(Problem("info", mask_file,
+                             f"mask values {meta['remapped_values']} remapped as the card "
+                             "declares (options.remap)"))
     present = [t for t, masks in flow.masks.items() if any(bool(m.any()) for m in masks)]
     if not present:
         found.append(Problem("warning", mask_file,

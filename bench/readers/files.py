@@ -214,13 +214,13 @@ def image_array(image) -> np.ndarray:
     return array
 
 
-def read_mask2d(path: Path, channel: int | None = None) -> np.ndarray:
+def read_mask2d(path: Path, channel: int | None = None, encoding: str = "grey"
+                ) -> np.ndarray:
     """Read a 2D mask as an ``(H, W)`` array of grey levels or label values.
 
-    Two-level images become 0/255; palette images with a grey palette become
-    their grey levels and other palette images keep their indices (the
-    label values); colour masks must have equal channels unless ``channel``
-    picks one.
+    Two-level images become 0/255; palette images are read by ``encoding``
+    (see :func:`mask_array`); colour masks must have equal channels unless
+    ``channel`` picks one.
     """
     if not path.exists():
         raise DataError(path, "file not found")
@@ -228,20 +228,38 @@ def read_mask2d(path: Path, channel: int | None = None) -> np.ndarray:
         image = _open_image(path)
     except Exception as err:
         raise DataError(path, f"unreadable mask ({_describe(err)})") from None
-    return mask_array(image, channel, path)
+    return mask_array(image, channel, path, encoding)
 
 
-def mask_array(image, channel: int | None, where: Path | str) -> np.ndarray:
-    """A PIL image (or array) as an ``(H, W)`` mask array (see :func:`read_mask2d`)."""
-    if hasattr(image, "mode"):
-        if image.mode == "1":
-            image = image.convert("L")
-        elif image.mode == "P":
-            palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
-            grey = palette.size and bool(np.all(palette == palette[:, :1]))
-            image = image.convert("L") if grey else image
-        elif image.mode in ("LA", "RGBA"):
-            image = image.convert(image.mode[:-1])
+def mask_array(image, channel: int | None, where: Path | str, encoding: str = "grey"
+               ) -> np.ndarray:
+    """A PIL image (or array) as an ``(H, W)`` mask array (see :func:`read_mask2d`).
+
+    ``encoding`` is the card's: ``"grey"`` reads grey levels (a palette image
+    must have a grey palette, read as the grey levels it shows) and
+    ``"palette"`` reads the palette indices of a palette image (VOC style).
+
+    Raises
+    ------
+    DataError
+        A colour palette without ``encoding = "palette"``, ``"palette"`` for an
+        image without a palette, colour masks with unequal channels.
+    """
+    mode = getattr(image, "mode", None)
+    if encoding == "palette" and mode is not None and mode != "P":
+        raise DataError(where, f"options.encoding = 'palette' but the mask is not a palette "
+                               f"image (mode {mode}); remove the option")
+    if mode == "1":
+        image = image.convert("L")
+    elif mode == "P" and encoding != "palette":
+        palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+        if not (palette.size and np.all(palette == palette[:, :1])):
+            raise DataError(where, "palette (colour-indexed) mask: its pixels are palette "
+                                   "indices; set options.encoding = 'palette' to read them "
+                                   "as label values")
+        image = image.convert("L")  # a grey palette: the grey levels it shows
+    elif mode in ("LA", "RGBA"):
+        image = image.convert(mode[:-1])
     array = np.asarray(image)
     if array.ndim == 3:
         if channel is not None:

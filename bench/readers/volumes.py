@@ -17,6 +17,7 @@ options those of :mod:`bench.readers.options`. Example (BTCV)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -63,10 +64,21 @@ def label_reader(options: VolumeFileOptions, geometries: list[tuple[Path, Volume
     return read
 
 
-def select_channel(volume: Volume, channel: int, path: Path) -> np.ndarray:
-    """A 3D array from a possibly 4D (channels last) image."""
+def select_channel(volume: Volume, channel: int | None, path: Path) -> np.ndarray:
+    """A 3D array from a possibly 4D (channels last) image.
+
+    A 4D image with several channels needs ``channel`` (the card's
+    ``options.channel``): which modality to segment is never guessed.
+    """
     array = volume.array
+    if array.ndim == 4 and channel is None:
+        if array.shape[3] != 1:
+            raise DataError(path, f"4D image with {array.shape[3]} channels (shape "
+                                  f"{array.shape}): set options.channel to the index of the "
+                                  "channel (modality) to read")
+        channel = 0
     if array.ndim == 4:
+        assert channel is not None
         if not 0 <= channel < array.shape[3]:
             raise DataError(path, f"channel {channel!r} not in a 4D image with "
                                   f"{array.shape[3]} channels")
@@ -85,7 +97,7 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
     ``masks_of(image_shape)`` returns ``(label maps, per-target masks)`` and
     records each label file's geometry in ``geometries``. ``channel``
     overrides ``options.channel``. Raises DataError when the image and mask
-    geometries disagree.
+    geometries disagree or a voxel spacing is zero, negative or not finite.
     """
     image_path = Path(ref.files["image"])
     spacing, affine, array = None, None, None
@@ -94,7 +106,10 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
         array = select_channel(volume, options.channel if channel is None else channel,
                                image_path)
         spacing, affine = volume.spacing, volume.affine
+        check_spacing(spacing, image_path)
     labels, targets = masks_of(array.shape if array is not None else ())
+    for path, geometry in geometries:
+        check_spacing(geometry.spacing, path)
     if array is None:
         if not geometries:
             raise DataError(image_path, "no mask to read")
@@ -106,7 +121,9 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
             if geometry.array.shape[:3] == array.shape and not np.allclose(
                     geometry.affine, affine, rtol=1e-4, atol=1e-3):
                 raise DataError(path, f"geometry differs from the image {image_path} "
-                                      f"(affine {_short(geometry.affine)} vs {_short(affine)})")
+                                      f"(affine {_short(geometry.affine)} vs {_short(affine)}, "
+                                      "beyond 1e-3 mm; options.check_geometry = false accepts "
+                                      "it)")
     meta = {
         "image": str(image_path),
         "mask": [str(p) for p in (ref.files.get("mask") or ())] or None,
@@ -119,6 +136,16 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
     return RawCase(array, labels, targets, spacing, affine, meta)
 
 
+def check_spacing(spacing: tuple[float, ...] | None, path: Path | str) -> None:
+    """Refuse a zero, negative or non-finite voxel spacing (never read as 1 mm)."""
+    if spacing is None:
+        return
+    if not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise DataError(path, f"invalid voxel spacing {tuple(spacing)} in the header (zero, "
+                              "negative or NaN): fix the file's header; distances in mm "
+                              "cannot be computed")
+
+
 def _format(path: Path) -> str:
     return suffix(path).lstrip(".") or "dicom"
 
@@ -127,4 +154,5 @@ def _short(affine: np.ndarray) -> str:
     return "diag(" + ", ".join(f"{v:.3g}" for v in np.diag(affine)[:3]) + ")"
 
 
-__all__ = ["VolumeReader", "label_reader", "read_volume_case", "select_channel"]
+__all__ = ["VolumeReader", "check_spacing", "label_reader", "read_volume_case",
+           "select_channel"]
