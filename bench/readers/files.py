@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | No
     Raises
     ------
     DataError
-        The file is missing, truncated or unreadable.
+        The file is missing, truncated or unreadable, or its voxel spacing is
+        zero, negative or NaN.
     MissingDependency
         SimpleITK is needed but not installed.
     """
@@ -102,10 +104,32 @@ def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | No
     raise DataError(path, f"unsupported volume format {kind!r}")
 
 
+def check_spacing(spacing: tuple[float, ...] | None, path: Path | str) -> None:
+    """Refuse a zero, negative or non-finite voxel spacing (never read as 1 mm).
+
+    Raises
+    ------
+    DataError
+        Naming the file and the spacing found.
+    """
+    if spacing is None:
+        return
+    if not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise DataError(path, f"invalid voxel spacing {tuple(float(v) for v in spacing)} in "
+                              "the header (zero, negative or NaN): fix the file's header; "
+                              "distances in mm cannot be computed from it")
+
+
 def _read_nifti(path: Path, role: str) -> Volume:
     import nibabel as nib
+    from nibabel.openers import ImageOpener
 
     image = nib.load(str(path))
+    # nibabel "fixes" a zero pixdim to 1 and a negative one to its absolute value
+    # on load: check the stored values, so that a broken header is refused
+    with ImageOpener(str(path)) as handle:
+        stored = type(image.header).from_fileobj(handle, check=False)
+    check_spacing(tuple(float(v) for v in stored["pixdim"][1:1 + min(3, image.ndim)]), path)
     proxy = image.dataobj
     slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
     unscaled = (slope in (1.0, None) or np.isnan(slope)) and (inter in (0.0, None)
@@ -164,6 +188,7 @@ def _read_itk(path: Path) -> Volume:
     axes = (2, 1, 0) + tuple(range(3, array.ndim))
     array = np.transpose(array, axes)
     spacing = tuple(float(f"{s:.6g}") for s in image.GetSpacing())  # 0.78125, not 0.7812499
+    check_spacing(spacing, path)
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     lps_to_ras = np.diag([-1.0, -1.0, 1.0])
     affine = np.eye(4)

@@ -36,8 +36,10 @@ Pair = Annotated[tuple[float, float], BeforeValidator(_array_to_tuple)]
 Templates = str | Items[str]
 #: Mask value -> the value it stands for (``remap = { 9 = 0 }``).
 ValueMap = Annotated[dict[int, int], BeforeValidator(_int_keys)]
-#: A voxel size: finite and positive.
-Spacing = Items[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+#: A voxel or pixel size in mm: finite and positive.
+Size = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Spacing = Items[Size]
+PixelSpacing = Annotated[tuple[Size, Size], BeforeValidator(_array_to_tuple)]
 #: A slicing axis of a 3D array.
 Axis = Annotated[int, Field(ge=0, le=2)]
 
@@ -129,7 +131,7 @@ class SliceOptions(Settings):
 class ImageReaderOptions(ImageFlowOptions, LabelOptions):
     """The options every reader of 2D images accepts."""
 
-    pixel_spacing: Pair | None = Field(None, description=(
+    pixel_spacing: PixelSpacing | None = Field(None, description=(
         "[row, col] pixel size in mm of 2D images (default: unknown, metrics in pixels)"))
 
 

@@ -17,7 +17,6 @@ options those of :mod:`bench.readers.options`. Example (BTCV)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -97,7 +96,7 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
     ``masks_of(image_shape)`` returns ``(label maps, per-target masks)`` and
     records each label file's geometry in ``geometries``. ``channel``
     overrides ``options.channel``. Raises DataError when the image and mask
-    geometries disagree or a voxel spacing is zero, negative or not finite.
+    geometries disagree (a zero, negative or NaN spacing is refused on reading).
     """
     image_path = Path(ref.files["image"])
     spacing, affine, array = None, None, None
@@ -106,10 +105,7 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
         array = select_channel(volume, options.channel if channel is None else channel,
                                image_path)
         spacing, affine = volume.spacing, volume.affine
-        check_spacing(spacing, image_path)
     labels, targets = masks_of(array.shape if array is not None else ())
-    for path, geometry in geometries:
-        check_spacing(geometry.spacing, path)
     if array is None:
         if not geometries:
             raise DataError(image_path, "no mask to read")
@@ -136,16 +132,6 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
     return RawCase(array, labels, targets, spacing, affine, meta)
 
 
-def check_spacing(spacing: tuple[float, ...] | None, path: Path | str) -> None:
-    """Refuse a zero, negative or non-finite voxel spacing (never read as 1 mm)."""
-    if spacing is None:
-        return
-    if not all(math.isfinite(v) and v > 0 for v in spacing):
-        raise DataError(path, f"invalid voxel spacing {tuple(spacing)} in the header (zero, "
-                              "negative or NaN): fix the file's header; distances in mm "
-                              "cannot be computed")
-
-
 def _format(path: Path) -> str:
     return suffix(path).lstrip(".") or "dicom"
 
@@ -154,5 +140,4 @@ def _short(affine: np.ndarray) -> str:
     return "diag(" + ", ".join(f"{v:.3g}" for v in np.diag(affine)[:3]) + ")"
 
 
-__all__ = ["VolumeReader", "check_spacing", "label_reader", "read_volume_case",
-           "select_channel"]
+__all__ = ["VolumeReader", "label_reader", "read_volume_case", "select_channel"]
