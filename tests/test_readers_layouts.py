@@ -274,12 +274,12 @@ def test_wbc_grey_levels_and_declared_stray_value(tmp_path):
     mask = np.zeros((10, 10), np.uint8)
     mask[2:8, 2:8] = 128
     mask[4:6, 4:6] = 255
-    mask[0, 0] = 9  # declared by the card: remap = { 9 = 0 }
+    mask[0, 0] = 9  # declared by the card: remap = { 9 = 0 }, here for every file
     for folder, n in (("Dataset 1", 2), ("Dataset 2", 1)):
         for i in range(1, n + 1):
             png(tmp_path / folder / f"{i:03d}.bmp", rgb(10, 10, i), "BMP")
             png(tmp_path / folder / f"{i:03d}.png", mask)
-    wbc = card("wbc")
+    wbc = card("wbc", remap_files=["*.png"])
     flows = list_flows(wbc, tmp_path)
     assert [(f.id, len(f.cases)) for f in flows] == [("wbc/Dataset 1", 2), ("wbc/Dataset 2", 1)]
     flow = load_flow(wbc, flows[0])

@@ -17,6 +17,7 @@ become empty or wrong targets that score like real ones.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ class LabelSpec:
     background : int
     remap : dict of int to int
         Declared stray values and the value each stands for.
+    remap_files : tuple of str
+        Patterns of the mask files ``remap`` applies to (empty: all).
     threshold : float or None
         Binarisation threshold, or None.
     unknown : {"error", "warn"}
@@ -55,6 +58,7 @@ class LabelSpec:
     known: frozenset[int]
     background: int = 0
     remap: Mapping[int, int] = field(default_factory=dict)
+    remap_files: tuple[str, ...] = ()
     threshold: float | None = None
     unknown: str = "error"
     vote: str = "majority"
@@ -122,6 +126,7 @@ def label_spec(card: Card, options: LabelOptions | None = None,
         known=frozenset(known),
         background=background,
         remap=dict(opts.remap),
+        remap_files=tuple(opts.remap_files),
         threshold=opts.threshold,
         unknown=opts.unknown_labels,
         vote=opts.vote,
@@ -190,7 +195,8 @@ def decode_labels(raw: np.ndarray, spec: LabelSpec, path: Path | str = "mask"
     raw = as_label_array(raw, path)
     info: dict[str, list] = {"unknown": [], "remapped": []}
     present = present_values(raw)
-    raw, info["remapped"] = _remapped(raw, present, spec.remap)
+    if _remaps(spec, path):
+        raw, info["remapped"] = _remapped(raw, present, spec.remap)
     if info["remapped"]:
         present = present_values(raw)
     if spec.threshold is not None:
@@ -209,6 +215,14 @@ def decode_labels(raw: np.ndarray, spec: LabelSpec, path: Path | str = "mask"
             mask |= raw == value
         masks[target] = mask
     return masks, info
+
+
+def _remaps(spec: LabelSpec, path: Path | str) -> bool:
+    """True when ``spec.remap`` applies to the mask file ``path``."""
+    if not spec.remap_files:
+        return bool(spec.remap)
+    where = Path(path).as_posix()
+    return any(fnmatch.fnmatchcase(where, f"*/{pattern}") for pattern in spec.remap_files)
 
 
 def _remapped(raw: np.ndarray, present: np.ndarray, remap: Mapping[int, int]

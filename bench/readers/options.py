@@ -59,6 +59,9 @@ class LabelOptions(Settings):
     remap: ValueMap = Field(default_factory=dict, description=(
         "mask value -> the value it stands for, applied before decoding: declares stray "
         "values of a published mask, e.g. WBC's { 9 = 0 } (remapped values are reported)"))
+    remap_files: Items[str] = Field((), description=(
+        "shell-style patterns over mask paths relative to the root (* crosses folders): "
+        "remap applies only to these files, e.g. ['Dataset 2/050.png'] (default: every mask)"))
     encoding: Literal["grey", "palette"] = Field("grey", description=(
         "how mask pixels are read: 'grey' (grey levels; a palette image must have a grey "
         "palette) or 'palette' (the palette indices of palette images, e.g. VOC-style PNGs)"))
