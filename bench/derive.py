@@ -89,10 +89,12 @@ def check_layouts(plan: RunPlan, cards: Mapping[str, Card] | None = None
         problems = layout_problems(dataset.card, dataset.root, cards)
         errors = [p for p in problems if p.severity == "error"]
         if errors:
-            more = (f" (and {len(errors) - 1} more: see `bench datasets check {dataset.name}`)"
-                    if len(errors) > 1 else "")
-            raise DataError(errors[0].path, f"dataset {dataset.name!r}: {errors[0].message}"
-                                            f"{more}")
+            # one line: the first file's (or root's) errors, and how many others there are
+            same = [e.message for e in errors if e.path == errors[0].path]
+            rest = len(errors) - len(same)
+            more = f" (and {rest} more: see `bench datasets check {dataset.name}`)" if rest \
+                else ""
+            raise DataError(errors[0].path, f"dataset {dataset.name!r}: {'; '.join(same)}{more}")
         found[dataset.name] = problems
     return found
 

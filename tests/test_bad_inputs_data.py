@@ -470,6 +470,8 @@ def test_root_holding_another_datasets_layout_names_that_card(tmp_path, capsys):
         save(fundus / "groundtruth1" / f"image_{i:03d}.jpg", cell(shape=(8, 8)))
     code, text = bench_run(project(tmp_path, {"wbc": fundus}), tmp_path / "run", capsys)
     assert code == 2 and f"{fundus}: dataset 'wbc': no case found" in text
+    assert "the root holds another dataset's layout: it matches the card(s) " in text
+    assert "'fundus-optic-disc' (3 images)" in text  # the built-in cards, on the same line
     problems = check_dataset(card("wbc"), fundus,
                              cards={"wbc": card("wbc"), "fundus-optic-disc":
                                     card("fundus-optic-disc")})
