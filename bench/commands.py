@@ -47,6 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                      checkpoints=_assignments(args.checkpoint, "--checkpoint"),
                      skip_bad_cases=args.skip_bad_cases, roots=parse_roots(args.root),
                      score_prompted=args.score_prompted)
+    _check_layouts(plan, config.cards)
     run_dir = _run_dir(args, config, plan.suite)
     names = ", ".join(d.name for d in plan.datasets)
     if plan.demo and plan.unconfigured:
@@ -86,6 +87,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.1f} s")
     console.print(f"report: {report_path}")
     return EXIT_FAILURES if outcome.units_failed or outcome.read_failures else EXIT_OK
+
+
+def _check_layouts(plan, cards) -> None:
+    """``bench datasets check``'s structural checks before any unit: errors refuse the run
+    (one line, exit 2), warnings and notes are printed (the manifest records them)."""
+    from bench.derive import check_layouts
+
+    for name, problems in check_layouts(plan, cards).items():
+        for problem in problems:
+            style = "yellow" if problem.severity == "warning" else "cyan"
+            console.print(f"[{style}]{problem.severity}[/]: dataset {name}: "
+                          f"{escape(problem.path)}: {escape(problem.message)}",
+                          markup=True, highlight=False, soft_wrap=True)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -212,7 +226,7 @@ def cmd_datasets_check(args: argparse.Namespace) -> int:
         raise ConfigError(f"no root for {card.name}: pass --root PATH or set [datasets] "
                           f"{card.name} in {config.path}")
     with console.status(f"checking {card.name} ..."):
-        problems = check_dataset(card, root, limit=args.limit)
+        problems = check_dataset(card, root, limit=args.limit, cards=config.cards)
     styles = {"error": "red", "warning": "yellow", "info": "cyan"}
     for problem in problems:
         style = styles.get(problem.severity, "")

@@ -6,6 +6,10 @@ the reader's stream, its case and patient ids and the digest of its frames,
 so that a worker can read the flow again by id and check that it got the same
 one; and each unreadable case, recorded as a failure.
 
+Before any flow is read, each dataset's layout is checked as ``bench datasets
+check`` checks it (:func:`check_layouts`): an empty or ambiguous layout
+refuses the run; its warnings are recorded in the manifest.
+
 A dataset with unreadable cases is refused (recorded in the manifest, no
 units) unless the plan accepts the gaps (``skip_bad_cases``): a partial
 dataset would silently change ``n`` against published numbers.
@@ -13,17 +17,19 @@ dataset would silently change ``n`` against published numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from bench.cache import frames_digest
-from bench.errors import DataError
+from bench.errors import DataError, Problem
 from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, Progress
 from bench.prompts import ledger, make_prompts, resolve_prompt_kind
-from bench.readers import read_flows
+from bench.readers import Card, read_flows
+from bench.readers.check import layout_problems
 from bench.rundir import RunDir
 from bench.types import Flow
 from bench.units import one_line
@@ -44,9 +50,11 @@ def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress) -> dict[str, 
     """
     rows: list[dict[str, Any]] = []
     manifest: dict[str, Any] = {"datasets": {}}
+    layouts = check_layouts(plan)
     for dataset in plan.datasets:
         notify(DatasetReading(dataset.name))
         entry, dataset_rows = _read_dataset(plan, dataset)
+        entry["layout"] = [asdict(p) for p in layouts[dataset.name]]
         if entry["failures"] and not plan.skip_bad_cases:
             entry["refused"] = True
             entry["flows"] = []
@@ -57,6 +65,38 @@ def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress) -> dict[str, 
     rundir.keep_ledger(rows)
     rundir.write_manifest(manifest)
     return manifest
+
+
+def check_layouts(plan: RunPlan, cards: Mapping[str, Card] | None = None
+                  ) -> dict[str, list[Problem]]:
+    """Each dataset's structural problems (warnings, notes), checked before any reading.
+
+    Parameters
+    ----------
+    plan : RunPlan
+    cards : mapping, optional
+        Every known card, to name the dataset whose layout a wrong root holds.
+
+    Raises
+    ------
+    DataError
+        A dataset's first layout error (a root with no case, two files
+        matching one case, ...): a run never starts on such a layout, so no
+        dataset silently vanishes from its tables.
+    """
+    found = {}
+    for dataset in plan.datasets:
+        problems = layout_problems(dataset.card, dataset.root, cards)
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            # one line: the first file's (or root's) errors, and how many others there are
+            same = [e.message for e in errors if e.path == errors[0].path]
+            rest = len(errors) - len(same)
+            more = f" (and {rest} more: see `bench datasets check {dataset.name}`)" if rest \
+                else ""
+            raise DataError(errors[0].path, f"dataset {dataset.name!r}: {'; '.join(same)}{more}")
+        found[dataset.name] = problems
+    return found
 
 
 def _read_dataset(plan: RunPlan, dataset: DatasetRun

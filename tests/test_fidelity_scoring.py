@@ -326,7 +326,7 @@ def test_official_btcv_slab_is_the_any_label_slab(tmp_path):
     flow = next(read_flows(card, tmp_path / "ok"))
     assert labelled_slab(flow) == (1, 7)  # any nonzero label: slices 1..6
     write(tmp_path / "bad", [0, 14, 6, 6, 6, 0, 0, 0])
-    with pytest.raises(DataError, match="unknown label values"):
+    with pytest.raises(DataError, match="are not declared by the card"):
         next(read_flows(card, tmp_path / "bad"))
 
 

@@ -87,7 +87,7 @@ def test_unknown_label_values(tmp_path):
     labels[0, 0, 0], labels[1, 1, 1] = 14, 20
     nii(label, labels)
     (found,) = errors(check_dataset(btcv(), tmp_path))
-    assert found.startswith(f"error: {label}: unknown label values [14, 20]")
+    assert found.startswith(f"error: {label}: mask values [14, 20] are not declared")
 
 
 def test_nan_image(tmp_path):
@@ -101,7 +101,9 @@ def test_nan_image(tmp_path):
 
 def test_empty_folder_and_missing_root(tmp_path):
     (found,) = errors(check_dataset(btcv(), tmp_path))
-    assert found.startswith(f"error: {tmp_path}: no cases found")
+    assert found == (f"error: {tmp_path}: no case found: no file matches the card's image "
+                     "pattern(s) '**/Training/img/img{id}.nii.gz'; the root holds no files; "
+                     "check the root folder and the card's patterns")
     (missing,) = check_dataset(btcv(), tmp_path / "nowhere")
     assert str(missing) == f"error: {tmp_path / 'nowhere'}: dataset root folder does not exist"
     (unset,) = check_dataset(btcv(), None)

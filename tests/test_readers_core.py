@@ -73,39 +73,41 @@ def test_decode_labels_regions_and_merges():
     masks, info = decode_labels(raw, spec)
     assert masks["WT"].tolist() == [[False, True, True], [True, True, False]]
     assert masks["TC"].tolist() == [[False, True, False], [True, True, False]]
-    assert masks["ET"].sum() == 2 and info == {"unknown": [], "stray": []}
+    assert masks["ET"].sum() == 2 and info == {"unknown": [], "remapped": []}
 
 
 def test_decode_labels_unknown_values_error_or_warn():
     raw = np.array([0, 1, 7, 9], np.int16)
     strict = label_spec_of(["a"], **{"labels": {"a": 1}})
-    with pytest.raises(DataError, match=r"lab.nii.gz: unknown label values \[7, 9\]"):
+    with pytest.raises(DataError, match=r"lab.nii.gz: mask values \[7, 9\] are not declared"):
         decode_labels(raw, strict, "lab.nii.gz")
     lenient = label_spec_of(["a"], **{"labels": {"a": 1}, "unknown_labels": "warn"})
     masks, info = decode_labels(raw, lenient)
     assert masks["a"].tolist() == [False, True, False, False] and info["unknown"] == [7, 9]
 
 
-def test_decode_labels_snaps_grey_levels_to_nearest():
-    raw = np.array([0, 9, 63, 65, 128, 190, 200, 255], np.uint8)
-    spec = label_spec_of(["cyto", "nuc"], **{"levels": [0, 128, 255],
-                                                   "labels": {"cyto": 128, "nuc": 255}})
+def test_decode_labels_refuses_stray_grey_levels_unless_remapped():
+    raw = np.array([0, 9, 128, 255], np.uint8)
+    options = {"levels": [0, 128, 255], "labels": {"cyto": 128, "nuc": 255}}
+    with pytest.raises(DataError, match=r"m.png: mask values \[9\] are not declared .*"
+                                        r"options.remap = \{ 9 = 0 \}"):
+        decode_labels(raw, label_spec_of(["cyto", "nuc"], **options), "m.png")
+    spec = label_spec_of(["cyto", "nuc"], **options, remap={9: 0})
     masks, info = decode_labels(raw, spec)
-    # 63 -> 0 (63 < 64), 65 -> 128, 190 -> 128 (62 < 65), 200 -> 255
-    assert masks["cyto"].tolist() == [False, False, False, True, True, True, False, False]
-    assert masks["nuc"].tolist() == [False] * 6 + [True, True]
-    assert info["stray"] == [9, 63, 65, 190, 200]
+    assert masks["cyto"].tolist() == [False, False, True, False]
+    assert masks["nuc"].tolist() == [False, False, False, True]
+    assert info["remapped"] == [9]
 
 
 def test_decode_labels_background_255_and_threshold():
     refuge = label_spec_of(["disc", "cup"], **{
         "levels": [0, 128, 255], "background": 255, "labels": {"cup": 0, "rim": 128},
         "regions": {"disc": ["cup", "rim"], "cup": ["cup"]}})
-    masks, _ = decode_labels(np.array([255, 128, 0, 130], np.uint8), refuge)
+    masks, _ = decode_labels(np.array([255, 128, 0, 128], np.uint8), refuge)
     assert masks["disc"].tolist() == [False, True, True, True]
     assert masks["cup"].tolist() == [False, False, True, False]
     jpeg = label_spec_of(["vessel"], **{"threshold": 128})
-    masks, info = decode_labels(np.array([0, 3, 127, 128, 252], np.uint8), jpeg)
+    masks, info = decode_labels(np.array([0, 3, 127, 128, 252], np.uint8), jpeg, "m.jpg")
     assert masks["vessel"].tolist() == [False, False, False, True, True]
     assert info["unknown"] == []
 
@@ -248,7 +250,10 @@ def test_2d_file_formats(tmp_path):
     indexed = Image.fromarray(np.array([[0, 1], [2, 1]], np.uint8), mode="P")
     indexed.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)  # colour palette
     indexed.save(tmp_path / "labels.png")
-    assert read_mask2d(tmp_path / "labels.png").tolist() == [[0, 1], [2, 1]]
+    with pytest.raises(DataError, match=r"labels.png: palette .* set options.encoding = "
+                                        r"'palette'"):
+        read_mask2d(tmp_path / "labels.png")
+    assert read_mask2d(tmp_path / "labels.png", encoding="palette").tolist() == [[0, 1], [2, 1]]
     Image.fromarray(grey > 0).save(tmp_path / "binary.png")  # mode "1"
     np.testing.assert_array_equal(read_mask2d(tmp_path / "binary.png"), grey)
     deep = (np.arange(20, dtype=np.uint16) * 3000).reshape(4, 5)

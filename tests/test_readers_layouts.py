@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from test_readers_support import revise
 
+from bench.errors import ConfigError
 from bench.readers import get_reader, load_card, read_flows
 from bench.readers.check import check_dataset, has_errors
 from bench.readers.geometry import to_source_order
@@ -269,28 +270,32 @@ def test_official_btcv_hub_layout(tmp_path):
 # --------------------------------------------------------------------------- 2D pairs
 
 
-def test_wbc_grey_levels_and_stray_values(tmp_path):
+def test_wbc_grey_levels_and_declared_stray_value(tmp_path):
     mask = np.zeros((10, 10), np.uint8)
     mask[2:8, 2:8] = 128
     mask[4:6, 4:6] = 255
-    mask[0, 0] = 9  # stray: nearest class is background
-    mask[9, 9] = 120  # stray: nearest class is cytoplasm
+    mask[0, 0] = 9  # declared by the card: remap = { 9 = 0 }, here for every file
     for folder, n in (("Dataset 1", 2), ("Dataset 2", 1)):
         for i in range(1, n + 1):
             png(tmp_path / folder / f"{i:03d}.bmp", rgb(10, 10, i), "BMP")
             png(tmp_path / folder / f"{i:03d}.png", mask)
-    wbc = card("wbc")
+    wbc = card("wbc", remap_files=["*.png"])
     flows = list_flows(wbc, tmp_path)
     assert [(f.id, len(f.cases)) for f in flows] == [("wbc/Dataset 1", 2), ("wbc/Dataset 2", 1)]
     flow = load_flow(wbc, flows[0])
     assert flow.case_ids == ["Dataset 1/001", "Dataset 1/002"]
     assert flow.frames[0].shape == (10, 10, 3) and flow.frames[0].dtype == np.uint8
-    assert int(flow.masks["cytoplasm"][0].sum()) == 36 - 4 + 1
+    assert int(flow.masks["cytoplasm"][0].sum()) == 36 - 4
     assert int(flow.masks["nucleus"][0].sum()) == 4
     assert not flow.masks["cytoplasm"][0][0, 0]
-    assert flow.meta["cases"][0]["stray_values"] == [9, 120]
-    warnings = [p for p in check_dataset(wbc, tmp_path) if "stray" in p.message]
-    assert len(warnings) == 3 and "[9, 120]" in warnings[0].message
+    assert flow.meta["cases"][0]["remapped_values"] == [9]
+    notes = [p for p in check_dataset(wbc, tmp_path) if "remapped" in p.message]
+    assert len(notes) == 3 and "[9]" in notes[0].message and notes[0].severity == "info"
+    mask[9, 9] = 120  # not declared: refused, naming the file and the option
+    png(tmp_path / "Dataset 2" / "001.png", mask)
+    errors = [p for p in check_dataset(wbc, tmp_path) if p.severity == "error"]
+    assert len(errors) == 1 and errors[0].path.endswith("Dataset 2/001.png")
+    assert "[120] are not declared" in errors[0].message and "options.remap" in errors[0].message
 
 
 def test_refuge2_decodes_disc_and_cup_from_grey_levels(tmp_path):
@@ -465,7 +470,7 @@ def _nnunet_card(tmp_path: Path, targets=(), **options):
     return revise(loaded, options=options) if options else loaded
 
 
-def test_nnunet_v2_needs_no_card_beyond_its_name(tmp_path):
+def test_nnunet_v2_needs_no_card_beyond_its_name_and_channel(tmp_path):
     root = tmp_path / "Dataset042_Liver"
     seg = np.zeros((4, 4, 3), np.uint8)
     seg[1:3, 1:3, 1] = 1
@@ -478,7 +483,10 @@ def test_nnunet_v2_needs_no_card_beyond_its_name(tmp_path):
         "channel_names": {"0": "CT", "1": "PET"},
         "labels": {"background": 0, "liver": 1, "tumour": 2, "whole": [1, 2]},
         "numTraining": 2, "file_ending": ".nii.gz"}))
-    task = _nnunet_card(tmp_path)
+    with pytest.raises(ConfigError, match=r"options.channel: the dataset has 2 channels "
+                                          r"\['CT', 'PET'\]; set options.channel"):
+        list(read_flows(_nnunet_card(tmp_path), root))  # which modality is never guessed
+    task = _nnunet_card(tmp_path, channel="CT")
     flows = list(read_flows(task, root))
     assert [f.id for f in flows] == ["liver_001", "liver_002"]
     counts = {t: int(m.sum()) for t, m in flows[0].masks.items()}

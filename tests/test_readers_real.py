@@ -58,7 +58,7 @@ def test_wbc_sample(tmp_path):
     flow = load_case(wbc, ref)
     raw = np.asarray(Image.open(root / "Dataset 2" / "050.png"))
     assert flow.frames[0].shape == (300, 300, 3)
-    assert 9 in np.unique(raw) and flow.meta["stray_values"] == [9]
+    assert 9 in np.unique(raw) and flow.meta["remapped_values"] == [9]
     np.testing.assert_array_equal(flow.masks["cytoplasm"][0], raw == 128)
     np.testing.assert_array_equal(flow.masks["nucleus"][0], raw == 255)
     first = load_case(wbc, flows[0].cases[0])
@@ -68,8 +68,9 @@ def test_wbc_sample(tmp_path):
     problems = check_dataset(wbc, root)
     assert not has_errors(problems)
     assert str(problems[-1]) == f"info: {root}: 400 cases found, 400 expected"
-    stray = [p for p in problems if "stray" in p.message]
-    assert any(p.path.endswith("Dataset 2/050.png") and "[9]" in p.message for p in stray)
+    stray = {Path(p.path).name: p.message for p in problems if "remapped" in p.message}
+    assert sorted(stray) == ["034.png", "035.png", "047.png", "050.png", "076.png"]
+    assert "[9]" in stray["050.png"] and "[2, 7, 25, 42, 44, 45]" in stray["034.png"]
 
 
 def test_fundus_optic_disc_sample():

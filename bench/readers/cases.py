@@ -167,6 +167,10 @@ class FileReader(Reader):
     def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
         """Read one case; ``image=False`` may skip the image (used to pick slices)."""
 
+    def explain_empty(self, card: Card, root: Path | None) -> str:
+        """Why no case was found under ``root`` (one line; pattern readers say more)."""
+        return "no cases found (check the root folder and the card's file patterns)"
+
     def label_spec(self, card: Card, ref: CaseRef | None = None) -> LabelSpec:
         """How to turn ``ref``'s label maps into target masks; default from the card."""
         return label_spec(card)
@@ -209,15 +213,15 @@ class FileReader(Reader):
         unique = []
         for ref in refs:
             if ref.id in seen:
-                problems.append(Problem("error", ref.where, f"duplicate case id {ref.id!r} (also "
-                                                            f"{seen[ref.id].where}); keeping the "
-                                                            "first"))
+                problems.append(Problem("error", ref.where, f"duplicate case id {ref.id!r}: "
+                                                            f"{seen[ref.id].where} and "
+                                                            f"{ref.where} (make the ids differ "
+                                                            "with case_id, or exclude one)"))
                 continue
             seen[ref.id] = ref
             unique.append(ref)
         if not unique:
-            problems.append(Problem("error", str(root), "no cases found (check the root folder "
-                                                        "and the card's file patterns)"))
+            problems.append(Problem("error", str(root), self.explain_empty(card, root)))
         for ref in unique:
             if ref.missing:
                 problems.append(Problem("error", ref.where, ref.missing))
@@ -369,7 +373,7 @@ class FileReader(Reader):
                                  for t, arrays in raw.target_labels.items()}
         masks, info = decode_case(raw, spec, ref.mask_where)
         meta = dict(raw.meta)
-        meta.update(unknown_labels=info["unknown"], stray_values=info["stray"])
+        meta.update(unknown_labels=info["unknown"], remapped_values=info["remapped"])
         if isinstance(options, VolumeReaderOptions):
             image, spacing = volume_frames(raw.image, raw.spacing, raw.affine, options, meta,
                                            where)

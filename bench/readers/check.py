@@ -5,17 +5,23 @@ line per problem and naming the file: missing pairs, image/mask shape or
 geometry mismatches, label values the card does not know, empty masks,
 unreadable or truncated files, NaNs, implausible spacing, and the case count
 against the card's ``expected_cases``. It never raises for a bad file.
+
+:func:`layout_problems` is the structural part alone (no file is decoded):
+``bench run`` calls it before any unit, so that an empty or ambiguous layout
+is refused before work starts, exactly as ``bench datasets check`` reports it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench.errors import BenchError, DataError, Problem
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader
+from bench.readers.diagnose import count_matches, relative_files
+from bench.readers.layout import PatternReader, layouts
 from bench.readers.registry import get_reader
 
 # Voxel sizes outside this range (mm) are reported as implausible.
@@ -23,7 +29,8 @@ PLAUSIBLE_SPACING_MM = (0.01, 20.0)
 
 
 def check_dataset(card: Card, root: Path | None, limit: int | None = None,
-                  progress: Callable[[str], None] | None = None) -> list[Problem]:
+                  progress: Callable[[str], None] | None = None,
+                  cards: Mapping[str, Card] | None = None) -> list[Problem]:
     """Check the dataset described by ``card`` under ``root``.
 
     Parameters
@@ -37,6 +44,9 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
         Check only the first ``limit`` cases (the count line then says so).
     progress : callable, optional
         Called with each case id before it is read.
+    cards : mapping, optional
+        Every known card: when no case is found, the cards whose layout the
+        root matches are named.
 
     Returns
     -------
@@ -57,6 +67,8 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
         message = err.problem if isinstance(err, DataError) else " ".join(str(err).split())
         return [Problem("error", where, message)]
     problems.extend(scan_problems)
+    if not refs and root is not None and cards:
+        problems.extend(_other_layouts(card, Path(root), cards))
     checked = refs if limit is None else refs[:limit]
     for ref in checked:
         if ref.missing:  # already reported by the scan
@@ -66,6 +78,69 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
         problems.extend(_check_case(reader, card, ref))
     problems.append(_count_line(card, root, len(refs), len(checked)))
     return problems
+
+
+def layout_problems(card: Card, root: Path | None,
+                    cards: Mapping[str, Card] | None = None) -> list[Problem]:
+    """The structural problems of a dataset on disk, without decoding any file.
+
+    These are the problems of the listing (:meth:`FileReader.scan`): no case
+    found (with what the root holds and what would match, also other cards in
+    ``cards``), two files matching one case, duplicate case ids, empty
+    sources, masks without an image; plus the case count against the card's
+    ``expected_cases`` (a warning when it differs). A case whose own mask is
+    missing is left to reading, where it is a failure of that case.
+
+    Returns
+    -------
+    list of Problem
+        Empty for readers that read no files (generated or hub data).
+
+    Raises
+    ------
+    ConfigError, DataError
+        No root configured, or a root that does not exist.
+    """
+    reader = get_reader(card.reader, f"{card.where}.reader")
+    if not isinstance(reader, FileReader) or (root is None and not reader.needs_root(card)):
+        return []
+    refs, problems = reader.scan(card, root)
+    own = {(ref.where, ref.missing) for ref in refs if ref.missing}
+    found = [p for p in problems if (p.path, p.message) not in own]
+    if not refs and root is not None and cards:
+        found.extend(_other_layouts(card, Path(root), cards))
+    count = _count_line(card, root, len(refs), len(refs))
+    if count.severity != "info":
+        found.append(count)
+    return found
+
+
+def matching_cards(root: Path, cards: Mapping[str, Card], skip: str = ""
+                   ) -> list[tuple[str, int]]:
+    """Cards (other than ``skip``) whose image patterns match files under ``root``.
+
+    Returns ``(name, number of matching images)``, most matches first.
+    """
+    files = relative_files(root)
+    found = []
+    for name, card in cards.items():
+        if name == skip or not isinstance(get_reader(card.reader), PatternReader):
+            continue
+        count = sum(count_matches(layout.images, files, layout.options.exclude)
+                    for layout in layouts(card))
+        if count:
+            found.append((name, count))
+    return sorted(found, key=lambda item: (-item[1], item[0]))
+
+
+def _other_layouts(card: Card, root: Path, cards: Mapping[str, Card]) -> list[Problem]:
+    others = matching_cards(root, cards, skip=card.name)
+    if not others:
+        return []
+    shown = ", ".join(f"{name!r} ({n} images)" for name, n in others[:3])
+    return [Problem("error", str(root), f"the root holds another dataset's layout: it matches "
+                                        f"the card(s) {shown}, not {card.name!r}; check the "
+                                        "root, or run that dataset")]
 
 
 def _check_case(reader: FileReader, card: Card, ref: CaseRef) -> list[Problem]:
@@ -85,10 +160,10 @@ def _check_case(reader: FileReader, card: Card, ref: CaseRef) -> list[Problem]:
         found.append(Problem("warning", mask_file,
                              f"label values {meta['unknown_labels']} are not in the card "
                              "(ignored: set options.labels to use them)"))
-    if meta.get("stray_values"):
-        found.append(Problem("warning", mask_file,
-                             f"stray grey levels {meta['stray_values']} mapped to the nearest "
-                             f"class"))
+    if meta.get("remapped_values"):
+        found.append(Problem("info", mask_file,
+                             f"mask values {meta['remapped_values']} remapped as the card "
+                             "declares (options.remap)"))
     present = [t for t, masks in flow.masks.items() if any(bool(m.any()) for m in masks)]
     if not present:
         found.append(Problem("warning", mask_file,

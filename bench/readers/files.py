@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | No
     Raises
     ------
     DataError
-        The file is missing, truncated or unreadable.
+        The file is missing, truncated or unreadable, or its voxel spacing is
+        zero, negative or NaN.
     MissingDependency
         SimpleITK is needed but not installed.
     """
@@ -102,10 +104,32 @@ def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | No
     raise DataError(path, f"unsupported volume format {kind!r}")
 
 
+def check_spacing(spacing: tuple[float, ...] | None, path: Path | str) -> None:
+    """Refuse a zero, negative or non-finite voxel spacing (never read as 1 mm).
+
+    Raises
+    ------
+    DataError
+        Naming the file and the spacing found.
+    """
+    if spacing is None:
+        return
+    if not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise DataError(path, f"invalid voxel spacing {tuple(float(v) for v in spacing)} in "
+                              "the header (zero, negative or NaN): fix the file's header; "
+                              "distances in mm cannot be computed from it")
+
+
 def _read_nifti(path: Path, role: str) -> Volume:
     import nibabel as nib
+    from nibabel.openers import ImageOpener
 
     image = nib.load(str(path))
+    # nibabel "fixes" a zero pixdim to 1 and a negative one to its absolute value
+    # on load: check the stored values, so that a broken header is refused
+    with ImageOpener(str(path)) as handle:
+        stored = type(image.header).from_fileobj(handle, check=False)
+    check_spacing(tuple(float(v) for v in stored["pixdim"][1:1 + min(3, image.ndim)]), path)
     proxy = image.dataobj
     slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
     unscaled = (slope in (1.0, None) or np.isnan(slope)) and (inter in (0.0, None)
@@ -164,6 +188,7 @@ def _read_itk(path: Path) -> Volume:
     axes = (2, 1, 0) + tuple(range(3, array.ndim))
     array = np.transpose(array, axes)
     spacing = tuple(float(f"{s:.6g}") for s in image.GetSpacing())  # 0.78125, not 0.7812499
+    check_spacing(spacing, path)
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     lps_to_ras = np.diag([-1.0, -1.0, 1.0])
     affine = np.eye(4)
@@ -214,13 +239,13 @@ def image_array(image) -> np.ndarray:
     return array
 
 
-def read_mask2d(path: Path, channel: int | None = None) -> np.ndarray:
+def read_mask2d(path: Path, channel: int | None = None, encoding: str = "grey"
+                ) -> np.ndarray:
     """Read a 2D mask as an ``(H, W)`` array of grey levels or label values.
 
-    Two-level images become 0/255; palette images with a grey palette become
-    their grey levels and other palette images keep their indices (the
-    label values); colour masks must have equal channels unless ``channel``
-    picks one.
+    Two-level images become 0/255; palette images are read by ``encoding``
+    (see :func:`mask_array`); colour masks must have equal channels unless
+    ``channel`` picks one.
     """
     if not path.exists():
         raise DataError(path, "file not found")
@@ -228,20 +253,38 @@ def read_mask2d(path: Path, channel: int | None = None) -> np.ndarray:
         image = _open_image(path)
     except Exception as err:
         raise DataError(path, f"unreadable mask ({_describe(err)})") from None
-    return mask_array(image, channel, path)
+    return mask_array(image, channel, path, encoding)
 
 
-def mask_array(image, channel: int | None, where: Path | str) -> np.ndarray:
-    """A PIL image (or array) as an ``(H, W)`` mask array (see :func:`read_mask2d`)."""
-    if hasattr(image, "mode"):
-        if image.mode == "1":
-            image = image.convert("L")
-        elif image.mode == "P":
-            palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
-            grey = palette.size and bool(np.all(palette == palette[:, :1]))
-            image = image.convert("L") if grey else image
-        elif image.mode in ("LA", "RGBA"):
-            image = image.convert(image.mode[:-1])
+def mask_array(image, channel: int | None, where: Path | str, encoding: str = "grey"
+               ) -> np.ndarray:
+    """A PIL image (or array) as an ``(H, W)`` mask array (see :func:`read_mask2d`).
+
+    ``encoding`` is the card's: ``"grey"`` reads grey levels (a palette image
+    must have a grey palette, read as the grey levels it shows) and
+    ``"palette"`` reads the palette indices of a palette image (VOC style).
+
+    Raises
+    ------
+    DataError
+        A colour palette without ``encoding = "palette"``, ``"palette"`` for an
+        image without a palette, colour masks with unequal channels.
+    """
+    mode = getattr(image, "mode", None)
+    if encoding == "palette" and mode is not None and mode != "P":
+        raise DataError(where, f"options.encoding = 'palette' but the mask is not a palette "
+                               f"image (mode {mode}); remove the option")
+    if mode == "1":
+        image = image.convert("L")
+    elif mode == "P" and encoding != "palette":
+        palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+        if not (palette.size and np.all(palette == palette[:, :1])):
+            raise DataError(where, "palette (colour-indexed) mask: its pixels are palette "
+                                   "indices; set options.encoding = 'palette' to read them "
+                                   "as label values")
+        image = image.convert("L")  # a grey palette: the grey levels it shows
+    elif mode in ("LA", "RGBA"):
+        image = image.convert(mode[:-1])
     array = np.asarray(image)
     if array.ndim == 3:
         if channel is not None:

@@ -111,7 +111,8 @@ class HfReader(FileReader):
         except Exception as err:
             raise DataError(where, f"unreadable row ({type(err).__name__}: {err})") from None
         picture = _decode(row[options.image_column], where, "image")
-        mask = _decode(row[options.mask_column], where, "mask", options.mask_channel)
+        mask = _decode(row[options.mask_column], where, "mask", options.mask_channel,
+                       options.encoding)
         return RawCase(picture, [mask], {}, None, None, {"image": where, "mask": [where]})
 
 
@@ -146,7 +147,8 @@ def _column(dataset, name: str | None, default):
     return [str(v) for v in dataset[name]]
 
 
-def _decode(value: Any, where: str, role: str, channel: int | None = None) -> np.ndarray:
+def _decode(value: Any, where: str, role: str, channel: int | None = None,
+            encoding: str = "grey") -> np.ndarray:
     from PIL import Image
 
     try:
@@ -155,14 +157,16 @@ def _decode(value: Any, where: str, role: str, channel: int | None = None) -> np
             value = Image.open(io.BytesIO(data) if data else value["path"])
             value.load()
         if isinstance(value, Image.Image):
-            return image_array(value) if role == "image" else mask_array(value, channel, where)
+            if role == "image":
+                return image_array(value)
+            return mask_array(value, channel, where, encoding)
         array = np.asarray(value)
     except DataError:
         raise
     except Exception as err:
         raise DataError(where, f"unreadable {role} ({type(err).__name__}: {err})") from None
     if role == "mask":
-        return mask_array(array, channel, where)
+        return mask_array(array, channel, where, encoding)
     if array.ndim not in (2, 3):
         raise DataError(where, f"{role} has shape {array.shape}; expected a 2D image")
     return array

@@ -2,16 +2,24 @@
 
 A :class:`LabelSpec`, built from the card's label options
 (:class:`bench.readers.options.LabelOptions`), says which label values make
-each target; :func:`decode_labels` applies it to one label map (grey levels
-snapped to the nearest class, thresholds for JPEG masks, unknown values
-refused or reported) and :func:`decode_case` combines label maps, per-target
-mask files and several raters' masks (:func:`vote`).
+each target; :func:`decode_labels` applies it to one label map and
+:func:`decode_case` combines label maps, per-target mask files and several
+raters' masks (:func:`vote`).
+
+A mask is decoded exactly as the card declares, or refused: a value the card
+does not declare (as background, a label, a grey level or a ``remap`` entry)
+is a :class:`~bench.errors.DataError` naming the file, the values found and
+the option that would fix it. Nothing is snapped to a nearest class: an index
+mask (0/1/2) read by a card of grey levels (0/128/255), a 16-bit mask
+(0/32896/65535) or a lossy JPEG mask without ``threshold`` would otherwise
+become empty or wrong targets that score like real ones.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,8 +44,10 @@ class LabelSpec:
     known : frozenset of int
         Every value the card defines (background included).
     background : int
-    levels : tuple of float or None
-        Grey levels to snap to (nearest), or None.
+    remap : dict of int to int
+        Declared stray values and the value each stands for.
+    remap_files : tuple of str
+        Patterns of the mask files ``remap`` applies to (empty: all).
     threshold : float or None
         Binarisation threshold, or None.
     unknown : {"error", "warn"}
@@ -47,7 +57,8 @@ class LabelSpec:
     targets: dict[str, tuple[int, ...]]
     known: frozenset[int]
     background: int = 0
-    levels: tuple[float, ...] | None = None
+    remap: Mapping[int, int] = field(default_factory=dict)
+    remap_files: tuple[str, ...] = ()
     threshold: float | None = None
     unknown: str = "error"
     vote: str = "majority"
@@ -114,7 +125,8 @@ def label_spec(card: Card, options: LabelOptions | None = None,
         targets=resolved,
         known=frozenset(known),
         background=background,
-        levels=opts.levels,
+        remap=dict(opts.remap),
+        remap_files=tuple(opts.remap_files),
         threshold=opts.threshold,
         unknown=opts.unknown_labels,
         vote=opts.vote,
@@ -163,38 +175,38 @@ def decode_labels(raw: np.ndarray, spec: LabelSpec, path: Path | str = "mask"
                   ) -> tuple[dict[str, np.ndarray], dict[str, list]]:
     """Turn one label map into one boolean mask per target.
 
+    ``spec.remap`` is applied first; with ``spec.threshold`` the map is then
+    binarised (value >= threshold is 1).
+
     Returns
     -------
     masks : dict of str to ndarray of bool
     info : dict
-        ``unknown``: values the card does not know (when ``unknown_labels``
-        is ``"warn"``); ``stray``: grey levels snapped to the nearest level.
+        ``unknown``: values the card does not declare (when ``unknown_labels``
+        is ``"warn"``); ``remapped``: values found and changed by ``remap``.
 
     Raises
     ------
     DataError
-        NaNs, non-integer values, or (``unknown_labels = "error"``) values the
-        card does not know.
+        NaNs, non-integer values, a thresholded mask whose non-zero values all
+        lie below the threshold, or (``unknown_labels = "error"``) values the
+        card does not declare; the message names the option that would fix it.
     """
     raw = as_label_array(raw, path)
-    info: dict[str, list] = {"unknown": [], "stray": []}
-    if spec.threshold is not None:
-        raw = (raw >= spec.threshold).astype(np.uint8)
+    info: dict[str, list] = {"unknown": [], "remapped": []}
     present = present_values(raw)
-    if spec.levels is not None and spec.threshold is None:
-        levels = np.asarray(spec.levels, dtype=float)
-        stray = [v for v in present.tolist() if float(v) not in spec.levels]
-        if stray:
-            raw = raw.copy()
-            for value in stray:
-                raw[raw == value] = int(levels[np.argmin(np.abs(levels - float(value)))])
-            info["stray"] = [int(v) for v in stray]
-            present = present_values(raw)
+    if _remaps(spec, path):
+        raw, info["remapped"] = _remapped(raw, present, spec.remap)
+    if info["remapped"]:
+        present = present_values(raw)
+    if spec.threshold is not None:
+        _check_threshold(present, spec.threshold, path)
+        raw = (raw >= spec.threshold).astype(np.uint8)
+        present = present_values(raw)
     unknown = sorted(int(v) for v in present.tolist() if int(v) not in spec.known)
     if unknown:
         if spec.unknown == "error":
-            raise DataError(path, f"unknown label values {unknown} (the card knows "
-                                  f"{sorted(spec.known)})")
+            raise DataError(path, undeclared_message(unknown, present, spec, path))
         info["unknown"] = unknown
     masks = {}
     for target, values in spec.targets.items():
@@ -203,6 +215,92 @@ def decode_labels(raw: np.ndarray, spec: LabelSpec, path: Path | str = "mask"
             mask |= raw == value
         masks[target] = mask
     return masks, info
+
+
+def _remaps(spec: LabelSpec, path: Path | str) -> bool:
+    """True when ``spec.remap`` applies to the mask file ``path``."""
+    if not spec.remap_files:
+        return bool(spec.remap)
+    where = Path(path).as_posix()
+    return any(fnmatch.fnmatchcase(where, f"*/{pattern}") for pattern in spec.remap_files)
+
+
+def _remapped(raw: np.ndarray, present: np.ndarray, remap: Mapping[int, int]
+              ) -> tuple[np.ndarray, list[int]]:
+    """``raw`` with the declared stray values replaced; the values that were present."""
+    found = [int(v) for v in present.tolist() if int(v) in remap]
+    if not found:
+        return raw, []
+    info = np.iinfo(raw.dtype)
+    fits = all(info.min <= remap[v] <= info.max for v in found)
+    raw = raw.copy() if fits else raw.astype(np.int64)
+    for value in found:
+        raw[raw == value] = remap[value]
+    return raw, found
+
+
+def _check_threshold(present: np.ndarray, threshold: float, path: Path | str) -> None:
+    """Refuse a mask that the threshold would silently turn empty (a 0/1 mask at 128)."""
+    values = [v for v in present.tolist() if v != 0]
+    if values and max(values) < threshold:
+        raise DataError(path, f"mask values {_shown(present.tolist())} all lie below "
+                              f"threshold = {threshold:g}, so every target would be empty (an "
+                              f"index or 0/1 mask?): set options.threshold = 1, or drop "
+                              "threshold and declare options.labels")
+
+
+def _shown(values: Sequence, limit: int = 8) -> str:
+    """At most ``limit`` values, for messages."""
+    values = [int(v) if float(v).is_integer() else v for v in values]
+    if len(values) <= limit:
+        return str(values)
+    return f"[{', '.join(map(str, values[:limit]))}, ... ({len(values)} values)]"
+
+
+def undeclared_message(unknown: Sequence[int], present: np.ndarray, spec: LabelSpec,
+                       path: Path | str) -> str:
+    """Why a mask is refused, and the card option that would fix it."""
+    declared = sorted(spec.known)
+    text = (f"mask values {_shown(unknown)} are not declared by the card (found "
+            f"{_shown(present.tolist())}, declared {_shown(declared)}); ")
+    foreground = [v for v in declared if v != spec.background]
+    remap = ("options.remap = { " + f"{unknown[0]} = {spec.background}" + " } declares a stray "
+             "value as a class, options.unknown_labels = 'warn' ignores undeclared values")
+    if str(path).lower().endswith((".jpg", ".jpeg")):
+        hint = "a lossy JPEG mask: set options.threshold = 128 to binarise it"
+    elif max(unknown) > 255 >= max(declared, default=0):
+        hint = ("a 16-bit mask? declare the values it holds in options.labels / "
+                "options.levels (by value, e.g. 65535 rather than 255)")
+    elif foreground and not set(present.tolist()) & set(foreground):
+        hint = ("class indices or a 0/1 mask? set options.labels to the values the files "
+                "hold (e.g. { name = 1 }), or options.threshold = 1 for a binary mask")
+    else:
+        hint = "declare them: options.labels names a label"
+    return f"{text}{hint}; or {remap}"
+
+
+def binary_target(array: np.ndarray, threshold: float | None, path: Path | str
+                  ) -> np.ndarray:
+    """A per-target mask file as a boolean mask (``threshold``, default non-zero).
+
+    Raises
+    ------
+    DataError
+        Without a threshold, a mask with several non-zero values (lossy or
+        grey-level masks need one); with one, a mask whose non-zero values all
+        lie below it.
+    """
+    array = as_label_array(array, path)
+    present = present_values(array)
+    if threshold is not None:
+        _check_threshold(present, threshold, path)
+        return array >= threshold
+    foreground = [v for v in present.tolist() if v != 0]
+    if len(foreground) > 1:
+        raise DataError(path, f"per-target mask holds several non-zero values "
+                              f"{_shown(foreground)} (expected 0 and one foreground value): "
+                              "set options.threshold (e.g. threshold = 128 for JPEG masks)")
+    return array != 0
 
 
 def vote(masks: Sequence[np.ndarray], rule: str) -> np.ndarray:
@@ -220,7 +318,7 @@ def vote(masks: Sequence[np.ndarray], rule: str) -> np.ndarray:
 def decode_case(raw: RawCase, spec: LabelSpec, where: Path | str
                 ) -> tuple[dict[str, np.ndarray], dict[str, list]]:
     """Decode a raw case's label maps and per-target files into target masks."""
-    info: dict[str, list] = {"unknown": [], "stray": []}
+    info: dict[str, list] = {"unknown": [], "remapped": []}
     per_rater: dict[str, list[np.ndarray]] = {t: [] for t in spec.targets}
     for labels in raw.labels:
         masks, found = decode_labels(labels, spec, where)
@@ -228,13 +326,14 @@ def decode_case(raw: RawCase, spec: LabelSpec, where: Path | str
             info[key] = sorted(set(info[key]) | set(found[key]))
         for target, mask in masks.items():
             per_rater[target].append(mask)
+    paths = raw.meta.get("target_masks") or {}
     for target, files in raw.target_labels.items():
         if target not in per_rater:
             continue
-        for array in files:
-            array = as_label_array(array, where)
-            mask = array >= spec.threshold if spec.threshold is not None else array != 0
-            per_rater[target].append(mask)
+        names = list(paths.get(target) or [])
+        for index, array in enumerate(files):
+            path = names[index] if index < len(names) else where
+            per_rater[target].append(binary_target(array, spec.threshold, path))
     result = {}
     for target, masks in per_rater.items():
         if not masks:
@@ -247,5 +346,5 @@ def decode_case(raw: RawCase, spec: LabelSpec, where: Path | str
     return result, info
 
 
-__all__ = ["LabelSpec", "as_label_array", "decode_case", "decode_labels", "label_spec",
-           "present_values", "vote"]
+__all__ = ["LabelSpec", "as_label_array", "binary_target", "decode_case", "decode_labels",
+           "label_spec", "present_values", "undeclared_message", "vote"]

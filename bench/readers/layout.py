@@ -22,6 +22,7 @@ from pydantic import Field
 from bench.errors import ConfigError, Problem
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader
+from bench.readers.diagnose import exclude_hint, explain_empty
 from bench.readers.labels import LabelSpec, label_spec
 from bench.readers.options import (
     GroupOptions,
@@ -41,9 +42,10 @@ class PatternOptions(Settings):
     """Where a layout's images and masks are, as file-name templates."""
 
     image: Templates | None = Field(None, description=(
-        "template (or list of templates) of the image files, relative to the root, e.g. "
-        "'RawData/Training/img/img{id}.nii.gz'; {name} captures a field; *, ? and **/ are "
-        "glob wildcards (required, here or in every source)"))
+        "template (or list of alternatives, the first that matches a case wins) of the image "
+        "files, relative to the root, e.g. 'RawData/Training/img/img{id}.nii.gz'; {name} "
+        "captures a field; *, ? and **/ are glob wildcards (required, here or in every "
+        "source); two files matching one case through one template are an error"))
     mask: Templates | None = Field(None, description=(
         "template (or list of alternatives, first match wins) of each image's label map, using "
         "the image's fields, e.g. '**/ISIC_{id}_segmentation.png'"))
@@ -222,6 +224,13 @@ class PatternReader(FileReader):
             problems.append(Problem("error", str(path), "mask without a matching image"))
         return refs, problems
 
+    def explain_empty(self, card: Card, root: Path | None) -> str:
+        if root is None:
+            return super().explain_empty(card, root)
+        found = layouts(card)
+        return explain_empty([p for layout in found for p in layout.images], root,
+                             [x for layout in found for x in layout.options.exclude])
+
     def layout(self, card: Card, ref: CaseRef) -> Layout:
         for layout in layouts(card):
             if layout.name == ref.source:
@@ -246,23 +255,31 @@ def _scan_layout(card: Card, layout: Layout, root: Path, prefix: bool, used: set
     problems: list[Problem] = []
     images: dict[str, tuple[Path, dict[str, str]]] = {}
     for pattern in layout.images:
+        mine: dict[str, Path] = {}
         for path, fields in pattern.find(root, exclude):
             cid = _case_id(options, fields, where)
-            if cid in images:
-                if images[cid][0] != path:
-                    problems.append(Problem("error", str(path), f"duplicate case {cid!r} (also "
-                                            f"{images[cid][0]}); keeping the first"))
+            if cid in mine:  # two files of one template: never resolved by sort order
+                problems.append(_ambiguous(root, cid, mine[cid], path, pattern.template))
                 continue
-            images[cid] = (path, fields)
+            mine[cid] = path
+            if cid not in images:  # else an earlier alternative template matched it
+                images[cid] = (path, fields)
     indexes: dict[tuple[str, str], dict[tuple, Path]] = {}
+    clashes: dict[Path, tuple[Path, str]] = {}  # kept mask file -> (the other one, template)
     field_re = options.fields
 
     def index(template: str, rater: str) -> dict[tuple, Path]:
         key = (template, rater)
         if key not in indexes:
             pattern = Pattern(template.replace("{rater}", rater), field_re)
-            indexes[key] = {tuple(sorted(f.items())): p
-                            for p, f in pattern.find(root, exclude)}
+            entries: dict[tuple, Path] = {}
+            for path, fields in pattern.find(root, exclude):
+                found = tuple(sorted(fields.items()))
+                if found in entries:
+                    clashes.setdefault(entries[found], (path, pattern.template))
+                else:
+                    entries[found] = path
+            indexes[key] = entries
         return indexes[key]
 
     raters = layout.raters or [""]
@@ -276,6 +293,10 @@ def _scan_layout(card: Card, layout: Layout, root: Path, prefix: bool, used: set
         found = (not layout.masks or mask_paths) and all(target_paths.values())
         for group in (mask_paths, *target_paths.values()):
             used.update(group or ())
+            for mask in group or ():
+                if mask in clashes:
+                    other, template = clashes[mask]
+                    problems.append(_ambiguous(root, cid, mask, other, template))
         if not found and options.missing_mask == "skip":
             skipped += 1
             continue
@@ -300,6 +321,12 @@ def _scan_layout(card: Card, layout: Layout, root: Path, prefix: bool, used: set
     for entries in indexes.values():
         candidates.update(p for p in entries.values() if p not in image_paths)
     return refs, problems
+
+
+def _ambiguous(root: Path, cid: str, first: Path, second: Path, template: str) -> Problem:
+    return Problem("error", str(second), f"ambiguous: {first} and {second} both match case "
+                                         f"{cid!r} (pattern {template!r}); "
+                                         f"{exclude_hint(root, first, second)}")
 
 
 def _match(templates: list[str], raters: list[str], fields: Mapping[str, str],

@@ -48,8 +48,9 @@ from bench.readers.volumes import label_reader, read_volume_case
 class NnUnetOptions(VolumeReaderOptions):
     """Options of an ``nnunet`` card."""
 
-    channel: Annotated[int, Field(ge=0)] | str = Field(0, description=(  # type: ignore[assignment]
-        "the image channel: an index, or a name from dataset.json's channel_names / modality"))
+    channel: Annotated[int, Field(ge=0)] | str | None = Field(None, description=(  # type: ignore[assignment]
+        "the image channel: an index, or a name from dataset.json's channel_names / modality "
+        "(required when the dataset has several channels)"))
     dataset_json: str = Field("dataset.json", description=(
         "the dataset description, relative to the root"))
 
@@ -172,6 +173,12 @@ def _channel_index(card: Card, options: NnUnetOptions, info: Mapping[str, Any]) 
     if isinstance(channel, int):
         return channel
     names = dict(info.get("channel_names") or info.get("modality") or {})
+    if channel is None:
+        if len(names) <= 1:
+            return 0
+        raise ConfigError(f"{card.where}.options.channel: the dataset has {len(names)} "
+                          f"channels {sorted(map(str, names.values()))}; set options.channel "
+                          "to the one to read (index or name)")
     for key, value in names.items():
         if str(value).lower() == str(channel).lower():
             return int(key)

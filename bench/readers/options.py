@@ -22,10 +22,24 @@ def _array_to_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _int_keys(value: Any) -> Any:
+    """TOML keys are strings: ``{ 9 = 0 }`` arrives as ``{"9": 0}``."""
+    if isinstance(value, dict):
+        return {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: v
+                for k, v in value.items()}
+    return value
+
+
 #: Two numbers, such as ``[low, high]`` or ``[row, col]``.
 Pair = Annotated[tuple[float, float], BeforeValidator(_array_to_tuple)]
 #: One template, or a list of alternatives.
 Templates = str | Items[str]
+#: Mask value -> the value it stands for (``remap = { 9 = 0 }``).
+ValueMap = Annotated[dict[int, int], BeforeValidator(_int_keys)]
+#: A voxel or pixel size in mm: finite and positive.
+Size = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Spacing = Items[Size]
+PixelSpacing = Annotated[tuple[Size, Size], BeforeValidator(_array_to_tuple)]
 #: A slicing axis of a 3D array.
 Axis = Annotated[int, Field(ge=0, le=2)]
 
@@ -40,13 +54,23 @@ class LabelOptions(Settings):
         "BraTS WT/TC/ET)"))
     background: int = Field(0, description="label value of the background")
     levels: Items[float] | None = Field(None, description=(
-        "grey levels of the mask; any other value is snapped to the nearest level and "
-        "reported as a stray value"))
+        "every grey level the masks may hold (besides background and label values); a mask "
+        "holding any other value is refused, never snapped to a level"))
+    remap: ValueMap = Field(default_factory=dict, description=(
+        "mask value -> the value it stands for, applied before decoding: declares stray "
+        "values of a published mask, e.g. WBC's { 9 = 0 } (remapped values are reported)"))
+    remap_files: Items[str] = Field((), description=(
+        "shell-style patterns over mask paths relative to the root (* crosses folders): "
+        "remap applies only to these files, e.g. ['Dataset 2/050.png'] (default: every mask)"))
+    encoding: Literal["grey", "palette"] = Field("grey", description=(
+        "how mask pixels are read: 'grey' (grey levels; a palette image must have a grey "
+        "palette) or 'palette' (the palette indices of palette images, e.g. VOC-style PNGs)"))
     threshold: float | None = Field(None, description=(
-        "binarise masks: value >= threshold is foreground (value 1), e.g. JPEG masks"))
+        "binarise masks: value >= threshold is foreground (value 1), e.g. threshold = 128 "
+        "for lossy JPEG masks; a mask whose non-zero values all lie below it is refused"))
     unknown_labels: Literal["error", "warn"] = Field("error", description=(
-        "a mask value the card does not know: 'error' fails the case, 'warn' ignores it and "
-        "reports it"))
+        "a mask value the card does not declare: 'error' refuses the case, 'warn' ignores "
+        "it (as no target) and reports it"))
     vote: Literal["majority", "any", "all"] = Field("majority", description=(
         "how several raters' masks combine ('majority': mean >= 0.5, the official MedSAM-2 "
         "rule)"))
@@ -57,8 +81,10 @@ class LabelOptions(Settings):
 class VolumeFileOptions(Settings):
     """How a volume file is read (also per sub-layout)."""
 
-    channel: int = Field(0, ge=0, description="index of a 4D image's channel (last axis)")
-    spacing: Items[float] | None = Field(None, description=(
+    channel: int | None = Field(None, ge=0, description=(
+        "index of the channel (modality) of a 4D image, along its last axis; a 4D image is "
+        "refused without it"))
+    spacing: Spacing | None = Field(None, description=(
         "voxel size in mm for formats without geometry (.npy); default 1 mm"))
     check_geometry: bool = Field(True, description=(
         "compare the image and mask affines and refuse a case where they differ"))
@@ -108,7 +134,7 @@ class SliceOptions(Settings):
 class ImageReaderOptions(ImageFlowOptions, LabelOptions):
     """The options every reader of 2D images accepts."""
 
-    pixel_spacing: Pair | None = Field(None, description=(
+    pixel_spacing: PixelSpacing | None = Field(None, description=(
         "[row, col] pixel size in mm of 2D images (default: unknown, metrics in pixels)"))
 
 
@@ -121,5 +147,5 @@ FileOptions = ImageReaderOptions | VolumeReaderOptions
 
 
 __all__ = ["Axis", "FileOptions", "GroupOptions", "ImageFlowOptions", "ImageReaderOptions",
-           "Items", "LabelOptions", "Pair", "SliceOptions", "Templates", "VolumeFileOptions",
-           "VolumeOptions", "VolumeReaderOptions"]
+           "Items", "LabelOptions", "Pair", "SliceOptions", "Spacing", "Templates", "ValueMap",
+           "VolumeFileOptions", "VolumeOptions", "VolumeReaderOptions"]

@@ -1,7 +1,7 @@
 """The ``pairs2d`` reader: 2D images and masks matched by file-name patterns.
 
 PNG, JPEG, BMP, PPM/PGM (also gzipped, as STARE ships them), TIFF and GIF
-images; masks as grey levels, palette indices or ``.npy`` arrays, decoded
+images; masks as grey levels, palette indices (``encoding = "palette"``) or ``.npy`` arrays, decoded
 by the card's label options (grey levels, thresholds for JPEG masks,
 multi-rater votes; see :mod:`bench.readers.labels`). Layout options are those
 of :mod:`bench.readers.layout`. Each image is one case; cases are grouped
@@ -41,12 +41,12 @@ class PairReader(PatternReader):
         layout = self.layout(card, ref)
         image_path = Path(ref.files["image"])
         array = read_image2d(image_path)
-        channel = layout.options.mask_channel
+        channel, encoding = layout.options.mask_channel, layout.options.encoding
 
         def read_mask(path: Path) -> np.ndarray:
             if suffix(path) == ".npy":
                 return read_array2d(path)
-            return read_mask2d(path, channel)
+            return read_mask2d(path, channel, encoding)
 
         labels, targets = read_masks(layout, ref, array.shape[:2], read_mask)
         meta = {"image": str(image_path),

@@ -73,7 +73,7 @@ class Pattern:
             rel = path.relative_to(root).as_posix()
             if any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/")):
                 continue
-            if any(fnmatch.fnmatchcase(rel, pattern) for pattern in exclude):
+            if excluded(rel, exclude):
                 continue
             match = self.regex.match(rel)
             if match:
@@ -89,9 +89,15 @@ class Pattern:
         return text
 
 
+def excluded(rel: str, exclude: Sequence[str]) -> bool:
+    """True when the relative path ``rel`` matches an ``exclude`` pattern (``*`` crosses
+    folders)."""
+    return any(fnmatch.fnmatchcase(rel, pattern) for pattern in exclude)
+
+
 def natural_key(text: str) -> list:
     """Sort key that orders ``img2`` before ``img10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-__all__ = ["Pattern", "natural_key"]
+__all__ = ["Pattern", "excluded", "natural_key"]

@@ -63,10 +63,21 @@ def label_reader(options: VolumeFileOptions, geometries: list[tuple[Path, Volume
     return read
 
 
-def select_channel(volume: Volume, channel: int, path: Path) -> np.ndarray:
-    """A 3D array from a possibly 4D (channels last) image."""
+def select_channel(volume: Volume, channel: int | None, path: Path) -> np.ndarray:
+    """A 3D array from a possibly 4D (channels last) image.
+
+    A 4D image with several channels needs ``channel`` (the card's
+    ``options.channel``): which modality to segment is never guessed.
+    """
     array = volume.array
+    if array.ndim == 4 and channel is None:
+        if array.shape[3] != 1:
+            raise DataError(path, f"4D image with {array.shape[3]} channels (shape "
+                                  f"{array.shape}): set options.channel to the index of the "
+                                  "channel (modality) to read")
+        channel = 0
     if array.ndim == 4:
+        assert channel is not None
         if not 0 <= channel < array.shape[3]:
             raise DataError(path, f"channel {channel!r} not in a 4D image with "
                                   f"{array.shape[3]} channels")
@@ -85,7 +96,7 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
     ``masks_of(image_shape)`` returns ``(label maps, per-target masks)`` and
     records each label file's geometry in ``geometries``. ``channel``
     overrides ``options.channel``. Raises DataError when the image and mask
-    geometries disagree.
+    geometries disagree (a zero, negative or NaN spacing is refused on reading).
     """
     image_path = Path(ref.files["image"])
     spacing, affine, array = None, None, None
@@ -106,7 +117,9 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
             if geometry.array.shape[:3] == array.shape and not np.allclose(
                     geometry.affine, affine, rtol=1e-4, atol=1e-3):
                 raise DataError(path, f"geometry differs from the image {image_path} "
-                                      f"(affine {_short(geometry.affine)} vs {_short(affine)})")
+                                      f"(affine {_short(geometry.affine)} vs {_short(affine)}, "
+                                      "beyond 1e-3 mm; options.check_geometry = false accepts "
+                                      "it)")
     meta = {
         "image": str(image_path),
         "mask": [str(p) for p in (ref.files.get("mask") or ())] or None,

@@ -167,6 +167,12 @@ def _warnings(doc: Document, ctx: RunContext) -> None:
         doc.add(Note(f"**Model `{model}` of this suite was not run:** {reason}"))
     for name in ctx.config.get("plan", {}).get("extra_datasets", []):
         doc.add(Note(f"**Dataset `{name}` is not part of the suite's published list.**"))
+    layout = [f"{name}: {p['path']}: {p['message']}"
+              for name, entry in ctx.manifest.get("datasets", {}).items()
+              for p in entry.get("layout", []) if p.get("severity") == "warning"]
+    if layout:
+        doc.add(Note("**Dataset layout warnings** (as `bench datasets check` reports them): "
+                     + "; ".join(layout)))
     failed = summary.get("failed_units", [])
     read_failures = sum(len(e.get("failures", [])) for e in ctx.manifest.get("datasets",
                                                                               {}).values())
