@@ -245,6 +245,9 @@ class RunDir:
             directory; or the stored run differs from ``fixed``.
         """
         current = json.loads(json.dumps(dict(fixed)))
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path}: --out is a file, not a folder; name a new or "
+                           "empty folder")
         if self.is_empty():
             self.write_config({**current, "provenance": provenance(), "started": timestamp(),
                                **record})

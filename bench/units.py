@@ -38,6 +38,7 @@ from typing import Any
 
 from adapters import Adapter, create
 from bench.cache import AdapterIdentity, PredictionCache, adapter_identity, prediction_key
+from bench.errors import RunError
 from bench.metrics import EmptyPolicy
 from bench.plan import RunPlan
 from bench.prompts import get_protocol, ledger, scored_frames
@@ -242,6 +243,8 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
         write_prediction(rundir.prediction_folder(adapter.name, spec.seed, spec.dataset), flow,
                          prediction)
         status, message, scores = "ok", "", prediction.scores
+    except RunError:  # the environment (a full disk): the run stops, resumable
+        raise
     except Exception as err:  # the unit fails, recorded with its traceback; the run goes on
         rundir.write_log(spec.key, traceback.format_exc())
         status, message, scores = "error", one_line(err), {}
