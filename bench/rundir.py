@@ -353,7 +353,10 @@ class RunDir:
         return {path.stem for path in self.unit_paths()}
 
     def read_unit(self, path: Path) -> UnitRecord:
-        return UnitRecord.from_json(self._read_json(path), str(path))
+        unit = UnitRecord.from_json(self._read_json(path), str(path))
+        if unit.key != Path(path).stem:
+            raise DataError(path, f"holds unit {unit.key}, not the unit its name says")
+        return unit
 
     def write_unit(self, unit: UnitRecord) -> None:
         atomic.write_json(self.unit_path(unit.key), unit.to_json())
@@ -410,15 +413,53 @@ class RunDir:
         return table
 
     def read_metrics(self) -> pd.DataFrame:
-        """The tidy table of the run (``metrics.csv``), with empty messages as ''."""
+        """The tidy table of the run (``metrics.csv``), with empty messages as ''.
+
+        The table is checked first (:meth:`check_metrics`): every reader of
+        a run (report, check, compare) refuses a truncated or edited table.
+        """
+        self.check_metrics()
+        try:
+            table = pd.read_csv(self.metrics_path, keep_default_na=False, na_values=[""],
+                                dtype={"case": str, "patient": str, "flow": str,
+                                       "message": str, "target": str, "dataset": str,
+                                       "model": str})
+        except (ValueError, pd.errors.ParserError) as err:
+            raise DataError(self.metrics_path, f"not a metrics table ({one_line_text(err)})") \
+                from None
+        if list(table.columns) != TIDY_COLUMNS:
+            raise DataError(self.metrics_path, "not a metrics table: its columns are "
+                            f"{', '.join(map(str, table.columns))}")
+        table["message"] = table["message"].fillna("")
+        return table
+
+    def check_metrics(self) -> None:
+        """Raise DataError unless ``metrics.csv`` is exactly the table of ``units/``.
+
+        A run's table is derived from its unit files (:meth:`write_metrics`);
+        a table that differs (truncated, edited, or older than the units) is
+        refused, as is a unit file that is no unit of the stored plan. A table
+        without unit files (written by hand) is taken as it is.
+        """
         if not self.metrics_path.exists():
             raise DataError(self.metrics_path,
                             f"no metrics table; is {self.path} a finished run?")
-        table = pd.read_csv(self.metrics_path, keep_default_na=False, na_values=[""],
-                            dtype={"case": str, "patient": str, "flow": str, "message": str,
-                                   "target": str, "dataset": str, "model": str})
-        table["message"] = table["message"].fillna("")
-        return table
+        paths = self.unit_paths()
+        if not paths:
+            return
+        if self.config_path.exists() and self.manifest_path.exists():
+            expected = {unit.key for unit in self.expected_units()}
+            for path in paths:
+                if path.stem not in expected:
+                    raise DataError(path, "not a unit of this run's plan and manifest")
+        rebuilt = self.collect_metrics().to_csv(index=False, float_format="%.10g")
+        stored = self.metrics_path.read_bytes().decode("utf-8", errors="replace")
+        if stored != rebuilt:
+            have, want = stored.count("\n") - 1, rebuilt.count("\n") - 1
+            raise DataError(self.metrics_path, f"does not match the {len(paths)} unit file(s) "
+                            f"in units/ ({max(have, 0)} rows, the units hold {want}): "
+                            "truncated, edited or stale; rerun `bench run --resume --out "
+                            f"{self.path}` to rebuild it")
 
     def unit_table(self) -> pd.DataFrame:
         """One row per completed unit: status, attempts, cache use, wall time and memory."""
@@ -463,6 +504,8 @@ class RunDir:
             return atomic.read_json(path)
         except json.JSONDecodeError as err:
             raise DataError(path, f"invalid JSON ({err.msg}, line {err.lineno})") from None
+        except UnicodeDecodeError:
+            raise DataError(path, "invalid JSON (not UTF-8 text)") from None
 
 
 def card_record(card: Card) -> dict[str, Any]:
@@ -479,6 +522,10 @@ def check_frames(flow: Flow, expected_sha256: str) -> None:
     if frames_digest(flow.frames) != expected_sha256:
         raise DataError(f"{flow.dataset}/{flow.id}", "its frames differ from those read when "
                         "the prompt ledger was written (did the data change?)")
+
+
+def one_line_text(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def _write_csv(path: Path, table: pd.DataFrame) -> None:

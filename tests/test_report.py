@@ -18,6 +18,7 @@ from bench.errors import ConfigError
 from bench.report import parse_formats, tables, write_report
 from bench.report.gallery import build_gallery, pick_cases
 from bench.rundir import RunDir
+from bench.store import image_path
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +176,8 @@ def test_gallery_skips_what_it_cannot_draw_with_a_note(tmp_path):
     run_dir = make_run(tmp_path / "run", models=("good",), datasets=("fake-cells",))
     table = read_table(run_dir)
     best = next(p for p in pick_cases(table) if p.rank == "best")
-    target_dir = run_dir / "predictions" / "good" / "seed0" / "fake-cells" / "cell"
-    missing = target_dir / f"{best.case.replace('/', '_')}.png"
+    folder = RunDir(run_dir).prediction_folder("good", 0, "fake-cells")
+    missing = image_path(folder, "cell", best.case)
     missing.unlink()
     rundir = RunDir(run_dir)
     ledger = rundir.read_ledger()
