@@ -163,8 +163,8 @@ def test_bench_layout_pngs_and_extra_targets(tmp_path):
     assert bad.name.startswith("grp_img_b~")  # distinct from a case named grp_img_b
     imsave(bad, np.zeros((5, 7), np.uint8), check_contrast=False)
     with pytest.raises(PredictionFileError,
-                       match=r"grp_img_b~[0-9a-f]{8}.png: mask shape \(5, 7\) differs from the image's"
-                             r" \(7, 5\)"):
+                       match=r"grp_img_b~[0-9a-f]{8}.png: mask shape \(5, 7\) differs from "
+                             r"the image's \(7, 5\)"):
         adapter.predict(flow.view(), [Prompt("disc", 0, "box", box=(2, 1, 5, 3))])
 
 
