@@ -83,8 +83,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({outcome.cases_failed} cases without a score), {outcome.units_retried} retried "
         f"after a worker died, {outcome.read_failures} read failures; "
         f"{time.perf_counter() - started:.1f} s")
+    if outcome.recomputed:
+        console.print(f"resumed: {outcome.recomputed_text()}", markup=False, soft_wrap=True)
     console.print(f"report: {report_path}")
-    return EXIT_FAILURES if outcome.units_failed or outcome.read_failures else EXIT_OK
+    failed = max(outcome.units_failed, outcome.units_failed_stored)
+    return EXIT_FAILURES if failed or outcome.read_failures else EXIT_OK
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

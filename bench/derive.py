@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache import frames_digest
+from bench.cache import frames_digest, masks_digest
 from bench.errors import DataError
 from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, Progress
@@ -77,6 +77,7 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                                "case_ids": list(flow.case_ids),
                                "patient_ids": list(flow.patient_ids),
                                "frames_sha256": frames_digest(flow.frames),
+                               "masks_sha256": masks_digest(flow.masks),
                                "pixels": int(sum(np.size(frame) for frame in flow.frames))})
         for seed in plan.seeds:
             prompts = make_prompts(flow, plan.protocol, seed=seed,

@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from bench import atomic
-from bench.cache import frames_digest
+from bench.cache import frames_digest, masks_digest
 from bench.errors import DataError, RunError
 from bench.prompts import ledger
 from bench.provenance import provenance, timestamp
@@ -63,6 +63,9 @@ UNIT_COLUMNS = ["key", "dataset", "flow", "model", "seed", "status", "attempts",
                 "message"]
 # Parts of config.json that a resumed run must share with the run it continues.
 RESUME_KEYS = ("plan", "cards", "shard")
+# Parts of the plan a resumed run may change: each unit records the adapter's digest
+# (options, checkpoint sha256) and units whose adapter changed are recomputed.
+PER_UNIT_PLAN_KEYS = ("model_settings",)
 
 
 def unit_key(dataset: str, flow: str, model: str, protocol: str,
@@ -93,7 +96,9 @@ class UnitRecord:
     rows (:data:`TIDY_COLUMNS`). ``cache`` is ``hit``, ``miss`` or ``off``
     (:mod:`bench.cache`). ``seconds``, ``attempts``, ``restarts``, the memory
     fields and ``worker`` describe how the unit ran (see :mod:`bench.units`),
-    not its result.
+    not its result. ``inputs`` are the digests of what the result depends on
+    (:func:`bench.units.unit_inputs`); a resumed run recomputes a unit whose
+    inputs changed.
     """
 
     key: str
@@ -114,11 +119,12 @@ class UnitRecord:
     rss_growth_mb: float | None = None
     gpu_peak_mb: float | None = None
     worker: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     # The fields that are the unit's result; the others may differ between two
     # runs of the same unit (timings, memory, worker, attempts, cache use).
     RESULT_FIELDS = ("key", "dataset", "flow", "model", "protocol", "seed", "status",
-                     "message", "scores", "rows")
+                     "message", "scores", "rows", "inputs")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -261,6 +267,10 @@ class RunDir:
         self._check_same_run(stored, current)
         removed = atomic.remove_partials(self.path)
         attempt = {"time": timestamp(), **record}
+        for name in PER_UNIT_PLAN_KEYS:
+            if stored["plan"].get(name) != current["plan"].get(name):
+                attempt[f"{name}_before"] = stored["plan"].get(name)
+                stored["plan"][name] = current["plan"].get(name)
         if removed:
             attempt["partials_removed_on_resume"] = removed
         stored.setdefault("resumed", []).append(attempt)
@@ -268,7 +278,8 @@ class RunDir:
 
     def _check_same_run(self, stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
         old, new = stored.get("plan", {}), current["plan"]
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        changed = sorted(k for k in set(old) | set(new)
+                         if old.get(k) != new.get(k) and k not in PER_UNIT_PLAN_KEYS)
         if changed:
             raise RunError(f"cannot resume {self.path}: the plan differs in "
                            f"{', '.join(changed)}; start a new run with another --out")
@@ -286,6 +297,28 @@ class RunDir:
     def record(self, **entries: Any) -> None:
         """Add or replace top-level entries of ``config.json`` (e.g. ``adapters``)."""
         self.write_config({**self.read_config(), **entries})
+
+    def record_adapters(self, fingerprints: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store the adapters' fingerprints as ``adapters``, and keep every earlier one.
+
+        ``adapters_history`` lists, per model, each distinct fingerprint any
+        attempt of the run used (so every checkpoint sha256 that contributed
+        to a unit stays on record).
+        """
+        config = self.read_config()
+        plain = json.loads(json.dumps(dict(fingerprints), default=str))
+        history = config.get("adapters_history", {})
+        for name, fingerprint in plain.items():
+            if fingerprint not in history.setdefault(name, []):
+                history[name].append(fingerprint)
+        self.write_config({**config, "adapters": plain, "adapters_history": history})
+
+    def record_resume(self, **entries: Any) -> None:
+        """Add entries to this attempt's record in ``resumed`` (e.g. units recomputed)."""
+        config = self.read_config()
+        if config.get("resumed"):
+            config["resumed"][-1].update(entries)
+            self.write_config(config)
 
     # -------------------------------------------------------- manifest, ledger
 
@@ -338,7 +371,7 @@ class RunDir:
         root = Path(roots[dataset]) if roots[dataset] else None
         flow = read_flow(cards[dataset], root, flow_id, listed["position"],
                          self.read_plan()["limit"], listings)
-        check_frames(flow, listed["frames_sha256"])
+        check_frames(flow, listed["frames_sha256"], listed.get("masks_sha256", ""))
         return flow
 
     # ------------------------------------------------------------------- units
@@ -517,10 +550,14 @@ def card_record(card: Card) -> dict[str, Any]:
     return {key: value for key, value in card_to_table(card).items() if value is not None}
 
 
-def check_frames(flow: Flow, expected_sha256: str) -> None:
-    """Raise DataError unless ``flow``'s frames are those the ledger was derived from."""
+def check_frames(flow: Flow, expected_sha256: str, masks_sha256: str = "") -> None:
+    """Raise DataError unless ``flow``'s frames (and masks, when a digest is given) are
+    those the ledger was derived from."""
     if frames_digest(flow.frames) != expected_sha256:
         raise DataError(f"{flow.dataset}/{flow.id}", "its frames differ from those read when "
+                        "the prompt ledger was written (did the data change?)")
+    if masks_sha256 and masks_digest(flow.masks) != masks_sha256:
+        raise DataError(f"{flow.dataset}/{flow.id}", "its masks differ from those read when "
                         "the prompt ledger was written (did the data change?)")
 
 
