@@ -308,6 +308,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     if args.draw is None:
         console.print(ledger.format_rows(rows), markup=False)
         console.print(f"{len(rows)} prompts")
+        _print_templates(rundir, rows)
         return EXIT_OK
     if args.dataset is None or args.flow is None:
         raise ConfigError("--draw needs --dataset and --flow")
@@ -324,6 +325,17 @@ def cmd_prompts(args: argparse.Namespace) -> int:
                         title=f"{args.dataset} / {args.flow} / frame {frame} / seed {seed}")
     console.print(f"{len(shown)} prompts drawn on frame {frame}: {path}")
     return EXIT_OK
+
+
+def _print_templates(rundir: RunDir, rows: list[dict]) -> None:
+    """The template (prompted case or slice) of each one-prompt flow of ``rows``."""
+    from bench.report.tables import template_table
+
+    manifest = rundir.read_manifest() if rundir.manifest_path.exists() else {}
+    table = template_table(rows, manifest)
+    if not table.empty:
+        console.print(frame_table(table.astype(str), "templates (the prompted frame of each "
+                                  "flow, target and seed)"))
 
 
 def _run_dir(args: argparse.Namespace, config, suite: str) -> Path:

@@ -144,14 +144,14 @@ def test_html_is_self_contained_with_every_figure_embedded(run):
     assert sorted(base64.b64decode(e) for e in embedded) == sorted(
         (run / path).read_bytes() for path in linked)
     assert not re.search(r'(src|href)="(?!data:)', html)  # nothing outside the file
-    # Results, Table 1, Table 2, two datasets, paired comparison, seeds.
-    assert html.count("<table>") == markdown.count("\n|---") == 7
+    # Templates, results, Table 1, Table 2, two datasets, paired comparison, seeds.
+    assert html.count("<table>") == markdown.count("\n|---") == 8
 
 
 def test_latex_uses_booktabs(run):
     tex = (run / "report.tex").read_text()
     n_tables = tex.count(r"\begin{tabular}")
-    assert n_tables == 7 and r"\usepackage{booktabs}" in tex
+    assert n_tables == 8 and r"\usepackage{booktabs}" in tex
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert tex.count(rule) == n_tables
     assert r"\hline" not in tex
