@@ -495,3 +495,137 @@ def test_a_repeated_case_id_is_an_error_not_an_overwrite(tmp_path):
                                         r"'x' target 't' of flow 'f'"):
         write_prediction(tmp_path, flow, Prediction(masks={"t": masks}))
     assert not (tmp_path / "t").exists()
+
+
+# ------------------------------------------------------------------ no orphan workers
+
+SLOW_ADAPTER = '''
+import os, time
+from dataclasses import dataclass
+from pathlib import Path
+from adapters import Adapter, register
+
+
+@register
+@dataclass
+class Slow(Adapter):
+    name = "test-slow"
+    hidden = True
+    settings_schema = {"pids": str}
+
+    def predict(self, flow, prompts):
+        (Path(self.settings["pids"]) / str(os.getpid())).write_text("running")
+        time.sleep(300)
+'''
+
+DRIVER = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+import slow_adapter  # noqa: F401  registers test-slow
+from bench.config import load_config
+from bench.plan import make_plan
+from bench.runner import execute
+
+if __name__ == "__main__":
+    plan = make_plan(load_config(sys.argv[2]), "demo", models=["test-slow"], limit=1)
+    plan.model_settings["test-slow"] = {"pids": sys.argv[3]}
+    execute(plan, sys.argv[4], executor="processes", workers=2)
+'''
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for a reaper counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_killing_the_driver_leaves_no_pool_worker(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "slow_adapter.py").write_text(SLOW_ADAPTER)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get(
+        "PYTHONPATH", "")])}
+    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(tmp_path),
+                               str(ROOT / "bench.toml"), str(pids), str(tmp_path / "run")],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+            assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+
+
+# ------------------------------------------------------------------ reports fit the suite
+
+def _report_headings(ws, clean, tmp_path, reproduces: str) -> list[str]:
+    run = _copy(clean, tmp_path, f"layout-{reproduces[-1]}")
+    config = json.loads((run / "config.json").read_text())
+    config["plan"]["reproduces"] = reproduces
+    (run / "config.json").write_text(json.dumps(config))
+    code, _, err = ws.bench("report", run, "--no-gallery")
+    assert code == 0, err
+    return [line for line in (run / "report.md").read_text().splitlines()
+            if line.startswith("#")]
+
+
+def test_a_one_prompt_report_leads_with_figure_4_and_prints_no_table_layouts(ws, clean,
+                                                                            tmp_path):
+    headings = _report_headings(ws, clean, tmp_path, "Figure 4")
+    layouts = [h for h in headings if "layout" in h]
+    assert layouts[0] == "## Paper layouts (Figure 4 reproduced)"
+    assert layouts[1:] == ["### Figure 4 layout"]
+    assert headings.index(layouts[0]) < headings.index("## Results")
+    # The template (prompted case) of the flow is named.
+    text = (tmp_path / "layout-4" / "report.md").read_text()
+    assert "| isic | isic/train | 0 | lesion | 0 | ISIC_0000001 |" in text
+
+
+@pytest.mark.parametrize(("reproduces", "first"), [
+    ("Table 1", "### Table 1 layout: fake-ct"), ("Table 2", "### Table 2 layout")])
+def test_a_universal_report_leads_with_its_table(tmp_path, reproduces, first):
+    from test_report_support import make_run
+
+    from bench.report import write_report
+
+    run = make_run(tmp_path / "run", models=("good",), datasets=("fake-cells", "fake-ct"))
+    config = json.loads((run / "config.json").read_text())
+    config["plan"]["reproduces"] = reproduces
+    (run / "config.json").write_text(json.dumps(config))
+    write_report(run, "md", gallery=False)
+    headings = [line for line in (run / "report.md").read_text().splitlines()
+                if line.startswith("#")]
+    layouts = [h for h in headings if "layout" in h]
+    assert layouts == [f"## Paper layouts ({reproduces} reproduced)", first,
+                       *(["### Table 2 layout"] if reproduces == "Table 1" else
+                         ["### Table 1 layout: fake-ct"]), "### Figure 4 layout"]
+    assert headings.index(layouts[0]) < headings.index("## Results")
+
+
+def test_bench_prompts_names_each_template(ws, clean):
+    code, out, err = ws.bench("prompts", clean)
+    assert code == 0, err
+    row = next(line for line in out if "ISIC_0000001" in line)
+    assert [cell.strip() for cell in row.split("│")[1:-1]] == [
+        "isic", "isic/train", "0", "lesion", "0", "ISIC_0000001"]
