@@ -318,7 +318,7 @@ def _label(rows: list[dict[str, Any]], spec: UnitSpec, flow: str, model: str,
 def _store(cache: PredictionCache, key: str, prediction: Any, adapter: str) -> None:
     try:
         cache.put(key, prediction, {"adapter": adapter})
-    except OSError:  # a full or read-only cache costs speed, never a result
+    except (OSError, RunError):  # a full or read-only cache costs speed, never a result
         pass
 
 

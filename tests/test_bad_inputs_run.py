@@ -351,6 +351,20 @@ def test_a_read_only_output_folder_is_one_line(ws, tmp_path, monkeypatch, error,
     assert _error_line(err) == f"error: cannot write {out / 'config.json'}: {expected}"
 
 
+def test_a_full_cache_disk_costs_speed_never_the_run(ws, clean, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MEDSAM2_BENCH_CACHE", str(cache))
+    monkeypatch.setattr(bench.atomic.os, "replace", _failing_replace(
+        OSError(errno.ENOSPC, "No space left on device"), str(cache) + os.sep))
+    out = tmp_path / "cached"
+    code, _, err = ws.bench("run", "--suite", "one-prompt", "--datasets", "isic", "--root",
+                            f"isic={ws.folder / 'isic'}", "--models",
+                            "full-frame,test-threshold", "--out", out)
+    assert code == 0, err
+    assert not list(cache.rglob("*.npz"))  # nothing stored ...
+    assert (out / "metrics.csv").read_bytes() == (clean / "metrics.csv").read_bytes()  # same
+
+
 # ------------------------------------------------------------- resume never mixes inputs
 
 def test_resume_after_a_checkpoint_change_recomputes_that_model_only(ws, clean, tmp_path):
