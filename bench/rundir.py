@@ -23,6 +23,14 @@ its stored plan and manifest (resume, shards and merge use it). Every write is
 atomic (:mod:`bench.atomic`). The report, ``bench prompts`` and the gallery
 read everything they need from here, the dataset cards included: never from the
 ``bench.toml`` of the working directory.
+
+Readers of derived files check them first: ``metrics.csv`` must be exactly the
+table of ``units/`` (:meth:`RunDir.check_metrics`), a unit file must hold the
+unit its name says, and a damaged JSON file is a DataError naming it.
+
+(Over 500 lines on purpose: this class is the single owner of the run
+directory's layout, reads, writes and consistency checks; splitting it would
+scatter that ownership.)
 """
 
 from __future__ import annotations
@@ -458,7 +466,7 @@ class RunDir:
                                        "message": str, "target": str, "dataset": str,
                                        "model": str})
         except (ValueError, pd.errors.ParserError) as err:
-            raise DataError(self.metrics_path, f"not a metrics table ({one_line_text(err)})") \
+            raise DataError(self.metrics_path, f"not a metrics table ({_one_line(err)})") \
                 from None
         if list(table.columns) != TIDY_COLUMNS:
             raise DataError(self.metrics_path, "not a metrics table: its columns are "
@@ -561,7 +569,7 @@ def check_frames(flow: Flow, expected_sha256: str, masks_sha256: str = "") -> No
                         "the prompt ledger was written (did the data change?)")
 
 
-def one_line_text(err: BaseException) -> str:
+def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
