@@ -434,6 +434,16 @@ class RunDir:
                         units.append(UnitRef(key, name, flow["id"], model, seed))
         return units
 
+    def missing_units(self) -> list[UnitRef]:
+        """Units of the plan with no unit file (an interrupted run, or a shard).
+
+        Empty for a run without unit files (a table written by hand).
+        """
+        done = self.unit_keys()
+        if not done:
+            return []
+        return [unit for unit in self.expected_units() if unit.key not in done]
+
     # ------------------------------------------------------------------ tables
 
     def collect_metrics(self) -> pd.DataFrame:

@@ -299,6 +299,19 @@ def test_a_unit_file_foreign_to_the_plan_is_refused(ws, clean, tmp_path):
         "manifest")
 
 
+def test_a_report_of_an_incomplete_run_says_so(ws, clean, tmp_path):
+    from bench.rundir import RunDir
+
+    run = _copy(clean, tmp_path, "incomplete")
+    sorted((run / "units").glob("*.json"))[0].unlink()  # as if killed before that unit
+    RunDir(run).write_metrics()
+    code, _, err = ws.bench("report", run, "--no-gallery")
+    assert code == 0, err
+    assert ("**Incomplete run:** 1 unit(s) of the plan have no result; resume it with "
+            "`bench run --resume`.") in (run / "report.md").read_text()
+    assert "Incomplete run" not in (clean / "report.md").read_text()
+
+
 def test_merge_names_a_damaged_unit_file(ws, clean, tmp_path):
     run = _copy(clean, tmp_path, "shard")
     path = sorted((run / "units").glob("*.json"))[0]

@@ -169,6 +169,13 @@ def _warnings(doc: Document, ctx: RunContext) -> None:
         doc.add(Note(f"**Model `{model}` of this suite was not run:** {reason}"))
     for name in ctx.config.get("plan", {}).get("extra_datasets", []):
         doc.add(Note(f"**Dataset `{name}` is not part of the suite's published list.**"))
+    missing = ctx.rundir.missing_units() if ctx.rundir.manifest_path.exists() else []
+    if missing:
+        shard = ctx.config.get("shard")
+        doc.add(Note(f"**Incomplete run:** {len(missing)} unit(s) of the plan have no result"
+                     + (f" (this is shard {shard}: join the shards with `bench merge`)."
+                        if shard else "; resume it with `bench run --resume`.")
+                     + " The tables cover only the units present."))
     failed = summary.get("failed_units", [])
     read_failures = sum(len(e.get("failures", [])) for e in ctx.manifest.get("datasets",
                                                                               {}).values())
