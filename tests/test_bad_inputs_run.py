@@ -500,6 +500,26 @@ def test_a_resumed_run_exits_1_while_a_failure_remains(ws, tmp_path):
 
 # ------------------------------------------------------------- no two outputs share a file
 
+def test_one_case_id_in_two_flows_is_refused_before_any_unit():
+    from types import SimpleNamespace
+
+    from bench.derive import _check_case_ids
+
+    frames = [np.zeros((4, 5), np.uint8)] * 2
+    masks = {"t": [np.zeros((4, 5), bool)] * 2}
+    dataset = SimpleNamespace(name="d", root=Path("/data/d"))
+    owners: dict[str, str] = {}
+    _check_case_ids(dataset, Flow("train", "d", "image-flow", frames, masks,
+                                  case_ids=["c1", "c2"]), owners)
+    with pytest.raises(DataError) as caught:
+        _check_case_ids(dataset, Flow("val", "d", "image-flow", frames, masks,
+                                      case_ids=["c3", "c1"]), owners)
+    assert str(caught.value) == (
+        f"{Path('/data/d')}: case id 'c1' is in flows 'train' and 'val' of dataset 'd'; their "
+        "prediction files would collide: make the card's case_id distinct (e.g. include "
+        "{parent})")
+
+
 def test_case_ids_that_collapse_get_distinct_prediction_files(tmp_path):
     ids = ["a b", "a_b", "a&b", "a/b"]
     frames = [np.zeros((4, 5), np.uint8) for _ in ids]
