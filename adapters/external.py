@@ -61,7 +61,7 @@ from adapters.base import Adapter, Capabilities, register
 from adapters.reference import frame_shape, prompted_targets
 from bench.errors import ConfigError
 from bench.settings import Settings
-from bench.store import safe_name
+from bench.store import file_stem, image_path, safe_name, volume_path
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
 
@@ -237,21 +237,20 @@ class PredictionsAdapter(Adapter):
                     required: list[str]) -> dict[str, list[np.ndarray]]:
         shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
         if flow.kind == "volume":
-            prefix, suffix = f"{safe_name(flow.id)}__", ".nii.gz"
+            prefix, suffix = f"{file_stem(flow.id)}__", ".nii.gz"
             stems = [p.name[len(prefix): -len(suffix)] for p in folder.glob(f"{prefix}*{suffix}")]
             return {
                 target: self._read_volume(
-                    flow, folder / f"{prefix}{safe_name(target)}{suffix}", shapes, None)
+                    flow, volume_path(folder, flow.id, target), shapes, None)
                 for target in _with_extra_targets(required, stems)
             }
         case_ids = _case_ids(flow)
         complete = [
             p.name for p in sorted(folder.iterdir())
-            if p.is_dir() and all((p / f"{safe_name(c)}.png").is_file() for c in case_ids)
+            if p.is_dir() and all((p / f"{file_stem(c)}.png").is_file() for c in case_ids)
         ]
         return {
-            target: [self._read_image(folder / safe_name(target) / f"{safe_name(case)}.png",
-                                      shape, None)
+            target: [self._read_image(image_path(folder, target, case), shape, None)
                      for case, shape in zip(case_ids, shapes, strict=True)]
             for target in _with_extra_targets(required, complete)
         }

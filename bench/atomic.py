@@ -5,10 +5,15 @@ the destination folder and renames it over the destination only once the
 content is complete. Temporary names carry :data:`PARTIAL_MARK`, so that a run
 killed with SIGKILL (where no cleanup code runs) leaves leftovers that
 :func:`remove_partials` can find and delete on resume.
+
+A write that the environment refuses (a full disk, a read-only or forbidden
+folder) raises :class:`bench.errors.RunError` naming the file, never a
+traceback: the files already written stay valid and the run can be resumed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -17,7 +22,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.errors import RunError
+
 PARTIAL_MARK = ".partial-"
+# errno values that the environment, not the harness, causes; with what to do about them.
+_ENVIRONMENT = {
+    errno.ENOSPC: "no space left on the device; free some space, then rerun with --resume "
+                  "(completed units are kept)",
+    errno.EDQUOT: "disk quota exceeded; free some space, then rerun with --resume "
+                  "(completed units are kept)",
+    errno.EROFS: "the file system is read-only; choose another --out folder",
+    errno.EACCES: "permission denied; choose a folder you may write to",
+    errno.EPERM: "operation not permitted; choose a folder you may write to",
+}
 
 
 @contextmanager
@@ -28,14 +45,21 @@ def atomic_path(path: Path) -> Iterator[Path]:
     so that libraries choosing a format by extension write the right one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f"{PARTIAL_MARK}{uuid.uuid4().hex[:8]}-{path.name}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield temp
         os.replace(temp, path)
+    except OSError as err:
+        if err.errno not in _ENVIRONMENT:
+            raise
+        raise RunError(f"cannot write {path}: {_ENVIRONMENT[err.errno]}") from None
     finally:
-        if temp.exists():
-            temp.unlink()
+        try:
+            if temp.exists():
+                temp.unlink()
+        except OSError:  # e.g. a folder that became unreadable: the partial is swept on resume
+            pass
 
 
 def write_text(path: Path, text: str) -> None:

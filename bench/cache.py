@@ -95,6 +95,31 @@ def frames_digest(frames: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def masks_digest(masks: Mapping[str, Sequence[np.ndarray]]) -> str:
+    """sha256 over every target's name and masks (as booleans, frame by frame)."""
+    digest = hashlib.sha256()
+    for target in sorted(masks):
+        boolean = [np.asarray(mask, dtype=bool) for mask in masks[target]]
+        digest.update(f"|{target}|{frames_digest(boolean)}".encode())
+    return digest.hexdigest()
+
+
+def adapter_digest(fingerprint: Mapping[str, Any]) -> str:
+    """Digest of what an adapter's predictions depend on, from its fingerprint.
+
+    The description is left out; so is the checkpoint's *path* when the
+    fingerprint names the checkpoint's sha256: a moved checkpoint is the same
+    model, a changed file at the same path is not.
+    """
+    record = {k: v for k, v in fingerprint.items() if k != "description"}
+    if record.get("checkpoint_sha256"):
+        record.pop("checkpoint", None)
+        settings = record.get("settings")
+        if isinstance(settings, Mapping):
+            record["settings"] = {k: v for k, v in settings.items() if k != "checkpoint"}
+    return sha256_text(canonical(record))
+
+
 def prompt_content(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """What an adapter sees of ledger rows: no seed, protocol or row hash; sorted."""
     content = [{name: row[name] for name in _PROMPT_FIELDS} for row in rows]

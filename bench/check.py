@@ -33,6 +33,7 @@ import pandas as pd
 
 from bench import atomic
 from bench.aggregate import is_excluded, is_scored, per_case
+from bench.compare import check_metric_names
 from bench.errors import ConfigError, DataError
 from bench.rundir import RunDir
 
@@ -151,7 +152,8 @@ def parse_tolerance(text: str) -> dict[str, float]:
     """``"0.01"`` or ``"0.01,hd95=1.5"`` -> ``{"*": 0.01, "hd95": 1.5}``.
 
     A bare number is the default for every metric; ``metric=value`` items
-    override it. Raises ConfigError naming ``--tolerance`` on bad input.
+    override it. Raises ConfigError naming ``--tolerance`` on bad input (an
+    unknown metric name included, with a did-you-mean).
     """
     tolerance: dict[str, float] = {}
     for item in (part.strip() for part in str(text).split(",")):
@@ -166,6 +168,8 @@ def parse_tolerance(text: str) -> dict[str, float]:
                 from None
         if not math.isfinite(number) or number < 0:
             raise ConfigError(f"--tolerance: {item!r} must be a finite number >= 0")
+        if name != "*":
+            check_metric_names([name], "--tolerance")
         if name in tolerance:
             raise ConfigError(f"--tolerance: {name!r} given twice")
         tolerance[name] = number

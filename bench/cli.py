@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "and never enter the aggregates")
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out (default: the latest run of the suite), "
-                     "skipping completed work")
+                     "skipping completed units; failed units, and units whose frames, masks, "
+                     "prompts, model (options, checkpoint sha256) or metric code changed, run "
+                     "again (the run says how many and why)")
     run.add_argument("--executor", choices=["local", "processes", "ray"], default="local",
                      help="where units run: in this process (default), a pool of --workers "
                      "processes, or Ray (pip install 'medsam2-bench[ray]'); the results do not "

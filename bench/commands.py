@@ -85,8 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({outcome.cases_failed} cases without a score), {outcome.units_retried} retried "
         f"after a worker died, {outcome.read_failures} read failures; "
         f"{time.perf_counter() - started:.1f} s")
+    if outcome.recomputed:
+        console.print(f"resumed: {outcome.recomputed_text()}", markup=False, soft_wrap=True)
     console.print(f"report: {report_path}")
-    return EXIT_FAILURES if outcome.units_failed or outcome.read_failures else EXIT_OK
+    failed = max(outcome.units_failed, outcome.units_failed_stored)
+    return EXIT_FAILURES if failed or outcome.read_failures else EXIT_OK
 
 
 def _check_layouts(plan, cards) -> None:
@@ -320,6 +323,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     if args.draw is None:
         console.print(ledger.format_rows(rows), markup=False)
         console.print(f"{len(rows)} prompts")
+        _print_templates(rundir, rows)
         return EXIT_OK
     if args.dataset is None or args.flow is None:
         raise ConfigError("--draw needs --dataset and --flow")
@@ -336,6 +340,17 @@ def cmd_prompts(args: argparse.Namespace) -> int:
                         title=f"{args.dataset} / {args.flow} / frame {frame} / seed {seed}")
     console.print(f"{len(shown)} prompts drawn on frame {frame}: {path}")
     return EXIT_OK
+
+
+def _print_templates(rundir: RunDir, rows: list[dict]) -> None:
+    """The template (prompted case or slice) of each one-prompt flow of ``rows``."""
+    from bench.report.tables import template_table
+
+    manifest = rundir.read_manifest() if rundir.manifest_path.exists() else {}
+    table = template_table(rows, manifest)
+    if not table.empty:
+        console.print(frame_table(table.astype(str), "templates (the prompted frame of each "
+                                  "flow, target and seed)"))
 
 
 def _run_dir(args: argparse.Namespace, config, suite: str) -> Path:

@@ -20,6 +20,7 @@ Statistics of the differences ``b - a``:
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from scipy import stats
 
 from bench.aggregate import cluster_bootstrap_ci, is_excluded, is_scored, per_case, stable_seed
 from bench.errors import ConfigError, unknown_name
+from bench.metrics import METRICS
 from bench.prompts import ledger
 from bench.rundir import RunDir
 
@@ -169,6 +171,17 @@ def same_prompt_flows(run_a: Path, run_b: Path) -> set[tuple[str, str, str, int]
     return {key for key in a.keys() & b.keys() if a[key] == b[key]}
 
 
+# Interactive runs add "number of clicks to reach a Dice" metrics, e.g. noc90.
+_CLICK_METRIC = re.compile(r"noc\d{1,3}")
+
+
+def check_metric_names(names: Sequence[str], option: str) -> None:
+    """Raise ConfigError (with a did-you-mean) for a name that is no metric of any table."""
+    for name in names:
+        if name not in METRICS and not _CLICK_METRIC.fullmatch(name):
+            raise unknown_name("metric", name, [*METRICS, "noc90"], option)
+
+
 def compare_runs(run_a: Path, run_b: Path, *, model_a: str | None = None,
                  model_b: str | None = None, metrics: Sequence[str] | None = None,
                  n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -187,6 +200,8 @@ def compare_runs(run_a: Path, run_b: Path, *, model_a: str | None = None,
         ``run_n_b`` (each run's own mean over all its scored cases) and
         ``n_prompts_differ`` (cases left out because their prompts differ).
     """
+    if metrics is not None:
+        check_metric_names(metrics, "--metrics")
     table_a, table_b = RunDir(run_a).read_metrics(), RunDir(run_b).read_metrics()
     if metrics is not None:
         table_a = table_a[table_a["metric"].isin(metrics)]

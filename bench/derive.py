@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache import frames_digest
+from bench.cache import frames_digest, masks_digest
 from bench.errors import DataError, Problem
 from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, Progress
@@ -106,10 +106,12 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                              "synthetic": dataset.card.synthetic, "flows": [],
                              "failures": [], "refused": False}
     rows: list[dict[str, Any]] = []
+    owners: dict[str, str] = {}
     for flow, failure in _stream(dataset, plan.limit):
         if flow is None:
             entry["failures"].append(failure)
             continue
+        _check_case_ids(dataset, flow, owners)
         entry["flows"].append({"id": flow.id, "frames": len(flow.frames),
                                "cases": len(flow.case_ids), "targets": flow.targets,
                                "spacing": list(flow.spacing) if flow.spacing else None,
@@ -117,6 +119,7 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                                "case_ids": list(flow.case_ids),
                                "patient_ids": list(flow.patient_ids),
                                "frames_sha256": frames_digest(flow.frames),
+                               "masks_sha256": masks_digest(flow.masks),
                                "pixels": int(sum(np.size(frame) for frame in flow.frames))})
         for seed in plan.seeds:
             prompts = make_prompts(flow, plan.protocol, seed=seed,
@@ -125,6 +128,20 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
             rows.extend(ledger.prompt_rows(prompts, dataset=dataset.name, case=flow.id,
                                            protocol=plan.protocol, seed=seed))
     return entry, rows
+
+
+def _check_case_ids(dataset: DatasetRun, flow: Flow, owners: dict[str, str]) -> None:
+    """Raise DataError when a case id of ``flow`` is already a case of another flow.
+
+    Predictions are stored per dataset and case id (:mod:`bench.store`): two
+    flows with one case id would write the same file.
+    """
+    for case in flow.case_ids:
+        if owners.setdefault(case, flow.id) != flow.id:
+            raise DataError(dataset.root or dataset.name,
+                            f"case id {case!r} is in flows {owners[case]!r} and {flow.id!r} of "
+                            f"dataset {dataset.name!r}; their prediction files would collide: "
+                            "make the card's case_id distinct (e.g. include {parent})")
 
 
 def _stream(dataset: DatasetRun, limit: int | None

@@ -31,6 +31,9 @@ but only the unit whose worker died is charged a retry: the others' workers
 were stopped by the pool (SIGTERM) and they clear their marker files. A unit
 records ``attempts`` (1 + the retries it used) and ``restarts`` (how often it
 was stopped because another unit's worker died; process pools only).
+
+No orphans: a pool worker exits within a second of its driver's death (even a
+SIGKILL, which runs no cleanup), see :func:`_exit_with_parent`.
 """
 
 from __future__ import annotations
@@ -152,6 +155,26 @@ def _init_process_worker(context: WorkContext, markers: str) -> None:
     # The pool stops the surviving workers of a broken pool with SIGTERM. Their
     # units are innocent: clear the marker so that no retry is charged to them.
     signal.signal(signal.SIGTERM, _stopped_by_pool)
+    _exit_with_parent(os.getppid())
+
+
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Exit this worker soon after its driver dies (no orphans after a SIGKILL).
+
+    A daemon thread polls ``os.getppid()``: once the driver is gone the worker
+    is re-parented and the id changes. (``PR_SET_PDEATHSIG`` would be faster
+    but fires when the *thread* that spawned the worker ends, which for a
+    process pool may be a short-lived one.)
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(128 + signal.SIGKILL)
+
+    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
 
 def _stopped_by_pool(signum: int, frame: Any) -> None:

@@ -38,9 +38,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+#: Version of the scoring code. Raise it whenever a metric's value can change for the same
+#: masks (definition, empty policy, surface extraction): resumed runs recompute every unit
+#: stored under another version (see bench.units.unit_inputs).
+METRICS_VERSION = 1
+
 __all__ = [
     "DEFAULT_POLICY",
     "METRICS",
+    "METRICS_VERSION",
     "METRIC_DEFINITIONS",
     "METRIC_NAMES",
     "OFFICIAL_METRICS",

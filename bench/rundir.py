@@ -23,6 +23,14 @@ its stored plan and manifest (resume, shards and merge use it). Every write is
 atomic (:mod:`bench.atomic`). The report, ``bench prompts`` and the gallery
 read everything they need from here, the dataset cards included: never from the
 ``bench.toml`` of the working directory.
+
+Readers of derived files check them first: ``metrics.csv`` must be exactly the
+table of ``units/`` (:meth:`RunDir.check_metrics`), a unit file must hold the
+unit its name says, and a damaged JSON file is a DataError naming it.
+
+(Over 500 lines on purpose: this class is the single owner of the run
+directory's layout, reads, writes and consistency checks; splitting it would
+scatter that ownership.)
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from typing import Any
 import pandas as pd
 
 from bench import atomic
-from bench.cache import frames_digest
+from bench.cache import frames_digest, masks_digest
 from bench.errors import DataError, RunError
 from bench.prompts import ledger
 from bench.provenance import provenance, timestamp
@@ -63,6 +71,9 @@ UNIT_COLUMNS = ["key", "dataset", "flow", "model", "seed", "status", "attempts",
                 "message"]
 # Parts of config.json that a resumed run must share with the run it continues.
 RESUME_KEYS = ("plan", "cards", "shard")
+# Parts of the plan a resumed run may change: each unit records the adapter's digest
+# (options, checkpoint sha256) and units whose adapter changed are recomputed.
+PER_UNIT_PLAN_KEYS = ("model_settings",)
 
 
 def unit_key(dataset: str, flow: str, model: str, protocol: str,
@@ -93,7 +104,9 @@ class UnitRecord:
     rows (:data:`TIDY_COLUMNS`). ``cache`` is ``hit``, ``miss`` or ``off``
     (:mod:`bench.cache`). ``seconds``, ``attempts``, ``restarts``, the memory
     fields and ``worker`` describe how the unit ran (see :mod:`bench.units`),
-    not its result.
+    not its result. ``inputs`` are the digests of what the result depends on
+    (:func:`bench.units.unit_inputs`); a resumed run recomputes a unit whose
+    inputs changed.
     """
 
     key: str
@@ -114,11 +127,12 @@ class UnitRecord:
     rss_growth_mb: float | None = None
     gpu_peak_mb: float | None = None
     worker: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     # The fields that are the unit's result; the others may differ between two
     # runs of the same unit (timings, memory, worker, attempts, cache use).
     RESULT_FIELDS = ("key", "dataset", "flow", "model", "protocol", "seed", "status",
-                     "message", "scores", "rows")
+                     "message", "scores", "rows", "inputs")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -245,6 +259,9 @@ class RunDir:
             directory; or the stored run differs from ``fixed``.
         """
         current = json.loads(json.dumps(dict(fixed)))
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path}: --out is a file, not a folder; name a new or "
+                           "empty folder")
         if self.is_empty():
             self.write_config({**current, "provenance": provenance(), "started": timestamp(),
                                **record})
@@ -258,6 +275,10 @@ class RunDir:
         self._check_same_run(stored, current)
         removed = atomic.remove_partials(self.path)
         attempt = {"time": timestamp(), **record}
+        for name in PER_UNIT_PLAN_KEYS:
+            if stored["plan"].get(name) != current["plan"].get(name):
+                attempt[f"{name}_before"] = stored["plan"].get(name)
+                stored["plan"][name] = current["plan"].get(name)
         if removed:
             attempt["partials_removed_on_resume"] = removed
         stored.setdefault("resumed", []).append(attempt)
@@ -265,7 +286,8 @@ class RunDir:
 
     def _check_same_run(self, stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
         old, new = stored.get("plan", {}), current["plan"]
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        changed = sorted(k for k in set(old) | set(new)
+                         if old.get(k) != new.get(k) and k not in PER_UNIT_PLAN_KEYS)
         if changed:
             raise RunError(f"cannot resume {self.path}: the plan differs in "
                            f"{', '.join(changed)}; start a new run with another --out")
@@ -283,6 +305,28 @@ class RunDir:
     def record(self, **entries: Any) -> None:
         """Add or replace top-level entries of ``config.json`` (e.g. ``adapters``)."""
         self.write_config({**self.read_config(), **entries})
+
+    def record_adapters(self, fingerprints: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store the adapters' fingerprints as ``adapters``, and keep every earlier one.
+
+        ``adapters_history`` lists, per model, each distinct fingerprint any
+        attempt of the run used (so every checkpoint sha256 that contributed
+        to a unit stays on record).
+        """
+        config = self.read_config()
+        plain = json.loads(json.dumps(dict(fingerprints), default=str))
+        history = config.get("adapters_history", {})
+        for name, fingerprint in plain.items():
+            if fingerprint not in history.setdefault(name, []):
+                history[name].append(fingerprint)
+        self.write_config({**config, "adapters": plain, "adapters_history": history})
+
+    def record_resume(self, **entries: Any) -> None:
+        """Add entries to this attempt's record in ``resumed`` (e.g. units recomputed)."""
+        config = self.read_config()
+        if config.get("resumed"):
+            config["resumed"][-1].update(entries)
+            self.write_config(config)
 
     # -------------------------------------------------------- manifest, ledger
 
@@ -335,7 +379,7 @@ class RunDir:
         root = Path(roots[dataset]) if roots[dataset] else None
         flow = read_flow(cards[dataset], root, flow_id, listed["position"],
                          self.read_plan()["limit"], listings)
-        check_frames(flow, listed["frames_sha256"])
+        check_frames(flow, listed["frames_sha256"], listed.get("masks_sha256", ""))
         return flow
 
     # ------------------------------------------------------------------- units
@@ -350,7 +394,10 @@ class RunDir:
         return {path.stem for path in self.unit_paths()}
 
     def read_unit(self, path: Path) -> UnitRecord:
-        return UnitRecord.from_json(self._read_json(path), str(path))
+        unit = UnitRecord.from_json(self._read_json(path), str(path))
+        if unit.key != Path(path).stem:
+            raise DataError(path, f"holds unit {unit.key}, not the unit its name says")
+        return unit
 
     def write_unit(self, unit: UnitRecord) -> None:
         atomic.write_json(self.unit_path(unit.key), unit.to_json())
@@ -387,6 +434,16 @@ class RunDir:
                         units.append(UnitRef(key, name, flow["id"], model, seed))
         return units
 
+    def missing_units(self) -> list[UnitRef]:
+        """Units of the plan with no unit file (an interrupted run, or a shard).
+
+        Empty for a run without unit files (a table written by hand).
+        """
+        done = self.unit_keys()
+        if not done:
+            return []
+        return [unit for unit in self.expected_units() if unit.key not in done]
+
     # ------------------------------------------------------------------ tables
 
     def collect_metrics(self) -> pd.DataFrame:
@@ -407,15 +464,53 @@ class RunDir:
         return table
 
     def read_metrics(self) -> pd.DataFrame:
-        """The tidy table of the run (``metrics.csv``), with empty messages as ''."""
+        """The tidy table of the run (``metrics.csv``), with empty messages as ''.
+
+        The table is checked first (:meth:`check_metrics`): every reader of
+        a run (report, check, compare) refuses a truncated or edited table.
+        """
+        self.check_metrics()
+        try:
+            table = pd.read_csv(self.metrics_path, keep_default_na=False, na_values=[""],
+                                dtype={"case": str, "patient": str, "flow": str,
+                                       "message": str, "target": str, "dataset": str,
+                                       "model": str})
+        except (ValueError, pd.errors.ParserError) as err:
+            raise DataError(self.metrics_path, f"not a metrics table ({_one_line(err)})") \
+                from None
+        if list(table.columns) != TIDY_COLUMNS:
+            raise DataError(self.metrics_path, "not a metrics table: its columns are "
+                            f"{', '.join(map(str, table.columns))}")
+        table["message"] = table["message"].fillna("")
+        return table
+
+    def check_metrics(self) -> None:
+        """Raise DataError unless ``metrics.csv`` is exactly the table of ``units/``.
+
+        A run's table is derived from its unit files (:meth:`write_metrics`);
+        a table that differs (truncated, edited, or older than the units) is
+        refused, as is a unit file that is no unit of the stored plan. A table
+        without unit files (written by hand) is taken as it is.
+        """
         if not self.metrics_path.exists():
             raise DataError(self.metrics_path,
                             f"no metrics table; is {self.path} a finished run?")
-        table = pd.read_csv(self.metrics_path, keep_default_na=False, na_values=[""],
-                            dtype={"case": str, "patient": str, "flow": str, "message": str,
-                                   "target": str, "dataset": str, "model": str})
-        table["message"] = table["message"].fillna("")
-        return table
+        paths = self.unit_paths()
+        if not paths:
+            return
+        if self.config_path.exists() and self.manifest_path.exists():
+            expected = {unit.key for unit in self.expected_units()}
+            for path in paths:
+                if path.stem not in expected:
+                    raise DataError(path, "not a unit of this run's plan and manifest")
+        rebuilt = self.collect_metrics().to_csv(index=False, float_format="%.10g")
+        stored = self.metrics_path.read_bytes().decode("utf-8", errors="replace")
+        if stored != rebuilt:
+            have, want = stored.count("\n") - 1, rebuilt.count("\n") - 1
+            raise DataError(self.metrics_path, f"does not match the {len(paths)} unit file(s) "
+                            f"in units/ ({max(have, 0)} rows, the units hold {want}): "
+                            "truncated, edited or stale; rerun `bench run --resume --out "
+                            f"{self.path}` to rebuild it")
 
     def unit_table(self) -> pd.DataFrame:
         """One row per completed unit: status, attempts, cache use, wall time and memory."""
@@ -460,6 +555,8 @@ class RunDir:
             return atomic.read_json(path)
         except json.JSONDecodeError as err:
             raise DataError(path, f"invalid JSON ({err.msg}, line {err.lineno})") from None
+        except UnicodeDecodeError:
+            raise DataError(path, "invalid JSON (not UTF-8 text)") from None
 
 
 def card_record(card: Card) -> dict[str, Any]:
@@ -471,11 +568,19 @@ def card_record(card: Card) -> dict[str, Any]:
     return {key: value for key, value in card_to_table(card).items() if value is not None}
 
 
-def check_frames(flow: Flow, expected_sha256: str) -> None:
-    """Raise DataError unless ``flow``'s frames are those the ledger was derived from."""
+def check_frames(flow: Flow, expected_sha256: str, masks_sha256: str = "") -> None:
+    """Raise DataError unless ``flow``'s frames (and masks, when a digest is given) are
+    those the ledger was derived from."""
     if frames_digest(flow.frames) != expected_sha256:
         raise DataError(f"{flow.dataset}/{flow.id}", "its frames differ from those read when "
                         "the prompt ledger was written (did the data change?)")
+    if masks_sha256 and masks_digest(flow.masks) != masks_sha256:
+        raise DataError(f"{flow.dataset}/{flow.id}", "its masks differ from those read when "
+                        "the prompt ledger was written (did the data change?)")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def _write_csv(path: Path, table: pd.DataFrame) -> None:

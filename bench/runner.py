@@ -7,6 +7,10 @@
 3. The units (:mod:`bench.units`) not yet stored, of this shard
    (:mod:`bench.shard`), run on an executor (:mod:`bench.executors`); the
    driver stores each one as it comes back, so that ``--resume`` skips it.
+   On resume, a stored unit that failed, or whose inputs changed (frames,
+   masks, spacing, prompts, the adapter's options or checkpoint sha256, the
+   metrics version: :func:`bench.units.unit_inputs`), is run again; how many
+   and why is recorded in ``config.json`` (``resumed[-1].recomputed``).
 4. ``metrics.csv`` and ``units.csv`` from the stored units.
 
 The report (:mod:`bench.report`) is a later stage of its own. Progress is told
@@ -17,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from adapters import Adapter, create
-from bench.cache import PredictionCache
+from bench.cache import PredictionCache, adapter_digest
 from bench.derive import derive_ledger
 from bench.errors import ConfigError
 from bench.executors import Executor, UnitSink, make_executor, module_paths
@@ -32,7 +37,14 @@ from bench.progress import Progress, UnitFinished, UnitRetrying, UnitsPlanned, i
 from bench.prompts import ledger
 from bench.rundir import RunDir, UnitRecord, card_record
 from bench.shard import in_shard, parse_shard, shard_text
-from bench.units import UnitSpec, UnitWorker, WorkContext, failed_unit, unit_specs
+from bench.units import (
+    UnitSpec,
+    UnitWorker,
+    WorkContext,
+    changed_inputs,
+    failed_unit,
+    unit_specs,
+)
 
 
 @dataclass
@@ -48,6 +60,18 @@ class RunOutcome:
     units_retried: int = 0
     units_all: int = 0
     shard: tuple[int, int] | None = None
+    # Stored units run again on resume: key -> why (failed earlier, or which inputs changed).
+    recomputed: dict[str, str] = field(default_factory=dict)
+    # Failed units of this run's selection in its tables (this attempt's and earlier ones).
+    units_failed_stored: int = 0
+
+    def recomputed_text(self) -> str:
+        """``3 units recomputed (2 masks changed, 1 failed earlier)``, or ""."""
+        if not self.recomputed:
+            return ""
+        reasons = ", ".join(f"{count} {reason}" for reason, count in
+                            _reason_counts(self.recomputed).items())
+        return f"{len(self.recomputed)} stored unit(s) recomputed ({reasons})"
 
 
 def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
@@ -100,18 +124,24 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
                   "cards": {d.name: card_record(d.card) for d in plan.datasets}},
                  {**(record or {}), "execution": execution}, resume=resume)
     adapters = {name: create(name, plan.model_settings.get(name)) for name in plan.models}
-    rundir.record(adapters={name: adapter.fingerprint() for name, adapter in adapters.items()})
+    fingerprints = {name: adapter.fingerprint() for name, adapter in adapters.items()}
+    rundir.record_adapters(fingerprints)
 
     manifest = derive_ledger(plan, rundir, notify)
     specs = unit_specs(rundir.expected_units(), manifest,
-                       ledger.group_rows(rundir.read_ledger()), plan.protocol)
+                       ledger.group_rows(rundir.read_ledger()), plan.protocol,
+                       {name: adapter_digest(fp) for name, fp in fingerprints.items()})
     selected = [spec for spec in specs if in_shard(spec.key, chosen)]
-    pending = _pending(selected, rundir.unit_keys(), manifest,
+    stale = _stale(rundir, selected)
+    if resume:
+        rundir.record_resume(recomputed={"units": len(stale),
+                                         "reasons": _reason_counts(stale)})
+    pending = _pending(selected, rundir.unit_keys() - set(stale), manifest,
                        largest_first=runner.name != "local")
 
     outcome = RunOutcome(rundir.path, len(selected), 0, len(selected) - len(pending), 0, 0,
                          sum(len(e["failures"]) for e in manifest["datasets"].values()),
-                         units_all=len(specs), shard=chosen)
+                         units_all=len(specs), shard=chosen, recomputed=stale)
     notify(UnitsPlanned(total=len(pending), reused=outcome.units_reused,
                         selected=len(selected), all=len(specs), executor=runner.name,
                         shard=shard_text(chosen)))
@@ -129,6 +159,9 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
         table.loc[table["status"] == "error", ["dataset", "case", "model", "seed"]]
         .drop_duplicates().shape[0]
     )
+    units = rundir.unit_table()
+    outcome.units_failed_stored = int(
+        (units["key"].isin({spec.key for spec in selected}) & (units["status"] != "ok")).sum())
     rundir.write_unit_table()
     return outcome
 
@@ -165,6 +198,26 @@ class _Recorder(UnitSink):
         self.rundir.write_log(spec.key, message + "\n")
         self.result(spec, dataclasses.replace(failed_unit(spec, self.plan, message, attempts),
                                               restarts=restarts))
+
+
+def _stale(rundir: RunDir, selected: list[UnitSpec]) -> dict[str, str]:
+    """Stored units of ``selected`` to run again, with why: failed, or their inputs changed."""
+    stored = rundir.unit_keys()
+    stale = {}
+    for spec in selected:
+        if spec.key not in stored:
+            continue
+        unit = rundir.read_unit(rundir.unit_path(spec.key))
+        changed = changed_inputs(unit.inputs, spec.inputs)
+        if unit.status != "ok":
+            stale[spec.key] = "failed earlier"
+        elif changed:
+            stale[spec.key] = f"{'+'.join(changed)} changed"
+    return stale
+
+
+def _reason_counts(stale: Mapping[str, str]) -> dict[str, int]:
+    return dict(sorted(Counter(stale.values()).items()))
 
 
 def _pending(selected: list[UnitSpec], done: set[str], manifest: Mapping[str, Any], *,

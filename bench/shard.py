@@ -105,6 +105,7 @@ def merge_runs(out: Path, run_dirs: Sequence[Path]) -> MergeOutcome:
             key = path.stem
             if key not in expected:
                 raise DataError(path, "not a unit of the plan")
+            run.read_unit(path)  # a damaged unit file is named here, before anything is copied
             if key in found:
                 owner, kept = found[key]
                 if owner.read_unit(kept).result() != run.read_unit(path).result():

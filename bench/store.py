@@ -11,6 +11,7 @@ reordered axes to slice the volume, the permutation ``source_axes`` such that
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,19 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
 
 
+def file_stem(text: str) -> str:
+    """A distinct file name for an identifier: itself when safe, else with a hash suffix.
+
+    ``safe_name`` collapses ``a b``, ``a_b`` and ``a&b`` into ``a_b``; the
+    suffix (8 hex digits of the identifier's sha256) keeps their files apart,
+    so two cases never share a prediction file.
+    """
+    safe = safe_name(text)
+    if safe == text:
+        return text
+    return f"{safe}~{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def prediction_folder(run_dir: Path, model: str, seed: int, dataset: str) -> Path:
     """The folder of one model's predictions for one dataset and seed in a run directory."""
     return Path(run_dir) / "predictions" / safe_name(model) / f"seed{seed}" / safe_name(dataset)
@@ -35,16 +49,24 @@ def prediction_folder(run_dir: Path, model: str, seed: int, dataset: str) -> Pat
 
 def volume_path(folder: Path, flow_id: str, target: str) -> Path:
     """The NIfTI file of one target of a volume flow."""
-    return Path(folder) / f"{safe_name(flow_id)}__{safe_name(target)}.nii.gz"
+    return Path(folder) / f"{file_stem(flow_id)}__{file_stem(target)}.nii.gz"
 
 
 def image_path(folder: Path, target: str, case: str) -> Path:
     """The PNG file of one target of one image (case) of an image flow."""
-    return Path(folder) / safe_name(target) / f"{safe_name(case)}.png"
+    return Path(folder) / file_stem(target) / f"{file_stem(case)}.png"
 
 
 def write_prediction(folder: Path, flow: Flow, prediction: Prediction) -> list[Path]:
-    """Write every predicted mask of ``flow`` under ``folder``; return the paths."""
+    """Write every predicted mask of ``flow`` under ``folder``; return the paths.
+
+    Raises
+    ------
+    DataError
+        Two masks of the flow would share a file (e.g. a repeated case id):
+        nothing is overwritten.
+    """
+    _check_distinct(folder, flow, prediction)
     written: list[Path] = []
     for target, masks in prediction.masks.items():
         if flow.kind == "volume":
@@ -57,6 +79,20 @@ def write_prediction(folder: Path, flow: Flow, prediction: Prediction) -> list[P
                 _write_png(path, np.asarray(mask, dtype=bool))
                 written.append(path)
     return written
+
+
+def _check_distinct(folder: Path, flow: Flow, prediction: Prediction) -> None:
+    owners: dict[Path, str] = {}
+    for target in prediction.masks:
+        names = [flow.id] if flow.kind == "volume" else list(flow.case_ids)
+        for name in names:
+            path = (volume_path(folder, name, target) if flow.kind == "volume"
+                    else image_path(folder, target, name))
+            owner = f"{name!r} target {target!r}"
+            if path in owners:
+                raise DataError(path, f"prediction file of {owner} and of {owners[path]} of "
+                                f"flow {flow.id!r}: case ids must be distinct")
+            owners[path] = owner
 
 
 def _write_png(path: Path, mask: np.ndarray) -> None:

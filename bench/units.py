@@ -37,8 +37,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters import Adapter, create
-from bench.cache import AdapterIdentity, PredictionCache, adapter_identity, prediction_key
-from bench.metrics import OFFICIAL_METRICS, EmptyPolicy
+from bench.cache import (
+    AdapterIdentity,
+    PredictionCache,
+    adapter_identity,
+    canonical,
+    prediction_key,
+    sha256_text,
+)
+from bench.errors import RunError
+from bench.metrics import METRICS_VERSION, OFFICIAL_METRICS, EmptyPolicy
 from bench.plan import RunPlan
 from bench.prompts import get_protocol, ledger
 from bench.prompts.interactive import click_sessions
@@ -72,6 +80,13 @@ class UnitSpec:
         The flow's prompt ledger rows for this seed.
     case_ids, patient_ids, targets
         From the manifest, to record a failure without reading the flow.
+    masks_sha256 : str
+        Digest of the flow's masks when the ledger was derived ("" when not
+        recorded); a worker checks it too.
+    inputs : dict
+        :func:`unit_inputs`: digests of everything the unit's numbers depend
+        on, stored in its record so that a resumed run can tell whether a
+        stored unit still holds.
     """
 
     key: str
@@ -85,6 +100,34 @@ class UnitSpec:
     case_ids: tuple[str, ...]
     patient_ids: tuple[str, ...]
     targets: tuple[str, ...]
+    masks_sha256: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def unit_inputs(flow: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                adapter: str) -> dict[str, Any]:
+    """What a unit's numbers depend on beyond the stored plan, as digests.
+
+    Parameters
+    ----------
+    flow : mapping
+        The flow's manifest entry (frames and masks digests, spacing).
+    rows : sequence of mapping
+        The unit's prompt ledger rows.
+    adapter : str
+        :func:`bench.cache.adapter_digest` of the model's fingerprint
+        (resolved options, checkpoint sha256, device, versions).
+    """
+    return {"frames": flow["frames_sha256"], "masks": flow.get("masks_sha256", ""),
+            "spacing": flow.get("spacing"),
+            "prompts": sha256_text(canonical(sorted(row["hash"] for row in rows))),
+            "adapter": adapter, "metrics_version": METRICS_VERSION}
+
+
+def changed_inputs(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The names of the inputs that differ (all of them for a record without inputs)."""
+    return sorted(name for name in set(stored) | set(current)
+                  if stored.get(name) != current.get(name))
 
 
 @dataclass(frozen=True)
@@ -106,8 +149,12 @@ class WorkContext:
 
 def unit_specs(units: Sequence[UnitRef], manifest: Mapping[str, Any],
                rows_by_flow: Mapping[tuple[str, str, str, int], list[dict[str, Any]]],
-               protocol: str) -> list[UnitSpec]:
-    """The spec of each unit of the index (:meth:`bench.rundir.RunDir.expected_units`)."""
+               protocol: str, adapters: Mapping[str, str] | None = None) -> list[UnitSpec]:
+    """The spec of each unit of the index (:meth:`bench.rundir.RunDir.expected_units`).
+
+    ``adapters`` maps each model to its :func:`bench.cache.adapter_digest`
+    (for :func:`unit_inputs`).
+    """
     flows = {(name, flow["id"]): flow for name, entry in manifest["datasets"].items()
              for flow in entry["flows"]}
     specs = []
@@ -118,7 +165,9 @@ def unit_specs(units: Sequence[UnitRef], manifest: Mapping[str, Any],
             key=unit.key, dataset=unit.dataset, flow=unit.flow, model=unit.model,
             seed=unit.seed, position=flow["position"], frames_sha256=flow["frames_sha256"],
             rows=tuple(rows), case_ids=tuple(flow["case_ids"]),
-            patient_ids=tuple(flow["patient_ids"]), targets=tuple(flow["targets"])))
+            patient_ids=tuple(flow["patient_ids"]), targets=tuple(flow["targets"]),
+            masks_sha256=flow.get("masks_sha256", ""),
+            inputs=unit_inputs(flow, rows, (adapters or {}).get(unit.model, ""))))
     return specs
 
 
@@ -128,7 +177,7 @@ def failed_unit(spec: UnitSpec, plan: RunPlan, message: str, attempts: int) -> U
     return UnitRecord(key=spec.key, dataset=spec.dataset, flow=spec.flow, model=spec.model,
                       protocol=plan.protocol, seed=spec.seed, status="error", message=message,
                       rows=_label(rows, spec, spec.flow, spec.model, plan.protocol),
-                      attempts=attempts)
+                      attempts=attempts, inputs=dict(spec.inputs))
 
 
 class UnitWorker:
@@ -201,7 +250,7 @@ class UnitWorker:
         dataset = self.datasets[spec.dataset]
         flow = read_flow(dataset.card, dataset.root, spec.flow, spec.position, self.plan.limit,
                          self._listings)
-        check_frames(flow, spec.frames_sha256)
+        check_frames(flow, spec.frames_sha256, spec.masks_sha256)
         self._flow = (key, flow)
         return flow
 
@@ -244,6 +293,8 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
         write_prediction(rundir.prediction_folder(adapter.name, spec.seed, spec.dataset), flow,
                          prediction)
         status, message, scores = "ok", "", prediction.scores
+    except RunError:  # the environment (a full disk): the run stops, resumable
+        raise
     except Exception as err:  # the unit fails, recorded with its traceback; the run goes on
         rundir.write_log(spec.key, traceback.format_exc())
         status, message, scores = "error", one_line(err), {}
@@ -253,7 +304,7 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
                       protocol=plan.protocol, seed=spec.seed, status=status, message=message,
                       scores=scores, rows=_label(rows, spec, flow.id, adapter.name,
                                                  plan.protocol),
-                      cache=state)
+                      cache=state, inputs=dict(spec.inputs))
 
 
 def _needs_logits(plan: RunPlan) -> bool:
@@ -274,7 +325,7 @@ def _label(rows: list[dict[str, Any]], spec: UnitSpec, flow: str, model: str,
 def _store(cache: PredictionCache, key: str, prediction: Any, adapter: str) -> None:
     try:
         cache.put(key, prediction, {"adapter": adapter})
-    except OSError:  # a full or read-only cache costs speed, never a result
+    except (OSError, RunError):  # a full or read-only cache costs speed, never a result
         pass
 
 

@@ -17,7 +17,7 @@ from bench.config import load_config
 from bench.errors import ConfigError
 from bench.plan import make_plan
 from bench.runner import execute
-from bench.store import prediction_folder, write_prediction
+from bench.store import image_path, prediction_folder, write_prediction
 from bench.types import Flow, Prediction, Prompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,11 +159,12 @@ def test_bench_layout_pngs_and_extra_targets(tmp_path):
         for got, want in zip(pred.masks[target], flow.masks[target], strict=True):
             assert np.array_equal(got, want)
     # A mask whose shape differs from its image is refused, naming the file.
-    bad = folder / "disc" / "grp_img_b.png"
+    bad = image_path(folder, "disc", "grp/img_b")
+    assert bad.name.startswith("grp_img_b~")  # distinct from a case named grp_img_b
     imsave(bad, np.zeros((5, 7), np.uint8), check_contrast=False)
     with pytest.raises(PredictionFileError,
-                       match=r"grp_img_b.png: mask shape \(5, 7\) differs from the image's"
-                             r" \(7, 5\)"):
+                       match=r"grp_img_b~[0-9a-f]{8}.png: mask shape \(5, 7\) differs from "
+                             r"the image's \(7, 5\)"):
         adapter.predict(flow.view(), [Prompt("disc", 0, "box", box=(2, 1, 5, 3))])
 
 

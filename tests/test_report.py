@@ -18,6 +18,7 @@ from bench.errors import ConfigError
 from bench.report import parse_formats, tables, write_report
 from bench.report.gallery import build_gallery, pick_cases
 from bench.rundir import RunDir
+from bench.store import image_path
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +144,14 @@ def test_html_is_self_contained_with_every_figure_embedded(run):
     assert sorted(base64.b64decode(e) for e in embedded) == sorted(
         (run / path).read_bytes() for path in linked)
     assert not re.search(r'(src|href)="(?!data:)', html)  # nothing outside the file
-    # Results, Table 1, Table 2, two datasets, paired comparison, seeds.
-    assert html.count("<table>") == markdown.count("\n|---") == 7
+    # Templates, results, Table 1, Table 2, two datasets, paired comparison, seeds.
+    assert html.count("<table>") == markdown.count("\n|---") == 8
 
 
 def test_latex_uses_booktabs(run):
     tex = (run / "report.tex").read_text()
     n_tables = tex.count(r"\begin{tabular}")
-    assert n_tables == 7 and r"\usepackage{booktabs}" in tex
+    assert n_tables == 8 and r"\usepackage{booktabs}" in tex
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert tex.count(rule) == n_tables
     assert r"\hline" not in tex
@@ -175,8 +176,8 @@ def test_gallery_skips_what_it_cannot_draw_with_a_note(tmp_path):
     run_dir = make_run(tmp_path / "run", models=("good",), datasets=("fake-cells",))
     table = read_table(run_dir)
     best = next(p for p in pick_cases(table) if p.rank == "best")
-    target_dir = run_dir / "predictions" / "good" / "seed0" / "fake-cells" / "cell"
-    missing = target_dir / f"{best.case.replace('/', '_')}.png"
+    folder = RunDir(run_dir).prediction_folder("good", 0, "fake-cells")
+    missing = image_path(folder, "cell", best.case)
     missing.unlink()
     rundir = RunDir(run_dir)
     ledger = rundir.read_ledger()

@@ -111,14 +111,19 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
         aggregates["dataset"].unique() if not aggregates.empty else [])
     kinds = prompt_kinds(ctx.ledger, ctx.cards, datasets)
     _protocol(doc, summary, kinds)
+    _templates(doc, ctx)
     if aggregates.empty:
         doc.add(Heading("Results"), Paragraph("No results: the run scored no case."))
         _closing(doc, ctx)
         return doc
 
+    reproduced = _reproduced_layout(ctx)
+    if reproduced:  # the suite reproduces one of the paper's layouts: it leads
+        _paper_layouts(doc, ctx, kinds, reproduced)
     doc.add(Heading("Results"), Paragraph(COUNTS_TEXT),
             Table(tables.results_table(aggregates, ctx.metrics)))
-    _paper_layouts(doc, ctx, kinds)
+    if not reproduced:
+        _paper_layouts(doc, ctx, kinds, None)
     _official(doc, ctx)
     _prompted(doc, ctx)
     _per_dataset(doc, ctx, kinds)
@@ -173,6 +178,13 @@ def _warnings(doc: Document, ctx: RunContext) -> None:
     if layout:
         doc.add(Note("**Dataset layout warnings** (as `bench datasets check` reports them): "
                      + "; ".join(layout)))
+    missing = ctx.rundir.missing_units() if ctx.rundir.manifest_path.exists() else []
+    if missing:
+        shard = ctx.config.get("shard")
+        doc.add(Note(f"**Incomplete run:** {len(missing)} unit(s) of the plan have no result"
+                     + (f" (this is shard {shard}: join the shards with `bench merge`)."
+                        if shard else "; resume it with `bench run --resume`.")
+                     + " The tables cover only the units present."))
     failed = summary.get("failed_units", [])
     read_failures = sum(len(e.get("failures", [])) for e in ctx.manifest.get("datasets",
                                                                               {}).values())
@@ -203,11 +215,42 @@ def _protocol(doc: Document, summary: dict[str, Any], kinds: dict[str, str]) -> 
             doc.add(Paragraph(card))
 
 
-def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
+# The paper's layouts in the order a report shows them, by what the suite reproduces: a
+# one-prompt suite (Figure 4) shows no table layouts; other runs show all three.
+LAYOUT_ORDER = {"Figure 4": ("Figure 4",), "Table 1": ("Table 1", "Table 2", "Figure 4"),
+                "Table 2": ("Table 2", "Table 1", "Figure 4")}
+_ALL_LAYOUTS = ("Table 1", "Table 2", "Figure 4")
+
+
+def _reproduced_layout(ctx: RunContext) -> str | None:
+    """The paper layout the run's suite reproduces (``reproduces`` of its plan), if any."""
+    reproduces = str(ctx.config.get("plan", {}).get("reproduces", ""))
+    return next((name for name in LAYOUT_ORDER if reproduces.startswith(name)), None)
+
+
+def _templates(doc: Document, ctx: RunContext) -> None:
+    table = tables.template_table(ctx.ledger, ctx.manifest)
+    if table.empty:
+        return
+    doc.add(Heading("Templates"),
+            Paragraph("The prompted frame (template) of each flow, target and seed: the "
+                      "case of an image flow, the slice of a volume."),
+            Table(table.astype(str)))
+
+
+def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str],
+                   reproduced: str | None) -> None:
+    order = LAYOUT_ORDER.get(reproduced or "", _ALL_LAYOUTS)
+    doc.add(Heading(f"Paper layouts ({reproduced} reproduced)" if reproduced
+                    else "Paper layouts"))
+    for name in order:
+        {"Table 1": _table1_layout, "Table 2": _table2_layout,
+         "Figure 4": _figure4_layout}[name](doc, ctx, kinds)
+
+
+def _table1_layout(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
     aggregates = ctx.aggregates
     models = ctx.config.get("plan", {}).get("models")
-    figures_dir = ctx.rundir.figures_dir
-    doc.add(Heading("Paper layouts"))
     # Table 1 is the multi-organ volume layout; image flows appear in the Table 2 layout.
     multi = [d for d, g in aggregates[aggregates["metric"] == "dice"].groupby("dataset")
              if g["target"].nunique() > 1
@@ -219,6 +262,11 @@ def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> Non
                       f"Dice per target of {dataset} and their unweighted average (Ave), a row "
                       "per model, as in the paper's Table 1. Ave is '-' when a target has no "
                       "value for the model.", wide=len(wide.columns) > 8))
+
+
+def _table2_layout(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
+    aggregates = ctx.aggregates
+    models = ctx.config.get("plan", {}).get("models")
     t2_metrics = [m for m in ("dice", "iou", "hd95") if m in set(aggregates["metric"])]
     if t2_metrics:
         wide = tables.table2(aggregates, metrics=t2_metrics, models=models)
@@ -231,8 +279,11 @@ def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> Non
             doc.add(Table(tables.display_table2(piece),
                           f"Mean Dice and IoU in %, HD95 in {unit}, per dataset (and target), "
                           f"a row per model, as in the paper's Table 2{part}.", wide=True))
-    data = tables.figure4_data(aggregates, kinds)
-    path = figs.figure4(data, figures_dir / "figure4_dice_by_prompt_kind.png",
+
+
+def _figure4_layout(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
+    data = tables.figure4_data(ctx.aggregates, kinds)
+    path = figs.figure4(data, ctx.rundir.figures_dir / "figure4_dice_by_prompt_kind.png",
                         synthetic=ctx.synthetic)
     if path is not None:
         doc.add(Heading("Figure 4 layout", 3),

@@ -419,3 +419,34 @@ def prompted_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def _fmt_count(value: Any) -> str:
     return "-" if value is None or pd.isna(value) else str(int(value))
+
+
+TEMPLATE_COLUMNS = ["dataset", "flow", "seed", "target", "frame", "template"]
+
+
+def template_table(ledger: Sequence[Mapping[str, Any]],
+                   manifest: Mapping[str, Any]) -> pd.DataFrame:
+    """The template of each one-prompt flow: which frame, and which case, was prompted.
+
+    One row per (dataset, flow, seed, target) of the ledger's ``one-prompt``
+    rows; ``template`` names the case of an image flow's prompted frame, or
+    ``CASE slice N`` for a volume (from the manifest's case ids).
+    """
+    flows = {(name, flow["id"]): flow for name, entry in manifest.get("datasets", {}).items()
+             for flow in entry.get("flows", [])}
+    records = {}
+    for row in ledger:
+        if row["protocol"] != "one-prompt":
+            continue
+        key = (row["dataset"], row["case"], row["seed"], row["target"])
+        flow = flows.get((row["dataset"], row["case"]), {})
+        cases = flow.get("case_ids", [])
+        frame = int(row["frame"])
+        if len(cases) > 1 and frame < len(cases):
+            template = cases[frame]
+        else:
+            template = f"{cases[0] if cases else row['case']} slice {frame}"
+        records[key] = [*key, frame, template]
+    table = pd.DataFrame([records[key] for key in sorted(records, key=str)],
+                         columns=TEMPLATE_COLUMNS)
+    return table
