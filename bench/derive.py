@@ -14,6 +14,7 @@ dataset would silently change ``n`` against published numbers.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from bench.errors import DataError
 from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, Progress
 from bench.prompts import ledger, make_prompts, resolve_prompt_kind
-from bench.readers import read_flows
+from bench.readers import Truncation, read_flows
 from bench.rundir import RunDir
 from bench.types import Flow
 from bench.units import one_line
@@ -66,7 +67,8 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                              "synthetic": dataset.card.synthetic, "flows": [],
                              "failures": [], "refused": False}
     rows: list[dict[str, Any]] = []
-    for flow, failure in _stream(dataset, plan.limit):
+    cuts: list[Truncation] = []
+    for flow, failure in _stream(dataset, plan.limit, cuts):
         if flow is None:
             entry["failures"].append(failure)
             continue
@@ -84,10 +86,12 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                                    params=plan.protocol_params)
             rows.extend(ledger.prompt_rows(prompts, dataset=dataset.name, case=flow.id,
                                            protocol=plan.protocol, seed=seed))
+    # --limit cut this dataset: what was listed and what was read (see bench.readers._limited)
+    entry["truncated"] = {**asdict(cuts[0]), "how": cuts[0].describe()} if cuts else None
     return entry, rows
 
 
-def _stream(dataset: DatasetRun, limit: int | None
+def _stream(dataset: DatasetRun, limit: int | None, cuts: list[Truncation] | None = None
             ) -> Iterator[tuple[Flow, None] | tuple[None, dict[str, str]]]:
     """Flows of ``dataset``; each unreadable case also yields (None, failure record).
 
@@ -96,7 +100,7 @@ def _stream(dataset: DatasetRun, limit: int | None
     Any other exception is a bug and ends the run with its traceback.
     """
     errors: list = []
-    iterator = read_flows(dataset.card, dataset.root, limit, errors)
+    iterator = read_flows(dataset.card, dataset.root, limit, errors, cuts)
     while True:
         try:
             flow = next(iterator)

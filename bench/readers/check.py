@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.errors import BenchError, DataError, Problem
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader
+from bench.readers.patterns import one_level_off
 from bench.readers.registry import get_reader
 
 # Voxel sizes outside this range (mm) are reported as implausible.
@@ -57,6 +58,8 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
         message = err.problem if isinstance(err, DataError) else " ".join(str(err).split())
         return [Problem("error", where, message)]
     problems.extend(scan_problems)
+    if not refs and root is not None:
+        problems.extend(_root_hint(reader, card, Path(root)))
     checked = refs if limit is None else refs[:limit]
     for ref in checked:
         if ref.missing:  # already reported by the scan
@@ -66,6 +69,23 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
         problems.extend(_check_case(reader, card, ref))
     problems.append(_count_line(card, root, len(refs), len(checked)))
     return problems
+
+
+def _root_hint(reader: FileReader, card: Card, root: Path) -> list[Problem]:
+    """A root one level off: the folder that would match, as an info line."""
+
+    def count(folder: Path) -> int:
+        try:
+            return len(reader.scan(card, folder)[0])
+        except BenchError:  # a folder the card cannot read at all matches nothing
+            return 0
+
+    found = one_level_off(root, count)
+    if found is None:
+        return []
+    folder, cases = found
+    return [Problem("info", str(root), f"hint: the card's patterns match {cases} cases under "
+                                       f"{folder}: pass --root {folder}")]
 
 
 def _check_case(reader: FileReader, card: Card, ref: CaseRef) -> list[Problem]:

@@ -164,6 +164,9 @@ def _warnings(doc: Document, ctx: RunContext) -> None:
         doc.add(Note(f"**Model `{model}` of this suite was not run:** {reason}"))
     for name in ctx.config.get("plan", {}).get("extra_datasets", []):
         doc.add(Note(f"**Dataset `{name}` is not part of the suite's published list.**"))
+    doc.add(*(Note(f"**Truncated by --limit {cut['limit']}:** `{name}` scored the {cut['how']}.")
+              for name, e in ctx.manifest.get("datasets", {}).items()
+              if (cut := e.get("truncated"))))
     failed = summary.get("failed_units", [])
     read_failures = sum(len(e.get("failures", [])) for e in ctx.manifest.get("datasets",
                                                                               {}).values())
