@@ -3,13 +3,13 @@
 import json
 import os
 import shutil
-import tomllib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
 from PIL import Image
 
 from bench.cli import main

@@ -40,7 +40,7 @@ class _FailsOnSecondFlow(Adapter):
         return Prediction(masks={prompt.target: full for prompt in prompts})
 
 
-def _run(tmp_path, models, datasets=("demo-fundus",), limit=2):
+def _run(tmp_path, models, datasets=("demo-fundus",), limit=12):  # two flows of 6 images
     config = load_config(CONFIG)
     plan = make_plan(config, "demo", models=models, datasets=list(datasets), limit=limit)
     outcome = execute(plan, tmp_path / "run")
