@@ -164,7 +164,7 @@ class RunProgress:
         with self._lock:
             if (self._plain and self._total and self._done < self._total
                     and self._clock() - self._last >= self._interval):
-                self._status("running")
+                self._status()
 
     def _beat(self) -> None:
         while not self._stop.wait(min(self._interval, 5.0)):
@@ -206,18 +206,19 @@ class RunProgress:
             elif self._plain and (event.dataset != self._dataset
                                   or self._clock() - self._last >= self._interval):
                 self._dataset = event.dataset
-                self._status("done")
+                self._status()
 
     def _tally(self) -> str:
         tally = ", ".join(f"{n} {name}" for name, n in self._counts.items() if n)
         return f" [{tally}]" if tally else ""
 
-    def _status(self, what: str) -> None:
+    def _status(self) -> None:
         elapsed = self._clock() - self._started
         rate = self._done / elapsed if elapsed > 0 else 0.0
         eta = f", ETA {_clock_text((self._total - self._done) / rate)}" if rate > 0 else ""
-        self._line(f"units {self._done}/{self._total} after {_clock_text(elapsed)}{eta} "
-                   f"({what}: {self._current}){self._tally()}")
+        last = f", last: {self._current}" if self._current else ""
+        self._line(f"units {self._done}/{self._total} after {_clock_text(elapsed)}{eta}{last}"
+                   + self._tally())
 
     def _show(self, markup: str) -> None:
         if self._progress is not None:
