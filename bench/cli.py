@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder of dataset NAME, instead of its root in bench.toml "
                      "(repeatable)")
     run.add_argument("--limit", type=int, default=None,
-                     help="at most N flows per dataset (quick runs)")
+                     help="at most N cases (images or volumes) per dataset: the first N in the "
+                     "reader's order, the same for every seed; the report says so (quick runs)")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None,
                        help="seed of the prompt ledger (default from bench.toml)")

@@ -167,6 +167,15 @@ def test_nifti_pairs_end_to_end(tmp_path, monkeypatch, capsys):
     assert (card.reader, card.kind, list(card.targets)) == ("volumes", "volume", ["tumour"])
     scored = _run(tmp_path, "ct", tmp_path / "ct", tmp_path / "cards")
     assert sorted(set(scored["flow"])) == ["vol0", "vol1", "vol2"]
+    # the same volumes as 2D slices: kind image-flow slices them
+    assert main(["datasets", "new", "ct2d", "--images", "ct/imagesTr/*.nii.gz", "--masks",
+                 "ct/labelsTr/*.nii.gz", "--labels", "tumour=1", "--kind", "image-flow",
+                 "--out", "cards"]) == 0
+    sliced = load_card(tmp_path / "cards" / "ct2d.toml")
+    assert (sliced.kind, sliced.options.as_image_flow) == ("image-flow", True)
+    assert main(["datasets", "new", "bad2d", "--images", "cards/*.toml", "--masks",
+                 "cards/*.toml", "--out", "cards"]) == 2
+    assert "--images: ct.toml is neither a volume" in capsys.readouterr().err
 
 
 def test_nnunet_2d_png_folder_end_to_end(tmp_path, monkeypatch, capsys):
