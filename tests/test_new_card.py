@@ -175,7 +175,7 @@ def test_nifti_pairs_end_to_end(tmp_path, monkeypatch, capsys):
     assert (sliced.kind, sliced.options.as_image_flow) == ("image-flow", True)
     assert main(["datasets", "new", "bad2d", "--images", "cards/*.toml", "--masks",
                  "cards/*.toml", "--out", "cards"]) == 2
-    assert "--images: ct.toml is neither a volume" in capsys.readouterr().err
+    assert "--images: ct2d.toml is neither a volume" in capsys.readouterr().err
 
 
 def test_nnunet_2d_png_folder_end_to_end(tmp_path, monkeypatch, capsys):
