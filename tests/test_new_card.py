@@ -123,6 +123,38 @@ def test_image_pairs_end_to_end(tmp_path, monkeypatch, capsys):
     assert "exists; pass --force" in capsys.readouterr().err
 
 
+def test_masks_beside_the_images_are_excluded_from_the_images(tmp_path, monkeypatch):
+    _pairs(tmp_path / "d")
+    for mask in (tmp_path / "d" / "masks").iterdir():
+        mask.rename(tmp_path / "d" / "images" / mask.name)
+    monkeypatch.chdir(tmp_path)
+    assert main(["datasets", "new", "d", "--images", "d/images/*.png", "--masks",
+                 "d/images/*_mask.png", "--out", "cards"]) == 0
+    card = load_card(tmp_path / "cards" / "d.toml")
+    assert card.options.fields == {"id": "[^/]+?(?<!_mask)"}  # 'img0_mask' is no image id
+
+
+def test_3d_nnunet_folder_card(tmp_path, capsys):
+    root = tmp_path / "Dataset002_Heart"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(2):
+        label = np.zeros((16, 16, 8), np.uint8)
+        label[4:10, 4:10, 2:6] = 1
+        nib.save(nib.Nifti1Image(np.ones((16, 16, 8), np.float32), np.eye(4)),
+                 root / "imagesTr" / f"la_{i:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / f"la_{i:03d}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "MRI"}, "labels": {"background": 0, "left atrium": 1},
+        "numTraining": 2, "file_ending": ".nii.gz"}))
+    assert main(["datasets", "new", "heart", "--nnunet", str(root), "--out",
+                 str(tmp_path / "cards")]) == 0
+    assert "2 cases found" in capsys.readouterr().out
+    card = load_card(tmp_path / "cards" / "heart.toml")
+    assert (card.reader, card.kind, card.modality, list(card.targets)) == ("nnunet", "volume",
+                                                                          "MRI", [])
+
+
 def test_jpeg_masks_are_refused_without_a_threshold(tmp_path, monkeypatch, capsys):
     _pairs(tmp_path / "d", jpeg_masks=True)
     monkeypatch.chdir(tmp_path)
@@ -174,7 +206,7 @@ def test_nifti_pairs_end_to_end(tmp_path, monkeypatch, capsys):
     sliced = load_card(tmp_path / "cards" / "ct2d.toml")
     assert (sliced.kind, sliced.options.as_image_flow) == ("image-flow", True)
     assert main(["datasets", "new", "bad2d", "--images", "cards/*.toml", "--masks",
-                 "cards/*.toml", "--out", "cards"]) == 2
+                 "ct/labelsTr/*.nii.gz", "--out", "cards"]) == 2
     assert "--images: ct2d.toml is neither a volume" in capsys.readouterr().err
 
 

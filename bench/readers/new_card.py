@@ -124,7 +124,11 @@ def card_from_globs(name: str, images: str, masks: str, *, kind: str | None = No
     if "{" not in images:
         image_t, fields = _stars_to_fields(image_t, None, "--images")
         mask_t, _ = _stars_to_fields(mask_t, fields, "--masks")
-    found = Pattern(image_t).find(root)
+    mask_files = [path for path, _ in Pattern(_wildcards(mask_t)).find(root)]
+    if not mask_files:
+        raise ConfigError(f"--masks {masks!r} matches no file under {root}")
+    field_re = _apart(image_t, mask_t, mask_files, root)
+    found = Pattern(image_t, field_re).find(root)
     if not found:
         raise ConfigError(f"--images {images!r} matches no file under {root}")
     file_kind = _kind_of(found[0][0], "--images")
@@ -132,12 +136,11 @@ def card_from_globs(name: str, images: str, masks: str, *, kind: str | None = No
     if card_kind == "volume" and file_kind != "volume":
         raise ConfigError(f"--kind volume: {found[0][0].name} is a 2D image; use --kind "
                           "image-flow")
-    mask_files = [path for path, _ in Pattern(_wildcards(mask_t)).find(root)]
-    if not mask_files:
-        raise ConfigError(f"--masks {masks!r} matches no file under {root}")
     values, lossy = mask_values(mask_files, file_kind)
     targets, options = mask_options(values, lossy, labels, threshold)
     options = {"image": image_t, "mask": mask_t, **options}
+    if field_re:
+        options["fields"] = field_re
     dir_fields = [f for f in fields if f != "id"]
     if case_id is not None:
         options["case_id"] = case_id
@@ -348,6 +351,28 @@ def _stars_to_fields(template: str, fields: list[str] | None, flag: str
     counter = iter(names)
     text = re.sub(r"(?<!\*)\*(?!\*)", lambda m: "{" + next(counter) + "}", template)
     return text, names
+
+
+def _apart(image_t: str, mask_t: str, mask_files: Sequence[Path], root: Path
+           ) -> dict[str, str]:
+    """Field expressions keeping mask files out of the images when they share a folder.
+
+    A mask ``img1_mask.png`` matched by the image template ``{id}.png`` gives
+    the id ``img1_mask`` where the mask template gives ``img1``: the extra
+    ``_mask`` (suffix or prefix) is then forbidden in image ids.
+    """
+    images = {path: fields for path, fields in Pattern(image_t).find(root)}
+    overlap = [path for path in mask_files if path in images]
+    if not overlap or "id" not in images[overlap[0]]:
+        return {}
+    as_image = images[overlap[0]]["id"]
+    as_mask = next((f.get("id") for p, f in Pattern(mask_t).find(root) if p == overlap[0]), None)
+    if as_mask and as_image.startswith(as_mask) and len(as_image) > len(as_mask):
+        return {"id": rf"[^/]+?(?<!{re.escape(as_image[len(as_mask):])})"}
+    if as_mask and as_image.endswith(as_mask) and len(as_image) > len(as_mask):
+        return {"id": rf"(?!{re.escape(as_image[:-len(as_mask)])})[^/]+?"}
+    raise ConfigError(f"--images also matches the masks (e.g. {overlap[0].name}): give "
+                      "--images a pattern that leaves them out")
 
 
 def _stars(text: str) -> list[str]:
