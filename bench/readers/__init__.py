@@ -15,8 +15,11 @@ readers), ``cases`` (file-based readers: cases grouped into flows),
 ``labels`` (mask decoding), ``geometry`` (volume frames), ``slicing``
 (volumes as image flows), ``patterns`` (the file-name template language),
 ``layout`` (pattern layouts), ``files`` (file formats), the readers
-``volumes``, ``pairs2d``, ``nnunet``, ``hf``, ``special`` and ``demo``, and
-``check`` (dataset checks).
+``volumes``, ``pairs2d``, ``nnunet`` (also ``nnunet-2d``), ``hf``, ``special``
+and ``demo``, ``check`` (dataset checks), ``new_card`` (``bench datasets new``)
+and ``reference`` (the generated card reference).
+
+``limit`` counts cases (images or volumes), never flows: see :func:`_limited`.
 """
 
 from __future__ import annotations
