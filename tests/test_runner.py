@@ -95,7 +95,7 @@ def test_rerun_into_a_finished_run_needs_resume(tmp_path):
 def _cli(out, *extra):
     return [sys.executable, "-m", "bench.cli", "--config", str(CONFIG), "run", "--suite", "demo",
             "--models", "registration", "--datasets", "demo-fundus,demo-ultrasound",
-            "--limit", "2", "--no-cache", "--out", str(out), *extra]
+            "--limit", "12", "--no-cache", "--out", str(out), *extra]  # 2 flows of 6
 
 
 def test_killed_run_resumes_to_the_same_table(tmp_path):

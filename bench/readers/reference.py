@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.readers.cards import Card
-from bench.readers.registry import option_reference, reader_names
+from bench.readers.registry import get_reader, option_reference, reader_names
 from bench.settings import field_reference
 
 _INTRO = ("A dataset card is a TOML file `datasets/NAME.toml` (or in a `--cards` folder). "
@@ -23,7 +23,7 @@ _INTRO = ("A dataset card is a TOML file `datasets/NAME.toml` (or in a `--cards`
 
 
 def card_reference(readers: Sequence[str] | None = None, markdown: bool = False) -> str:
-    """The reference of card keys and of the options of ``readers`` (default: all).
+    """The reference of card keys and of the options of ``readers`` (default: the built-in ones).
 
     Raises
     ------
@@ -31,8 +31,9 @@ def card_reference(readers: Sequence[str] | None = None, markdown: bool = False)
         An unknown reader name.
     """
     keys = [row for row in field_reference(Card) if row["name"] != "options"]
+    readers = list(readers) if readers is not None else builtin_readers()
     options = option_reference(readers)
-    shown = ", ".join(readers if readers is not None else reader_names())
+    shown = ", ".join(readers)
     if markdown:
         return _markdown(keys, options, shown)
     lines = ["Card keys (top level of datasets/NAME.toml)", ""]
@@ -40,6 +41,12 @@ def card_reference(readers: Sequence[str] | None = None, markdown: bool = False)
     lines += ["", f"[options] of readers {shown} (their readers in brackets)", ""]
     lines += _plain(options)
     return "\n".join(lines) + "\n"
+
+
+def builtin_readers() -> list[str]:
+    """The readers this package defines (not those a plugin or a test registers)."""
+    return [name for name in reader_names()
+            if type(get_reader(name)).__module__.startswith("bench.readers.")]
 
 
 def _plain(rows: list[dict[str, str]]) -> list[str]:
@@ -73,4 +80,4 @@ def _row(*cells: str) -> str:
                              for i, c in enumerate(escaped)) + " |"
 
 
-__all__ = ["card_reference"]
+__all__ = ["builtin_readers", "card_reference"]
