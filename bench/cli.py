@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder of dataset NAME, instead of its root in bench.toml "
                      "(repeatable)")
     run.add_argument("--limit", type=int, default=None,
-                     help="at most N flows per dataset (quick runs)")
+                     help="at most N cases (images or volumes) per dataset: the first N in the "
+                     "reader's order, the same for every seed; the report says so (quick runs)")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None,
                        help="seed of the prompt ledger (default from bench.toml)")
@@ -235,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     check_data.add_argument("--limit", type=int, default=None, help="check only N cases")
     _add_cards_option(check_data)
     check_data.set_defaults(handler=handlers.cmd_datasets_check)
+    _add_datasets_new(data_commands)
+    options = data_commands.add_parser(
+        "options", help="every card key and reader option, with types and defaults",
+        description="Print the reference of every dataset card key and every reader's "
+        "[options], generated from the card and options models (docs/card-options.md is the "
+        "same text, from --markdown).")
+    options.add_argument("--reader", type=_names, default=None,
+                         help="comma-separated readers to show (default: all)")
+    options.add_argument("--markdown", action="store_true",
+                         help="print the reference as Markdown (the docs page)")
+    options.set_defaults(handler=handlers.cmd_datasets_options)
 
     prompts = commands.add_parser(
         "prompts", help="show a run's prompt ledger; draw prompts over a frame",
@@ -250,6 +262,39 @@ def build_parser() -> argparse.ArgumentParser:
                          help="frame to draw (default: the first prompted frame)")
     prompts.set_defaults(handler=handlers.cmd_prompts)
     return parser
+
+
+def _add_datasets_new(commands) -> None:
+    new = commands.add_parser(
+        "new", help="write a dataset card from image and mask files, then check it",
+        description="Write NAME.toml from the files: the kind from the image files (NIfTI, "
+        "NRRD, MHA -> volume; PNG, JPEG, BMP, TIFF -> image-flow), the mask encoding from the "
+        "values found (--labels when there are several, --threshold for JPEG masks). Each * of "
+        "--images is a field (the file name's is the case id); the k-th * of --masks stands "
+        "for the k-th of --images. The card goes to --out (default: datasets/ beside bench.toml, "
+        "or ./cards with the built-in configuration); then `bench datasets check` runs on it.")
+    new.add_argument("name", metavar="NAME", help="the new card's name")
+    source = new.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", metavar="GLOB", help="image files, e.g. 'skin/img/*.jpg'")
+    source.add_argument("--nnunet", type=Path, metavar="FOLDER",
+                        help="an nnU-Net raw dataset folder (dataset.json; 2D or 3D)")
+    source.add_argument("--hf", metavar="HUB_ID", help="a HuggingFace hub dataset (card only: "
+                        "nothing is downloaded or checked)")
+    new.add_argument("--masks", metavar="GLOB", help="mask files, e.g. 'skin/mask/*_seg.png'")
+    new.add_argument("--kind", choices=["image-flow", "volume"], default=None,
+                     help="default from the image files; image-flow with volumes slices them")
+    new.add_argument("--labels", default=None, metavar="TARGET=VALUE,...",
+                     help="mask value of each target, e.g. cup=1,disc=2")
+    new.add_argument("--threshold", type=float, default=None, metavar="N",
+                     help="binarise masks: value >= N is the target (JPEG masks)")
+    new.add_argument("--case-id", default=None, metavar="PATTERN",
+                     help="template of the case id over the fields, e.g. '{dir1}-{id}'")
+    new.add_argument("--image-column", default="image", help="--hf: column of the images")
+    new.add_argument("--mask-column", default="mask", help="--hf: column of the masks")
+    new.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="folder to write NAME.toml to")
+    new.add_argument("--force", action="store_true", help="replace an existing NAME.toml")
+    new.set_defaults(handler=handlers.cmd_datasets_new)
 
 
 def _add_cards_option(parser: argparse.ArgumentParser) -> None:

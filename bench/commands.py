@@ -218,7 +218,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_check(args: argparse.Namespace) -> int:
-    from bench.readers.check import check_dataset, has_errors
+    from bench.readers.check import check_dataset
 
     config = _load_config(args)
     if args.name not in config.cards:
@@ -230,6 +230,12 @@ def cmd_datasets_check(args: argparse.Namespace) -> int:
                           f"{card.name} in {config.path}")
     with console.status(f"checking {card.name} ..."):
         problems = check_dataset(card, root, limit=args.limit, cards=config.cards)
+    return _show_problems(card.name, problems)
+
+
+def _show_problems(name: str, problems) -> int:
+    from bench.readers.check import has_errors
+
     styles = {"error": "red", "warning": "yellow", "info": "cyan"}
     for problem in problems:
         style = styles.get(problem.severity, "")
@@ -237,8 +243,69 @@ def cmd_datasets_check(args: argparse.Namespace) -> int:
                       f"{escape(problem.message)}",
                       markup=True, highlight=False, soft_wrap=True)
     counts = {s: sum(p.severity == s for p in problems) for s in ("error", "warning")}
-    console.print(f"{card.name}: {counts['error']} error(s), {counts['warning']} warning(s)")
+    console.print(f"{name}: {counts['error']} error(s), {counts['warning']} warning(s)")
     return EXIT_FAILURES if has_errors(problems) else EXIT_OK
+
+
+def cmd_datasets_new(args: argparse.Namespace) -> int:
+    from bench.readers import load_card
+    from bench.readers.check import check_dataset
+    from bench.readers.new_card import (
+        card_from_globs,
+        card_from_hf,
+        card_from_nnunet,
+        parse_labels,
+        write_card,
+    )
+
+    labels = parse_labels(args.labels)
+    if args.images is not None:
+        if args.masks is None:
+            raise ConfigError("--images needs --masks GLOB")
+        new = card_from_globs(args.name, args.images, args.masks, kind=args.kind,
+                              labels=labels, threshold=args.threshold, case_id=args.case_id)
+    else:
+        if args.masks is not None or args.kind is not None or args.case_id is not None:
+            raise ConfigError("--masks, --kind and --case-id go with --images")
+        new = (card_from_nnunet(args.name, args.nnunet) if args.nnunet is not None else
+               card_from_hf(args.name, args.hf, args.image_column, args.mask_column, labels,
+                            args.threshold))
+    folder, searched = _user_cards_folder(args)
+    path = write_card(new.table, folder, force=args.force)
+    card = load_card(path)
+    options = ", ".join(f"{k} = {v!r}" for k, v in new.table["options"].items())
+    console.print(f"wrote {path}: reader {card.reader}, kind {card.kind}, targets "
+                  f"{list(card.targets) or 'every label of dataset.json'}; {options}",
+                  markup=False, soft_wrap=True)
+    cards = "" if searched else f" --cards {folder}"
+    if new.root is None:
+        console.print(f"not checked (hub data is read on first use): bench datasets check "
+                      f"{card.name}{cards}", markup=False, soft_wrap=True)
+        return EXIT_OK
+    with console.status(f"checking {card.name} ..."):
+        problems = check_dataset(card, new.root)
+    status = _show_problems(card.name, problems)
+    console.print(f"run it: bench run --suite one-prompt --datasets {card.name} --root "
+                  f"{card.name}={new.root}{cards}", markup=False, soft_wrap=True)
+    return status
+
+
+def _user_cards_folder(args: argparse.Namespace) -> tuple[Path, bool]:
+    """--out, else datasets/ beside the active bench.toml, else ./cards (built-in config);
+    and whether later commands find cards there without --cards."""
+    from bench.config import load_config
+
+    config = load_config(args.config)
+    beside = None if config.builtin else config.folder / "datasets"
+    folder = args.out or beside or Path.cwd() / "cards"
+    return folder, beside is not None and folder.resolve() == beside.resolve()
+
+
+def cmd_datasets_options(args: argparse.Namespace) -> int:
+    from bench.readers.reference import card_reference
+
+    sys.stdout.write(card_reference(args.reader, markdown=args.markdown))
+    return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:

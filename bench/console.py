@@ -1,10 +1,14 @@
-"""What the command line shows: the consoles, the run's progress bar, result tables."""
+"""What the command line shows: the consoles, the run's progress (a bar in a terminal,
+plain lines in logs), result tables."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection
+import threading
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 from rich.console import Console
@@ -80,58 +84,156 @@ class _RateColumn(ProgressColumn):
         return Text("- units/s" if speed is None else f"{speed:.2f} units/s", style="cyan")
 
 
-class RunProgress:
-    """One progress bar over all workers, fed the run's events (:mod:`bench.progress`).
+# Without a terminal, a progress line at least this often (seconds) while units run.
+PLAIN_INTERVAL_S = 30.0
 
-    The bar counts the units still to compute (units reused from an earlier
-    attempt are reported, not counted, so that throughput and ETA are those
-    of the work left); its label tallies cache hits, failures and retries.
+
+class RunProgress:
+    """The run's progress, fed the run's events (:mod:`bench.progress`).
+
+    In a terminal: one rich progress bar over all workers. It counts the
+    units still to compute (units reused from an earlier attempt are
+    reported, not counted, so that throughput and ETA are those of the work
+    left); its label tallies cache hits, failures and retries.
+
+    Without one (CI logs, ``nohup``, pipes): plain lines, a bar would print
+    nothing until the end. A line when a dataset's units start, then one when
+    ``interval`` seconds have passed since the last, at the next finished unit
+    or, while a long unit runs, from a heartbeat thread (:meth:`tick`); so a
+    long run never stays silent for much more than ``interval``.
+
+    Parameters
+    ----------
+    stream : file, optional
+        Where plain lines go (default: standard output).
+    plain : bool, optional
+        Force plain lines (True) or the bar (False); default: plain unless
+        standard output is a terminal.
+    clock : callable
+        Seconds, monotonic (tests pass a fake).
+    interval : float
+        Seconds between plain lines.
+    heartbeat : bool
+        Start the thread that calls :meth:`tick` (plain mode only).
     """
 
-    def __init__(self) -> None:
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
-                                  TimeRemainingColumn(), console=console, transient=False)
+    def __init__(self, stream: TextIO | None = None, *, plain: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 interval: float = PLAIN_INTERVAL_S, heartbeat: bool = True) -> None:
+        self._plain = not console.is_terminal if plain is None else plain
+        self._stream = stream
+        self._clock = clock
+        self._interval = interval
+        self._heartbeat = heartbeat and self._plain
+        self._progress = None if self._plain else Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
         self._task = None
         self._counts = {"cached": 0, "failed": 0, "retried": 0}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._total = self._done = 0
+        self._started = self._last = 0.0
+        self._dataset: str | None = None  # of the last plain line
+        self._current = ""
 
     def __enter__(self) -> RunProgress:
-        self._progress.__enter__()
+        if self._progress is not None:
+            self._progress.__enter__()
+        if self._heartbeat:
+            self._thread = threading.Thread(target=self._beat, name="progress", daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(*exc)
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        elif self._total and self._done:
+            self._line(f"units done: {self._done}/{self._total}" + self._tally())
 
     def notify(self, event: Event) -> None:
-        show = self._progress.console.print
+        with self._lock:
+            self._notify(event)
+
+    def tick(self) -> None:
+        """Plain mode: a line if units are running and none was printed for ``interval`` s."""
+        with self._lock:
+            if (self._plain and self._total and self._done < self._total
+                    and self._clock() - self._last >= self._interval):
+                self._status()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(self._interval, 5.0)):
+            self.tick()
+
+    def _notify(self, event: Event) -> None:
         if isinstance(event, DatasetReading):
-            show(f"deriving prompts: {event.dataset}")
+            self._show(f"deriving prompts: {event.dataset}")
         elif isinstance(event, DatasetRefused):
             failures = event.failures
             lines = "\n".join(f"  {escape(f['error'])}" for f in failures[:10])
             more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
-            show(f"[red]dataset {event.dataset} refused: {len(failures)} unreadable case(s)"
-                 f"[/]\n{lines}{more}\n  Fix them (see `bench datasets check "
-                 f"{event.dataset} --root ...`) or rerun with --skip-bad-cases.",
-                 markup=True, highlight=False)
+            self._show(f"[red]dataset {event.dataset} refused: {len(failures)} unreadable "
+                       f"case(s)[/]\n{lines}{more}\n  Fix them (see `bench datasets check "
+                       f"{event.dataset} --root ...`) or rerun with --skip-bad-cases.")
         elif isinstance(event, UnitsPlanned):
             where = f" ({event.executor})" if event.executor != "local" else ""
             if event.shard:
-                show(f"shard {event.shard}: {event.selected} of {event.all} units")
+                self._show(f"shard {event.shard}: {event.selected} of {event.all} units")
             if event.reused:
-                show(f"{event.reused} units already complete (reused)")
-            self._task = self._progress.add_task(f"units{where}", total=event.total)
+                self._show(f"{event.reused} units already complete (reused)")
+            self._total, self._started = event.total, self._clock()
+            if self._progress is not None:
+                self._task = self._progress.add_task(f"units{where}", total=event.total)
+            else:
+                self._line(f"units{where}: {event.total} to run")
         elif isinstance(event, UnitRetrying):
             self._counts["retried"] += 1
-            show(f"[yellow]retrying[/] {event.dataset}/{event.flow} {event.model} seed "
-                 f"{event.seed} (attempt {event.attempt}): {escape(event.reason)}",
-                 markup=True, highlight=False)
-        elif isinstance(event, UnitFinished) and self._task is not None:
+            self._show(f"[yellow]retrying[/] {event.dataset}/{event.flow} {event.model} seed "
+                       f"{event.seed} (attempt {event.attempt}): {escape(event.reason)}")
+        elif isinstance(event, UnitFinished):
             self._counts["cached"] += event.cache == "hit"
             self._counts["failed"] += event.status == "error"
-            tally = ", ".join(f"{n} {name}" for name, n in self._counts.items() if n)
-            self._progress.update(self._task, advance=1,
-                                  description=f"{event.dataset} {event.model}"
-                                  + (f" [{tally}]" if tally else ""))
+            self._done += 1
+            self._current = f"{event.dataset} {event.model}"
+            if self._progress is not None and self._task is not None:
+                self._progress.update(self._task, advance=1,
+                                      description=self._current + self._tally())
+            elif self._plain and (event.dataset != self._dataset
+                                  or self._clock() - self._last >= self._interval):
+                self._dataset = event.dataset
+                self._status()
+
+    def _tally(self) -> str:
+        tally = ", ".join(f"{n} {name}" for name, n in self._counts.items() if n)
+        return f" [{tally}]" if tally else ""
+
+    def _status(self) -> None:
+        elapsed = self._clock() - self._started
+        rate = self._done / elapsed if elapsed > 0 else 0.0
+        eta = f", ETA {_clock_text((self._total - self._done) / rate)}" if rate > 0 else ""
+        last = f", last: {self._current}" if self._current else ""
+        self._line(f"units {self._done}/{self._total} after {_clock_text(elapsed)}{eta}{last}"
+                   + self._tally())
+
+    def _show(self, markup: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(markup, markup=True, highlight=False)
+        else:
+            self._line(Text.from_markup(markup).plain)
+
+    def _line(self, text: str) -> None:
+        stream = self._stream or sys.stdout
+        stream.write(text + "\n")
+        stream.flush()
+        self._last = self._clock()
 
 
+def _clock_text(seconds: float) -> str:
+    """``h:mm:ss`` of a duration."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"

@@ -28,7 +28,7 @@ from bench.errors import DataError, Problem
 from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, Progress
 from bench.prompts import ledger, make_prompts, resolve_prompt_kind
-from bench.readers import Card, read_flows
+from bench.readers import Card, Truncation, read_flows
 from bench.readers.check import layout_problems
 from bench.rundir import RunDir
 from bench.types import Flow
@@ -107,7 +107,8 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                              "failures": [], "refused": False}
     rows: list[dict[str, Any]] = []
     owners: dict[str, str] = {}
-    for flow, failure in _stream(dataset, plan.limit):
+    cuts: list[Truncation] = []
+    for flow, failure in _stream(dataset, plan.limit, cuts):
         if flow is None:
             entry["failures"].append(failure)
             continue
@@ -127,6 +128,8 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                                    params=plan.protocol_params)
             rows.extend(ledger.prompt_rows(prompts, dataset=dataset.name, case=flow.id,
                                            protocol=plan.protocol, seed=seed))
+    # --limit cut this dataset: what was listed and what was read (see bench.readers._limited)
+    entry["truncated"] = {**asdict(cuts[0]), "how": cuts[0].describe()} if cuts else None
     return entry, rows
 
 
@@ -144,7 +147,7 @@ def _check_case_ids(dataset: DatasetRun, flow: Flow, owners: dict[str, str]) -> 
                             "make the card's case_id distinct (e.g. include {parent})")
 
 
-def _stream(dataset: DatasetRun, limit: int | None
+def _stream(dataset: DatasetRun, limit: int | None, cuts: list[Truncation] | None = None
             ) -> Iterator[tuple[Flow, None] | tuple[None, dict[str, str]]]:
     """Flows of ``dataset``; each unreadable case also yields (None, failure record).
 
@@ -153,7 +156,7 @@ def _stream(dataset: DatasetRun, limit: int | None
     Any other exception is a bug and ends the run with its traceback.
     """
     errors: list = []
-    iterator = read_flows(dataset.card, dataset.root, limit, errors)
+    iterator = read_flows(dataset.card, dataset.root, limit, errors, cuts)
     while True:
         try:
             flow = next(iterator)

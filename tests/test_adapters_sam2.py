@@ -264,7 +264,7 @@ def demo_flow():
     from bench.readers import read_flows
     from bench.readers.cards import load_card
 
-    flow = next(read_flows(load_card(ROOT / "datasets" / "demo-fundus.toml"), None, 1))
+    flow = next(read_flows(load_card(ROOT / "datasets" / "demo-fundus.toml"), None, 6))
     frames = list(flow.frames[:3])
     prompts = [prompt_from_mask(flow.masks["disc"][1], "box", target="disc", frame=1),
                prompt_from_mask(flow.masks["cup"][0], "point", target="cup", frame=0)]

@@ -191,7 +191,7 @@ def test_adding_a_seed_computes_only_the_units_whose_prompts_are_new(tmp_path):
 
     def plan(seeds):
         made = make_plan(config, "demo", models=["test-counting", "full-frame"],
-                         datasets=["demo-fundus", "demo-cells"], limit=1, seeds=seeds,
+                         datasets=["demo-fundus", "demo-cells"], limit=6, seeds=seeds,
                          protocol_params={"template": "random"})
         return dataclasses.replace(made, model_settings={**made.model_settings,
                                                          "test-counting": {"log": str(log)}})

@@ -115,9 +115,19 @@ def test_limit_stops_early_and_keeps_each_flow(name: str,
     card = load_card(DATASETS / f"{name}.toml")
     stream = demo_flows[name]
     assert list(read_flows(card, limit=0)) == []
-    limited = list(read_flows(card, root=Path("/nonexistent"), limit=1))  # root is ignored
-    assert len(limited) == 1
+    # --limit counts cases: a volume is one, an image flow holds one per image.
+    size = len(stream[0].case_ids)
+    limit = size + 1 if len(stream) > 1 else size
+    limited = list(read_flows(card, root=Path("/nonexistent"), limit=limit))  # root is ignored
     _assert_flows_equal(limited[0], stream[0])
+    assert sum(len(f.case_ids) for f in limited) == min(limit, sum(len(f.case_ids)
+                                                                   for f in stream))
+    if len(limited) > 1:  # the second flow cut to its first case: a prefix of the stream's
+        assert limited[1].case_ids == stream[1].case_ids[:1]
+        assert limited[1].patient_ids == stream[1].patient_ids[:1]
+        assert limited[1].frames[0].tobytes() == stream[1].frames[0].tobytes()
+        for target, masks in limited[1].masks.items():
+            assert np.array_equal(masks[0], stream[1].masks[target][0])
     # The last flow generated alone equals the last flow of the stream.
     last = len(stream) - 1
     _assert_flows_equal(generate_flow(card.options, last, dataset=name), stream[last])

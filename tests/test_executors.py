@@ -121,7 +121,7 @@ def test_processes_give_the_local_table_byte_for_byte(local_run, tmp_path):
     assert config["execution"]["workers"] == 2
 
 
-def _dies_once_plan(marker_dir: Path, always: bool = False, limit: int = 2):
+def _dies_once_plan(marker_dir: Path, always: bool = False, limit: int = 12):
     plan = make_plan(load_config(CONFIG), "demo", models=["test-dies-once", "full-frame"],
                      datasets=["demo-fundus"], limit=limit)
     settings = {**plan.model_settings,
@@ -159,7 +159,7 @@ def test_a_worker_process_that_dies_is_retried_and_the_retry_recorded(tmp_path):
 
 
 def test_a_unit_that_keeps_killing_its_worker_is_recorded_as_failed(tmp_path):
-    outcome = execute(_dies_once_plan(tmp_path, always=True, limit=1), tmp_path / "run",
+    outcome = execute(_dies_once_plan(tmp_path, always=True, limit=6), tmp_path / "run",
                       executor="processes", workers=1, retries=1)
     assert outcome.units_failed == 1 and outcome.units_retried == 1
     units = pd.read_csv(tmp_path / "run" / "units.csv", keep_default_na=False)

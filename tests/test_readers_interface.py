@@ -80,6 +80,19 @@ def _nnunet(root: Path) -> Card:
                             "targets": []}, "task")
 
 
+def _nnunet_2d(root: Path) -> Card:
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i, case in enumerate(("eye_001", "eye_002", "eye_003")):
+        Image.fromarray(np.full((6, 5), 30 * i, np.uint8)).save(root / f"imagesTr/{case}_0000.png")
+        Image.fromarray(_labels((6, 5), i, [0, 1, 2])).save(root / f"labelsTr/{case}.png")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "fundus"}, "labels": {"background": 0, "cup": 1, "disc": 2},
+        "file_ending": ".png"}))
+    return card_from_table({"name": "eyes", "reader": "nnunet-2d", "kind": "image-flow",
+                            "targets": [], "options": {"chunk_size": 2}}, "eyes")
+
+
 def _medsam2_btcv(root: Path) -> Card:
     for case in ("img0035", "img0036"):
         for i in range(3):
@@ -111,7 +124,7 @@ def _demo(root: Path) -> Card:
 
 
 DATASETS: dict[str, Callable[[Path], Card]] = {
-    "volumes": _volumes, "pairs2d": _pairs2d, "nnunet": _nnunet,
+    "volumes": _volumes, "pairs2d": _pairs2d, "nnunet": _nnunet, "nnunet-2d": _nnunet_2d,
     "medsam2-btcv": _medsam2_btcv, "hf": _hf, "demo": _demo,
 }
 
@@ -240,7 +253,7 @@ def test_option_reference_lists_every_option_of_every_reader():
         "demo")
     assert "pairs2d" in by_name["sources[].image"]["reader"]
     labels = by_name["labels"]["reader"].split(", ")
-    assert set(labels) == {"hf", "medsam2-btcv", "nnunet", "pairs2d", "volumes"}
+    assert set(labels) == {"hf", "medsam2-btcv", "nnunet", "nnunet-2d", "pairs2d", "volumes"}
     only_volumes = option_reference(["volumes"])
     assert {row["reader"] for row in only_volumes} == {"volumes"}
     with pytest.raises(ConfigError, match="unknown reader 'volume'"):

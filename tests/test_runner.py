@@ -40,7 +40,7 @@ class _FailsOnSecondFlow(Adapter):
         return Prediction(masks={prompt.target: full for prompt in prompts})
 
 
-def _run(tmp_path, models, datasets=("demo-fundus",), limit=2):
+def _run(tmp_path, models, datasets=("demo-fundus",), limit=12):  # two flows of 6 images
     config = load_config(CONFIG)
     plan = make_plan(config, "demo", models=models, datasets=list(datasets), limit=limit)
     outcome = execute(plan, tmp_path / "run")
@@ -102,7 +102,7 @@ def test_rerun_into_a_finished_run_needs_resume(tmp_path):
 def _cli(out, *extra):
     return [sys.executable, "-m", "bench.cli", "--config", str(CONFIG), "run", "--suite", "demo",
             "--models", "registration", "--datasets", "demo-fundus,demo-ultrasound",
-            "--limit", "2", "--no-cache", "--out", str(out), *extra]
+            "--limit", "12", "--no-cache", "--out", str(out), *extra]  # 2 flows of 6
 
 
 def test_killed_run_resumes_to_the_same_table(tmp_path):

@@ -15,13 +15,17 @@ readers), ``cases`` (file-based readers: cases grouped into flows),
 ``labels`` (mask decoding), ``geometry`` (volume frames), ``slicing``
 (volumes as image flows), ``patterns`` (the file-name template language),
 ``layout`` (pattern layouts), ``files`` (file formats), the readers
-``volumes``, ``pairs2d``, ``nnunet``, ``hf``, ``special`` and ``demo``, and
-``check`` (dataset checks).
+``volumes``, ``pairs2d``, ``nnunet`` (also ``nnunet-2d``), ``hf``, ``special``
+and ``demo``, ``check`` (dataset checks), ``new_card`` (``bench datasets new``)
+and ``reference`` (the generated card reference).
+
+``limit`` counts cases (images or volumes), never flows: see :func:`_limited`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ConfigError, DataError
@@ -41,7 +45,8 @@ Listings = dict[tuple[str, str], dict[str, FlowRef]]
 
 
 def read_flows(card: Card, root: Path | None = None, limit: int | None = None,
-               errors: list[DataError] | None = None) -> Iterator[Flow]:
+               errors: list[DataError] | None = None,
+               truncation: list[Truncation] | None = None) -> Iterator[Flow]:
     """Stream the flows of the dataset described by ``card`` under ``root``.
 
     Parameters
@@ -50,11 +55,14 @@ def read_flows(card: Card, root: Path | None = None, limit: int | None = None,
     root : Path or None
         The dataset folder (readers of generated or hub data need none).
     limit : int, optional
-        Read at most the first ``limit`` listed flows (a flow that fails to
-        load counts).
+        Read at most ``limit`` cases (images or volumes): the first ones in the
+        reader's order (see :func:`_limited`); a case that fails to load counts.
     errors : list, optional
         Without it the first bad case raises; with a list, bad cases and
         flows are skipped and their errors appended to it.
+    truncation : list, optional
+        When given and ``limit`` leaves cases out, a :class:`Truncation`
+        describing the cut is appended to it (before the first flow is read).
 
     Raises
     ------
@@ -64,7 +72,10 @@ def read_flows(card: Card, root: Path | None = None, limit: int | None = None,
         A bad case, without ``errors``.
     """
     reader = get_reader(card.reader, f"{card.where}.reader")
-    for ref in _limited(reader.list_flows(card, root), limit):
+    refs, cut = _limited(reader.list_flows(card, root), limit)
+    if cut is not None and truncation is not None:
+        truncation.append(cut)
+    for ref in refs:
         try:
             yield reader.load_flow(card, ref, errors)
         except DataError as err:
@@ -87,7 +98,7 @@ def read_flow(card: Card, root: Path | None, flow_id: str, position: int = 0,
         Its position in the run's stream (as the manifest records it); named
         in the error when the flow is gone.
     limit : int, optional
-        The run's limit: only flows :func:`read_flows` would read are found.
+        The run's limit: only the cases :func:`read_flows` would read are read.
     listings : dict, optional
         Keeps each dataset's listing between calls, so that re-reading many
         flows lists the dataset once.
@@ -101,7 +112,7 @@ def read_flow(card: Card, root: Path | None, flow_id: str, position: int = 0,
     key = (card.name, str(root))
     refs = listings.get(key) if listings is not None else None
     if refs is None:
-        refs = {ref.id: ref for ref in _limited(reader.list_flows(card, root), limit)}
+        refs = {ref.id: ref for ref in _limited(reader.list_flows(card, root), limit)[0]}
         if listings is not None:
             listings[key] = refs
     if flow_id not in refs:
@@ -111,15 +122,68 @@ def read_flow(card: Card, root: Path | None, flow_id: str, position: int = 0,
     return reader.load_flow(card, refs[flow_id], [])
 
 
-def _limited(refs: Sequence[FlowRef], limit: int | None) -> Sequence[FlowRef]:
-    """The listed flows a run with ``limit`` reads."""
+@dataclass(frozen=True)
+class Truncation:
+    """How ``--limit`` cut a dataset: what was listed and what is read.
+
+    Attributes
+    ----------
+    limit : int
+        The limit, in cases.
+    cases_listed, cases_kept : int
+        Cases (images or volumes) the reader lists, and those read.
+    flows_listed, flows_kept : int
+        Flows listed, and flows read (whole or cut).
+    flow_cut : str or None
+        The last flow read when only its first cases are (an image flow).
+    """
+
+    limit: int
+    cases_listed: int
+    cases_kept: int
+    flows_listed: int
+    flows_kept: int
+    flow_cut: str | None = None
+
+    def describe(self) -> str:
+        """One line for reports and logs."""
+        cut = f"; flow {self.flow_cut!r} cut to its first images" if self.flow_cut else ""
+        return (f"first {self.cases_kept} of {self.cases_listed} cases in the reader's order "
+                f"({self.flows_kept} of {self.flows_listed} flows{cut})")
+
+
+def _limited(refs: Sequence[FlowRef], limit: int | None
+             ) -> tuple[Sequence[FlowRef], Truncation | None]:
+    """The flows a run with ``limit`` reads, and the truncation (None when nothing is cut).
+
+    ``limit`` counts cases (images or volumes, :attr:`FlowRef.size`), not
+    flows: the first ``limit`` cases in the reader's (natural, sorted) order
+    are kept, the last flow read being cut to the cases that fit. The choice
+    depends on the files alone, never on a seed, so every seed of a run (and
+    every rerun) scores the same cases.
+    """
     if limit is None:
-        return refs
+        return refs, None
     if limit < 0:
         raise ConfigError(f"limit must be non-negative or None, got {limit}")
-    return refs[:limit]
+    kept: list[FlowRef] = []
+    left = limit
+    cut = None
+    for ref in refs:
+        if left <= 0:
+            break
+        size = ref.size
+        if size > left:
+            ref, cut = ref.head(left), ref.id
+            size = left
+        kept.append(ref)
+        left -= size
+    listed = sum(ref.size for ref in refs)
+    if len(kept) == len(refs) and cut is None:
+        return refs, None
+    return kept, Truncation(limit, listed, limit - left, len(refs), len(kept), cut)
 
 
 __all__ = ["Card", "Flow", "FlowRef", "Listings", "Reader", "card_from_table", "card_to_table",
            "get_reader", "load_card", "load_cards", "option_reference", "read_flow",
-           "read_flows", "reader_names", "register_reader"]
+           "read_flows", "reader_names", "register_reader", "Truncation"]

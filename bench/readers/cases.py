@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -97,6 +97,13 @@ class CaseFlowRef(FlowRef):
     """A flow of a file-based dataset: its cases, in order."""
 
     cases: tuple[CaseRef, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.cases)
+
+    def head(self, count: int) -> CaseFlowRef:
+        return self if count >= len(self.cases) else replace(self, cases=self.cases[:count])
 
 
 @dataclass

@@ -22,6 +22,7 @@ from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader
 from bench.readers.diagnose import count_matches, relative_files
 from bench.readers.layout import PatternReader, layouts
+from bench.readers.patterns import one_level_off
 from bench.readers.registry import get_reader
 
 # Voxel sizes outside this range (mm) are reported as implausible.
@@ -69,6 +70,8 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
     problems.extend(scan_problems)
     if not refs and root is not None and cards:
         problems.extend(_other_layouts(card, Path(root), cards))
+    if not refs and root is not None:
+        problems.extend(_root_hint(reader, card, Path(root)))
     checked = refs if limit is None else refs[:limit]
     for ref in checked:
         if ref.missing:  # already reported by the scan
@@ -141,6 +144,23 @@ def _other_layouts(card: Card, root: Path, cards: Mapping[str, Card]) -> list[Pr
     return [Problem("error", str(root), f"the root holds another dataset's layout: it matches "
                                         f"the card(s) {shown}, not {card.name!r}; check the "
                                         "root, or run that dataset")]
+
+
+def _root_hint(reader: FileReader, card: Card, root: Path) -> list[Problem]:
+    """A root one level off: the folder that would match, as an info line."""
+
+    def count(folder: Path) -> int:
+        try:
+            return len(reader.scan(card, folder)[0])
+        except BenchError:  # a folder the card cannot read at all matches nothing
+            return 0
+
+    found = one_level_off(root, count)
+    if found is None:
+        return []
+    folder, cases = found
+    return [Problem("info", str(root), f"hint: the card's patterns match {cases} cases under "
+                                       f"{folder}: pass --root {folder}")]
 
 
 def _check_case(reader: FileReader, card: Card, ref: CaseRef) -> list[Problem]:

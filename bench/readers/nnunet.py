@@ -19,6 +19,10 @@ Understood layouts:
   ``modality``, and a ``training`` list of ``{"image", "label"}``; MSD images
   are 4D with channels last, v1 images carry the ``_XXXX`` suffix.
 
+nnU-Net's 2D datasets (``file_ending`` ``.png``, ``.bmp``, ``.tif``) are read
+by the ``nnunet-2d`` reader (kind ``image-flow``, one case per image, the
+2D image options; :class:`NnUnet2dReader`).
+
 Options (:class:`NnUnetOptions`): ``channel`` (an index, or a name from
 ``channel_names`` / ``modality``), ``dataset_json``, plus the common volume
 and label options (card ``labels``/``regions`` add to or override the
@@ -37,9 +41,9 @@ from pydantic import Field
 from bench.errors import ConfigError, DataError, Problem
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader, RawCase
-from bench.readers.files import Volume
+from bench.readers.files import Volume, read_image2d, read_mask2d
 from bench.readers.labels import LabelSpec, label_spec
-from bench.readers.options import VolumeReaderOptions
+from bench.readers.options import ImageReaderOptions, VolumeReaderOptions
 from bench.readers.patterns import natural_key
 from bench.readers.registry import register_reader
 from bench.readers.volumes import label_reader, read_volume_case
@@ -53,6 +57,19 @@ class NnUnetOptions(VolumeReaderOptions):
         "(required when the dataset has several channels)"))
     dataset_json: str = Field("dataset.json", description=(
         "the dataset description, relative to the root"))
+
+
+class NnUnet2dOptions(ImageReaderOptions):
+    """Options of an ``nnunet-2d`` card."""
+
+    channel: Annotated[int, Field(ge=0)] | str = Field(0, description=(
+        "the image channel: an index, or a name from dataset.json's channel_names / modality"))
+    dataset_json: str = Field("dataset.json", description=(
+        "the dataset description, relative to the root"))
+
+
+# File endings of nnU-Net's 2D datasets (read by the nnunet-2d reader).
+IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff")
 
 
 def read_dataset_json(root: Path, name: str = "dataset.json") -> dict[str, Any]:
@@ -87,17 +104,17 @@ def dataset_labels(info: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, l
     return labels, regions, background
 
 
-@register_reader("nnunet")
-class NnUnetReader(FileReader):
-    """nnU-Net / MSD raw datasets (see the module docstring)."""
+class _NnUnetLayout(FileReader):
+    """What the 3D and 2D nnU-Net readers share: dataset.json, case listing, labels."""
 
-    options_model = NnUnetOptions
+    #: Whether the reader reads 2D files (the other reader is named when not).
+    two_d: bool = False
 
-    def options(self, card: Card) -> NnUnetOptions:
-        return cast(NnUnetOptions, super().options(card))
+    def _options(self, card: Card) -> NnUnetOptions | NnUnet2dOptions:
+        return cast(NnUnetOptions | NnUnet2dOptions, self.options(card))
 
     def _info(self, card: Card, root: Path) -> dict[str, Any]:
-        return read_dataset_json(root, self.options(card).dataset_json)
+        return read_dataset_json(root, self._options(card).dataset_json)
 
     def _info_of(self, card: Card, ref: CaseRef | None) -> dict[str, Any]:
         if ref is None or "root" not in ref.files:
@@ -109,7 +126,12 @@ class NnUnetReader(FileReader):
         assert root is not None  # nnU-Net folders need a root (see FileReader.scan)
         info = self._info(card, root)
         ending = str(info.get("file_ending", ".nii.gz"))
-        channel = _channel_index(card, self.options(card), info)
+        if (ending.lower() in IMAGE_ENDINGS) != self.two_d:
+            right = "nnunet-2d" if ending.lower() in IMAGE_ENDINGS else "nnunet"
+            raise ConfigError(f"{card.where}.reader: the dataset's file_ending is {ending!r}; "
+                              f"use reader = {right!r}" + (" and kind = 'image-flow'"
+                                                          if right == "nnunet-2d" else ""))
+        channel = _channel_index(card, self._options(card), info)
         problems: list[Problem] = []
         refs = []
         training = info.get("training")
@@ -147,7 +169,7 @@ class NnUnetReader(FileReader):
                        missing=missing)
 
     def label_spec(self, card: Card, ref: CaseRef | None = None) -> LabelSpec:
-        options = self.options(card)
+        options = self._options(card)
         labels, regions, background = dataset_labels(self._info_of(card, ref))
         labels.update(options.labels)
         regions.update(options.regions)
@@ -156,6 +178,16 @@ class NnUnetReader(FileReader):
             background = options.background  # the card's overrides dataset.json's
         return label_spec(card, options, labels=labels, regions=regions, targets=targets,
                           background=background)
+
+
+@register_reader("nnunet")
+class NnUnetReader(_NnUnetLayout):
+    """nnU-Net / MSD raw datasets of volumes (see the module docstring)."""
+
+    options_model = NnUnetOptions
+
+    def options(self, card: Card) -> NnUnetOptions:
+        return cast(NnUnetOptions, super().options(card))
 
     def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
         options = self.options(card)
@@ -168,7 +200,32 @@ class NnUnetReader(FileReader):
                                 geometries, channel)
 
 
-def _channel_index(card: Card, options: NnUnetOptions, info: Mapping[str, Any]) -> int:
+@register_reader("nnunet-2d")
+class NnUnet2dReader(_NnUnetLayout):
+    """nnU-Net raw datasets of 2D images (``file_ending`` ``.png``, ``.bmp``, ``.tif``).
+
+    Each image is one case (file ``imagesTr/CASE_XXXX<ending>`` of the
+    channel ``options.channel``), its label map ``labelsTr/CASE<ending>``
+    holds dataset.json's label values; cases are grouped into image flows by
+    ``group`` and ``chunk_size`` (default: one flow).
+    """
+
+    options_model = NnUnet2dOptions
+    two_d = True
+
+    def options(self, card: Card) -> NnUnet2dOptions:
+        return cast(NnUnet2dOptions, super().options(card))
+
+    def read_case(self, card: Card, ref: CaseRef, image: bool = True) -> RawCase:
+        options = self.options(card)
+        array = read_image2d(Path(ref.files["image"]))
+        labels = [read_mask2d(Path(p), options.mask_channel) for p in ref.files["mask"]]
+        meta = {"image": str(ref.files["image"]), "mask": [str(p) for p in ref.files["mask"]]}
+        return RawCase(array, labels, {}, None, None, meta)
+
+
+def _channel_index(card: Card, options: NnUnetOptions | NnUnet2dOptions,
+                   info: Mapping[str, Any]) -> int:
     channel = options.channel
     if isinstance(channel, int):
         return channel
@@ -186,4 +243,5 @@ def _channel_index(card: Card, options: NnUnetOptions, info: Mapping[str, Any]) 
                       f"the dataset's channels {sorted(names.values())}")
 
 
-__all__ = ["NnUnetOptions", "NnUnetReader", "dataset_labels", "read_dataset_json"]
+__all__ = ["IMAGE_ENDINGS", "NnUnet2dOptions", "NnUnet2dReader", "NnUnetOptions", "NnUnetReader",
+           "dataset_labels", "read_dataset_json"]

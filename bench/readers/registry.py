@@ -49,6 +49,15 @@ class FlowRef:
 
     id: str
 
+    @property
+    def size(self) -> int:
+        """Cases in this flow (what ``--limit`` counts); one unless a subclass says more."""
+        return 1
+
+    def head(self, count: int) -> FlowRef:
+        """This flow cut to its first ``count`` cases (``1 <= count <= size``)."""
+        return self
+
 
 class Reader(ABC):
     """A source of flows: lists a dataset's flows and loads one of them.

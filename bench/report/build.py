@@ -185,6 +185,9 @@ def _warnings(doc: Document, ctx: RunContext) -> None:
                      + (f" (this is shard {shard}: join the shards with `bench merge`)."
                         if shard else "; resume it with `bench run --resume`.")
                      + " The tables cover only the units present."))
+    doc.add(*(Note(f"**Truncated by --limit {cut['limit']}:** `{name}` scored the {cut['how']}.")
+              for name, e in ctx.manifest.get("datasets", {}).items()
+              if (cut := e.get("truncated"))))
     failed = summary.get("failed_units", [])
     read_failures = sum(len(e.get("failures", [])) for e in ctx.manifest.get("datasets",
                                                                               {}).values())

@@ -8,7 +8,7 @@ before it (see the package docstring for the conventions).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -87,9 +87,18 @@ class DemoOptions(Settings):
 
 @dataclass(frozen=True, eq=False)
 class DemoFlowRef(FlowRef):
-    """A generated flow: its index in the card's stream."""
+    """A generated flow: its index in the card's stream and its number of images."""
 
     index: int
+    images: int = 1  # a volume is one case
+    keep: int | None = None  # generate only the first images (--limit)
+
+    @property
+    def size(self) -> int:
+        return self.images if self.keep is None else self.keep
+
+    def head(self, count: int) -> DemoFlowRef:
+        return self if count >= self.size else replace(self, keep=count)
 
 
 @register_reader("demo")
@@ -127,13 +136,18 @@ class DemoReader(Reader):
 
     def list_flows(self, card: Card, root: Path | None) -> list[DemoFlowRef]:
         options = self.options(card)
-        return [DemoFlowRef(flow_id(options, index), index) for index in range(options.flows)]
+        images = options.frames if GENERATORS[options.generator].kind == "image-flow" else 1
+        return [DemoFlowRef(flow_id(options, index), index, images)
+                for index in range(options.flows)]
 
     def load_flow(self, card: Card, ref: FlowRef, errors: list[DataError] | None = None
                   ) -> Flow:
         if not isinstance(ref, DemoFlowRef):
             raise TypeError(f"the demo reader loads the flows it lists, not {ref!r}")
-        return generate_flow(self.options(card), ref.index, dataset=card.name)
+        options = self.options(card)
+        if ref.keep is not None:  # image i depends on (seed, flow, i) only: a prefix is exact
+            options = options.model_copy(update={"frames": ref.keep})
+        return generate_flow(options, ref.index, dataset=card.name)
 
 
 def expected_case_count(options: DemoOptions) -> int:
