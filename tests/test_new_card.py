@@ -116,7 +116,8 @@ def test_image_pairs_end_to_end(tmp_path, monkeypatch, capsys):
     assert card.options.image == "images/{id}.png" and card.options.mask == "masks/{id}_mask.png"
     assert card.options.labels == {"foreground": 255}
     scored = _run(tmp_path, "skin", tmp_path / "skin", tmp_path / "cards")
-    assert sorted(scored["case"]) == [f"img{i}" for i in range(5)]
+    # img0 is the one-prompt template: given, not predicted, so not scored
+    assert sorted(scored["case"]) == [f"img{i}" for i in range(1, 5)]
     # a second `new` does not overwrite the card
     assert main(["datasets", "new", "skin", "--images", "skin/images/*.png", "--masks",
                  "skin/masks/*_mask.png", "--out", "cards"]) == 2
@@ -234,7 +235,7 @@ def test_nnunet_2d_png_folder_end_to_end(tmp_path, monkeypatch, capsys):
     assert (card.reader, card.kind, card.modality) == ("nnunet-2d", "image-flow",
                                                        "fundus photograph")
     scored = _run(tmp_path, "disc", root, tmp_path / "cards")
-    assert len(scored) == 8  # 4 images x 2 targets (cup, disc)
+    assert len(scored) == 6  # 4 images x 2 targets (cup, disc), less each target's template
     assert sorted(set(scored["target"])) == ["cup", "disc"]
 
 
@@ -268,7 +269,8 @@ def test_real_wbc_copy_end_to_end(tmp_path, monkeypatch, capsys):
     card = load_card(tmp_path / "cards" / "cells.toml")
     assert card.options.case_id == "{dir1}/{id}" and card.options.group == "{dir1}"
     scored = _run(tmp_path, "cells", root, tmp_path / "cards")
-    assert len(scored) == 12 and set(scored["flow"]) == {"cells/1"}
+    # 6 images x 2 targets, less each target's template image
+    assert len(scored) == 10 and set(scored["flow"]) == {"cells/1"}
 
 
 def test_hf_card_is_written_and_validated_not_loaded(tmp_path, capsys):
