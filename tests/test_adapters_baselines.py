@@ -178,7 +178,7 @@ def test_oracle_is_a_hidden_self_test_that_needs_ground_truth():
 
 
 def test_oracle_scores_dice_1_and_hd95_0_on_every_demo_case(tmp_path):
-    plan = make_plan(load_config(ROOT / "bench.toml"), "demo", models=["oracle"], limit=1)
+    plan = make_plan(load_config(ROOT / "bench.toml"), "demo", models=["oracle"], limit=2)
     outcome = execute(plan, tmp_path / "run")
     assert outcome.units_failed == 0 and outcome.read_failures == 0
     table = pd.read_csv(tmp_path / "run" / "metrics.csv", keep_default_na=False,

@@ -51,7 +51,7 @@ def test_scores_a_run_folder_exactly_as_the_run_that_wrote_it(tmp_path):
     config = load_config(ROOT / "bench.toml")
     models = ["test-threshold-model", "full-frame"]
     datasets = ["demo-fundus", "demo-ct"]  # RGB images with two targets, and a volume
-    source = execute(make_plan(config, "demo", models=models, datasets=datasets, limit=1),
+    source = execute(make_plan(config, "demo", models=models, datasets=datasets, limit=2),
                      tmp_path / "source")
     assert source.units_failed == 0
     original = _table(tmp_path / "source")
@@ -59,7 +59,7 @@ def test_scores_a_run_folder_exactly_as_the_run_that_wrote_it(tmp_path):
     for model in models:
         config.models["predictions"] = {
             "folder": str(tmp_path / "source" / "predictions" / model / "seed0")}
-        plan = make_plan(config, "demo", models=["predictions"], datasets=datasets, limit=1)
+        plan = make_plan(config, "demo", models=["predictions"], datasets=datasets, limit=2)
         outcome = execute(plan, tmp_path / f"read-{model}")
         assert outcome.units_failed == 0
         read = _table(tmp_path / f"read-{model}")

@@ -43,4 +43,5 @@ def test_readme_commands_run_in_an_empty_folder(tmp_path, monkeypatch):
     metrics = pd.read_csv(run / "metrics.csv")
     dice = metrics[(metrics["metric"] == "dice") & (metrics["dataset"] == "skin")]
     assert sorted(set(dice["model"])) == ["full-frame", "registration"]
-    assert sorted(set(dice["case"])) == [f"ISIC_{i:04d}" for i in range(4)]
+    # ISIC_0000 is the one-prompt template: given, not predicted, so not scored
+    assert sorted(set(dice["case"])) == [f"ISIC_{i:04d}" for i in range(1, 4)]

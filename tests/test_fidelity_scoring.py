@@ -279,8 +279,8 @@ def test_official_code_floors_on_demo_ct_score_no_absent_organ(tmp_path):
 
 def test_score_prompted_run_keeps_template_rows_in_their_own_report_table(tmp_path):
     config = load_config(ROOT / "bench.toml")
-    plain = make_plan(config, "demo", models=["full-frame"], datasets=["demo-fundus"], limit=1)
-    kept = make_plan(config, "demo", models=["full-frame"], datasets=["demo-fundus"], limit=1,
+    plain = make_plan(config, "demo", models=["full-frame"], datasets=["demo-fundus"], limit=2)
+    kept = make_plan(config, "demo", models=["full-frame"], datasets=["demo-fundus"], limit=2,
                      score_prompted=True)
     assert kept.identity()["score_prompted"] and not plain.identity()["score_prompted"]
     execute(plain, tmp_path / "plain")
@@ -291,7 +291,7 @@ def test_score_prompted_run_keeps_template_rows_in_their_own_report_table(tmp_pa
     assert len(prompted) and "prompted" not in set(a["status"])
     columns = ["case", "target", "metric", "value", "status"]
     pd.testing.assert_frame_equal(b[b["status"] != "prompted"][columns].reset_index(drop=True),
-                                  a[columns].reset_index(drop=True))
+                                  a[columns].reset_index(drop=True), check_dtype=False)
     assert summarise(a, n_resamples=50).equals(summarise(b, n_resamples=50))
     assert len(per_case(b)) == len(a)  # comparisons and checks never see the given frames
     from bench.report import write_report

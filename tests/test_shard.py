@@ -22,7 +22,7 @@ DATASETS = ["demo-cells", "demo-dermoscopy", "demo-fundus", "demo-ultrasound"]
 
 def _plan():
     plan = make_plan(load_config(CONFIG), "demo", models=["full-frame", "registration"],
-                     datasets=DATASETS, limit=1)
+                     datasets=DATASETS, limit=2)
     # Registration at 64 px keeps the test fast; the code paths are the same.
     registration = {**plan.model_settings["registration"], "size": 64}
     return dataclasses.replace(plan, model_settings={**plan.model_settings,
@@ -116,7 +116,7 @@ def test_merge_refuses_runs_that_are_not_shards_of_one_run(runs, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(shard1, other)
     config = json.loads((other / "config.json").read_text())
-    config["plan"]["limit"] = 2
+    config["plan"]["limit"] = 3
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(DataError, match="plan differs in limit"):
         merge_runs(tmp_path / "a", [shard0, other])
