@@ -426,3 +426,23 @@ except ImportError as err:
                             cwd=ROOT, check=True)
     assert result.stdout.strip() == ("model 'medsam2' needs torch and sam2, which are not "
                                      "installed: pip install 'medsam2-bench[sam]'")
+
+
+def test_random_weights_force_the_object_present_and_policies_differ():
+    """Random weights: object score forced present, so masks are non-empty and the
+    memory policies visibly differ (issue 12 item 7)."""
+    from adapters.sam2.adapter import FORCED_PRESENT, OBJECT_PRESENT_LOGIT
+
+    flow = FlowFrames("i", "s", "image-flow", list(volume(n=5, seed=4).frames))
+    base = {"random_weights": True, "image_size": SIZE, "device": "cpu",
+            "config": "sam2_hiera_t", "preprocessing": "sam2"}
+    runs = {memory: MedSAM2Adapter(settings={**base, "memory": memory}).predict(flow, [POINT])
+            for memory in ("fifo", "confidence")}
+    for run in runs.values():
+        assert all(m.any() for m in run.masks["t"])
+    assert not same(runs["fifo"], runs["confidence"])
+    adapter = SAM2Adapter(settings={k: v for k, v in base.items() if k != "preprocessing"})
+    head = adapter.load().predictor.sam_mask_decoder.pred_obj_score_head
+    out = head(torch.randn(3, 256))
+    assert torch.equal(out, torch.full((3, 1), OBJECT_PRESENT_LOGIT))
+    assert adapter.fingerprint()["object_score"] == FORCED_PRESENT

@@ -84,6 +84,33 @@ from bench.errors import ConfigError
 from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt
 
+OBJECT_PRESENT_LOGIT = 10.0
+"""Object-score logit of a random-weight model (:func:`force_object_present`)."""
+
+
+FORCED_PRESENT = f"forced present (random weights: constant logit {OBJECT_PRESENT_LOGIT})"
+
+
+def force_object_present(model: Any) -> None:
+    """Make ``model``'s object-score head always report the object as present.
+
+    With random weights the head's logit is often negative, SAM 2 then gates
+    every mask to empty and a smoke run cannot show anything (e.g. whether
+    memory policies differ). The head's last layer is set to a constant
+    output (zero weights, bias :data:`OBJECT_PRESENT_LOGIT`): the masks are the
+    decoder's own. Used only with ``random_weights`` (recorded in the
+    fingerprint as ``object_score``).
+    """
+    import torch
+
+    head = getattr(model.sam_mask_decoder, "pred_obj_score_head", None)
+    if head is None:  # a config without object scores: nothing gates the masks
+        return
+    last = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(OBJECT_PRESENT_LOGIT)
+
 
 class Sam2Options(Settings):
     """``[models.sam2]``: see the module docstring."""
@@ -170,6 +197,7 @@ class SAM2Adapter(Adapter):
                                         predictor=self.predictor_class,
                                         init_seed=opts.init_seed,
                                         fill_hole_area=opts.fill_hole_area)
+            force_object_present(predictor)
             return LoadedModel(predictor, config, state_dict_digest(predictor.state_dict()))
 
         shared = PROCESS_CACHE.models.get(self._model_key(config, f"random:{opts.init_seed}"),
@@ -216,6 +244,7 @@ class SAM2Adapter(Adapter):
             "checkpoint_sha256": loaded.checkpoint_sha256,
             "weights_digest": loaded.weights_digest,
             "meaningless": bool(opts.random_weights),
+            "object_score": FORCED_PRESENT if opts.random_weights else "model",
             "device": str(device),
             "autocast": "bf16" if device.type == "cuda" else "none",
             "versions": {"torch": torch.__version__, "sam2": package_version("sam2")},
