@@ -446,3 +446,39 @@ def test_random_weights_force_the_object_present_and_policies_differ():
     out = head(torch.randn(3, 256))
     assert torch.equal(out, torch.full((3, 1), OBJECT_PRESENT_LOGIT))
     assert adapter.fingerprint()["object_score"] == FORCED_PRESENT
+
+
+@pytest.mark.parametrize("kind", ["volume", "image-flow"])
+def test_logits_are_the_low_res_decoder_output_and_feed_the_official_metrics(checkpoint,
+                                                                              kind):
+    """Frames at the low-res size (image_size / 4): the masks are exactly logits > 0."""
+    from bench.metrics import DEFAULT_POLICY
+    from bench.official_metrics import official_image_scores, official_volume_scores
+    from bench.scoring import score_flow
+    from bench.types import Flow
+
+    low = SIZE // 4
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 60, (3, low, low), dtype=np.uint8)
+    frames[:, 16:44, 20:48] += 150
+    ref = np.zeros((3, low, low), bool)
+    ref[:, 16:44, 20:48] = True
+    prompt = Prompt("t", 1, "point", points=((30, 30),), labels=(1,))
+    for adapter in (sam2(checkpoint), medsam2(checkpoint)):
+        run = adapter.predict(FlowFrames("f", "s", kind, frames), [prompt])
+        assert [lg.shape for lg in run.logits["t"]] == [(low, low)] * 3
+        assert all(lg.dtype == np.float32 for lg in run.logits["t"])
+        for lg, mask in zip(run.logits["t"], run.masks["t"], strict=True):
+            assert np.array_equal(lg > 0, mask)
+        assert any(m.any() for m in run.masks["t"])
+        flow = Flow("f", "s", kind, frames, {"t": ref if kind == "volume" else list(ref)})
+        rows = score_flow(flow, run, metrics=["dice", "dice_official", "iou_official"],
+                          policy=DEFAULT_POLICY, nsd_tolerance_mm=1.0)
+        official = [r for r in rows if r["metric"] == "dice_official"]
+        assert official and all(r["status"] == "ok" for r in official)
+        if kind == "volume":
+            dice, _ = official_volume_scores(run.logits["t"], list(ref))
+            assert official[0]["value"] == pytest.approx(dice)
+        else:
+            values = [official_image_scores(run.logits["t"][i], ref[i])[0] for i in range(3)]
+            assert [r["value"] for r in official] == pytest.approx(values)

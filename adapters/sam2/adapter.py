@@ -23,6 +23,9 @@ How a flow is run
   to reach its video resolution, done per frame so that image flows of mixed
   shapes get each frame back in its own shape (tested: identical to the stock
   predictor on a flow of one shape).
+- ``logits[target][i]``: those low-resolution logits themselves (float32,
+  ``image_size / 4`` square, after SAM 2's object-score gating and hole
+  filling), for the official metrics (:mod:`bench.official_metrics`).
 - ``scores[target][i]``: the IoU head's prediction for the mask SAM 2 kept on
   frame ``i``, ``None`` where the mask came straight from a mask prompt
   (recorded by :class:`~adapters.sam2.predictor.BenchVideoPredictor`).
@@ -272,11 +275,12 @@ class SAM2Adapter(Adapter):
                             cache_dir=opts.cache_dir)
         masks: dict[str, list[np.ndarray]] = {}
         scores: dict[str, list[float | None]] = {}
+        logits: dict[str, list[np.ndarray]] = {}
         with torch.inference_mode(), autocast_for(predictor.device):
             for target, frame_prompts in grouped.items():
-                masks[target], scores[target] = self._track(
+                masks[target], scores[target], logits[target] = self._track(
                     predictor, inputs, shapes, target, frame_prompts)
-        return Prediction(masks=masks, scores=scores)
+        return Prediction(masks=masks, scores=scores, logits=logits)
 
     def _cache(self) -> EmbeddingCache:
         if self.options.cache_mb > 0:
@@ -294,7 +298,8 @@ class SAM2Adapter(Adapter):
         shapes: Sequence[tuple[int, int]],
         target: str,
         frame_prompts: Mapping[int, FramePrompt],
-    ) -> tuple[list[np.ndarray], list[float | None]]:
+    ) -> tuple[list[np.ndarray], list[float | None], list[np.ndarray]]:
+        """Masks, IoU predictions and low-res logits (float32) of one target per frame."""
         import torch.nn.functional as F
 
         # SAM 2 resizes its low-resolution logits (image_size / 4) to the video size in one
@@ -311,13 +316,14 @@ class SAM2Adapter(Adapter):
         for reverse in (False, True):
             for frame_idx, _, video_masks in predictor.propagate_in_video(state, reverse=reverse):
                 logits[frame_idx] = video_masks[0:1].float()
-        masks = []
+        masks, low_res = [], []
         for frame_idx, shape in enumerate(shapes):
             frame_logits = logits[frame_idx]
+            low_res.append(frame_logits[0, 0].cpu().numpy().astype(np.float32))
             if tuple(frame_logits.shape[-2:]) != tuple(shape):
                 frame_logits = F.interpolate(frame_logits, size=tuple(shape), mode="bilinear",
                                              align_corners=False)
             masks.append((frame_logits[0, 0] > 0).cpu().numpy())
         info = output_dict.get(INFO_KEY, {})
         scores = [info.get(i, {}).get("iou") for i in range(len(shapes))]
-        return masks, scores
+        return masks, scores, low_res
