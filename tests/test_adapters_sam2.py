@@ -146,7 +146,7 @@ def three_targets():
 def test_medsam2_fifo_equals_sam2(checkpoint, three_targets):
     flow, prompts = three_targets
     stock = sam2(checkpoint).predict(flow, prompts)
-    fifo = medsam2(checkpoint, memory="fifo").predict(flow, prompts)
+    fifo = medsam2(checkpoint, memory="fifo", fill_hole_area=0).predict(flow, prompts)
     assert same(stock, fifo)
     assert set(fifo.masks) == {"t", "u", "v"}
     for target in fifo.masks:
@@ -327,7 +327,8 @@ def test_fingerprint_settings_are_the_resolved_options_as_given():
     settings = adapter.options.model_dump()
     assert settings == {
         "config": "auto", "image_size": 1024, "preprocessing": "official", "checkpoint": "",
-        "device": "auto", "random_weights": True, "init_seed": 0, "fill_hole_area": 0,
+        "device": "auto", "random_weights": True, "init_seed": 0,
+        "fill_hole_area": "official",
         "cache_mb": 64, "cache_dir": "", "memory": "official", "bank_size": 16,
         "bank_margin": 0, "bank_draws": 1, "flatten_order": "official", "bank_seed": 0,
         "bank_with_prompts": False}
@@ -482,3 +483,33 @@ def test_logits_are_the_low_res_decoder_output_and_feed_the_official_metrics(che
         else:
             values = [official_image_scores(run.logits["t"][i], ref[i])[0] for i in range(3)]
             assert [r["value"] for r in official] == pytest.approx(values)
+
+
+def test_bank_draws_follow_the_run_seed_and_official_hole_area(checkpoint):
+    """Issue 12 item 8: the run seed reaches the bank; fill_hole_area 8 on volumes."""
+    from adapters.medsam2.adapter import bank_generator
+
+    image_flow = FlowFrames("i", "s", "image-flow", list(volume(n=5, seed=3).frames))
+    adapter = medsam2(checkpoint, memory="confidence")
+    assert medsam2(checkpoint, memory="fifo").use_run_seed(1) is False
+    picks = {}
+    for seed in (0, 1, 0):
+        assert adapter.use_run_seed(seed) is True
+        assert adapter.new_bank(image_flow, "t").generator.initial_seed() == \
+            bank_generator(seed, "s", "i", "t").initial_seed()
+        adapter.predict(image_flow, [POINT])
+        picks.setdefault(seed, []).append(adapter.last_bank.picks)
+    assert picks[0][0] == picks[0][1]  # the same seed repeats exactly
+    assert bank_generator(0, "s", "i", "t", 5).initial_seed() != \
+        bank_generator(0, "s", "i", "t").initial_seed()
+    assert adapter.fingerprint()["bank"]["draws_seeded_by"].startswith("run seed")
+    # With 5 frames and a bank of <= 5 entries, 4 draws: seeds 0 and 1 differ here.
+    assert picks[0][0] != picks[1][0]
+    official = medsam2(checkpoint)
+    assert (official.hole_area("volume"), official.hole_area("image-flow")) == (8, 0)
+    official.predict(volume(), [POINT])
+    assert official.load().predictor.fill_hole_area == 8
+    assert medsam2(checkpoint, fill_hole_area=3).hole_area("image-flow") == 3
+    sam = sam2(checkpoint)
+    sam.predict(volume(), [POINT])
+    assert sam.load().predictor.fill_hole_area == 0

@@ -23,8 +23,9 @@ Memory policies (``memory``)
     attends to ``bank_draws`` entries drawn with replacement by
     softmax(cosine) similarity (``flatten_order`` chooses the official,
     mismatched flatten order or the aligned one; draws come from a generator
-    seeded by :func:`bank_generator` from ``bank_seed``, the dataset, the flow
-    and the target, so runs repeat exactly).
+    seeded by :func:`bank_generator` from the run's seed (``--seeds``, so the
+    draws enter the seed spread and the CIs), ``bank_seed``, the dataset, the
+    flow and the target, so runs repeat exactly).
 ``official`` (default)
     What the official code does per data kind: ``fifo`` for volumes,
     ``confidence`` for image flows.
@@ -53,6 +54,14 @@ How ``confidence`` sits in SAM 2's video predictor
 - the official batch size ``B`` sets how many entries each image draws; it
   is 1 in the official ``cfg.py`` (``-b``), 4 in its README's REFUGE
   command; ``bank_draws`` defaults to 1.
+
+Hole filling
+------------
+``fill_hole_area = "official"`` (default): 8 on volumes, as the official 3D
+code (its video predictor's default), 0 on image flows (the official 2D loop
+has none). SAM 2 fills holes only with its compiled CUDA extension (``_C``);
+without it pip ``sam2`` skips the step with a warning, so the setting is only
+effective where the extension is built. An integer sets it for every flow.
 
 Preprocessing
 -------------
@@ -102,18 +111,26 @@ class MedSam2Options(Sam2Options):
     flatten_order: FlattenOrder = "official"
     bank_seed: int = 0
     bank_with_prompts: bool = False
+    fill_hole_area: Annotated[int, Field(ge=0)] | Literal["official"] = "official"
 
 
-def bank_generator(seed: int, dataset: str, flow_id: str, target: str) -> Any:
+OFFICIAL_HOLE_AREA_3D = 8
+"""``fill_hole_area`` of the official 3D code (its video predictor's default)."""
+
+
+def bank_generator(seed: int, dataset: str, flow_id: str, target: str,
+                   bank_seed: int = 0) -> Any:
     """The CPU ``torch.Generator`` of one target's bank draws in one flow.
 
     Seeded from the harness's keyed streams (:mod:`bench.prompts.streams`,
-    protocol ``"medsam2-bank"``), so the draws of a flow and target do not
-    depend on other flows, targets or the order they run in.
+    protocol ``"medsam2-bank"``) by the run seed ``seed`` (``--seeds``) and the
+    ``bank_seed`` setting, so the draws of a flow and target do not depend on
+    other flows, targets or the order they run in, and change with the seed.
     """
     import torch
 
-    stream = keyed_stream(seed, dataset, flow_id, target, None, "medsam2-bank", "draws")
+    key = "draws" if bank_seed == 0 else f"draws/{bank_seed}"
+    stream = keyed_stream(seed, dataset, flow_id, target, None, "medsam2-bank", key)
     return torch.Generator().manual_seed(stream.raw())
 
 
@@ -134,6 +151,19 @@ class MedSAM2Adapter(SAM2Adapter):
         super().__post_init__()
         #: The bank of the last target run with ``confidence`` memory (for inspection).
         self.last_bank: Any = None
+        #: The unit's seed (``--seeds``), handed over by the harness; 0 outside a run.
+        self.run_seed = 0
+
+    def use_run_seed(self, seed: int) -> bool:
+        self.run_seed = int(seed)
+        return self.options.memory != "fifo"  # the bank's draws follow the seed
+
+    def hole_area(self, kind: str) -> int:
+        """``fill_hole_area``; ``"official"``: 8 on volumes (official 3D code), else 0."""
+        area = self.options.fill_hole_area
+        if area == "official":
+            return OFFICIAL_HOLE_AREA_3D if kind == "volume" else 0
+        return int(area)
 
     def _published(self) -> str:
         return PUBLISHED
@@ -180,8 +210,8 @@ class MedSAM2Adapter(SAM2Adapter):
         opts = self.options
         return ConfidenceBank(size=opts.bank_size, margin=float(opts.bank_margin),
                               draws=opts.bank_draws, flatten_order=opts.flatten_order,
-                              generator=bank_generator(opts.bank_seed, flow.dataset, flow.id,
-                                                       target))
+                              generator=bank_generator(self.run_seed, flow.dataset, flow.id,
+                                                       target, opts.bank_seed))
 
     def _attach_memory(self, output_dict: dict[str, Any], flow: FlowFrames,
                        target: str) -> None:
@@ -199,4 +229,5 @@ class MedSAM2Adapter(SAM2Adapter):
         record["bank"] = {k: getattr(opts, k) for k in ("bank_size", "bank_margin", "bank_draws",
                                                         "flatten_order", "bank_seed",
                                                         "bank_with_prompts")}
+        record["bank"]["draws_seeded_by"] = "run seed (--seeds) and bank_seed"
         return record

@@ -188,8 +188,9 @@ class SAM2Adapter(Adapter):
 
     def _model_key(self, config: str, weights: str) -> tuple[Any, ...]:
         opts = self.options
+        # fill_hole_area is not part of the model: it is set on it for each call.
         return ("sam2", self.predictor_class, config, weights, opts.image_size,
-                str(self._device()), opts.fill_hole_area)
+                str(self._device()))
 
     def _load_random(self) -> LoadedModel:
         opts = self.options
@@ -198,8 +199,7 @@ class SAM2Adapter(Adapter):
         def build() -> LoadedModel:
             predictor = build_predictor(config, opts.image_size, self._device(), None,
                                         predictor=self.predictor_class,
-                                        init_seed=opts.init_seed,
-                                        fill_hole_area=opts.fill_hole_area)
+                                        init_seed=opts.init_seed)
             force_object_present(predictor)
             return LoadedModel(predictor, config, state_dict_digest(predictor.state_dict()))
 
@@ -223,8 +223,7 @@ class SAM2Adapter(Adapter):
 
         def build() -> LoadedModel:
             predictor = build_predictor(config, opts.image_size, self._device(), state(),
-                                        predictor=self.predictor_class, where=str(path),
-                                        fill_hole_area=opts.fill_hole_area)
+                                        predictor=self.predictor_class, where=str(path))
             return LoadedModel(predictor, config, sha, str(path), sha)
 
         shared = PROCESS_CACHE.models.get(self._model_key(config, sha), build)
@@ -259,6 +258,10 @@ class SAM2Adapter(Adapter):
     def memory_policy(self) -> str:
         return "fifo"
 
+    def hole_area(self, kind: str) -> int:
+        """SAM 2's ``fill_hole_area`` for a flow of ``kind`` (set on the model per call)."""
+        return int(self.options.fill_hole_area)
+
     # -- prediction
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
@@ -276,6 +279,7 @@ class SAM2Adapter(Adapter):
         masks: dict[str, list[np.ndarray]] = {}
         scores: dict[str, list[float | None]] = {}
         logits: dict[str, list[np.ndarray]] = {}
+        predictor.fill_hole_area = self.hole_area(flow.kind)
         with torch.inference_mode(), autocast_for(predictor.device):
             for target, frame_prompts in grouped.items():
                 masks[target], scores[target], logits[target] = self._track(
