@@ -253,10 +253,11 @@ def test_bank_draws_are_keyed_by_seed_dataset_flow_and_target():
 def test_policy_by_flow_kind(checkpoint):
     adapter = medsam2(checkpoint)  # memory = "official"
     assert adapter.policy_for("volume") == "fifo"
-    assert adapter.policy_for("image-flow") == "confidence"
+    assert adapter.policy_for("image-flow") == "official-2d"
     assert adapter.new_bank(volume(), "t") is None
     image_flow = FlowFrames("i", "s", "image-flow", list(volume().frames))
-    bank = adapter.new_bank(image_flow, "t")
+    assert adapter.new_bank(image_flow, "t") is None  # the official loop keeps its own
+    bank = medsam2(checkpoint, memory="confidence").new_bank(image_flow, "t")
     assert (bank.size, bank.margin, bank.draws, bank.flatten_order) == (16, 0.1, 1, "official")
 
 
@@ -331,7 +332,7 @@ def test_fingerprint_settings_are_the_resolved_options_as_given():
         "fill_hole_area": "official",
         "cache_mb": 64, "cache_dir": "", "memory": "official", "bank_size": 16,
         "bank_margin": 0, "bank_draws": 1, "flatten_order": "official", "bank_seed": 0,
-        "bank_with_prompts": False}
+        "bank_with_prompts": False, "batch": 1, "click_order": "xy"}
     assert type(settings["bank_margin"]) is int and type(settings["cache_mb"]) is int
     assert SAM2Adapter(settings={"cache_mb": 0.5}).options.cache_mb == 0.5
 
