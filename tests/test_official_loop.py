@@ -207,3 +207,51 @@ def test_fifo_equals_sam2_on_an_image_flow():
                                                         fifo.logits[target], strict=True))
         assert any(m.any() for m in fifo.masks[target])
     assert stock.scores == fifo.scores
+
+
+# -- the 3D loop's prompt / score schedule --------------------------------------------
+
+def port_3d_schedule(labels, prompt_freq=2):
+    """func_3d validation: window, objects, per-slice prompts and scored (slice, object)s.
+
+    ``labels`` is a (K, H, W) label map; returns the window, the prompts
+    ``{(t, obj): ("box", (x0, y0, x1, y1)) | ("empty", None)}`` and the objects.
+    """
+    nonzero = [k for k in range(len(labels)) if labels[k].any()]
+    slab = list(range(nonzero[0], nonzero[-1] + 1))
+    window = slab[:len(slab) // 4]
+    objs = sorted({int(v) for t in window for v in np.unique(labels[t]) if v})
+    prompts = {}
+    for t in window[::prompt_freq]:
+        for obj in objs:
+            rows, cols = np.nonzero(labels[t] == obj)
+            prompts[(t, obj)] = (("box", (cols.min(), rows.min(), cols.max(), rows.max()))
+                                 if len(rows) else ("empty", None))
+    return window, prompts, objs
+
+
+def test_3d_schedule_matches_the_official_loop_on_a_synthetic_volume():
+    from bench.prompts.protocols import make_prompts
+    from bench.prompts.scope import scoring_scope
+    from bench.types import Flow
+
+    labels = np.zeros((30, 24, 24), np.uint8)
+    labels[3:20, 4:10, 5:12] = 1   # present from the slab's start
+    labels[6:8, 14:20, 14:18] = 2  # only on window slices 3 and 4 (relative), one odd
+    labels[15:27, 2:6, 2:6] = 3    # outside the window: neither prompted nor scored
+    frames = (labels * 60).astype(np.uint8)
+    names = {"a": 1, "b": 2, "c": 3}
+    flow = Flow("v", "s", "volume", frames, {n: labels == v for n, v in names.items()})
+    window, expected, objs = port_3d_schedule(labels)
+    assert window == list(range(3, 9)) and objs == [1, 2]
+    prompts = make_prompts(flow, "official-code", seed=0, prompt_kind="box", params={})
+    got = {}
+    for p in prompts:
+        key = (p.frame, names[p.target])
+        got[key] = ("box", tuple(p.box)) if p.kind == "box" else (
+            "empty" if p.kind == "empty-mask" and not p.mask.any() else p.kind, None)
+    assert got == {k: (kind, tuple(int(x) for x in box) if box else None)
+                   for k, (kind, box) in expected.items()}
+    scope = scoring_scope(flow, "official-code", prompts, {})
+    assert list(scope.frames) == window
+    assert sorted(names[t] for t in scope.targets) == objs
