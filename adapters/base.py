@@ -109,6 +109,16 @@ class Adapter:
                        prompt.mask)
         return np.asarray(self.predict(single, [moved]).masks[prompt.target][0], dtype=bool)
 
+    def use_run_seed(self, seed: int) -> bool:
+        """Hand the unit's seed (``--seeds``) to the adapter before :meth:`predict`.
+
+        Adapters with randomness of their own derive it from this seed, so that
+        it enters the seed spread. Returns True when the predictions depend on
+        the seed (the harness then does not reuse cached predictions across
+        seeds); the default ignores it.
+        """
+        return False
+
     def unavailable(self) -> str | None:
         """Why this adapter cannot run here (a missing package or checkpoint), or None.
 

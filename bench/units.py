@@ -276,7 +276,10 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
                                                                              previous),
                 max_clicks)
         else:
-            if cache is not None and identity is not None and not _needs_logits(plan):
+            # An adapter whose predictions follow the seed is never served another seed's.
+            seeded = adapter.use_run_seed(spec.seed)
+            if (cache is not None and identity is not None and not _needs_logits(plan)
+                    and not seeded):
                 cache_key = prediction_key(identity, flow.view(), spec.frames_sha256, spec.rows)
                 prediction = cache.get(cache_key)
                 state = "hit" if prediction is not None else "miss"

@@ -15,8 +15,10 @@ of the model's input size; a bright disc moving across the flow):
 (a) frames per second of a one-prompt run (a click on the middle frame,
     propagation both ways) for each ``image_size``, cold: the embedding
     cache is off, so every frame is encoded once. Two memory policies:
-    ``confidence`` (the official 2D bank, what ``medsam2`` runs on image
-    flows) and ``fifo`` (SAM 2's memory, what it runs on volumes).
+    ``confidence`` (the harness's variant of the official 2D bank inside
+    SAM 2's video predictor; ``medsam2``'s default ``official`` runs the
+    official 2D loop on image flows) and ``fifo`` (SAM 2's memory, what it
+    runs on volumes).
 (b) a run with three protocols on the same frames (a click on the middle
     frame, a box on the first, a mask on the last) without and with the
     in-memory embedding cache; the speed-up is time(off) / time(on), and the

@@ -146,7 +146,7 @@ def three_targets():
 def test_medsam2_fifo_equals_sam2(checkpoint, three_targets):
     flow, prompts = three_targets
     stock = sam2(checkpoint).predict(flow, prompts)
-    fifo = medsam2(checkpoint, memory="fifo").predict(flow, prompts)
+    fifo = medsam2(checkpoint, memory="fifo", fill_hole_area=0).predict(flow, prompts)
     assert same(stock, fifo)
     assert set(fifo.masks) == {"t", "u", "v"}
     for target in fifo.masks:
@@ -253,10 +253,11 @@ def test_bank_draws_are_keyed_by_seed_dataset_flow_and_target():
 def test_policy_by_flow_kind(checkpoint):
     adapter = medsam2(checkpoint)  # memory = "official"
     assert adapter.policy_for("volume") == "fifo"
-    assert adapter.policy_for("image-flow") == "confidence"
+    assert adapter.policy_for("image-flow") == "official-2d"
     assert adapter.new_bank(volume(), "t") is None
     image_flow = FlowFrames("i", "s", "image-flow", list(volume().frames))
-    bank = adapter.new_bank(image_flow, "t")
+    assert adapter.new_bank(image_flow, "t") is None  # the official loop keeps its own
+    bank = medsam2(checkpoint, memory="confidence").new_bank(image_flow, "t")
     assert (bank.size, bank.margin, bank.draws, bank.flatten_order) == (16, 0.1, 1, "official")
 
 
@@ -327,10 +328,11 @@ def test_fingerprint_settings_are_the_resolved_options_as_given():
     settings = adapter.options.model_dump()
     assert settings == {
         "config": "auto", "image_size": 1024, "preprocessing": "official", "checkpoint": "",
-        "device": "auto", "random_weights": True, "init_seed": 0, "fill_hole_area": 0,
+        "device": "auto", "random_weights": True, "init_seed": 0,
+        "fill_hole_area": "official",
         "cache_mb": 64, "cache_dir": "", "memory": "official", "bank_size": 16,
         "bank_margin": 0, "bank_draws": 1, "flatten_order": "official", "bank_seed": 0,
-        "bank_with_prompts": False}
+        "bank_with_prompts": False, "batch": 1, "click_order": "xy"}
     assert type(settings["bank_margin"]) is int and type(settings["cache_mb"]) is int
     assert SAM2Adapter(settings={"cache_mb": 0.5}).options.cache_mb == 0.5
 
@@ -426,3 +428,89 @@ except ImportError as err:
                             cwd=ROOT, check=True)
     assert result.stdout.strip() == ("model 'medsam2' needs torch and sam2, which are not "
                                      "installed: pip install 'medsam2-bench[sam]'")
+
+
+def test_random_weights_force_the_object_present_and_policies_differ():
+    """Random weights: object score forced present, so masks are non-empty and the
+    memory policies visibly differ (issue 12 item 7)."""
+    from adapters.sam2.adapter import FORCED_PRESENT, OBJECT_PRESENT_LOGIT
+
+    flow = FlowFrames("i", "s", "image-flow", list(volume(n=5, seed=4).frames))
+    base = {"random_weights": True, "image_size": SIZE, "device": "cpu",
+            "config": "sam2_hiera_t", "preprocessing": "sam2"}
+    runs = {memory: MedSAM2Adapter(settings={**base, "memory": memory}).predict(flow, [POINT])
+            for memory in ("fifo", "confidence")}
+    for run in runs.values():
+        assert all(m.any() for m in run.masks["t"])
+    assert not same(runs["fifo"], runs["confidence"])
+    adapter = SAM2Adapter(settings={k: v for k, v in base.items() if k != "preprocessing"})
+    head = adapter.load().predictor.sam_mask_decoder.pred_obj_score_head
+    out = head(torch.randn(3, 256))
+    assert torch.equal(out, torch.full((3, 1), OBJECT_PRESENT_LOGIT))
+    assert adapter.fingerprint()["object_score"] == FORCED_PRESENT
+
+
+@pytest.mark.parametrize("kind", ["volume", "image-flow"])
+def test_logits_are_the_low_res_decoder_output_and_feed_the_official_metrics(checkpoint,
+                                                                              kind):
+    """Frames at the low-res size (image_size / 4): the masks are exactly logits > 0."""
+    from bench.metrics import DEFAULT_POLICY
+    from bench.official_metrics import official_image_scores, official_volume_scores
+    from bench.scoring import score_flow
+    from bench.types import Flow
+
+    low = SIZE // 4
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 60, (3, low, low), dtype=np.uint8)
+    frames[:, 16:44, 20:48] += 150
+    ref = np.zeros((3, low, low), bool)
+    ref[:, 16:44, 20:48] = True
+    prompt = Prompt("t", 1, "point", points=((30, 30),), labels=(1,))
+    for adapter in (sam2(checkpoint), medsam2(checkpoint)):
+        run = adapter.predict(FlowFrames("f", "s", kind, frames), [prompt])
+        assert [lg.shape for lg in run.logits["t"]] == [(low, low)] * 3
+        assert all(lg.dtype == np.float32 for lg in run.logits["t"])
+        for lg, mask in zip(run.logits["t"], run.masks["t"], strict=True):
+            assert np.array_equal(lg > 0, mask)
+        assert any(m.any() for m in run.masks["t"])
+        flow = Flow("f", "s", kind, frames, {"t": ref if kind == "volume" else list(ref)})
+        rows = score_flow(flow, run, metrics=["dice", "dice_official", "iou_official"],
+                          policy=DEFAULT_POLICY, nsd_tolerance_mm=1.0)
+        official = [r for r in rows if r["metric"] == "dice_official"]
+        assert official and all(r["status"] == "ok" for r in official)
+        if kind == "volume":
+            dice, _ = official_volume_scores(run.logits["t"], list(ref))
+            assert official[0]["value"] == pytest.approx(dice)
+        else:
+            values = [official_image_scores(run.logits["t"][i], ref[i])[0] for i in range(3)]
+            assert [r["value"] for r in official] == pytest.approx(values)
+
+
+def test_bank_draws_follow_the_run_seed_and_official_hole_area(checkpoint):
+    """Issue 12 item 8: the run seed reaches the bank; fill_hole_area 8 on volumes."""
+    from adapters.medsam2.adapter import bank_generator
+
+    image_flow = FlowFrames("i", "s", "image-flow", list(volume(n=5, seed=3).frames))
+    adapter = medsam2(checkpoint, memory="confidence")
+    assert medsam2(checkpoint, memory="fifo").use_run_seed(1) is False
+    picks = {}
+    for seed in (0, 1, 0):
+        assert adapter.use_run_seed(seed) is True
+        assert adapter.new_bank(image_flow, "t").generator.initial_seed() == \
+            bank_generator(seed, "s", "i", "t").initial_seed()
+        adapter.predict(image_flow, [POINT])
+        picks.setdefault(seed, []).append(adapter.last_bank.picks)
+    assert picks[0][0] == picks[0][1]  # the same seed repeats exactly
+    assert bank_generator(0, "s", "i", "t", 5).initial_seed() != \
+        bank_generator(0, "s", "i", "t").initial_seed()
+    assert adapter.fingerprint()["bank"]["draws_seeded_by"].startswith("run seed")
+    # With 5 frames and a bank of <= 5 entries, 4 draws: seeds 0 and 1 differ here.
+    assert picks[0][0] != picks[1][0]
+    official = medsam2(checkpoint)
+    assert (official.hole_area("volume"), official.hole_area("image-flow")) == (8, 0)
+    official.predict(volume(), [POINT])
+    assert official.load().predictor.fill_hole_area == 8
+    assert medsam2(checkpoint, fill_hole_area=3).hole_area("image-flow") == 3
+    sam = sam2(checkpoint)
+    sam.predict(volume(), [POINT])
+    assert sam.load().predictor.fill_hole_area == 0

@@ -5,7 +5,9 @@
 - :mod:`adapters.medsam2.memory_bank`: the official confidence bank's rules
   as pure torch functions;
 - :mod:`adapters.medsam2.predictor`: the bank wired into SAM 2's video
-  predictor (imports torch and sam2; loaded only when a model is built).
+  predictor (imports torch and sam2; loaded only when a model is built);
+- :mod:`adapters.medsam2.official_loop`: the official 2D validation loop
+  (``memory = "official"`` on image flows; imports torch).
 
 The adapter reuses the SAM 2 machinery of :mod:`adapters.sam2`.
 """

@@ -23,11 +23,29 @@ Memory policies (``memory``)
     attends to ``bank_draws`` entries drawn with replacement by
     softmax(cosine) similarity (``flatten_order`` chooses the official,
     mismatched flatten order or the aligned one; draws come from a generator
-    seeded by :func:`bank_generator` from ``bank_seed``, the dataset, the flow
-    and the target, so runs repeat exactly).
+    seeded by :func:`bank_generator` from the run's seed (``--seeds``, so the
+    draws enter the seed spread and the CIs), ``bank_seed``, the dataset, the
+    flow and the target, so runs repeat exactly).
 ``official`` (default)
-    What the official code does per data kind: ``fifo`` for volumes,
-    ``confidence`` for image flows.
+    What the official code does per data kind: ``fifo`` for volumes (the
+    official 3D code is SAM 2's video predictor), and for image flows the
+    official 2D validation loop as its own code path
+    (:mod:`adapters.medsam2.official_loop`: stream order, batches of
+    ``batch`` images (B, default 1; the official README uses 4), zeros
+    instead of ``no_mem_embed`` on the first batch, memory encoder on
+    post-attention features with soft masks, single-mask decoder without
+    object-score gating or padding tokens on unprompted images; one bank per
+    flow and target: the harness's unit is a flow, the official bank spans
+    its whole test stream, equal when a flow is the whole test split).
+    Tested equal (masks, logits within 1e-5) to an independent port of the
+    official loop (``tests/test_official_loop.py``). It takes clicks (and
+    boxes, an extension); a mask prompt is a clear error (use
+    ``confidence``). ``click_order = "official"`` feeds each click as
+    (row, col) where SAM expects (x, y), as the official code does (off by
+    default: ``"xy"``). The run record's ``memory_policy`` says which ran.
+
+``confidence`` is the harness's cleaner variant of the bank inside SAM 2's
+video predictor; ``official`` is the official loop.
 
 How ``confidence`` sits in SAM 2's video predictor
 (:mod:`adapters.medsam2.predictor`; documented deviations from the official
@@ -54,6 +72,14 @@ How ``confidence`` sits in SAM 2's video predictor
   is 1 in the official ``cfg.py`` (``-b``), 4 in its README's REFUGE
   command; ``bank_draws`` defaults to 1.
 
+Hole filling
+------------
+``fill_hole_area = "official"`` (default): 8 on volumes, as the official 3D
+code (its video predictor's default), 0 on image flows (the official 2D loop
+has none). SAM 2 fills holes only with its compiled CUDA extension (``_C``);
+without it pip ``sam2`` skips the step with a warning, so the setting is only
+effective where the extension is built. An integer sets it for every flow.
+
 Preprocessing
 -------------
 ``preprocessing = "official"`` (default) is the official code's input:
@@ -64,19 +90,26 @@ The official code runs at 1024 px (``image_size`` default).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import Field
 
 from adapters import checkpoints
 from adapters.base import Number, register
+from adapters.reference import frame_shape
 from adapters.sam2.adapter import SAM2Adapter, Sam2Options
 from adapters.sam2.build import check_config, expected_shapes
 from adapters.sam2.preprocess import Preprocessing
+from adapters.sam2.prompts import group_prompts
+from adapters.sam2.session import FlowInputs
+from adapters.torch_utils import autocast_for, require_torch
+from bench.errors import ConfigError
 from bench.prompts.streams import keyed_stream
 from bench.settings import Settings
-from bench.types import FlowFrames
+from bench.types import FlowFrames, Prediction, Prompt
 
 LOG = logging.getLogger(__name__)
 
@@ -102,18 +135,28 @@ class MedSam2Options(Sam2Options):
     flatten_order: FlattenOrder = "official"
     bank_seed: int = 0
     bank_with_prompts: bool = False
+    fill_hole_area: Annotated[int, Field(ge=0)] | Literal["official"] = "official"
+    batch: Annotated[int, Field(ge=1)] = 1
+    click_order: Literal["xy", "official"] = "xy"
 
 
-def bank_generator(seed: int, dataset: str, flow_id: str, target: str) -> Any:
+OFFICIAL_HOLE_AREA_3D = 8
+"""``fill_hole_area`` of the official 3D code (its video predictor's default)."""
+
+
+def bank_generator(seed: int, dataset: str, flow_id: str, target: str,
+                   bank_seed: int = 0) -> Any:
     """The CPU ``torch.Generator`` of one target's bank draws in one flow.
 
     Seeded from the harness's keyed streams (:mod:`bench.prompts.streams`,
-    protocol ``"medsam2-bank"``), so the draws of a flow and target do not
-    depend on other flows, targets or the order they run in.
+    protocol ``"medsam2-bank"``) by the run seed ``seed`` (``--seeds``) and the
+    ``bank_seed`` setting, so the draws of a flow and target do not depend on
+    other flows, targets or the order they run in, and change with the seed.
     """
     import torch
 
-    stream = keyed_stream(seed, dataset, flow_id, target, None, "medsam2-bank", "draws")
+    key = "draws" if bank_seed == 0 else f"draws/{bank_seed}"
+    stream = keyed_stream(seed, dataset, flow_id, target, None, "medsam2-bank", key)
     return torch.Generator().manual_seed(stream.raw())
 
 
@@ -134,6 +177,19 @@ class MedSAM2Adapter(SAM2Adapter):
         super().__post_init__()
         #: The bank of the last target run with ``confidence`` memory (for inspection).
         self.last_bank: Any = None
+        #: The unit's seed (``--seeds``), handed over by the harness; 0 outside a run.
+        self.run_seed = 0
+
+    def use_run_seed(self, seed: int) -> bool:
+        self.run_seed = int(seed)
+        return self.options.memory != "fifo"  # the bank's draws follow the seed
+
+    def hole_area(self, kind: str) -> int:
+        """``fill_hole_area``; ``"official"``: 8 on volumes (official 3D code), else 0."""
+        area = self.options.fill_hole_area
+        if area == "official":
+            return OFFICIAL_HOLE_AREA_3D if kind == "volume" else 0
+        return int(area)
 
     def _published(self) -> str:
         return PUBLISHED
@@ -162,14 +218,86 @@ class MedSAM2Adapter(SAM2Adapter):
 
     def memory_policy(self) -> str:
         policy = self.options.memory
-        return "official (volume: fifo, image-flow: confidence)" if policy == "official" else policy
+        if policy == "official":
+            return (f"official (volume: fifo, image-flow: the official 2D loop, "
+                    f"B={self.options.batch}, click_order={self.options.click_order})")
+        return policy
 
     def policy_for(self, kind: str) -> str:
         """The concrete memory policy for a flow of ``kind``."""
         policy = self.options.memory
         if policy == "official":
-            return "fifo" if kind == "volume" else "confidence"
+            return "fifo" if kind == "volume" else "official-2d"
         return policy
+
+    def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
+        if self.policy_for(flow.kind) != "official-2d":
+            return super().predict(flow, prompts)
+        return self._predict_official_2d(flow, prompts)
+
+    def _predict_official_2d(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
+        """The official 2D loop (:mod:`adapters.medsam2.official_loop`), one stream per target."""
+        torch = require_torch(self.name)
+        import torch.nn.functional as F
+
+        from adapters.medsam2.official_loop import run_stream
+
+        loaded = self.load()
+        model = loaded.predictor
+        shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
+        grouped = group_prompts(prompts, shapes, flow.id)
+        opts = self.options
+        inputs = FlowInputs(flow, model, loaded.weights_digest, self._cache(),
+                            image_size=opts.image_size, preprocessing=opts.preprocessing,
+                            cache_dir=opts.cache_dir)
+        masks: dict[str, list[np.ndarray]] = {}
+        scores: dict[str, list[float | None]] = {}
+        logits: dict[str, list[np.ndarray]] = {}
+        with torch.inference_mode(), autocast_for(model.device):
+            for target, frame_prompts in grouped.items():
+                loop_prompts = {i: self._loop_prompt(p, shapes[i], target, i)
+                                for i, p in frame_prompts.items()}
+                result = run_stream(
+                    model, len(shapes), lambda i: inputs.features(i)[1], loop_prompts,
+                    batch=opts.batch, size=opts.bank_size, margin=float(opts.bank_margin),
+                    flatten_order=opts.flatten_order,
+                    generator=bank_generator(self.run_seed, flow.dataset, flow.id, target,
+                                             opts.bank_seed))
+                self.last_bank = result
+                masks[target], logits[target] = [], []
+                for low, shape in zip(result.logits, shapes, strict=True):
+                    up = F.interpolate(low[None, None], size=tuple(shape), mode="bilinear",
+                                       align_corners=False)
+                    masks[target].append((up[0, 0] > 0).cpu().numpy())
+                    logits[target].append(low.cpu().numpy().astype(np.float32))
+                scores[target] = list(result.ious)
+        return Prediction(masks=masks, scores=scores, logits=logits)
+
+    def _loop_prompt(self, prompt: Any, shape: tuple[int, int], target: str,
+                     frame: int) -> Any:
+        """A frame's prompt in model input pixels; clicks (row, col) with click_order official."""
+        import torch
+
+        from adapters.medsam2.official_loop import LoopPrompt
+
+        if prompt.mask is not None:
+            raise ConfigError(
+                f"{self.where}.memory: 'official' runs the official 2D loop, which takes "
+                f"clicks (and boxes), not a mask prompt (target {target!r}, frame {frame}); "
+                f"use memory = 'confidence' for mask prompts")
+        size = self.options.image_size
+        scale = torch.tensor([size / shape[1], size / shape[0]], dtype=torch.float64)
+        points = labels = box = None
+        if prompt.points:
+            points = torch.tensor(prompt.points, dtype=torch.float64) * scale
+            if self.options.click_order == "official":
+                points = points.flip(-1)  # the official code feeds (row, col) as (x, y)
+            points = points.float()
+            labels = torch.tensor(prompt.labels, dtype=torch.int32)
+        if prompt.box is not None:
+            box = (torch.tensor(prompt.box, dtype=torch.float64).reshape(2, 2) * scale)
+            box = box.reshape(4).float()
+        return LoopPrompt(points, labels, box)
 
     def new_bank(self, flow: FlowFrames, target: str) -> Any:
         """The confidence bank of one target's run, or None under SAM 2's FIFO memory."""
@@ -180,8 +308,8 @@ class MedSAM2Adapter(SAM2Adapter):
         opts = self.options
         return ConfidenceBank(size=opts.bank_size, margin=float(opts.bank_margin),
                               draws=opts.bank_draws, flatten_order=opts.flatten_order,
-                              generator=bank_generator(opts.bank_seed, flow.dataset, flow.id,
-                                                       target))
+                              generator=bank_generator(self.run_seed, flow.dataset, flow.id,
+                                                       target, opts.bank_seed))
 
     def _attach_memory(self, output_dict: dict[str, Any], flow: FlowFrames,
                        target: str) -> None:
@@ -199,4 +327,5 @@ class MedSAM2Adapter(SAM2Adapter):
         record["bank"] = {k: getattr(opts, k) for k in ("bank_size", "bank_margin", "bank_draws",
                                                         "flatten_order", "bank_seed",
                                                         "bank_with_prompts")}
+        record["bank"]["draws_seeded_by"] = "run seed (--seeds) and bank_seed"
         return record

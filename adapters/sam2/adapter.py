@@ -23,6 +23,9 @@ How a flow is run
   to reach its video resolution, done per frame so that image flows of mixed
   shapes get each frame back in its own shape (tested: identical to the stock
   predictor on a flow of one shape).
+- ``logits[target][i]``: those low-resolution logits themselves (float32,
+  ``image_size / 4`` square, after SAM 2's object-score gating and hole
+  filling), for the official metrics (:mod:`bench.official_metrics`).
 - ``scores[target][i]``: the IoU head's prediction for the mask SAM 2 kept on
   frame ``i``, ``None`` where the mask came straight from a mask prompt
   (recorded by :class:`~adapters.sam2.predictor.BenchVideoPredictor`).
@@ -83,6 +86,33 @@ from adapters.torch_utils import (
 from bench.errors import ConfigError
 from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt
+
+OBJECT_PRESENT_LOGIT = 10.0
+"""Object-score logit of a random-weight model (:func:`force_object_present`)."""
+
+
+FORCED_PRESENT = f"forced present (random weights: constant logit {OBJECT_PRESENT_LOGIT})"
+
+
+def force_object_present(model: Any) -> None:
+    """Make ``model``'s object-score head always report the object as present.
+
+    With random weights the head's logit is often negative, SAM 2 then gates
+    every mask to empty and a smoke run cannot show anything (e.g. whether
+    memory policies differ). The head's last layer is set to a constant
+    output (zero weights, bias :data:`OBJECT_PRESENT_LOGIT`): the masks are the
+    decoder's own. Used only with ``random_weights`` (recorded in the
+    fingerprint as ``object_score``).
+    """
+    import torch
+
+    head = getattr(model.sam_mask_decoder, "pred_obj_score_head", None)
+    if head is None:  # a config without object scores: nothing gates the masks
+        return
+    last = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(OBJECT_PRESENT_LOGIT)
 
 
 class Sam2Options(Settings):
@@ -158,8 +188,9 @@ class SAM2Adapter(Adapter):
 
     def _model_key(self, config: str, weights: str) -> tuple[Any, ...]:
         opts = self.options
+        # fill_hole_area is not part of the model: it is set on it for each call.
         return ("sam2", self.predictor_class, config, weights, opts.image_size,
-                str(self._device()), opts.fill_hole_area)
+                str(self._device()))
 
     def _load_random(self) -> LoadedModel:
         opts = self.options
@@ -168,8 +199,8 @@ class SAM2Adapter(Adapter):
         def build() -> LoadedModel:
             predictor = build_predictor(config, opts.image_size, self._device(), None,
                                         predictor=self.predictor_class,
-                                        init_seed=opts.init_seed,
-                                        fill_hole_area=opts.fill_hole_area)
+                                        init_seed=opts.init_seed)
+            force_object_present(predictor)
             return LoadedModel(predictor, config, state_dict_digest(predictor.state_dict()))
 
         shared = PROCESS_CACHE.models.get(self._model_key(config, f"random:{opts.init_seed}"),
@@ -192,8 +223,7 @@ class SAM2Adapter(Adapter):
 
         def build() -> LoadedModel:
             predictor = build_predictor(config, opts.image_size, self._device(), state(),
-                                        predictor=self.predictor_class, where=str(path),
-                                        fill_hole_area=opts.fill_hole_area)
+                                        predictor=self.predictor_class, where=str(path))
             return LoadedModel(predictor, config, sha, str(path), sha)
 
         shared = PROCESS_CACHE.models.get(self._model_key(config, sha), build)
@@ -216,6 +246,7 @@ class SAM2Adapter(Adapter):
             "checkpoint_sha256": loaded.checkpoint_sha256,
             "weights_digest": loaded.weights_digest,
             "meaningless": bool(opts.random_weights),
+            "object_score": FORCED_PRESENT if opts.random_weights else "model",
             "device": str(device),
             "autocast": "bf16" if device.type == "cuda" else "none",
             "versions": {"torch": torch.__version__, "sam2": package_version("sam2")},
@@ -226,6 +257,10 @@ class SAM2Adapter(Adapter):
 
     def memory_policy(self) -> str:
         return "fifo"
+
+    def hole_area(self, kind: str) -> int:
+        """SAM 2's ``fill_hole_area`` for a flow of ``kind`` (set on the model per call)."""
+        return int(self.options.fill_hole_area)
 
     # -- prediction
 
@@ -243,11 +278,13 @@ class SAM2Adapter(Adapter):
                             cache_dir=opts.cache_dir)
         masks: dict[str, list[np.ndarray]] = {}
         scores: dict[str, list[float | None]] = {}
+        logits: dict[str, list[np.ndarray]] = {}
+        predictor.fill_hole_area = self.hole_area(flow.kind)
         with torch.inference_mode(), autocast_for(predictor.device):
             for target, frame_prompts in grouped.items():
-                masks[target], scores[target] = self._track(
+                masks[target], scores[target], logits[target] = self._track(
                     predictor, inputs, shapes, target, frame_prompts)
-        return Prediction(masks=masks, scores=scores)
+        return Prediction(masks=masks, scores=scores, logits=logits)
 
     def _cache(self) -> EmbeddingCache:
         if self.options.cache_mb > 0:
@@ -265,7 +302,8 @@ class SAM2Adapter(Adapter):
         shapes: Sequence[tuple[int, int]],
         target: str,
         frame_prompts: Mapping[int, FramePrompt],
-    ) -> tuple[list[np.ndarray], list[float | None]]:
+    ) -> tuple[list[np.ndarray], list[float | None], list[np.ndarray]]:
+        """Masks, IoU predictions and low-res logits (float32) of one target per frame."""
         import torch.nn.functional as F
 
         # SAM 2 resizes its low-resolution logits (image_size / 4) to the video size in one
@@ -282,13 +320,14 @@ class SAM2Adapter(Adapter):
         for reverse in (False, True):
             for frame_idx, _, video_masks in predictor.propagate_in_video(state, reverse=reverse):
                 logits[frame_idx] = video_masks[0:1].float()
-        masks = []
+        masks, low_res = [], []
         for frame_idx, shape in enumerate(shapes):
             frame_logits = logits[frame_idx]
+            low_res.append(frame_logits[0, 0].cpu().numpy().astype(np.float32))
             if tuple(frame_logits.shape[-2:]) != tuple(shape):
                 frame_logits = F.interpolate(frame_logits, size=tuple(shape), mode="bilinear",
                                              align_corners=False)
             masks.append((frame_logits[0, 0] > 0).cpu().numpy())
         info = output_dict.get(INFO_KEY, {})
         scores = [info.get(i, {}).get("iou") for i in range(len(shapes))]
-        return masks, scores
+        return masks, scores, low_res
