@@ -187,4 +187,4 @@ BUILTIN_MODULES: tuple[str, ...] = ("adapters.reference", "adapters.registration
                                    "adapters.random_walker", "adapters.oracle",
                                    "adapters.external", "adapters.sam2.adapter",
                                    "adapters.medsam2.adapter", "adapters.medsam2_ma",
-                                   "adapters.sam.adapter")
+                                   "adapters.sam21", "adapters.sam.adapter")
