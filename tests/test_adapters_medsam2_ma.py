@@ -96,6 +96,25 @@ def test_name_and_published_weights_are_not_medsam2s():
         assert "wanglab/MedSAM2" in reason and "MedSAM2_latest.pt" in reason
 
 
+def test_namesakes_suite_runs_both_medsam2s_on_the_3d_cards():
+    from pathlib import Path
+
+    from adapters import create
+    from bench.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "bench.toml")
+    suite = config.settings.suites["namesakes"]
+    assert list(suite.models) == ["medsam2", "medsam2-ma", "sam2.1", "medsam", "registration",
+                                  "full-frame"]
+    assert list(suite.datasets) == ["btcv", "kits23"] and list(suite.demo) == ["demo-ct"]
+    # every model's bench.toml table is valid for its adapter
+    for name in suite.models:
+        create(name, config.models.get(name, {}))
+    assert create("sam2.1", config.models["sam2.1"]).options.config == "sam2.1_hiera_t"
+    with pytest.raises(ConfigError, match="expected a SAM 2.1 config"):
+        create("sam2.1", {"config": "sam2_hiera_s"})
+
+
 # -- the model (random weights, CPU)
 
 torch = pytest.importorskip("torch")
