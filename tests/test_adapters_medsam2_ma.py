@@ -115,6 +115,42 @@ def test_namesakes_suite_runs_both_medsam2s_on_the_3d_cards():
         create("sam2.1", {"config": "sam2_hiera_s"})
 
 
+def test_report_section_compares_the_two_medsam2s_per_target_with_their_cost(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from test_report_support import make_run, read_table
+
+    from bench.compare import compare_models
+    from bench.report.build import _namesakes
+    from bench.report.document import Document, Table
+
+    names = {"good": "medsam2", "poor": "medsam2-ma"}
+    table = read_table(make_run(tmp_path / "run", models=("good", "poor"),
+                                datasets=("fake-ct",)))
+    table["model"] = table["model"].map(names)
+    units = pd.DataFrame({"model": ["medsam2", "medsam2-ma", "full-frame"],
+                          "status": ["ok"] * 3, "seconds": [2.0, 1.0, 0.1],
+                          "peak_rss_mb": [900.0, 500.0, 10.0], "cache": ["miss"] * 3,
+                          "attempts": [1] * 3})
+    ctx = SimpleNamespace(table=table, metrics=["dice"],
+                          rundir=SimpleNamespace(read_unit_table=lambda: units))
+    doc = Document("t")
+    _namesakes(doc, ctx)
+    pair, cost = [block.frame for block in doc.blocks if isinstance(block, Table)]
+    expected = compare_models(table, ["medsam2", "medsam2-ma"], metrics=["dice"],
+                              n_resamples=1000)
+    assert sorted(pair["target"]) == sorted(expected["target"]) == ["liver", "spleen"]
+    assert set(pair["model_a"]) == {"medsam2"} and set(pair["model_b"]) == {"medsam2-ma"}
+    assert list(cost["model"]) == ["medsam2", "medsam2-ma"]
+    assert list(cost["peak RSS MB"]) == ["900.0", "500.0"]
+    # no section unless both ran
+    doc = Document("t")
+    _namesakes(doc, SimpleNamespace(table=table[table["model"] == "medsam2"], metrics=["dice"],
+                                    rundir=ctx.rundir))
+    assert doc.blocks == []
+
+
 # -- the model (random weights, CPU)
 
 torch = pytest.importorskip("torch")
