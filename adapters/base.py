@@ -196,4 +196,5 @@ def _load_builtin() -> None:
 BUILTIN_MODULES: tuple[str, ...] = ("adapters.reference", "adapters.registration",
                                    "adapters.random_walker", "adapters.oracle",
                                    "adapters.external", "adapters.sam2.adapter",
-                                   "adapters.medsam2.adapter", "adapters.sam.adapter")
+                                   "adapters.medsam2.adapter", "adapters.medsam2_ma",
+                                   "adapters.sam21", "adapters.sam.adapter")

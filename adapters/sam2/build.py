@@ -31,8 +31,20 @@ CONFIGS: dict[str, str] = {
     "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
     "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
     "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    # MedSAM2 (Ma et al. 2025): SAM 2.1 tiny at 512 px, see CONFIG_OVERRIDES.
+    "sam2.1_hiera_t512": "configs/sam2.1/sam2.1_hiera_t.yaml",
 }
 """SAM 2.0 and 2.1 configs of the ``sam2`` package (tiny, small, base+, large)."""
+
+CONFIG_OVERRIDES: dict[str, tuple[str, ...]] = {
+    # Ma et al.'s sam2.1_hiera_t512.yaml differs from the stock tiny config in image_size
+    # (an option here) and these two keys; they only size RoPE's initial table.
+    "sam2.1_hiera_t512": (
+        "++model.memory_attention.layer.self_attention.feat_sizes=[32,32]",
+        "++model.memory_attention.layer.cross_attention.feat_sizes=[32,32]",
+    ),
+}
+"""Hydra overrides a config name adds to its yaml file."""
 
 PUBLISHED: dict[str, str] = {
     "sam2_hiera_t": "https://huggingface.co/facebook/sam2-hiera-tiny (sam2_hiera_tiny.pt)",
@@ -47,6 +59,7 @@ PUBLISHED: dict[str, str] = {
                        "(sam2.1_hiera_base_plus.pt)",
     "sam2.1_hiera_l": "https://huggingface.co/facebook/sam2.1-hiera-large "
                       "(sam2.1_hiera_large.pt)",
+    "sam2.1_hiera_t512": "https://huggingface.co/wanglab/MedSAM2 (MedSAM2_latest.pt)",
 }
 
 BENCH_PREDICTOR = "adapters.sam2.predictor.BenchVideoPredictor"
@@ -124,7 +137,8 @@ def _compose(config: str, image_size: int, predictor: str) -> Any:
     from hydra import compose
     from omegaconf import OmegaConf
 
-    cfg = compose(config_name=CONFIGS[config], overrides=_overrides(image_size, predictor))
+    overrides = _overrides(image_size, predictor) + list(CONFIG_OVERRIDES.get(config, ()))
+    cfg = compose(config_name=CONFIGS[config], overrides=overrides)
     OmegaConf.resolve(cfg)
     return cfg
 

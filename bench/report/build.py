@@ -128,6 +128,7 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
     _prompted(doc, ctx)
     _per_dataset(doc, ctx, kinds)
     _paired(doc, ctx)
+    _namesakes(doc, ctx)
     _seeds(doc, ctx)
     _clicks(doc, ctx)
     _published(doc, ctx)
@@ -370,6 +371,29 @@ def _paired(doc: Document, ctx: RunContext) -> None:
                       "the two (failed or missing); "
                       "`n_excluded`: both masks empty on either side."),
             Table(tables.format_comparison(result)))
+
+
+NAMESAKES = ("medsam2", "medsam2-ma")
+"""Zhu et al. 2024 (Medical SAM 2) and Ma et al. 2025 (MedSAM2): two models, one name."""
+
+
+def _namesakes(doc: Document, ctx: RunContext) -> None:
+    """The two MedSAM2s side by side, per target, with their cost (when both ran)."""
+    if not set(NAMESAKES) <= set(ctx.table["model"]):
+        return
+    metric = "dice" if "dice" in ctx.metrics else ctx.metrics[0]
+    result = compare_models(ctx.table, list(NAMESAKES), metrics=[metric], n_resamples=1000)
+    doc.add(Heading("The two MedSAM2s"),
+            Paragraph(f"`medsam2` is Medical SAM 2 (Zhu et al. 2024), `medsam2-ma` is MedSAM2 "
+                      f"(Ma et al. 2025); b - a of `{metric}` per target as in the paired "
+                      "comparisons above, and their cost from `units.csv`."))
+    if not result.empty:
+        result = result.sort_values(["dataset", "target"], kind="stable")
+        doc.add(Table(tables.format_comparison(result)))
+    units = ctx.rundir.read_unit_table()
+    costs = tables.unit_costs(units) if units is not None else pd.DataFrame()
+    if not costs.empty:
+        doc.add(Table(costs[costs["model"].isin(NAMESAKES)].astype(str)))
 
 
 def _seeds(doc: Document, ctx: RunContext) -> None:

@@ -1,0 +1,283 @@
+"""``medsam2-ma``: MedSAM2 by Ma et al. 2025 (bowang-lab), not ``medsam2``.
+
+Two published models share the name "MedSAM2". ``medsam2`` in this harness is
+Medical SAM 2 (Zhu et al. 2024, SAM 2.0 small at 1024 px with a confidence
+memory bank). This adapter is **MedSAM2 of Ma et al. 2025** ("MedSAM2: Segment
+Anything in 3D Medical Images and Videos", arXiv 2504.03600, repository
+bowang-lab/MedSAM2, weights on the hub as ``wanglab/MedSAM2``): SAM 2.1
+Hiera-tiny at 512 px (config ``sam2.1_hiera_t512`` of
+:data:`adapters.sam2.build.CONFIGS`), the stock SAM 2 memory, driven with
+their 3D inference recipe (read at bowang-lab/MedSAM2@332f30d,
+``medsam2_infer_3D_CT.py``; written here from the description, not copied).
+
+Checkpoints
+-----------
+Their files (``MedSAM2_latest.pt``, the recommended one; ``MedSAM2_2411.pt``,
+``MedSAM2_CTLesion.pt``, ``MedSAM2_MRI_LiverLesion.pt``,
+``MedSAM2_US_Heart.pt``, ``medsam2_FLARE25_RECIST_baseline.pt``) all hold
+``{"model": state_dict}`` for the same t512 architecture, loaded like every
+other weighted adapter (:mod:`adapters.checkpoints`: ``weights_only``,
+strict key and shape check, sha256 in the run record). The state-dict shapes
+do not depend on the image size, so the record also gives ``image_size``.
+
+The recipe (``profile``)
+------------------------
+``ma-ct`` / ``ma-mr`` (their 3D recipe, "recipe A"), per part:
+
+- intensity (``intensity``): ``ct-window`` clips to ``window_level`` +/-
+  ``window_width`` / 2, then min-max of the *clipped volume's own* range to
+  0-255 and truncation to uint8 (:func:`ct_window`; default WL 40 / WW 400,
+  their Slicer "Abdominal" preset); ``mr-percentile`` clips to the 0.5 and
+  99.5 percentiles of the voxels > 0, min-max to 0-255, voxels that were 0 stay
+  0 (:func:`mr_percentile`). Then /255 and ImageNet mean/std, as theirs.
+- prompts: the harness protocol's prompts (their key slice is a dataset
+  annotation, so the protocol decides the prompted frame; their box is the
+  tight box with no padding, which is the ``box`` prompt here).
+- schedule (``schedule``): ``two-pass``: prompts added, propagation forward
+  from the earliest prompted frame to the end; a fresh state, the same
+  prompts, propagation backward from it to frame 0; the two passes are
+  independent and merged by union (:func:`pass_frames`).
+- post-processing (``postprocess``): ``largest-3d-cc`` keeps the largest
+  26-connected component of each target's 3D mask (:func:`largest_component`;
+  per target, where their script accumulates every lesion of a file first).
+
+``harness``: no intensity step (the ``sam2`` adapter's robust [0, 1] mapping),
+``joint`` schedule (the ``sam2`` adapter's one state, forward then backward)
+and no post-processing. ``intensity``, ``schedule`` and ``postprocess`` given
+explicitly override the profile's choice.
+
+Deviations from their code: slices are resized by torch bilinear with
+antialiasing (theirs: PIL bicubic of the uint8 slice); ``fill_hole_area``
+defaults to 0 (theirs: 8, which only acts when sam2's CUDA extension was
+compiled); on an image flow the intensity step and the 3D post-processing do
+not apply (their recipe is for volumes).
+
+Efficient MedSAM2 is not supported
+----------------------------------
+Their "Efficient MedSAM2" checkpoints (``eff_medsam2_{tiny,small}_*.pt``) are
+EfficientTAM models: a plain ViT trunk with a one-level ``ViTDetNeck``, a
+different state dict (no ``conv_s0/s1``, no ``obj_ptr_tpos_proj``). Neither is
+in pip ``sam2``; the only PyPI source (``efficient-track-anything`` 1.0)
+installs them under the top-level package name ``sam2``, clashing with the
+``sam2`` this harness runs on, and ships no configs. Supporting it would mean
+vendoring the architecture, which is not an installable path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from adapters.base import register
+from adapters.sam2.adapter import SAM2Adapter, Sam2Options
+from adapters.sam2.prompts import FramePrompt
+from adapters.sam2.session import INFO_KEY, FlowInputs, add_prompt, new_inference_state
+from bench.settings import Settings
+from bench.types import FlowFrames, Prediction, Prompt
+
+PUBLISHED = ("https://huggingface.co/wanglab/MedSAM2 (MedSAM2_latest.pt; also MedSAM2_2411.pt, "
+             "MedSAM2_CTLesion.pt, MedSAM2_MRI_LiverLesion.pt, MedSAM2_US_Heart.pt)")
+RECIPE_SOURCE = "bowang-lab/MedSAM2@332f30d medsam2_infer_3D_CT.py"
+MR_PERCENTILES = (0.5, 99.5)
+
+Intensity = Literal["ct-window", "mr-percentile", "none"]
+Schedule = Literal["two-pass", "joint"]
+Postprocess = Literal["largest-3d-cc", "none"]
+Profile = Literal["ma-ct", "ma-mr", "harness"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The three choices a profile makes."""
+
+    intensity: Intensity
+    schedule: Schedule
+    postprocess: Postprocess
+
+
+PROFILES: dict[str, Recipe] = {
+    "ma-ct": Recipe("ct-window", "two-pass", "largest-3d-cc"),
+    "ma-mr": Recipe("mr-percentile", "two-pass", "largest-3d-cc"),
+    "harness": Recipe("none", "joint", "none"),
+}
+
+
+# -- the recipe's steps as pure functions
+
+def _minmax_uint8(clipped: np.ndarray) -> np.ndarray:
+    """Min-max of ``clipped``'s own range to 0-255, truncated to uint8 (zeros if constant)."""
+    lo, hi = float(clipped.min()), float(clipped.max())
+    if not hi > lo:  # their code divides by zero here
+        return np.zeros(clipped.shape, dtype=np.uint8)
+    return ((clipped - lo) / (hi - lo) * 255.0).astype(np.uint8)
+
+
+def ct_window(volume: np.ndarray, level: float, width: float) -> np.ndarray:
+    """CT intensities to uint8 as in their recipe.
+
+    Clip to ``[level - width/2, level + width/2]``, then map the clipped
+    volume's own min and max (not the window bounds) to 0 and 255 and truncate.
+    A constant result is all zeros.
+    """
+    array = np.asarray(volume, dtype=np.float64)
+    clipped = np.clip(array, level - width / 2.0, level + width / 2.0)
+    return _minmax_uint8(clipped)
+
+
+def mr_percentile(volume: np.ndarray,
+                  percentiles: tuple[float, float] = MR_PERCENTILES) -> np.ndarray:
+    """MR intensities to uint8 as in their recipe.
+
+    Clip to the given percentiles of the voxels > 0, min-max to 0-255 and
+    truncate; voxels that were exactly 0 are 0 again. A volume with no
+    positive voxel (or a constant result) is all zeros.
+    """
+    array = np.asarray(volume, dtype=np.float64)
+    positive = array[array > 0]
+    if positive.size == 0:
+        return np.zeros(array.shape, dtype=np.uint8)
+    lo, hi = np.percentile(positive, percentiles)
+    out = _minmax_uint8(np.clip(array, lo, hi))
+    out[array == 0] = 0
+    return out
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest fully connected (26-neighbourhood in 3D) component of ``mask``.
+
+    Ties go to the component met first in raster order; an empty mask stays empty.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    if count <= 1:
+        return mask.copy()
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(sizes.argmax())
+
+
+def pass_frames(n_frames: int, prompted: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Frames the forward and the backward pass of ``two-pass`` visit, in order.
+
+    Both start at the earliest prompted frame (SAM 2's rule for
+    ``propagate_in_video``); the prompted frame is predicted by both.
+    """
+    start = min(prompted)
+    return list(range(start, n_frames)), list(range(start, -1, -1))
+
+
+def apply_intensity(flow: FlowFrames, intensity: str, level: float, width: float) -> FlowFrames:
+    """``flow`` with its volume mapped to uint8 by ``intensity`` (image flows unchanged)."""
+    if intensity == "none" or flow.kind != "volume":
+        return flow
+    volume = np.stack([np.asarray(frame) for frame in flow.frames])
+    if volume.ndim != 3:
+        return flow  # RGB slices: the recipe is for grey CT/MR
+    mapped = (ct_window(volume, level, width) if intensity == "ct-window"
+              else mr_percentile(volume))
+    return replace(flow, frames=mapped)
+
+
+# -- the adapter
+
+class MedSAM2MaOptions(Sam2Options):
+    """``[models.medsam2-ma]``: see the module docstring."""
+
+    config: str = "sam2.1_hiera_t512"
+    image_size: Annotated[int, Field(ge=64, multiple_of=16)] = 512
+    profile: Profile = "ma-ct"
+    intensity: Intensity | None = None
+    schedule: Schedule | None = None
+    postprocess: Postprocess | None = None
+    window_level: float = 40.0
+    window_width: Annotated[float, Field(gt=0)] = 400.0
+
+
+@register
+@dataclass
+class MedSAM2MaAdapter(SAM2Adapter):
+    """MedSAM2 of Ma et al. 2025 (SAM 2.1 tiny, 512 px) with their 3D recipe."""
+
+    name = "medsam2-ma"
+    description = ("MedSAM2 by Ma et al. 2025 (bowang-lab, wanglab/MedSAM2; not Zhu et al.'s "
+                   "medsam2): SAM 2.1 tiny at 512 px, their CT/MR recipe as profiles.")
+    Options: ClassVar[type[Settings]] = MedSAM2MaOptions
+
+    def _published(self) -> str:
+        return PUBLISHED
+
+    def recipe(self) -> Recipe:
+        """The profile's choices with the explicit settings applied."""
+        opts = self.options
+        base = PROFILES[opts.profile]
+        return Recipe(opts.intensity or base.intensity, opts.schedule or base.schedule,
+                      opts.postprocess or base.postprocess)
+
+    def fingerprint(self) -> dict[str, Any]:
+        record = super().fingerprint()
+        recipe = self.recipe()
+        opts = self.options
+        record.update({
+            "paper": "Ma et al. 2025, arXiv 2504.03600",
+            "profile": opts.profile,
+            "intensity": recipe.intensity,
+            "schedule": recipe.schedule,
+            "postprocess": recipe.postprocess,
+            "recipe_source": RECIPE_SOURCE,
+        })
+        if recipe.intensity == "ct-window":
+            record["window"] = {"level": opts.window_level, "width": opts.window_width}
+        return record
+
+    def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
+        recipe = self.recipe()
+        mapped = apply_intensity(flow, recipe.intensity, self.options.window_level,
+                                 self.options.window_width)
+        prediction = super().predict(mapped, prompts)
+        if recipe.postprocess == "none" or flow.kind != "volume":
+            return prediction
+        masks = {target: list(largest_component(np.stack(frames)))
+                 for target, frames in prediction.masks.items()}
+        return Prediction(masks=masks, scores=prediction.scores)
+
+    def _track(
+        self,
+        predictor: Any,
+        inputs: FlowInputs,
+        shapes: Sequence[tuple[int, int]],
+        target: str,
+        frame_prompts: Mapping[int, FramePrompt],
+    ) -> tuple[list[np.ndarray], list[float | None]]:
+        if self.recipe().schedule == "joint":
+            return super()._track(predictor, inputs, shapes, target, frame_prompts)
+        import torch.nn.functional as F
+
+        low = predictor.image_size // 4
+        masks = [np.zeros(shape, dtype=bool) for shape in shapes]
+        scores: list[float | None] = [None] * len(shapes)
+        for reverse in (False, True):
+            # A fresh state per pass: the backward pass has no memory of the forward one.
+            state = new_inference_state(predictor, inputs, (low, low))
+            output_dict = state["output_dict_per_obj"][predictor._obj_id_to_idx(state, 1)]
+            for frame_idx in sorted(frame_prompts):
+                add_prompt(predictor, state, frame_idx, frame_prompts[frame_idx],
+                           shapes[frame_idx])
+            visited = []
+            for frame_idx, _, video_masks in predictor.propagate_in_video(state, reverse=reverse):
+                logits = video_masks[0:1].float()
+                if tuple(logits.shape[-2:]) != tuple(shapes[frame_idx]):
+                    logits = F.interpolate(logits, size=tuple(shapes[frame_idx]),
+                                           mode="bilinear", align_corners=False)
+                masks[frame_idx] |= (logits[0, 0] > 0).cpu().numpy()
+                visited.append(frame_idx)
+            info = output_dict.get(INFO_KEY, {})
+            for frame_idx in visited:
+                if scores[frame_idx] is None:  # the forward pass's score on the shared frame
+                    scores[frame_idx] = info.get(frame_idx, {}).get("iou")
+        return masks, scores
