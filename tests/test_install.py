@@ -111,7 +111,7 @@ def test_a_wheel_installed_anywhere_lists_the_cards_and_runs_the_demo(tmp_path):
               if line.startswith("│") and line.split("│")[1].strip()}
     assert listed == {p.stem for p in (ROOT / CARDS_FOLDER).glob("*.toml")}
 
-    _run([bench, "run", "--suite", "demo", "--limit", "1", "--no-cache"], empty)
+    _run([bench, "run", "--suite", "demo", "--limit", "2", "--no-cache"], empty)
     (run_dir,) = (empty / "runs" / "demo").iterdir()
     installed = pd.read_csv(run_dir / "metrics.csv")
     assert set(installed["model"]) == {"registration", "full-frame"}
@@ -119,7 +119,7 @@ def test_a_wheel_installed_anywhere_lists_the_cards_and_runs_the_demo(tmp_path):
     # The same run from the source tree gives the same numbers, row for row (for the
     # quick model only: the installed code and cards are what is compared).
     reference = tmp_path / "reference"
-    assert main(["--config", str(ROOT / CONFIG_NAME), "run", "--suite", "demo", "--limit", "1",
+    assert main(["--config", str(ROOT / CONFIG_NAME), "run", "--suite", "demo", "--limit", "2",
                  "--models", "full-frame", "--no-cache", "--out", str(reference)]) == 0
     expected = pd.read_csv(reference / "metrics.csv")
     quick = installed[installed["model"] == "full-frame"].reset_index(drop=True)
