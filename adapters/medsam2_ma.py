@@ -244,6 +244,8 @@ class MedSAM2MaAdapter(SAM2Adapter):
             return prediction
         masks = {target: list(largest_component(np.stack(frames)))
                  for target, frames in prediction.masks.items()}
+        # The logits describe the masks before the clean-up: they are dropped, so the official
+        # metrics say "not available" rather than score masks this adapter did not return.
         return Prediction(masks=masks, scores=prediction.scores)
 
     def _track(
@@ -253,7 +255,7 @@ class MedSAM2MaAdapter(SAM2Adapter):
         shapes: Sequence[tuple[int, int]],
         target: str,
         frame_prompts: Mapping[int, FramePrompt],
-    ) -> tuple[list[np.ndarray], list[float | None]]:
+    ) -> tuple[list[np.ndarray], list[float | None], list[np.ndarray]]:
         if self.recipe().schedule == "joint":
             return super()._track(predictor, inputs, shapes, target, frame_prompts)
         import torch.nn.functional as F
@@ -261,6 +263,8 @@ class MedSAM2MaAdapter(SAM2Adapter):
         low = predictor.image_size // 4
         masks = [np.zeros(shape, dtype=bool) for shape in shapes]
         scores: list[float | None] = [None] * len(shapes)
+        # The passes are merged by union, so the merged logit of a pixel is the larger one.
+        low_res: list[np.ndarray | None] = [None] * len(shapes)
         for reverse in (False, True):
             # A fresh state per pass: the backward pass has no memory of the forward one.
             state = new_inference_state(predictor, inputs, (low, low))
@@ -271,6 +275,9 @@ class MedSAM2MaAdapter(SAM2Adapter):
             visited = []
             for frame_idx, _, video_masks in predictor.propagate_in_video(state, reverse=reverse):
                 logits = video_masks[0:1].float()
+                small = logits[0, 0].cpu().numpy().astype(np.float32)
+                previous = low_res[frame_idx]
+                low_res[frame_idx] = small if previous is None else np.maximum(previous, small)
                 if tuple(logits.shape[-2:]) != tuple(shapes[frame_idx]):
                     logits = F.interpolate(logits, size=tuple(shapes[frame_idx]),
                                            mode="bilinear", align_corners=False)
@@ -280,4 +287,5 @@ class MedSAM2MaAdapter(SAM2Adapter):
             for frame_idx in visited:
                 if scores[frame_idx] is None:  # the forward pass's score on the shared frame
                     scores[frame_idx] = info.get(frame_idx, {}).get("iou")
-        return masks, scores
+        empty = np.full((low, low), -np.inf, dtype=np.float32)  # a frame no pass reached
+        return masks, scores, [empty if x is None else x for x in low_res]
