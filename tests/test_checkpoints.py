@@ -118,6 +118,8 @@ def test_code_payload_is_refused_and_never_runs(tmp_path):
     text = str(err.value)
     assert str(path) in text and "refused global exec" in text
     assert "\n" not in text
+    # The project's own words: never torch's advice to retry with weights_only=False.
+    assert "weights_only" not in text and "only weights-only checkpoints are read" in text
     assert not marker.exists()
     # The payload is real: unpickling it without restrictions runs it.
     pickle.loads(pickle.dumps(Payload(marker)))
