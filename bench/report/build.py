@@ -5,6 +5,10 @@ Table 2, Figure 4), the official metrics beside the harness's, prompted
 frames (``--score-prompted``), per-dataset tables with counts and definitions, paired
 comparisons, spread across seeds, Dice against clicks, published numbers
 beside reproduced ones, the qualitative gallery, definitions and provenance.
+
+(Slightly over 500 lines on purpose: one function per report section, in the
+order they appear, reads better than sections spread over several modules;
+the tables themselves are built in :mod:`bench.report.tables`.)
 """
 
 from __future__ import annotations
