@@ -220,9 +220,10 @@ def read_image2d(path: Path) -> np.ndarray:
         raise DataError(path, "file not found")
     try:
         image = _open_image(path)
-        return image_array(image)
-    except Exception as err:
+    except Exception as err:  # PIL's format plugins raise many types for a bad file
         raise DataError(path, f"unreadable image ({_describe(err)})") from None
+    # Outside the try: a fault in the conversion is a bug, not a property of the file.
+    return image_array(image)
 
 
 def image_array(image) -> np.ndarray:
@@ -251,7 +252,7 @@ def read_mask2d(path: Path, channel: int | None = None, encoding: str = "grey"
         raise DataError(path, "file not found")
     try:
         image = _open_image(path)
-    except Exception as err:
+    except Exception as err:  # PIL's format plugins raise many types for a bad file
         raise DataError(path, f"unreadable mask ({_describe(err)})") from None
     return mask_array(image, channel, path, encoding)
 
@@ -306,7 +307,7 @@ def read_array2d(path: Path) -> np.ndarray:
         raise DataError(path, "file not found")
     try:
         array = np.load(path, allow_pickle=False)
-    except Exception as err:
+    except (OSError, ValueError, EOFError) as err:  # what np.load raises for a bad file
         raise DataError(path, f"unreadable array ({_describe(err)})") from None
     array = np.squeeze(array)
     if array.ndim != 2:
