@@ -104,7 +104,8 @@ def test_tables_and_every_figure_render(run):
     from skimage.io import imread
 
     assert seen["widths"] == [imread(run / f).shape[1] for f in figures]
-    assert seen["tables"] == markdown.count("\n|---") == 6
+    # Templates, Results, Table 1 and 2 layouts, two per-dataset tables, paired comparisons.
+    assert seen["tables"] == markdown.count("\n|---") == 7
     body_rows = sum(len(block.splitlines()) - 2 for block in re.findall(
         r"(?m)^\|.*\|\n\|---.*\n(?:\|.*\|\n?)*", markdown))
     assert seen["rows"] == body_rows
