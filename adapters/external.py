@@ -58,8 +58,9 @@ from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
 from adapters.base import Adapter, Capabilities, register
-from adapters.reference import frame_shape, prompted_targets
+from adapters.reference import frame_sizes, prompted_targets
 from bench.errors import ConfigError
+from bench.frames import PackedMasks
 from bench.settings import Settings
 from bench.store import file_stem, image_path, safe_name, volume_path
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
@@ -234,8 +235,8 @@ class PredictionsAdapter(Adapter):
     # -- the run layout of bench.store
 
     def _read_bench(self, flow: FlowFrames, folder: Path,
-                    required: list[str]) -> dict[str, list[np.ndarray]]:
-        shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
+                    required: list[str]) -> dict[str, Sequence[np.ndarray]]:
+        shapes = frame_sizes(flow.frames)
         if flow.kind == "volume":
             prefix, suffix = f"{file_stem(flow.id)}__", ".nii.gz"
             stems = [p.name[len(prefix): -len(suffix)] for p in folder.glob(f"{prefix}*{suffix}")]
@@ -250,16 +251,16 @@ class PredictionsAdapter(Adapter):
             if p.is_dir() and all((p / f"{file_stem(c)}.png").is_file() for c in case_ids)
         ]
         return {
-            target: [self._read_image(image_path(folder, target, case), shape, None)
-                     for case, shape in zip(case_ids, shapes, strict=True)]
+            target: PackedMasks(self._read_image(image_path(folder, target, case), shape, None)
+                                for case, shape in zip(case_ids, shapes, strict=True))
             for target in _with_extra_targets(required, complete)
         }
 
     # -- nnU-Net style label maps
 
     def _read_label_maps(self, flow: FlowFrames, folder: Path,
-                         targets: list[str]) -> dict[str, list[np.ndarray]]:
-        shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
+                         targets: list[str]) -> dict[str, Sequence[np.ndarray]]:
+        shapes = frame_sizes(flow.frames)
         values = {t: label_values(self.labels, t, self.where) for t in targets}
         case_ids = _case_ids(flow)
         if flow.kind == "volume":
@@ -267,9 +268,12 @@ class PredictionsAdapter(Adapter):
             label_map = self._read_volume(flow, path, shapes, "labels")
             return {t: list(np.isin(label_map, v)) for t, v in values.items()}
         suffix = _given(self.options.suffix, ".png")
-        maps = [self._read_image(_case_file(folder, case, suffix), shape, "labels")
-                for case, shape in zip(case_ids, shapes, strict=True)]
-        return {t: [np.isin(m, v) for m in maps] for t, v in values.items()}
+        masks = {t: PackedMasks() for t in values}
+        for case, shape in zip(case_ids, shapes, strict=True):  # one label map at a time
+            label_map = self._read_image(_case_file(folder, case, suffix), shape, "labels")
+            for target, target_values in values.items():
+                masks[target].append(np.isin(label_map, target_values))
+        return masks
 
     # -- one file
 

@@ -37,7 +37,7 @@ unknown regions much faster than the iterative solvers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
@@ -48,8 +48,9 @@ from skimage.segmentation import random_walker
 from skimage.transform import resize
 
 from adapters.base import Adapter, Capabilities, Number, register
-from adapters.reference import frame_shape
+from adapters.reference import frame_sizes
 from adapters.registration import nearest_templates
+from bench.frames import PackedMasks
 from bench.settings import Settings
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
@@ -319,7 +320,7 @@ class RandomWalkerAdapter(Adapter):
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         n_frames = len(flow.frames)
-        shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
+        shapes = frame_sizes(flow.frames)
         work = [working_size(shape, self.options.size) for shape in shapes]
         grouped: dict[str, dict[int, list[Prompt]]] = {}
         for prompt in prompts:
@@ -329,14 +330,20 @@ class RandomWalkerAdapter(Adapter):
             grouped.setdefault(prompt.target, {}).setdefault(prompt.frame, []).append(prompt)
 
         data: dict[int, np.ndarray] = {}
+        prompted = {prompt.frame for prompt in prompts}
 
         def frame_data(k: int) -> np.ndarray:
-            if k not in data:
-                data[k] = prepare_frame(flow.frames[k], work[k])
-            return data[k]
+            if k in data:
+                return data[k]
+            prepared = prepare_frame(flow.frames[k], work[k])
+            # An image of an image flow is used once per target: only the prompted
+            # ones are kept, so memory does not grow with the flow.
+            if flow.kind == "volume" or k in prompted:
+                data[k] = prepared
+            return prepared
 
         beta = float(self.options.beta)
-        masks: dict[str, list[np.ndarray]] = {}
+        masks: dict[str, PackedMasks] = {}
         for target, by_frame in grouped.items():
             results: dict[int, np.ndarray] = {}  # working-size masks
             for t, frame_prompts in sorted(by_frame.items()):
@@ -348,18 +355,17 @@ class RandomWalkerAdapter(Adapter):
                 else:
                     results[t] = walk(frame_data(t), fg, bg, beta) >= 0.5
             probs = self._propagate(flow.kind, results, work, frame_data, beta)
-            masks[target] = [to_frame(p, s) for p, s in zip(probs, shapes, strict=True)]
+            masks[target] = PackedMasks(to_frame(p, s) for p, s in zip(probs, shapes,
+                                                                         strict=True))
         return Prediction(masks=masks)
 
     def _propagate(self, kind: str, results: dict[int, np.ndarray],
                    work: list[tuple[int, int]], frame_data: Any, beta: float
-                   ) -> list[np.ndarray]:
-        """Working-size foreground probabilities of every frame from the prompted results."""
+                   ) -> Iterator[np.ndarray]:
+        """Working-size foreground probabilities of every frame from the prompted results,
+        frame by frame (an image flow's are computed as they are consumed)."""
         n_frames = len(work)
         nearest = nearest_templates(n_frames, sorted(results))
-        out: list[np.ndarray | None] = [None] * n_frames
-        for t, result in results.items():
-            out[t] = result.astype(np.float64)
         margin_fraction = self.options.margin
 
         def step(k: int, source: np.ndarray) -> np.ndarray:
@@ -369,18 +375,21 @@ class RandomWalkerAdapter(Adapter):
             fg, bg = seeds_from_mask(seed_mask, margin_fraction * min(work[k]))
             return walk(frame_data(k), fg, bg, beta)
 
+        if kind != "volume":
+            for k in range(n_frames):
+                t = nearest[k]
+                yield results[t].astype(np.float64) if k == t else step(k, results[t])
+            return
+        out: list[np.ndarray | None] = [None] * n_frames
+        for t, result in results.items():
+            out[t] = result.astype(np.float64)
         for t in sorted(results):
-            if kind == "volume":
-                for direction in (-1, 1):
-                    previous = results[t]
-                    k = t + direction
-                    while 0 <= k < n_frames and nearest[k] == t:
-                        prob = step(k, previous)
-                        out[k] = prob
-                        previous = prob >= 0.5
-                        k += direction
-            else:
-                for k in range(n_frames):
-                    if nearest[k] == t and k != t:
-                        out[k] = step(k, results[t])
-        return [p if p is not None else np.zeros(w) for p, w in zip(out, work, strict=True)]
+            for direction in (-1, 1):
+                previous = results[t]
+                k = t + direction
+                while 0 <= k < n_frames and nearest[k] == t:
+                    prob = step(k, previous)
+                    out[k] = prob
+                    previous = prob >= 0.5
+                    k += direction
+        yield from (p if p is not None else np.zeros(w) for p, w in zip(out, work, strict=True))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adapters.base import Adapter, Capabilities, register
+from bench.frames import PackedMasks, frame_shapes
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
 _ALL_PROMPTS = frozenset({*PROMPT_KINDS, "empty-mask"})
@@ -32,12 +33,19 @@ def frame_shape(frame: np.ndarray, index: int = 0) -> tuple[int, int]:
     raise ValueError(f"frame {index}: expected shape (H, W) or (H, W, 3), got {frame.shape}")
 
 
+def frame_sizes(frames: Sequence[np.ndarray]) -> list[tuple[int, int]]:
+    """The ``(H, W)`` of every frame (see :func:`frame_shape`), without reading lazy frames."""
+    sizes = []
+    for index, shape in enumerate(frame_shapes(frames)):
+        if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)):
+            raise ValueError(f"frame {index}: expected shape (H, W) or (H, W, 3), got {shape}")
+        sizes.append((int(shape[0]), int(shape[1])))
+    return sizes
+
+
 def _constant_prediction(flow: FlowFrames, prompts: Sequence[Prompt], value: bool) -> Prediction:
-    shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
-    masks = {
-        target: [np.full(shape, value, dtype=bool) for shape in shapes]
-        for target in prompted_targets(prompts)
-    }
+    shapes = frame_sizes(flow.frames)
+    masks = {target: PackedMasks.filled(shapes, value) for target in prompted_targets(prompts)}
     return Prediction(masks=masks)
 
 

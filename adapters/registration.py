@@ -37,8 +37,9 @@ from skimage.registration import optical_flow_tvl1
 from skimage.transform import resize
 
 from adapters.base import Adapter, Capabilities, Number, register
-from adapters.reference import frame_shape
+from adapters.reference import frame_shape, frame_sizes
 from adapters.template_masks import box_to_mask, points_to_mask
+from bench.frames import PackedMasks
 from bench.settings import Settings
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
@@ -255,7 +256,7 @@ class RegistrationAdapter(Adapter):
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         n_frames = len(flow.frames)
-        shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
+        shapes = frame_sizes(flow.frames)
         grouped: dict[str, dict[int, list[Prompt]]] = {}
         for prompt in prompts:
             if not 0 <= prompt.frame < n_frames:
@@ -266,13 +267,15 @@ class RegistrationAdapter(Adapter):
             grouped.setdefault(prompt.target, {}).setdefault(prompt.frame, []).append(prompt)
 
         propagator = _Propagator(flow, shapes, self.options)
-        masks: dict[str, list[np.ndarray]] = {}
-        for target, by_frame in grouped.items():
-            templates = {
-                t: template_mask(flow.frames[t], frame_prompts)
-                for t, frame_prompts in sorted(by_frame.items())
-            }
-            masks[target] = propagator.propagate(templates)
+        templates = {
+            target: {t: template_mask(flow.frames[t], frame_prompts)
+                     for t, frame_prompts in sorted(by_frame.items())}
+            for target, by_frame in grouped.items()
+        }
+        if flow.kind == "volume":
+            masks = {target: propagator.propagate(ts) for target, ts in templates.items()}
+        else:
+            masks = propagator.propagate_images(templates)
         return Prediction(masks=masks)
 
 
@@ -303,7 +306,8 @@ class _Propagator:
         return self._maps[key]
 
     def propagate(self, templates: dict[int, np.ndarray]) -> list[np.ndarray]:
-        """One mask per frame from the template masks (prompted frame -> mask)."""
+        """Volumes: one mask per slice, each template's mask carried slice by slice
+        (prompted slice -> mask)."""
         n_frames = len(self.shapes)
         nearest = nearest_templates(n_frames, sorted(templates))
         out: list[np.ndarray | None] = [None] * n_frames
@@ -314,20 +318,39 @@ class _Propagator:
                     if nearest[k] == t and out[k] is None:
                         out[k] = np.zeros(self.shapes[k], dtype=bool)
                 continue
-            if self.flow.kind == "volume":
-                for step in (-1, 1):
-                    cumulative = identity_map(self.work_shape)
-                    k = t + step
-                    while 0 <= k < n_frames and nearest[k] == t:
-                        # Slice k -> slice k - step (one nearer the template) -> template.
-                        cumulative = compose_maps(cumulative, self.pair_map(k, k - step))
-                        out[k] = warp_mask(mask, cumulative, self.shapes[k])
-                        k += step
-            else:
-                for k in range(n_frames):
-                    if nearest[k] == t and k != t:
-                        out[k] = warp_mask(mask, self.pair_map(k, t), self.shapes[k])
+            for step in (-1, 1):
+                cumulative = identity_map(self.work_shape)
+                k = t + step
+                while 0 <= k < n_frames and nearest[k] == t:
+                    # Slice k -> slice k - step (one nearer the template) -> template.
+                    cumulative = compose_maps(cumulative, self.pair_map(k, k - step))
+                    out[k] = warp_mask(mask, cumulative, self.shapes[k])
+                    k += step
         return [
             m if m is not None else np.zeros(s, dtype=bool)
             for m, s in zip(out, self.shapes, strict=True)
         ]
+
+    def propagate_images(self, templates: dict[str, dict[int, np.ndarray]]
+                         ) -> dict[str, PackedMasks]:
+        """Image flows: each image registered to its nearest template, image by image.
+
+        Every target's mask of an image is warped with the same pair map, which is
+        then dropped, so memory stays about one image however long the flow.
+        """
+        n_frames = len(self.shapes)
+        nearest = {target: nearest_templates(n_frames, sorted(ts))
+                   for target, ts in templates.items()}
+        kept = {t for ts in templates.values() for t in ts}
+        out = {target: PackedMasks.filled(self.shapes, False) for target in templates}
+        for k in range(n_frames):
+            for target, ts in templates.items():
+                t = nearest[target][k]
+                if k == t:
+                    out[target][k] = ts[t]
+                elif ts[t].any():  # an empty template stays empty everywhere
+                    out[target][k] = warp_mask(ts[t], self.pair_map(k, t), self.shapes[k])
+            self._maps = {key: m for key, m in self._maps.items() if key[0] != k}
+            if k not in kept:
+                self._work.pop(k, None)
+        return out

@@ -44,10 +44,11 @@ from typing import Any
 import numpy as np
 
 from bench.atomic import PARTIAL_MARK, atomic_path
+from bench.frames import LazyFrames, PackedMasks, array_sha256
 from bench.provenance import package_versions
 from bench.types import FlowFrames, Prediction
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: each mask packed on its own (read back as PackedMasks)
 ENV_VAR = "MEDSAM2_BENCH_CACHE"
 DEFAULT_DIR = "~/.cache/medsam2-bench"
 # Adapters whose output depends on more than their fingerprint (files on disk).
@@ -85,13 +86,17 @@ def sha256_text(text: str) -> str:
 
 
 def frames_digest(frames: Sequence[np.ndarray]) -> str:
-    """sha256 over every frame's dtype, shape and bytes (a 3D volume: frame by frame)."""
-    digest = hashlib.sha256()
-    digest.update(f"{len(frames)}".encode())
-    for frame in frames:
-        array = np.ascontiguousarray(frame)
-        digest.update(f"|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
+    """sha256 over the frame count and every frame's :func:`~bench.frames.array_sha256`
+    (dtype, shape and bytes; a 3D volume frame by frame).
+
+    Lazily read frames (:class:`~bench.frames.LazyFrames`) give the digests recorded
+    when their flow was read, without reading the frames again.
+    """
+    digests = (frames.digests if isinstance(frames, LazyFrames)
+               else (array_sha256(frame) for frame in frames))
+    digest = hashlib.sha256(f"{len(frames)}".encode())
+    for one in digests:
+        digest.update(f"|{one}".encode())
     return digest.hexdigest()
 
 
@@ -99,8 +104,10 @@ def masks_digest(masks: Mapping[str, Sequence[np.ndarray]]) -> str:
     """sha256 over every target's name and masks (as booleans, frame by frame)."""
     digest = hashlib.sha256()
     for target in sorted(masks):
-        boolean = [np.asarray(mask, dtype=bool) for mask in masks[target]]
-        digest.update(f"|{target}|{frames_digest(boolean)}".encode())
+        frames = masks[target]
+        digest.update(f"|{target}|{len(frames)}".encode())
+        for mask in frames:  # one mask at a time: packed masks stay packed
+            digest.update(f"|{array_sha256(np.asarray(mask, dtype=bool))}".encode())
     return digest.hexdigest()
 
 
@@ -218,6 +225,8 @@ class PredictionCache:
                 meta = json.loads(data["meta"].tobytes().decode())
                 masks = {target: _unpack(data[f"m{index}"], meta["shapes"][index])
                          for index, target in enumerate(meta["targets"])}
+                if meta.get("version") != CACHE_VERSION:
+                    return None
         except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError):
             # What a truncated, damaged or foreign entry raises (np.load, json, a missing
             # array or field, a wrong size): the prediction is computed again.
@@ -234,13 +243,15 @@ class PredictionCache:
         arrays: dict[str, np.ndarray] = {}
         shapes = []
         for index, target in enumerate(targets):
-            masks = [np.asarray(mask, dtype=bool) for mask in prediction.masks[target]]
-            shapes.append([list(mask.shape) for mask in masks])
-            flat = (np.concatenate([mask.ravel() for mask in masks]) if masks
-                    else np.zeros(0, dtype=bool))
-            arrays[f"m{index}"] = np.packbits(flat)
+            # Each mask packed on its own, one at a time: a long flow never holds
+            # all its masks unpacked.
+            masks = prediction.masks[target]
+            packed = masks if isinstance(masks, PackedMasks) else PackedMasks(masks)
+            shapes.append([list(shape) for shape in packed.shapes])
+            arrays[f"m{index}"] = (np.concatenate([packed.bits(i) for i in range(len(packed))])
+                                   if len(packed) else np.zeros(0, dtype=np.uint8))
         record = {"targets": targets, "shapes": shapes, "scores": prediction.scores,
-                  "created": time.time(), **(meta or {})}
+                  "created": time.time(), "version": CACHE_VERSION, **(meta or {})}
         arrays["meta"] = np.frombuffer(canonical(record).encode(), dtype=np.uint8)
         path = self.path(key)
         with atomic_path(path) as temp:
@@ -284,14 +295,14 @@ class PredictionCache:
         return removed, freed
 
 
-def _unpack(packed: np.ndarray, shapes: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    sizes = [int(np.prod(shape)) for shape in shapes]
-    flat = np.unpackbits(packed, count=sum(sizes)).astype(bool)
-    masks, start = [], 0
-    for shape, size in zip(shapes, sizes, strict=True):
-        masks.append(flat[start:start + size].reshape(shape))
-        start += size
-    return masks
+def _unpack(packed: np.ndarray, shapes: Sequence[Sequence[int]]) -> PackedMasks:
+    sizes = [-(-int(np.prod(shape)) // 8) for shape in shapes]  # bytes per packed mask
+    if packed.dtype != np.uint8 or packed.size != sum(sizes):
+        raise ValueError(f"{packed.size} packed bytes for masks of {sum(sizes)} bytes")
+    bounds = np.cumsum([0, *sizes])
+    return PackedMasks.from_bits(
+        (packed[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)),
+        [tuple(shape) for shape in shapes])
 
 
 def _plain(value: Any) -> Any:

@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.cache import frames_digest, masks_digest
 from bench.errors import DataError, Problem
+from bench.frames import frame_shapes
 from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, Progress
 from bench.prompts import ledger, make_prompts, resolve_prompt_kind
@@ -121,7 +122,8 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                                "patient_ids": list(flow.patient_ids),
                                "frames_sha256": frames_digest(flow.frames),
                                "masks_sha256": masks_digest(flow.masks),
-                               "pixels": int(sum(np.size(frame) for frame in flow.frames))})
+                               "pixels": int(sum(np.prod(shape)
+                                                 for shape in frame_shapes(flow.frames)))})
         for seed in plan.seeds:
             prompts = make_prompts(flow, plan.protocol, seed=seed,
                                    prompt_kind=prompt_kind_for(plan, dataset),

@@ -7,12 +7,13 @@ metric.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from bench import metrics as metric_fns
+from bench.frames import PackedMasks, frame_shapes
 from bench.official_metrics import official_image_scores, official_volume_scores
 from bench.prompts.scope import ScoringScope
 from bench.types import Flow, Prediction
@@ -41,11 +42,13 @@ def check_prediction(flow: Flow, prediction: Prediction, prompted_targets: Seque
             raise PredictionError(
                 f"target {target!r}: {len(masks)} masks for {len(flow.frames)} frames"
             )
-        for index, (mask, frame) in enumerate(zip(masks, flow.frames, strict=True)):
-            if np.shape(mask) != np.shape(frame)[:2]:
+        for index, (mask_shape, shape) in enumerate(zip(frame_shapes(masks),
+                                                          frame_shapes(flow.frames),
+                                                          strict=True)):
+            if mask_shape != shape[:2]:
                 raise PredictionError(
-                    f"target {target!r} frame {index}: mask shape {np.shape(mask)} "
-                    f"differs from frame shape {np.shape(frame)[:2]}"
+                    f"target {target!r} frame {index}: mask shape {mask_shape} "
+                    f"differs from frame shape {shape[:2]}"
                 )
     for target, logits in (prediction.logits or {}).items():
         if len(logits) != len(flow.frames):
@@ -57,11 +60,11 @@ def check_prediction(flow: Flow, prediction: Prediction, prompted_targets: Seque
                                       f"got shape {np.shape(array)}")
 
 
-def predicted_masks(flow: Flow, prediction: Prediction, target: str) -> list[np.ndarray]:
+def predicted_masks(flow: Flow, prediction: Prediction, target: str) -> Sequence[np.ndarray]:
     """The adapter's masks for ``target``; all-empty when the target had no prompt."""
     if target in prediction.masks:
-        return [np.asarray(mask, dtype=bool) for mask in prediction.masks[target]]
-    return [np.zeros(np.shape(frame)[:2], dtype=bool) for frame in flow.frames]
+        return prediction.masks[target]
+    return PackedMasks.filled((shape[:2] for shape in frame_shapes(flow.frames)), False)
 
 
 def score_flow(
@@ -131,12 +134,15 @@ def _row(case: str, patient: str, target: str, metric: str, value: float, status
 
 
 def _cases(flow: Flow, prediction: Prediction, target: str, frames: list[int],
-           given: frozenset[int], score_prompted: bool) -> list[tuple]:
-    """``(case, patient, pred, ref, status, message)`` to score; status "" = the metric's own."""
+           given: frozenset[int], score_prompted: bool) -> Iterator[tuple]:
+    """``(case, patient, pred, ref, status, message)`` to score; status "" = the metric's own.
+
+    Image flows yield one image at a time, so that masks stay packed until scored.
+    """
     pred_masks = predicted_masks(flow, prediction, target)
     ref_masks = flow.masks[target]
     if flow.kind == "volume":
-        pred = np.stack([pred_masks[i] for i in frames])
+        pred = np.stack([np.asarray(pred_masks[i], dtype=bool) for i in frames])
         ref = np.stack([np.asarray(ref_masks[i], dtype=bool) for i in frames])
         case, patient = flow.case_ids[0], flow.patient_ids[0]
         hidden = [k for k, i in enumerate(frames) if i in given]
@@ -150,16 +156,14 @@ def _cases(flow: Flow, prediction: Prediction, target: str, frames: list[int],
             pred, ref = pred.copy(), ref.copy()
             pred[hidden] = False
             ref[hidden] = False
-        return [(case, patient, pred, ref, "", ""), *cases]
-    cases = []
+        yield from [(case, patient, pred, ref, "", ""), *cases]
+        return
     for i in frames:
         if i in given and not score_prompted:
             continue
-        cases.append((flow.case_ids[i], flow.patient_ids[i], pred_masks[i],
-                      np.asarray(ref_masks[i], dtype=bool),
-                      STATUS_PROMPTED if i in given else "",
-                      PROMPTED_MESSAGE if i in given else ""))
-    return cases
+        yield (flow.case_ids[i], flow.patient_ids[i], np.asarray(pred_masks[i], dtype=bool),
+               np.asarray(ref_masks[i], dtype=bool), STATUS_PROMPTED if i in given else "",
+               PROMPTED_MESSAGE if i in given else "")
 
 
 def _official_rows(flow: Flow, prediction: Prediction, target: str, frames: list[int],

@@ -38,7 +38,10 @@ class FlowFrames:
         a set of 2D images of the same target, possibly of mixed shapes.
     frames : sequence of ndarray
         2D frames, ``(H, W)`` grey or ``(H, W, 3)`` RGB. For a volume this is
-        usually a 3D array ``(n, H, W)`` indexed along its first axis.
+        usually a 3D array ``(n, H, W)`` indexed along its first axis; for an
+        image flow read from files, :class:`bench.frames.LazyFrames` (each
+        frame read when indexed: use :func:`bench.frames.frame_shapes` for
+        shapes, and index a frame once per use).
     spacing : tuple of float or None
         For a volume, ``(slice, row, col)`` in mm; for an image flow the
         in-plane ``(row, col)`` spacing when all images share it; None when
@@ -74,7 +77,8 @@ class Flow:
         As in :class:`FlowFrames`.
     masks : mapping of str to sequence of ndarray
         One boolean mask per target per frame (same indexing as ``frames``);
-        for a volume usually a 3D boolean array per target.
+        for a volume usually a 3D boolean array per target; for an image flow
+        read from files, :class:`bench.frames.PackedMasks`.
     case_ids : list of str
         The scoring units. A volume is one case scored in 3D (``[id]``); each
         image of an image flow is its own case (one id per frame).
@@ -165,8 +169,9 @@ class Prediction:
 
     Attributes
     ----------
-    masks : dict of str to list of ndarray
-        One boolean mask per frame per prompted target, frame shapes as input.
+    masks : dict of str to sequence of ndarray
+        One boolean mask per frame per prompted target, frame shapes as input
+        (a list, or :class:`bench.frames.PackedMasks` for long image flows).
     scores : dict of str to list of float or None
         Per-frame model confidence where the model has one (e.g. an IoU head).
     logits : dict of str to list of ndarray, or None
@@ -180,6 +185,6 @@ class Prediction:
         those metrics are then reported as not available.
     """
 
-    masks: dict[str, list[np.ndarray]]
+    masks: dict[str, Sequence[np.ndarray]]
     scores: dict[str, list[float | None]] = field(default_factory=dict)
     logits: dict[str, list[np.ndarray]] | None = None

@@ -99,7 +99,7 @@ from pydantic import Field
 
 from adapters import checkpoints
 from adapters.base import Number, register
-from adapters.reference import frame_shape
+from adapters.reference import frame_sizes
 from adapters.sam2.adapter import SAM2Adapter, Sam2Options
 from adapters.sam2.build import check_config, expected_shapes
 from adapters.sam2.preprocess import Preprocessing
@@ -244,7 +244,7 @@ class MedSAM2Adapter(SAM2Adapter):
 
         loaded = self.load()
         model = loaded.predictor
-        shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
+        shapes = frame_sizes(flow.frames)
         grouped = group_prompts(prompts, shapes, flow.id)
         opts = self.options
         inputs = FlowInputs(flow, model, loaded.weights_digest, self._cache(),

@@ -67,7 +67,7 @@ from pydantic import Field
 from adapters import checkpoints
 from adapters.base import Adapter, Capabilities, Number, register
 from adapters.process_cache import EmbeddingCache, shared_embedding_cache
-from adapters.reference import frame_shape
+from adapters.reference import frame_sizes
 from adapters.sam.build import (
     PUBLISHED,
     LoadedSam,
@@ -186,7 +186,7 @@ class _FrameSam(Adapter):
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         require_segment_anything(self.name)
-        shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
+        shapes = frame_sizes(flow.frames)
         grouped = group_prompts(prompts, shapes, flow.id)
         for target, by_frame in grouped.items():
             for index, entry in by_frame.items():

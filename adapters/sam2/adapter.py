@@ -64,7 +64,7 @@ from adapters.process_cache import (
     cached_sha256_file,
     shared_embedding_cache,
 )
-from adapters.reference import frame_shape
+from adapters.reference import frame_sizes
 from adapters.sam2.build import (
     BENCH_PREDICTOR,
     PUBLISHED,
@@ -268,7 +268,7 @@ class SAM2Adapter(Adapter):
         torch = require_torch(self.name)
         loaded = self.load()
         predictor = loaded.predictor
-        shapes = [frame_shape(frame, i) for i, frame in enumerate(flow.frames)]
+        shapes = frame_sizes(flow.frames)
         grouped = group_prompts(prompts, shapes, flow.id)
         if not grouped:
             return Prediction(masks={}, scores={})

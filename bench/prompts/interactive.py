@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.frames import PackedMasks, frame_shapes
 from bench.prompts.kinds import padded_distance
 from bench.types import Flow, Prediction, Prompt
 
@@ -170,8 +171,8 @@ def click_sessions(flow: Flow, prompts: Sequence[Prompt],
         The final masks and the rows (``case, patient, target, status,
         metric, value`` and ``click`` for the per-click Dice).
     """
-    masks = {p.target: [np.zeros(np.shape(f)[:2], dtype=bool) for f in flow.frames]
-             for p in prompts}
+    sizes = [shape[:2] for shape in frame_shapes(flow.frames)]
+    masks = {p.target: PackedMasks.filled(sizes, False) for p in prompts}
     rows: list[dict[str, Any]] = []
     for prompt in prompts:
         ref = np.asarray(flow.masks[prompt.target][prompt.frame], dtype=bool)

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from bench.errors import ConfigError, DataError, Problem
+from bench.frames import LazyFrames, PackedMasks, array_sha256
 from bench.readers.cards import Card
 from bench.readers.geometry import source_frame_order, volume_frames
 from bench.readers.labels import LabelSpec, decode_case, label_spec
@@ -280,8 +281,16 @@ class FileReader(Reader):
             raise TypeError(f"{type(self).__name__} loads the flows it lists, not {ref!r}")
         if card.kind == "volume":
             return self.load_case(card, ref.cases[0])
+        # 2D files are read once here (checked, masks packed) and their frames again
+        # when used, so memory stays about one image however long the flow; slices
+        # of volumes stay in memory (re-reading one means reading its whole volume).
+        lazy = not self.volumes
         frames: list[np.ndarray] = []
-        masks: dict[str, list[np.ndarray]] = {}
+        shapes: list[tuple[int, ...]] = []
+        digests: list[str] = []
+        sources: list[str] = []
+        read_cases: list[CaseRef] = []
+        masks: dict[str, PackedMasks] = {}
         case_ids: list[str] = []
         patients: list[str] = []
         cases_meta: list[dict[str, Any]] = []
@@ -297,19 +306,30 @@ class FileReader(Reader):
                 errors.append(err)
                 skipped.append(str(err))
                 continue
-            frames.append(one.frames[0])
+            frame = one.frames[0]
+            if lazy:
+                shapes.append(frame.shape)
+                digests.append(array_sha256(frame))
+                sources.append(case.where)
+                read_cases.append(case)
+            else:
+                frames.append(frame)
             for target, mask in one.masks.items():
-                masks.setdefault(target, []).append(mask[0])
+                masks.setdefault(target, PackedMasks()).append(mask[0])
             case_ids.append(case.id)
             patients.append(case.patient)
             cases_meta.append({**one.meta, "spacing": one.spacing})
             spacings.append(one.spacing)
-        if not frames:
+        if not case_ids:
             raise DataError(ref.id, "no case of this flow could be read" + (
                 f" ({skipped[0]})" if skipped else ""))
         spacing = spacings[0] if all(s == spacings[0] for s in spacings) else None
         meta = {"cases": cases_meta, "skipped": skipped}
-        return Flow(ref.id, card.name, "image-flow", frames, masks, spacing=spacing,
+        stored: Sequence[np.ndarray] = frames
+        if lazy:
+            stored = LazyFrames(_CaseFrame(self, card, tuple(read_cases)), shapes, digests,
+                                sources)
+        return Flow(ref.id, card.name, "image-flow", stored, masks, spacing=spacing,
                     case_ids=case_ids, patient_ids=patients, meta=meta)
 
     def load_case(self, card: Card, ref: CaseRef, sliced: bool | None = None,
@@ -392,6 +412,18 @@ class FileReader(Reader):
         if ref.slice is not None and last is not None:
             last.append(prepared)
         return prepared
+
+
+@dataclass(frozen=True)
+class _CaseFrame:
+    """Reads frame ``index`` of a lazily loaded image flow: its case's image again."""
+
+    reader: FileReader
+    card: Card
+    cases: tuple[CaseRef, ...]
+
+    def __call__(self, index: int) -> np.ndarray:
+        return self.reader.load_case(self.card, self.cases[index]).frames[0]
 
 
 def _reordered(array: np.ndarray, order: Sequence[int]) -> np.ndarray:

@@ -95,13 +95,28 @@ def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | No
             return _read_npy(path, spacing)
         if kind in ITK_SUFFIXES or path.is_dir():
             return _read_itk(path)
-    except (DataError, MissingDependency):
+    except (DataError, MissingDependency):  # already one line naming the file
         raise
-    except MemoryError:
-        raise
-    except Exception as err:  # any parser failure is a problem of this file
+    except _parser_errors() as err:  # a parser's failure is a problem of this file
         raise DataError(path, f"unreadable ({_describe(err)})") from None
     raise DataError(path, f"unsupported volume format {kind!r}")
+
+
+def _parser_errors() -> tuple[type[BaseException], ...]:
+    """What nibabel, numpy and SimpleITK raise on a damaged or foreign file.
+
+    Deliberately not ``Exception``: a bug in the reading code (a TypeError, an
+    AttributeError) must surface as a bug, not be recorded as a bad file.
+    """
+    import zlib
+
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
+
+    # SimpleITK raises RuntimeError; truncated gzip streams raise EOFError or
+    # zlib.error; nibabel and numpy raise OSError and ValueError subclasses.
+    return (OSError, EOFError, ValueError, RuntimeError, zlib.error, ImageFileError,
+            HeaderDataError)
 
 
 def check_spacing(spacing: tuple[float, ...] | None, path: Path | str) -> None:
