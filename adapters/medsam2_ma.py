@@ -41,6 +41,13 @@ The recipe (``profile``)
   26-connected component of each target's 3D mask (:func:`largest_component`;
   per target, where their script accumulates every lesion of a file first).
 
+The profile's intensity step is refused (:func:`check_modality`, a
+:class:`~bench.errors.ConfigError` failing the unit) on a volume whose card
+``modality`` is not CT (``ma-ct``; cone-beam CT counts) or MR (``ma-mr``),
+including a card with no modality: windowing MR as Hounsfield units gives a
+number that looks like a score. An ``intensity`` set explicitly is not
+checked.
+
 ``harness``: no intensity step (the ``sam2`` adapter's robust [0, 1] mapping),
 ``joint`` schedule (the ``sam2`` adapter's one state, forward then backward)
 and no post-processing. ``intensity``, ``schedule`` and ``postprocess`` given
@@ -65,6 +72,7 @@ vendoring the architecture, which is not an installable path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar, Literal
@@ -76,6 +84,7 @@ from adapters.base import register
 from adapters.sam2.adapter import SAM2Adapter, Sam2Options
 from adapters.sam2.prompts import FramePrompt
 from adapters.sam2.session import INFO_KEY, FlowInputs, add_prompt, new_inference_state
+from bench.errors import ConfigError
 from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt
 
@@ -172,6 +181,44 @@ def pass_frames(n_frames: int, prompted: Sequence[int]) -> tuple[list[int], list
     return list(range(start, n_frames)), list(range(start, -1, -1))
 
 
+def modality_family(modality: str) -> str | None:
+    """``"ct"``, ``"mr"`` or None (anything else, or not given) from a card's modality text."""
+    if re.search(r"\b(ct|computed tomography)\b", modality, re.IGNORECASE):
+        return "ct"
+    if re.search(r"\b(mr|mri|magnetic resonance)\b", modality, re.IGNORECASE):
+        return "mr"
+    return None
+
+
+def check_modality(flow: FlowFrames, intensity: str, profile: str, where: str) -> None:
+    """Refuse a profile's CT or MR intensity step on a volume of another (or no) modality.
+
+    ``ct-window`` clips to Hounsfield units: on MR it saturates the image;
+    ``mr-percentile`` on CT maps air and tissue by the wrong rule. Either gives
+    a plausible-looking but meaningless score, so it is refused unless the
+    card names the matching modality. An ``intensity`` set explicitly in the
+    settings is the user's choice and is not checked (callers skip this then).
+
+    Raises
+    ------
+    ConfigError
+        Naming the profile, the dataset's modality and what to change.
+    """
+    needed = {"ct-window": "ct", "mr-percentile": "mr"}.get(intensity)
+    if needed is None or flow.kind != "volume" or modality_family(flow.modality) == needed:
+        return
+    wanted = "CT" if needed == "ct" else "MR"
+    family = modality_family(flow.modality)
+    if flow.modality:
+        found = f"its card's modality is {flow.modality!r}"
+    else:
+        found = f"its card gives no modality (add modality = \"{wanted}\" if it is {wanted})"
+    other = {"mr": " or 'ma-mr'", "ct": " or 'ma-ct'"}.get(family or "", "")
+    raise ConfigError(f"{where}.profile = {profile!r} ({intensity}) is for {wanted} volumes, "
+                      f"but dataset {flow.dataset!r}: {found}; choose profile = 'harness'"
+                      f"{other}, or set intensity explicitly")
+
+
 def apply_intensity(flow: FlowFrames, intensity: str, level: float, width: float) -> FlowFrames:
     """``flow`` with its volume mapped to uint8 by ``intensity`` (image flows unchanged)."""
     if intensity == "none" or flow.kind != "volume":
@@ -237,6 +284,8 @@ class MedSAM2MaAdapter(SAM2Adapter):
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         recipe = self.recipe()
+        if self.options.intensity is None:  # the profile's choice: check it fits the data
+            check_modality(flow, recipe.intensity, self.options.profile, self.where)
         mapped = apply_intensity(flow, recipe.intensity, self.options.window_level,
                                  self.options.window_width)
         prediction = super().predict(mapped, prompts)

@@ -53,6 +53,10 @@ class FlowFrames:
         The entries of ``Flow.meta`` named in :data:`GEOMETRY_KEYS` (source
         affine, axis order and shape), never source paths, which could name
         ground-truth files.
+    modality : str
+        The dataset card's ``modality`` (free text, e.g. ``"CT"``), so that an
+        adapter whose preprocessing is modality-specific can refuse the wrong
+        one; empty when the card gives none.
     """
 
     id: str
@@ -62,6 +66,7 @@ class FlowFrames:
     spacing: tuple[float, ...] | None = None
     case_ids: tuple[str, ...] = ()
     geometry: Mapping[str, Any] = field(default_factory=dict)
+    modality: str = ""
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -124,11 +129,11 @@ class Flow:
     def targets(self) -> list[str]:
         return list(self.masks)
 
-    def view(self) -> FlowFrames:
-        """The ground-truth-free view handed to model adapters."""
+    def view(self, modality: str = "") -> FlowFrames:
+        """The ground-truth-free view handed to model adapters (``modality``: the card's)."""
         geometry = {key: self.meta[key] for key in GEOMETRY_KEYS if key in self.meta}
         return FlowFrames(self.id, self.dataset, self.kind, self.frames, self.spacing,
-                          tuple(self.case_ids), geometry)
+                          tuple(self.case_ids), geometry, modality)
 
 
 @dataclass(frozen=True)

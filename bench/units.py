@@ -265,12 +265,13 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
     """
     state = "off"
     try:
-        seen = flow if adapter.capabilities.sees_ground_truth else flow.view()
+        modality = next((d.card.modality for d in plan.datasets if d.name == spec.dataset), "")
+        seen = flow if adapter.capabilities.sees_ground_truth else flow.view(modality)
         prediction, cache_key, click_rows = None, None, []
         if plan.protocol == "interactive":
             # Later clicks depend on the model's answers: nothing to cache or replay.
             max_clicks = get_protocol("interactive").resolve(plan.protocol_params)["max_clicks"]
-            view = flow.view()
+            view = flow.view(modality)
             prediction, click_rows = click_sessions(
                 flow, prompts, lambda clicks, previous: adapter.predict_click(view, clicks,
                                                                              previous),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -196,7 +197,7 @@ def ct_volume():
     volume = rng.normal(0.0, 30.0, (4, 32, 40))
     volume[:, 8:24, 10:30] += 200.0
     volume[:, :, :3] = -1000.0  # air at one edge, clipped by the window
-    return FlowFrames("vol", "synthetic", "volume", volume)
+    return FlowFrames("vol", "synthetic", "volume", volume, modality="CT")
 
 
 def test_the_model_is_sam21_tiny_at_512(checkpoint):
@@ -296,3 +297,36 @@ def test_intensity_step_and_postprocess_are_wired(checkpoint):
     raw = adapter(checkpoint, intensity="none", postprocess="none").predict(mapped, [BOX])
     expected = ma.largest_component(np.stack(raw.masks["t"]))
     np.testing.assert_array_equal(np.stack(recipe), expected)
+
+
+@pytest.mark.parametrize(("modality", "profile", "refused"), [
+    ("CT", "ma-ct", False), ("cone-beam CT", "ma-ct", False),
+    ("MR (FLAIR by default)", "ma-mr", False), ("MR (FLAIR by default)", "ma-ct", True),
+    ("", "ma-ct", True), ("ultrasound", "ma-mr", True),
+    ("CT", "ma-mr", True), ("ultrasound", "harness", False),
+])
+def test_a_profile_intensity_step_is_refused_on_another_modality(modality, profile, refused):
+    # ct-window on MR saturates it, mr-percentile on CT maps it by the wrong rule: both
+    # would score garbage that looks like a number.
+    flow = replace(ct_volume(), modality=modality)
+    intensity = ma.PROFILES[profile].intensity
+    if not refused:
+        ma.check_modality(flow, intensity, profile, "[models.medsam2-ma]")
+        return
+    with pytest.raises(ConfigError, match=rf"profile = '{profile}' \({intensity}\) is for "
+                                          r"(CT|MR) volumes, but dataset 'synthetic'"):
+        ma.check_modality(flow, intensity, profile, "[models.medsam2-ma]")
+
+
+def test_the_modality_refusal_names_the_fix_and_runs_in_predict(checkpoint):
+    flow = replace(ct_volume(), modality="MR (T1 contrast-enhanced)")
+    with pytest.raises(ConfigError, match="its card's modality is 'MR .*'; choose profile = "
+                                          "'harness' or 'ma-mr', or set intensity explicitly"):
+        adapter(checkpoint).predict(flow, [BOX])
+    unnamed = replace(ct_volume(), modality="")
+    with pytest.raises(ConfigError, match='its card gives no modality \\(add modality = "CT"'):
+        adapter(checkpoint).predict(unnamed, [BOX])
+    # An explicit intensity is the user's choice; an image flow has no intensity step.
+    adapter(checkpoint, intensity="ct-window", postprocess="none").predict(unnamed, [BOX])
+    frames = FlowFrames("img", "synthetic", "image-flow", list(ct_volume().frames[:2]))
+    adapter(checkpoint).predict(frames, [Prompt("t", 0, "box", box=(10, 8, 29, 23))])

@@ -40,6 +40,21 @@ class _FailsOnSecondFlow(Adapter):
         return Prediction(masks={prompt.target: full for prompt in prompts})
 
 
+@register
+@dataclass
+class _NeedsCT(Adapter):
+    """Test adapter: refuses (like medsam2-ma's ma-ct profile) unless the card says CT."""
+
+    name = "test-needs-ct"
+    hidden = True
+
+    def predict(self, flow, prompts):
+        if flow.modality != "CT (synthetic)":
+            raise ValueError(f"modality {flow.modality!r} is not CT")
+        empty = [np.zeros(np.shape(frame)[:2], dtype=bool) for frame in flow.frames]
+        return Prediction(masks={prompt.target: empty for prompt in prompts})
+
+
 def _run(tmp_path, models, datasets=("demo-fundus",), limit=12):  # two flows of 6 images
     config = load_config(CONFIG)
     plan = make_plan(config, "demo", models=models, datasets=list(datasets), limit=limit)
@@ -62,6 +77,18 @@ def test_one_failing_flow_is_recorded_and_the_rest_completes(tmp_path):
     assert len(summary["failed_units"]) == 1
     assert (tmp_path / "run" / "logs").is_dir()
     assert "simulated adapter crash" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_adapters_see_the_card_modality(tmp_path):
+    # demo-ct's card says "CT (synthetic)", demo-fundus's "fundus photography (synthetic)".
+    outcome, table = _run(tmp_path, ["test-needs-ct"], datasets=("demo-ct", "demo-fundus"),
+                          limit=1)
+    assert outcome.units_failed == 1
+    failed = table[table["status"] == "error"]
+    assert set(failed["dataset"]) == {"demo-fundus"}
+    assert failed["message"].str.contains(
+        "modality 'fundus photography \\(synthetic\\)' is not CT").all()
+    assert (table[table["dataset"] == "demo-ct"]["status"] != "error").all()
 
 
 def test_full_frame_scores_match_an_independent_count(tmp_path):
