@@ -179,3 +179,26 @@ def test_prediction_cache_round_trips_packed_masks(tmp_path):
     for original, got in zip(masks, back.masks["t"], strict=True):
         np.testing.assert_array_equal(got, original)
     np.testing.assert_array_equal(back.masks["u"][1], masks[1])
+
+
+@needs_samples
+@pytest.mark.parametrize(("model", "settings"), [
+    ("sam2", {"config": "sam2_hiera_t"}), ("medsam2", {"memory": "official"}),
+    ("random-walker", None)])
+def test_adapters_take_lazily_read_frames(tmp_path, model, settings):
+    # Lazily read frames are read-only arrays: an adapter that changed a frame in place
+    # would fail here (random weights: only that the adapter runs is checked).
+    if settings is not None:
+        pytest.importorskip("sam2")
+        settings = {**settings, "random_weights": True, "image_size": 256, "device": "cpu",
+                    "fill_hole_area": 0}
+    from adapters import create
+
+    root, card, reader, ref = fundus(tmp_path)
+    flow = reader.load_flow(card, ref)
+    frames = LazyFrames(flow.frames._read, flow.frames.shapes[:2], flow.frames.digests[:2],
+                        flow.frames.sources[:2])
+    view = FlowFrames("f", "fundus", "image-flow", frames)
+    prediction = create(model, settings).predict(view, [Prompt("disc", 0, "box",
+                                                                box=(250, 150, 350, 250))])
+    assert [np.shape(mask) for mask in prediction.masks["disc"]] == [(400, 600)] * 2
