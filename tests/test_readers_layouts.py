@@ -420,6 +420,27 @@ def test_isic_both_mask_spellings_and_superpixels_ignored(tmp_path):
     assert not errors_of(check_dataset(isic, tmp_path))
 
 
+def test_isic_image_in_two_splits_is_refused_naming_both(tmp_path, capsys):
+    # The same image id under train/ and val/: never one of them kept by sort order.
+    lesion = np.zeros((6, 8), np.uint8)
+    lesion[1:4, 2:6] = 255
+    for split in ("train", "val"):
+        png(tmp_path / split / "ISIC_0000001.jpg", rgb(6, 8), "JPEG")
+        png(tmp_path / split / "ISIC_0000001_segmentation.png", lesion)
+    errors = [str(e) for e in errors_of(check_dataset(card("isic"), tmp_path))]
+    image = next(e for e in errors if "ISIC_0000001.jpg and" in e)
+    assert f"{tmp_path / 'train' / 'ISIC_0000001.jpg'} and " \
+           f"{tmp_path / 'val' / 'ISIC_0000001.jpg'} both match case 'ISIC_0000001'" in image
+    assert "exclude = ['val/*'] (or ['train/*'])" in image
+    # bench run runs the same checks before any unit: exit 2, the same line.
+    from bench.cli import main
+
+    code = main(["run", "--suite", "one-prompt", "--datasets", "isic", "--root",
+                 f"isic={tmp_path}", "--models", "full-frame", "--out", str(tmp_path / "run")])
+    assert code == 2 and not (tmp_path / "run" / "metrics.csv").exists()
+    assert "both match case 'ISIC_0000001'" in capsys.readouterr().err
+
+
 def _ppm_gz(path: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PPM")
