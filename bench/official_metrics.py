@@ -1,8 +1,8 @@
 """The official MedSAM-2 code's Dice and IoU, under their own names (issue 12 item 3).
 
 ``dice_official`` and ``iou_official`` reproduce the scorers of the official
-repository (MedicineToken/Medical-SAM2, see ``/work/notes/official-medsam2.md``
-sections 1.6 and 2.3). They are computed from a model's *logits*, never from
+repository (MedicineToken/Medical-SAM2: ``func_2d/utils.py`` ``eval_seg`` and the
+3D validation of ``func_3d/function.py``). They are computed from a model's *logits*, never from
 binary masks, and are never mixed with the harness's ``dice`` / ``iou``
 (:mod:`bench.metrics`), which score binary masks at the source resolution.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import get_args
 from unittest import mock
@@ -23,7 +24,7 @@ pytest.importorskip("sam2")
 from adapters.medsam2.adapter import MedSAM2Adapter  # noqa: E402
 from adapters.process_cache import EmbeddingCache  # noqa: E402
 from adapters.sam2 import preprocess  # noqa: E402
-from adapters.sam2.adapter import SAM2Adapter  # noqa: E402
+from adapters.sam2.adapter import SAM2Adapter, hole_filling_available  # noqa: E402
 from adapters.sam2.build import instantiate  # noqa: E402
 from adapters.sam2.prompts import group_prompts  # noqa: E402
 from adapters.sam2.session import PROVIDER_KEY, FlowInputs, new_inference_state  # noqa: E402
@@ -508,9 +509,23 @@ def test_bank_draws_follow_the_run_seed_and_official_hole_area(checkpoint):
     assert picks[0][0] != picks[1][0]
     official = medsam2(checkpoint)
     assert (official.hole_area("volume"), official.hole_area("image-flow")) == (8, 0)
-    official.predict(volume(), [POINT])
-    assert official.load().predictor.fill_hole_area == 8
     assert medsam2(checkpoint, fill_hole_area=3).hole_area("image-flow") == 3
+    # Where SAM 2 cannot fill holes (no compiled extension, or not on CUDA: this CPU run)
+    # the step is off, as SAM 2 would skip it, without a warning per frame, and the run
+    # record says so.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        official.predict(volume(), [POINT])
+    assert not hole_filling_available(official.load().predictor.device)
+    assert official.load().predictor.fill_hole_area == 0 == official.effective_hole_area("volume")
+    assert official.fingerprint()["hole_filling"].startswith("off: needs sam2's compiled")
+    import torch
+
+    with mock.patch("adapters.sam2.adapter._extension_imports", return_value=True):
+        assert hole_filling_available(torch.device("cuda"))
+        assert not hole_filling_available(torch.device("cpu"))
+    with mock.patch("adapters.sam2.adapter._extension_imports", return_value=False):
+        assert not hole_filling_available(torch.device("cuda"))
     sam = sam2(checkpoint)
     sam.predict(volume(), [POINT])
     assert sam.load().predictor.fill_hole_area == 0

@@ -49,6 +49,7 @@ attach their own memory to a target's run (:meth:`SAM2Adapter._attach_memory`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -92,6 +93,20 @@ OBJECT_PRESENT_LOGIT = 10.0
 
 
 FORCED_PRESENT = f"forced present (random weights: constant logit {OBJECT_PRESENT_LOGIT})"
+
+
+@functools.cache
+def _extension_imports() -> bool:
+    try:
+        from sam2 import _C  # noqa: F401  (what SAM 2's hole filling imports)
+    except Exception:  # ImportError, or a library the compiled file needs is missing
+        return False
+    return True
+
+
+def hole_filling_available(device: Any) -> bool:
+    """Whether SAM 2 fills holes on ``device``: its extension imports and it is CUDA."""
+    return getattr(device, "type", str(device)) == "cuda" and _extension_imports()
 
 
 def force_object_present(model: Any) -> None:
@@ -249,6 +264,8 @@ class SAM2Adapter(Adapter):
             "object_score": FORCED_PRESENT if opts.random_weights else "model",
             "device": str(device),
             "autocast": "bf16" if device.type == "cuda" else "none",
+            "hole_filling": ("as set" if hole_filling_available(device) else
+                             "off: needs sam2's compiled CUDA extension and a CUDA device"),
             "versions": {"torch": torch.__version__, "sam2": package_version("sam2")},
         })
         if opts.random_weights and opts.checkpoint:
@@ -261,6 +278,16 @@ class SAM2Adapter(Adapter):
     def hole_area(self, kind: str) -> int:
         """SAM 2's ``fill_hole_area`` for a flow of ``kind`` (set on the model per call)."""
         return int(self.options.fill_hole_area)
+
+    def effective_hole_area(self, kind: str) -> int:
+        """:meth:`hole_area` where SAM 2 can fill holes here, else 0.
+
+        SAM 2 skips hole filling (warning on every frame) unless its compiled
+        extension imports and the model runs on CUDA (the kernel is CUDA-only),
+        so 0 gives the masks SAM 2 would give, without the warnings; the run
+        record says which (``hole_filling``).
+        """
+        return self.hole_area(kind) if hole_filling_available(self._device()) else 0
 
     # -- prediction
 
@@ -279,7 +306,7 @@ class SAM2Adapter(Adapter):
         masks: dict[str, list[np.ndarray]] = {}
         scores: dict[str, list[float | None]] = {}
         logits: dict[str, list[np.ndarray]] = {}
-        predictor.fill_hole_area = self.hole_area(flow.kind)
+        predictor.fill_hole_area = self.effective_hole_area(flow.kind)
         with torch.inference_mode(), autocast_for(predictor.device):
             for target, frame_prompts in grouped.items():
                 masks[target], scores[target], logits[target] = self._track(
