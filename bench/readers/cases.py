@@ -416,7 +416,11 @@ class FileReader(Reader):
 
 @dataclass(frozen=True)
 class _CaseFrame:
-    """Reads frame ``index`` of a lazily loaded image flow: its case's image again."""
+    """Reads frame ``index`` of a lazily loaded image flow: its case's image again.
+
+    It holds the case references, mask paths included, as a private part of
+    :class:`~bench.frames.LazyFrames`: adapters are handed frames, never paths.
+    """
 
     reader: FileReader
     card: Card
