@@ -41,6 +41,10 @@ The recipe (``profile``)
   26-connected component of each target's 3D mask (:func:`largest_component`;
   per target, where their script accumulates every lesion of a file first).
 
+The intensity step starts from the source intensities: where the card's
+``window`` already scaled the frames (e.g. BTCV's [-125, 275] HU), from the
+intensities the reader kept before it (``FlowFrames.source_frames``).
+
 The profile's intensity step is refused (:func:`check_modality`, a
 :class:`~bench.errors.ConfigError` failing the unit) on a volume whose card
 ``modality`` is not CT (``ma-ct``; cone-beam CT counts) or MR (``ma-mr``),
@@ -220,15 +224,22 @@ def check_modality(flow: FlowFrames, intensity: str, profile: str, where: str) -
 
 
 def apply_intensity(flow: FlowFrames, intensity: str, level: float, width: float) -> FlowFrames:
-    """``flow`` with its volume mapped to uint8 by ``intensity`` (image flows unchanged)."""
+    """``flow`` with its volume mapped to uint8 by ``intensity`` (image flows unchanged).
+
+    The recipe starts from the source intensities (Hounsfield units for CT):
+    where the card's ``window`` has already scaled the frames, from the
+    intensities before it (``flow.source_frames``), so that the card's
+    window never stands in for theirs.
+    """
     if intensity == "none" or flow.kind != "volume":
         return flow
-    volume = np.stack([np.asarray(frame) for frame in flow.frames])
+    source = flow.source_frames if flow.source_frames is not None else flow.frames
+    volume = np.stack([np.asarray(frame) for frame in source])
     if volume.ndim != 3:
         return flow  # RGB slices: the recipe is for grey CT/MR
     mapped = (ct_window(volume, level, width) if intensity == "ct-window"
               else mr_percentile(volume))
-    return replace(flow, frames=mapped)
+    return replace(flow, frames=mapped, source_frames=None)
 
 
 # -- the adapter

@@ -100,6 +100,16 @@ def frames_digest(frames: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def flow_frames_digest(frames: Sequence[np.ndarray],
+                       source_frames: Sequence[np.ndarray] | None = None) -> str:
+    """:func:`frames_digest` of a flow's frames, and of the intensities before the
+    card's window when the flow keeps them (an adapter may start from those)."""
+    digest = frames_digest(frames)
+    if source_frames is None:
+        return digest
+    return sha256_text(f"{digest}|source|{frames_digest(source_frames)}")
+
+
 def masks_digest(masks: Mapping[str, Sequence[np.ndarray]]) -> str:
     """sha256 over every target's name and masks (as booleans, frame by frame)."""
     digest = hashlib.sha256()

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache import frames_digest, masks_digest
+from bench.cache import flow_frames_digest, masks_digest
 from bench.errors import DataError, Problem
 from bench.frames import frame_shapes
 from bench.plan import DatasetRun, RunPlan
@@ -120,7 +120,8 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                                "position": len(entry["flows"]),
                                "case_ids": list(flow.case_ids),
                                "patient_ids": list(flow.patient_ids),
-                               "frames_sha256": frames_digest(flow.frames),
+                               "frames_sha256": flow_frames_digest(flow.frames,
+                                                                  flow.source_frames),
                                "masks_sha256": masks_digest(flow.masks),
                                "pixels": int(sum(np.prod(shape)
                                                  for shape in frame_shapes(flow.frames)))})

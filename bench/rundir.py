@@ -46,7 +46,7 @@ from typing import Any
 import pandas as pd
 
 from bench import atomic
-from bench.cache import frames_digest, masks_digest
+from bench.cache import flow_frames_digest, masks_digest
 from bench.errors import DataError, RunError
 from bench.prompts import ledger
 from bench.provenance import provenance, timestamp
@@ -571,7 +571,7 @@ def card_record(card: Card) -> dict[str, Any]:
 def check_frames(flow: Flow, expected_sha256: str, masks_sha256: str = "") -> None:
     """Raise DataError unless ``flow``'s frames (and masks, when a digest is given) are
     those the ledger was derived from."""
-    if frames_digest(flow.frames) != expected_sha256:
+    if flow_frames_digest(flow.frames, flow.source_frames) != expected_sha256:
         raise DataError(f"{flow.dataset}/{flow.id}", "its frames differ from those read when "
                         "the prompt ledger was written (did the data change?)")
     if masks_sha256 and masks_digest(flow.masks) != masks_sha256:

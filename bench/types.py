@@ -57,6 +57,11 @@ class FlowFrames:
         The dataset card's ``modality`` (free text, e.g. ``"CT"``), so that an
         adapter whose preprocessing is modality-specific can refuse the wrong
         one; empty when the card gives none.
+    source_frames : sequence of ndarray or None
+        When the card's ``window`` scaled the frames: the intensities before
+        it (e.g. Hounsfield units), indexed like ``frames``, for an adapter
+        whose own preprocessing starts from them (``medsam2-ma``'s CT
+        window); None when the frames are the source intensities.
     """
 
     id: str
@@ -67,6 +72,7 @@ class FlowFrames:
     case_ids: tuple[str, ...] = ()
     geometry: Mapping[str, Any] = field(default_factory=dict)
     modality: str = ""
+    source_frames: Sequence[np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -93,6 +99,8 @@ class Flow:
     meta : dict
         Reader-specific metadata needed to write predictions back in source
         geometry (e.g. the NIfTI ``affine``) and provenance (source paths).
+    source_frames : sequence of ndarray or None
+        As in :class:`FlowFrames`.
     """
 
     id: str
@@ -104,6 +112,7 @@ class Flow:
     case_ids: list[str] = field(default_factory=list)
     patient_ids: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    source_frames: Sequence[np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.case_ids:
@@ -118,6 +127,9 @@ class Flow:
             raise ValueError(
                 f"flow {self.id}: {len(self.case_ids)} case ids for {expected} cases"
             )
+        if self.source_frames is not None and len(self.source_frames) != len(self.frames):
+            raise ValueError(f"flow {self.id}: {len(self.source_frames)} source frames for "
+                             f"{len(self.frames)} frames")
         for target, masks in self.masks.items():
             if len(masks) != len(self.frames):
                 raise ValueError(
@@ -133,7 +145,7 @@ class Flow:
         """The ground-truth-free view handed to model adapters (``modality``: the card's)."""
         geometry = {key: self.meta[key] for key in GEOMETRY_KEYS if key in self.meta}
         return FlowFrames(self.id, self.dataset, self.kind, self.frames, self.spacing,
-                          tuple(self.case_ids), geometry, modality)
+                          tuple(self.case_ids), geometry, modality, self.source_frames)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def test_name_and_published_weights_are_not_medsam2s():
         assert "wanglab/MedSAM2" in reason and "MedSAM2_latest.pt" in reason
 
 
-def test_namesakes_suite_runs_both_medsam2s_on_the_3d_cards():
+def test_namesakes_suite_runs_both_medsam2s_on_3d_and_2d_cards():
     from pathlib import Path
 
     from adapters import create
@@ -107,7 +107,11 @@ def test_namesakes_suite_runs_both_medsam2s_on_the_3d_cards():
     suite = config.settings.suites["namesakes"]
     assert list(suite.models) == ["medsam2", "medsam2-ma", "sam2.1", "medsam", "registration",
                                   "full-frame"]
-    assert list(suite.datasets) == ["btcv", "kits23"] and list(suite.demo) == ["demo-ct"]
+    assert list(suite.datasets) == ["btcv", "kits23-volumes", "refuge2", "isic"]
+    assert list(suite.demo) == ["demo-ct", "demo-fundus"]
+    kinds = {name: config.cards[name].kind for name in [*suite.datasets, *suite.demo]}
+    assert {kinds[n] for n in ("btcv", "kits23-volumes", "demo-ct")} == {"volume"}
+    assert {kinds[n] for n in ("refuge2", "isic", "demo-fundus")} == {"image-flow"}
     # every model's bench.toml table is valid for its adapter
     for name in suite.models:
         create(name, config.models.get(name, {}))
@@ -130,11 +134,15 @@ def test_report_section_compares_the_two_medsam2s_per_target_with_their_cost(tmp
     table = read_table(make_run(tmp_path / "run", models=("good", "poor"),
                                 datasets=("fake-ct",)))
     table["model"] = table["model"].map(names)
-    units = pd.DataFrame({"model": ["medsam2", "medsam2-ma", "full-frame"],
-                          "status": ["ok"] * 3, "seconds": [2.0, 1.0, 0.1],
-                          "peak_rss_mb": [900.0, 500.0, 10.0], "cache": ["miss"] * 3,
-                          "attempts": [1] * 3})
-    ctx = SimpleNamespace(table=table, metrics=["dice"],
+    units = pd.DataFrame({"model": ["medsam2", "medsam2-ma", "full-frame", "medsam2"],
+                          "dataset": ["fake-ct"] * 3 + ["fake-cells"],
+                          "flow": ["v0", "v0", "v0", "c0"],
+                          "status": ["ok"] * 4, "seconds": [2.0, 1.0, 0.1, 9.0],
+                          "peak_rss_mb": [900.0, 500.0, 10.0, 800.0],
+                          "cache": ["miss", "miss", "miss", "hit"], "attempts": [1] * 4})
+    manifest = {"datasets": {"fake-ct": {"flows": [{"id": "v0", "frames": 8}]},
+                             "fake-cells": {"flows": [{"id": "c0", "frames": 3}]}}}
+    ctx = SimpleNamespace(table=table, metrics=["dice"], manifest=manifest,
                           rundir=SimpleNamespace(read_unit_table=lambda: units))
     doc = Document("t")
     _namesakes(doc, ctx)
@@ -145,10 +153,12 @@ def test_report_section_compares_the_two_medsam2s_per_target_with_their_cost(tmp
     assert set(pair["model_a"]) == {"medsam2"} and set(pair["model_b"]) == {"medsam2-ma"}
     assert list(cost["model"]) == ["medsam2", "medsam2-ma"]
     assert list(cost["peak RSS MB"]) == ["900.0", "500.0"]
+    # seconds over the frames of the units that ran: the cache hit is not counted
+    assert list(cost["seconds per frame"]) == [str(2.0 / 8), str(1.0 / 8)]
     # no section unless both ran
     doc = Document("t")
     _namesakes(doc, SimpleNamespace(table=table[table["model"] == "medsam2"], metrics=["dice"],
-                                    rundir=ctx.rundir))
+                                    manifest=manifest, rundir=ctx.rundir))
     assert doc.blocks == []
 
 
@@ -330,3 +340,24 @@ def test_the_modality_refusal_names_the_fix_and_runs_in_predict(checkpoint):
     adapter(checkpoint, intensity="ct-window", postprocess="none").predict(unnamed, [BOX])
     frames = FlowFrames("img", "synthetic", "image-flow", list(ct_volume().frames[:2]))
     adapter(checkpoint).predict(frames, [Prompt("t", 0, "box", box=(10, 8, 29, 23))])
+
+
+def test_the_recipe_starts_from_hounsfield_units_whatever_the_card_window(checkpoint):
+    # A card window ([-125, 275], BTCV's) must not stand in for the recipe's own
+    # ([-160, 240]): the frames the card scaled carry their HU, and the masks equal
+    # those of the same volume given in HU.
+    from bench.readers.geometry import window_intensities
+
+    hu = ct_volume()
+    windowed, _ = window_intensities(np.asarray(hu.frames, np.float32).copy(), [-125, 275],
+                                     None, "card")
+    carded = replace(hu, frames=windowed, source_frames=np.asarray(hu.frames, np.float32))
+    model = adapter(checkpoint, postprocess="none")
+    from_card = model.predict(carded, [BOX]).masks["t"]
+    from_hu = model.predict(replace(hu, frames=np.asarray(hu.frames, np.float32)),
+                            [BOX]).masks["t"]
+    for got, expected in zip(from_card, from_hu, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    mapped = ma.apply_intensity(carded, "ct-window", 40, 400)
+    np.testing.assert_array_equal(mapped.frames, ma.ct_window(hu.frames, 40, 400))
+    assert mapped.source_frames is None

@@ -105,6 +105,18 @@ def test_an_entry_round_trips_masks_shapes_and_scores(tmp_path):
     assert cache.get("ab" * 32) is None
 
 
+def test_flow_digest_covers_the_intensities_before_the_window():
+    from bench.cache import flow_frames_digest
+
+    frames = np.zeros((2, 3, 4), np.float32)
+    hu = np.full((2, 3, 4), -1000, np.int16)
+    assert flow_frames_digest(frames) == frames_digest(frames)
+    changed = hu.copy()
+    changed[1, 2, 3] = -990  # outside the window: the frames are the same, the HU are not
+    assert flow_frames_digest(frames, hu) != flow_frames_digest(frames, changed)
+    assert flow_frames_digest(frames, hu) != flow_frames_digest(frames)
+
+
 def test_frames_digest_depends_on_bytes_dtype_and_shape_only():
     volume = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
     assert frames_digest(volume) == frames_digest([volume[0], volume[1]])

@@ -130,6 +130,9 @@ def test_abdomen_ct_sample():
     ct = np.asarray(nib.load(str(root / "example_ct_sm.nii.gz")).dataobj).astype(np.float32)
     expected = np.clip((ct + 125) / 400, 0, 1)
     np.testing.assert_allclose(to_source_order(flow.frames, flow.meta), expected, atol=1e-6)
+    # The Hounsfield units before the card's window are kept for recipes that start there.
+    np.testing.assert_array_equal(to_source_order(flow.source_frames, flow.meta), ct)
+    assert flow.view("CT").source_frames is flow.source_frames
     problems = check_dataset(abdomen, root)
     assert not has_errors(problems)
     (unknown,) = [p for p in problems if "not in the card" in p.message]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench import atomic
-from bench.cache import frames_digest
+from bench.cache import flow_frames_digest
 from bench.metrics import EmptyPolicy
 from bench.prompts import ledger
 from bench.readers import FlowRef, Reader, register_reader
@@ -129,7 +129,7 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
                 {"id": flow.id, "frames": len(flow.frames), "cases": len(flow.case_ids),
                  "targets": flow.targets, "position": position,
                  "case_ids": list(flow.case_ids), "patient_ids": list(flow.patient_ids),
-                 "frames_sha256": frames_digest(flow.frames)})
+                 "frames_sha256": flow_frames_digest(flow.frames, flow.source_frames)})
             for seed in seeds:
                 prompts = _prompts(flow, card.one_prompt_kind)
                 ledger_rows += ledger.prompt_rows(prompts, dataset=name, case=flow.id,

@@ -147,6 +147,7 @@ class _Prepared:
     masks: dict[str, np.ndarray]
     spacing: tuple[float, ...] | None
     meta: dict[str, Any]
+    source: np.ndarray | None = None  # intensities before the card's window
 
 
 class FileReader(Reader):
@@ -290,6 +291,7 @@ class FileReader(Reader):
         digests: list[str] = []
         sources: list[str] = []
         read_cases: list[CaseRef] = []
+        source_frames: list[np.ndarray | None] = []
         masks: dict[str, PackedMasks] = {}
         case_ids: list[str] = []
         patients: list[str] = []
@@ -314,6 +316,8 @@ class FileReader(Reader):
                 read_cases.append(case)
             else:
                 frames.append(frame)
+                source_frames.append(None if one.source_frames is None
+                                     else one.source_frames[0])
             for target, mask in one.masks.items():
                 masks.setdefault(target, PackedMasks()).append(mask[0])
             case_ids.append(case.id)
@@ -329,8 +333,10 @@ class FileReader(Reader):
         if lazy:
             stored = LazyFrames(_CaseFrame(self, card, tuple(read_cases)), shapes, digests,
                                 sources)
+        kept = (None if lazy or any(f is None for f in source_frames)
+                else cast(list[np.ndarray], source_frames))
         return Flow(ref.id, card.name, "image-flow", stored, masks, spacing=spacing,
-                    case_ids=case_ids, patient_ids=patients, meta=meta)
+                    case_ids=case_ids, patient_ids=patients, meta=meta, source_frames=kept)
 
     def load_case(self, card: Card, ref: CaseRef, sliced: bool | None = None,
                   last: list[_Prepared] | None = None) -> Flow:
@@ -363,13 +369,16 @@ class FileReader(Reader):
         if ref.slice is not None and sliced is not False:
             k = ref.slice
             meta = dict(meta, slice=k)
+            source = prepared.source
             return Flow(ref.id, card.name, "image-flow", [image[k].copy()],
                         {t: [m[k].copy()] for t, m in masks.items()},
                         spacing=spacing[1:] if spacing else None,
-                        case_ids=[ref.id], patient_ids=[ref.patient], meta=meta)
+                        case_ids=[ref.id], patient_ids=[ref.patient], meta=meta,
+                        source_frames=None if source is None else [source[k].copy()])
         base_id = ref.id.rsplit("/s", 1)[0] if ref.slice is not None else ref.id
         return Flow(base_id, card.name, "volume", image, masks, spacing=spacing,
-                    case_ids=[base_id], patient_ids=[ref.patient], meta=dict(meta))
+                    case_ids=[base_id], patient_ids=[ref.patient], meta=dict(meta),
+                    source_frames=prepared.source)
 
     def _prepared(self, card: Card, ref: CaseRef, last: list[_Prepared] | None) -> _Prepared:
         """Read, decode and (volumes) reorder one base case; reuse ``last`` for slices."""
@@ -401,14 +410,15 @@ class FileReader(Reader):
         masks, info = decode_case(raw, spec, ref.mask_where)
         meta = dict(raw.meta)
         meta.update(unknown_labels=info["unknown"], remapped_values=info["remapped"])
+        source = None
         if isinstance(options, VolumeReaderOptions):
-            image, spacing = volume_frames(raw.image, raw.spacing, raw.affine, options, meta,
-                                           where)
+            image, spacing, source = volume_frames(raw.image, raw.spacing, raw.affine, options,
+                                                   meta, where)
         else:
             image = raw.image
             _check_image(image, ref.where)
             spacing = options.pixel_spacing or raw.spacing
-        prepared = _Prepared(key, image, masks, spacing, meta)
+        prepared = _Prepared(key, image, masks, spacing, meta, source)
         if ref.slice is not None and last is not None:
             last.append(prepared)
         return prepared

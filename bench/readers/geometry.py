@@ -86,7 +86,7 @@ def window_intensities(volume: np.ndarray, option: Sequence[float] | str | None,
 
 def volume_frames(image: np.ndarray, spacing: Sequence[float] | None, affine: np.ndarray | None,
                   options: VolumeOptions, meta: dict[str, Any], where: str
-                  ) -> tuple[np.ndarray, tuple[float, ...] | None]:
+                  ) -> tuple[np.ndarray, tuple[float, ...] | None, np.ndarray | None]:
     """A source-order volume as windowed float32 ``(slice, row, col)`` frames.
 
     Parameters
@@ -112,6 +112,10 @@ def volume_frames(image: np.ndarray, spacing: Sequence[float] | None, affine: np
     frames : ndarray of float32
     spacing : tuple of float or None
         In frame order.
+    source : ndarray or None
+        With a window: the intensities before it (e.g. Hounsfield units), in
+        frame order and the stored dtype (float32 for wider floats), for
+        adapters whose own preprocessing starts from them; None without one.
 
     Raises
     ------
@@ -127,6 +131,12 @@ def volume_frames(image: np.ndarray, spacing: Sequence[float] | None, affine: np
     volume = np.ascontiguousarray(np.transpose(image, order), dtype=np.float32)
     if not np.isfinite(volume).all():
         raise DataError(path, "NaN or infinite values in the image")
+    source = None
+    if options.window is not None:
+        # The intensities before the window, for recipes that start from them (their
+        # own CT window, MR percentiles); the stored dtype is usually int16: half the size.
+        source = (np.ascontiguousarray(np.transpose(image, order))
+                  if image.dtype.itemsize <= 4 else volume.copy())
     volume, window = window_intensities(volume, options.window, options.percentiles, where)
     meta.update(
         axis=order[0],
@@ -137,8 +147,8 @@ def volume_frames(image: np.ndarray, spacing: Sequence[float] | None, affine: np
         window=window,
     )
     if spacing is None:
-        return volume, None
-    return volume, tuple(float(spacing[a]) for a in order)
+        return volume, None, source
+    return volume, tuple(float(spacing[a]) for a in order), source
 
 
 def to_source_order(volume: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:

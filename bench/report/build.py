@@ -147,14 +147,16 @@ def _costs(doc: Document, ctx: RunContext) -> None:
     units = ctx.rundir.read_unit_table()
     if units is None:
         return
-    costs = tables.unit_costs(units)
+    costs = tables.unit_costs(units, ctx.manifest)
     if costs.empty:
         return
     doc.add(Heading("Cost"),
             Paragraph("Wall time and peak memory per model, from `units.csv` (one row per "
-                      "unit of work). Peak RSS is the worker process's high-water mark, model "
-                      "weights included; cache hits were scored again from stored masks."),
-            Table(costs.astype(str)))
+                      "unit of work). Seconds per frame count the units that ran (not cache "
+                      "hits; n/a when none did). Peak RSS is the worker process's high-water "
+                      "mark, model weights included; cache hits were scored again from stored "
+                      "masks."),
+            Table(costs.astype(str).replace("nan", "n/a")))
 
 
 def _warnings(doc: Document, ctx: RunContext) -> None:
@@ -395,9 +397,9 @@ def _namesakes(doc: Document, ctx: RunContext) -> None:
         result = result.sort_values(["dataset", "target"], kind="stable")
         doc.add(Table(tables.format_comparison(result)))
     units = ctx.rundir.read_unit_table()
-    costs = tables.unit_costs(units) if units is not None else pd.DataFrame()
+    costs = tables.unit_costs(units, ctx.manifest) if units is not None else pd.DataFrame()
     if not costs.empty:
-        doc.add(Table(costs[costs["model"].isin(NAMESAKES)].astype(str)))
+        doc.add(Table(costs[costs["model"].isin(NAMESAKES)].astype(str).replace("nan", "n/a")))
 
 
 def _seeds(doc: Document, ctx: RunContext) -> None:

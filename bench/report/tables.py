@@ -303,11 +303,14 @@ def as_strings(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return frame.map(cell)
 
 
-def unit_costs(units: pd.DataFrame) -> pd.DataFrame:
+def unit_costs(units: pd.DataFrame, manifest: Mapping[str, Any] | None = None
+               ) -> pd.DataFrame:
     """Cost per model from ``units.csv``: units, wall time, peak memory, cache and retries.
 
     ``peak_rss_mb`` is the worker process's high-water mark (it includes the
     model's weights), so the column shows the largest over the model's units.
+    With the run's ``manifest`` (frames per flow), also seconds per frame:
+    the model's time over the frames of its units that ran (not cache hits).
     """
     if units.empty:
         return pd.DataFrame()
@@ -317,11 +320,25 @@ def unit_costs(units: pd.DataFrame) -> pd.DataFrame:
         "failed": grouped["status"].apply(lambda s: int((s == "error").sum())),
         "seconds total": grouped["seconds"].sum().round(1),
         "seconds per unit": grouped["seconds"].mean().round(2),
-        "peak RSS MB": grouped["peak_rss_mb"].max().round(0),
-        "cache hits": grouped["cache"].apply(lambda s: int((s == "hit").sum())),
-        "retried": grouped["attempts"].apply(lambda s: int((s > 1).sum())),
     })
+    if manifest is not None:
+        table["seconds per frame"] = _seconds_per_frame(units, manifest)
+    table["peak RSS MB"] = grouped["peak_rss_mb"].max().round(0)
+    table["cache hits"] = grouped["cache"].apply(lambda s: int((s == "hit").sum()))
+    table["retried"] = grouped["attempts"].apply(lambda s: int((s > 1).sum()))
     return table.reset_index()
+
+
+def _seconds_per_frame(units: pd.DataFrame, manifest: Mapping[str, Any]) -> pd.Series:
+    frames = {(name, flow["id"]): flow["frames"]
+              for name, entry in manifest.get("datasets", {}).items()
+              for flow in entry.get("flows", [])}
+    counted = units.assign(frames=[frames.get((d, f)) for d, f in
+                                   zip(units["dataset"], units["flow"], strict=True)])
+    counted = counted[(counted["cache"] != "hit") & (counted["status"] == "ok")
+                      & counted["frames"].notna()]
+    grouped = counted.groupby("model")
+    return (grouped["seconds"].sum() / grouped["frames"].sum()).round(4)
 
 
 def format_comparison(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:

@@ -236,8 +236,11 @@ def _volume_flow(options: DemoOptions, index: int, dataset: str, meta: dict[str,
     rng = keyed_rng(options.generator, options.seed, index, 2, 0)
     volume, masks = ct_volume(rng, options.frames, options.size, options.spacing)
     intensity = "HU"
+    source = None
     if options.window is not None:
-        # The same windowing as the file readers, so adapters see CT alike.
+        # The same windowing as the file readers, so adapters see CT alike (and keep the
+        # HU, as they do, for recipes that start from them).
+        source = volume.copy()
         volume, _ = window_intensities(volume, list(options.window), None, dataset)
         intensity = f"HU window [{options.window[0]:g}, {options.window[1]:g}] scaled to [0, 1]"
     meta.update(spacing_mm=options.spacing, intensity=intensity, window=options.window,
@@ -253,6 +256,7 @@ def _volume_flow(options: DemoOptions, index: int, dataset: str, meta: dict[str,
         case_ids=[fid],
         patient_ids=[fid],
         meta=meta,
+        source_frames=source,
     )
 
 
