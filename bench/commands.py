@@ -64,6 +64,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[yellow]model {model} skipped:[/] {escape(reason)}", soft_wrap=True)
     console.print(f"suite [bold]{plan.suite}[/], protocol [bold]{plan.protocol}[/], models "
                   f"{', '.join(plan.models)}, seeds {', '.join(map(str, plan.seeds))} -> {run_dir}")
+    single = [d.name for d in plan.datasets if d.card.kind == "image-flow"]
+    if plan.limit == 1 and plan.protocol == "one-prompt" and single and not plan.score_prompted:
+        console.print(f"[yellow]--limit 1 leaves each image flow ({', '.join(single)}) only its "
+                      "template, which one-prompt gives rather than scores: nothing of them "
+                      "will be scored (use --limit 2 or more)[/]")
 
     cache = None if args.no_cache else _cache_folder(config)
     started = time.perf_counter()

@@ -64,7 +64,11 @@ def print_results(run_dir: Path) -> None:
     summary = rundir.read_summary()
     aggregates = pd.DataFrame(summary["aggregates"])
     if aggregates.empty:
-        console.print("no results")
+        plan = rundir.read_plan()
+        why = ("one-prompt gives each flow's template rather than scoring it, so a flow needs 2 "
+               "or more cases (with --limit: 2 or more)" if plan.get("protocol") == "one-prompt"
+               else "see the failures above and report.md")
+        console.print(f"no results: no case was scored; {why}")
         return
     # summary.json sorts its keys; the plan keeps the suite's metric order.
     metrics = rundir.read_plan()["metrics"]

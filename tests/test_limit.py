@@ -84,3 +84,21 @@ def test_the_run_records_the_cut_and_the_report_says_it(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert ("**Truncated by --limit 5:** `many` scored the first 5 of 12 cases in the "
             "reader's order (1 of 1 flows; flow 'many' cut to its first images).") in report
+
+
+def test_limit_1_on_image_flows_says_nothing_will_be_scored(tmp_path, capsys):
+    # One case per image flow is its template, which one-prompt gives and never scores:
+    # the run warns before it starts and says why when nothing was scored.
+    from bench.cli import main
+
+    code = main(["run", "--suite", "demo", "--datasets", "demo-cells", "--limit", "1",
+                 "--models", "full-frame", "--out", str(tmp_path / "run"), "--no-cache"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert ("--limit 1 leaves each image flow (demo-cells) only its template, which one-prompt "
+            "gives rather than scores") in out
+    assert "no results: no case was scored; one-prompt gives each flow's template" in out
+    code = main(["run", "--suite", "demo", "--datasets", "demo-cells", "--limit", "2",
+                 "--models", "full-frame", "--out", str(tmp_path / "run2"), "--no-cache"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0 and "--limit 1 leaves" not in out and "no results" not in out
