@@ -85,6 +85,11 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: Version of the frame digests in ``manifest.json`` (1: one running hash over the frames'
+#: bytes; 2: a hash of per-frame digests, plus the intensities before a card's window).
+DIGEST_VERSION = 2
+
+
 def frames_digest(frames: Sequence[np.ndarray]) -> str:
     """sha256 over the frame count and every frame's :func:`~bench.frames.array_sha256`
     (dtype, shape and bytes; a 3D volume frame by frame).

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache import flow_frames_digest, masks_digest
+from bench.cache import DIGEST_VERSION, flow_frames_digest, masks_digest
 from bench.errors import DataError, Problem
 from bench.frames import frame_shapes
 from bench.plan import DatasetRun, RunPlan
@@ -50,7 +50,7 @@ def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress) -> dict[str, 
         On resume, when the prompts derived now differ from the stored ledger.
     """
     rows: list[dict[str, Any]] = []
-    manifest: dict[str, Any] = {"datasets": {}}
+    manifest: dict[str, Any] = {"digest_version": DIGEST_VERSION, "datasets": {}}
     layouts = check_layouts(plan)
     for dataset in plan.datasets:
         notify(DatasetReading(dataset.name))

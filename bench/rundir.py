@@ -46,7 +46,7 @@ from typing import Any
 import pandas as pd
 
 from bench import atomic
-from bench.cache import flow_frames_digest, masks_digest
+from bench.cache import DIGEST_VERSION, flow_frames_digest, masks_digest
 from bench.errors import DataError, RunError
 from bench.prompts import ledger
 from bench.provenance import provenance, timestamp
@@ -371,7 +371,13 @@ class RunDir:
         cards = self.read_cards()
         if dataset not in cards:
             raise DataError(self.config_path, f"no dataset card {dataset!r} recorded")
-        entry = self.read_manifest()["datasets"].get(dataset, {})
+        manifest = self.read_manifest()
+        if manifest.get("digest_version", 1) != DIGEST_VERSION:
+            raise DataError(self.manifest_path, "written by another version of medsam2-bench "
+                            f"(frame digests v{manifest.get('digest_version', 1)}, this one "
+                            f"v{DIGEST_VERSION}): its flows cannot be checked against the data; "
+                            "run the suite again to re-read them")
+        entry = manifest["datasets"].get(dataset, {})
         listed = next((f for f in entry.get("flows", []) if f["id"] == flow_id), None)
         if listed is None:
             raise DataError(self.manifest_path,

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench import atomic
-from bench.cache import flow_frames_digest
+from bench.cache import DIGEST_VERSION, flow_frames_digest
 from bench.metrics import EmptyPolicy
 from bench.prompts import ledger
 from bench.readers import FlowRef, Reader, register_reader
@@ -117,7 +117,7 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
         "plan": plan, "cards": {d: card_record(CARDS[d]) for d in datasets},
         "provenance": {"versions": {"python": "3"}, "git": {"commit": "abc"}},
         "adapters": {m: {"description": f"test model {m}"} for m in models}})
-    manifest = {"datasets": {}}
+    manifest = {"digest_version": DIGEST_VERSION, "datasets": {}}
     ledger_rows, tidy = [], []
     policy = EmptyPolicy(both_empty="exclude")
     for name in datasets:

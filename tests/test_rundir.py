@@ -173,6 +173,18 @@ def test_read_flow_refuses_frames_that_changed(run, tmp_path):
         copy.read_flow("fake-ct", "vol1")
 
 
+def test_read_flow_refuses_a_manifest_of_another_digest_version(run, tmp_path):
+    # A run written before the digests changed: "did the data change?" would mislead.
+    copy = RunDir(tmp_path)
+    copy.write_config(run.read_config())
+    manifest = run.read_manifest()
+    del manifest["digest_version"]
+    copy.write_manifest(manifest)
+    with pytest.raises(DataError, match=r"manifest.json: written by another version of "
+                                        r"medsam2-bench \(frame digests v1, this one v2\)"):
+        copy.read_flow("fake-ct", "vol1")
+
+
 def _fixed(limit=None, shard=None, cards=None):
     return {"plan": {"suite": "s", "limit": limit}, "shard": shard,
             "cards": cards if cards is not None else {"d": {"name": "d"}}}
