@@ -133,10 +133,12 @@ def volume_frames(image: np.ndarray, spacing: Sequence[float] | None, affine: np
         raise DataError(path, "NaN or infinite values in the image")
     source = None
     if options.window is not None:
-        # The intensities before the window, for recipes that start from them (their
-        # own CT window, MR percentiles); the stored dtype is usually int16: half the size.
-        source = (np.ascontiguousarray(np.transpose(image, order))
-                  if image.dtype.itemsize <= 4 else volume.copy())
+        # The intensities before the window, for recipes that start from them (their own
+        # CT window, MR percentiles). Small integers (CT's int16) are exact in float32, so
+        # they are cast back from the reordered frames (a fast contiguous pass, half the
+        # size); anything else is kept as the float32 the frames were made from.
+        small_int = image.dtype.kind in "iu" and image.dtype.itemsize <= 2
+        source = volume.astype(image.dtype) if small_int else volume.copy()
     volume, window = window_intensities(volume, options.window, options.percentiles, where)
     meta.update(
         axis=order[0],
