@@ -92,9 +92,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.1f} s")
     if outcome.recomputed:
         console.print(f"resumed: {outcome.recomputed_text()}", markup=False, soft_wrap=True)
+    _print_failure_reasons(run_dir)
     console.print(f"report: {report_path}")
     failed = max(outcome.units_failed, outcome.units_failed_stored)
     return EXIT_FAILURES if failed or outcome.read_failures else EXIT_OK
+
+
+def _print_failure_reasons(run_dir: Path, shown: int = 3) -> None:
+    """The most frequent reasons units failed, each once with its count (all are in the
+    report; tracebacks in ``logs/``), so that a failed run says why on screen."""
+    from bench.rundir import RunDir
+
+    units = RunDir(run_dir).read_unit_table()
+    if units is None or "message" not in units:
+        return
+    failed = units[units["status"] == "error"]
+    if failed.empty:
+        return
+    reasons = failed.groupby(failed["message"].fillna("").astype(str), sort=False).agg(
+        count=("key", "size"), model=("model", "first"), dataset=("dataset", "first"))
+    reasons = reasons.sort_values("count", ascending=False, kind="stable")
+    errors.print(f"{len(failed)} unit(s) failed; reasons (tracebacks in {run_dir}/logs/):",
+                 markup=False, soft_wrap=True)
+    for message, row in reasons.head(shown).iterrows():
+        errors.print(f"  {row['count']} x {row['model']} on {row['dataset']}: {message}",
+                     markup=False, soft_wrap=True)
+    if len(reasons) > shown:
+        errors.print(f"  ... and {len(reasons) - shown} other reason(s): see the report",
+                     markup=False, soft_wrap=True)
 
 
 def _check_layouts(plan, cards) -> None:

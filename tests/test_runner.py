@@ -222,3 +222,15 @@ def test_bench_prompts_lists_the_ledger_and_draws_a_frame(tmp_path, capsys):
 
     image = imread(png)
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 10
+
+
+def test_a_failed_run_says_why_on_screen(tmp_path, capsys):
+    from bench.cli import main
+
+    code = main(["run", "--suite", "demo", "--datasets", "demo-fundus", "--limit", "12",
+                 "--models", "test-fails-on-flow-1,full-frame", "--out", str(tmp_path / "run"),
+                 "--no-cache"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1
+    assert (f"1 unit(s) failed; reasons (tracebacks in {tmp_path / 'run'}/logs/): 1 x "
+            "test-fails-on-flow-1 on demo-fundus: RuntimeError: simulated adapter crash") in err
