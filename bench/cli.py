@@ -289,6 +289,10 @@ def _add_datasets_new(commands) -> None:
                      help="binarise masks: value >= N is the target (JPEG masks)")
     new.add_argument("--case-id", default=None, metavar="PATTERN",
                      help="template of the case id over the fields, e.g. '{dir1}-{id}'")
+    new.add_argument("--modality", default=None, metavar="TEXT",
+                     help="the imaging modality, e.g. CT, MR, dermoscopy (recorded in the card; "
+                     "models with a modality-specific recipe, such as medsam2-ma's CT window, "
+                     "refuse volumes without it); nnU-Net: read from dataset.json")
     new.add_argument("--image-column", default="image", help="--hf: column of the images")
     new.add_argument("--mask-column", default="mask", help="--hf: column of the masks")
     new.add_argument("--out", type=Path, default=None, metavar="DIR",

@@ -300,6 +300,10 @@ def cmd_datasets_new(args: argparse.Namespace) -> int:
         new = (card_from_nnunet(args.name, args.nnunet) if args.nnunet is not None else
                card_from_hf(args.name, args.hf, args.image_column, args.mask_column, labels,
                             args.threshold))
+    if args.modality is not None:
+        if not args.modality.strip():
+            raise ConfigError("--modality: give the modality, e.g. CT")
+        new.table["modality"] = args.modality.strip()
     folder, searched = _user_cards_folder(args)
     path = write_card(new.table, folder, force=args.force)
     card = load_card(path)

@@ -198,6 +198,15 @@ def test_nifti_pairs_end_to_end(tmp_path, monkeypatch, capsys):
     assert "ct: 0 error(s), 0 warning(s)" in capsys.readouterr().out
     card = load_card(tmp_path / "cards" / "ct.toml")
     assert (card.reader, card.kind, list(card.targets)) == ("volumes", "volume", ["tumour"])
+    assert card.modality == ""  # never guessed from NIfTI files
+    assert main(["datasets", "new", "ct", "--images", "ct/imagesTr/*.nii.gz", "--masks",
+                 "ct/labelsTr/*.nii.gz", "--labels", "tumour=1", "--out", "cards", "--force",
+                 "--modality", " CT "]) == 0
+    assert load_card(tmp_path / "cards" / "ct.toml").modality == "CT"
+    assert main(["datasets", "new", "ct", "--images", "ct/imagesTr/*.nii.gz", "--masks",
+                 "ct/labelsTr/*.nii.gz", "--labels", "tumour=1", "--out", "cards", "--force",
+                 "--modality", " "]) == 2
+    assert "--modality: give the modality, e.g. CT" in capsys.readouterr().err
     scored = _run(tmp_path, "ct", tmp_path / "ct", tmp_path / "cards")
     assert sorted(set(scored["flow"])) == ["vol0", "vol1", "vol2"]
     # the same volumes as 2D slices: kind image-flow slices them
