@@ -175,8 +175,9 @@ class PackedMasks(Sequence[np.ndarray]):
 
 
 def frame_shapes(frames: Sequence[np.ndarray]) -> list[tuple[int, ...]]:
-    """Every frame's full shape; read from :class:`LazyFrames` without reading frames."""
-    if isinstance(frames, LazyFrames):
+    """Every frame's full shape; from :class:`LazyFrames` and :class:`PackedMasks`
+    without reading or unpacking them."""
+    if isinstance(frames, (LazyFrames, PackedMasks)):
         return list(frames.shapes)
     if isinstance(frames, np.ndarray):
         return [tuple(frames.shape[1:])] * len(frames)
