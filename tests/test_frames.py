@@ -40,6 +40,7 @@ def test_packed_masks_give_back_every_bit():
     masks = random_masks()
     packed = PackedMasks(masks)
     assert len(packed) == len(masks) and packed.shapes == [m.shape for m in masks]
+    assert frame_shapes(packed) == [m.shape for m in masks]
     for original, back in zip(masks, packed, strict=True):
         assert back.dtype == bool
         np.testing.assert_array_equal(back, original)
