@@ -529,3 +529,18 @@ def test_bank_draws_follow_the_run_seed_and_official_hole_area(checkpoint):
     sam = sam2(checkpoint)
     sam.predict(volume(), [POINT])
     assert sam.load().predictor.fill_hole_area == 0
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available()
+                         and hole_filling_available(torch.device("cuda"))),
+                    reason="needs a CUDA device and sam2 built with its CUDA extension")
+def test_hole_filling_runs_on_cuda_with_the_extension(checkpoint):
+    # Where SAM 2 can fill holes, the official 3D area (8) is set, no step is skipped
+    # with a warning, and the run record says the setting took effect.
+    model = medsam2(checkpoint, device="cuda")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict(volume(), [POINT])
+    assert model.load().predictor.fill_hole_area == 8
+    assert not [w for w in caught if "Skipping the post-processing" in str(w.message)]
+    assert model.fingerprint()["hole_filling"] == "as set"
