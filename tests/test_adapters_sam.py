@@ -147,6 +147,12 @@ def test_sam_matches_segment_anything_predictor(frame, model):
         assert pred.scores[target][0] == pytest.approx(float(quality[best]), abs=1e-6)
         # The unprompted frame gets an empty mask and no score.
         assert not pred.masks[target][1].any() and pred.scores[target][1] is None
+        # Logits: the kept mask's, at the frame's shape, before the threshold at 0.
+        kept = pred.logits[target][0]
+        assert kept.shape == frame.shape[:2]
+        np.testing.assert_array_equal(kept > 0, masks[best])
+        assert pred.logits[target][1].shape == (1, 1)
+        assert float(pred.logits[target][1][0, 0]) < 0.1  # below every official threshold
     assert len(expected["clicked"][1]) == 3
     assert "EMPTY prediction" in adapter.description
 
@@ -177,10 +183,34 @@ def test_medsam_matches_medsam_inference(frame, model):
                              align_corners=False)
     expected = prob.squeeze().numpy() > 0.5
     assert np.array_equal(pred.masks["t"][1], expected)
+    # The decoder's low-resolution logits as they are (the official metrics resize them).
+    np.testing.assert_allclose(pred.logits["t"][1], logits[0, 0].numpy(), atol=1e-5)
+    assert pred.logits["t"][0].shape == (1, 1) and pred.logits["gone"][1].shape == (1, 1)
     assert pred.scores["t"][1] == pytest.approx(float(quality[0, 0]), abs=1e-6)
     assert not pred.masks["t"][0].any() and pred.scores["t"][0] is None
     # An empty-mask prompt declares the target absent: empty, not segmented.
     assert not any(m.any() for m in pred.masks["gone"]) and pred.scores["gone"] == [None, None]
+
+
+def test_official_metrics_are_computed_from_their_logits(frame):
+    # medsam now exposes logits: dice_official is a number (not "unavailable"), the one
+    # the official scorer gives on those logits; the unprompted frame scores as empty.
+    from bench.metrics import EmptyPolicy
+    from bench.official_metrics import official_image_scores
+    from bench.scoring import score_flow
+    from bench.types import Flow
+
+    truth = np.zeros(frame.shape[:2], dtype=bool)
+    truth[10:27, 14:31] = True
+    flow = Flow("f", "synthetic", "image-flow", [frame, frame], {"t": [truth, truth]})
+    pred = create("medsam", RANDOM).predict(flow.view(), [Prompt("t", 0, "box",
+                                                                  box=(13, 9, 31, 27))])
+    rows = score_flow(flow, pred, metrics=["dice_official"],
+                      policy=EmptyPolicy(both_empty="exclude"), nsd_tolerance_mm=2.0)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[0]["value"] == pytest.approx(official_image_scores(pred.logits["t"][0],
+                                                                   truth)[0])
+    assert rows[1]["value"] == pytest.approx(0.0, abs=1e-6)  # smoothed: nothing predicted
 
 
 def test_settings_are_validated():

@@ -50,6 +50,14 @@ Weights
 Scores
     The IoU-head prediction of the kept mask, per prompted frame.
 
+Logits (for the official metrics, :mod:`bench.official_metrics`)
+    ``sam``: the kept mask's logits at the frame's own shape (SAM's
+    ``return_logits``: upsampled and unpadded, before the threshold at 0);
+    ``medsam``: the decoder's low-resolution logits as they are (its square
+    resize needs no unpadding). A frame without a prompt gets one constant
+    logit of :data:`ABSENT_LOGIT` (a 1 x 1 array, below every official
+    threshold), as its mask is empty.
+
 The architecture and its weights are in :mod:`adapters.sam.build`; frame and
 prompt conversions in :mod:`adapters.sam.inputs`.
 """
@@ -193,10 +201,12 @@ class _FrameSam(Adapter):
                 self._check_prompt(entry, f"flow {flow.id}: target {target!r} frame {index}")
         masks = {t: [np.zeros(s, dtype=bool) for s in shapes] for t in grouped}
         scores: dict[str, list[float | None]] = {t: [None] * len(shapes) for t in grouped}
+        absent = np.full((1, 1), ABSENT_LOGIT, dtype=np.float32)
+        logits = {t: [absent] * len(shapes) for t in grouped}
         wanted = sorted({i for by_frame in grouped.values() for i, e in by_frame.items()
                          if not _absent(e)})
         if not wanted:
-            return Prediction(masks=masks, scores=scores)
+            return Prediction(masks=masks, scores=scores, logits=logits)
         loaded = self.load()
         images = frames_uint8(flow.frames, flow.kind)
         for index in wanted:
@@ -205,8 +215,9 @@ class _FrameSam(Adapter):
                 entry = by_frame.get(index)
                 if entry is None or _absent(entry):
                     continue
-                masks[target][index], scores[target][index] = self._segment(frame, entry)
-        return Prediction(masks=masks, scores=scores)
+                (masks[target][index], scores[target][index],
+                 logits[target][index]) = self._segment(frame, entry)
+        return Prediction(masks=masks, scores=scores, logits=logits)
 
     def _check_prompt(self, entry: Any, where: str) -> None:
         """Refuse prompts the model cannot take."""
@@ -214,8 +225,14 @@ class _FrameSam(Adapter):
     def _frame(self, loaded: LoadedSam, image: np.ndarray) -> Any:
         raise NotImplementedError
 
-    def _segment(self, frame: Any, entry: Any) -> tuple[np.ndarray, float]:
+    def _segment(self, frame: Any, entry: Any) -> tuple[np.ndarray, float, np.ndarray]:
+        """The mask, its IoU-head score and its logits (see the module docstring)."""
         raise NotImplementedError
+
+
+#: The logit of a frame the model did not segment (no prompt): below every official
+#: threshold (0.1 ... 0.9 on raw logits, 0.5 in 2D), as the frame's empty mask.
+ABSENT_LOGIT = -1.0e4
 
 
 def _absent(entry: Any) -> bool:
@@ -270,7 +287,7 @@ class SamAdapter(_FrameSam):
         predictor.is_image_set = True
         return predictor
 
-    def _segment(self, frame: Any, entry: Any) -> tuple[np.ndarray, float]:
+    def _segment(self, frame: Any, entry: Any) -> tuple[np.ndarray, float, np.ndarray]:
         predictor = frame
         size = int(self.options.image_size)
         points = labels = box = mask_input = None
@@ -287,10 +304,13 @@ class SamAdapter(_FrameSam):
         several = multimask == "always" or (
             multimask == "auto" and points is not None and len(points) == 1
             and box is None and mask_input is None)
-        masks, quality, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
-                                              mask_input=mask_input, multimask_output=several)
+        # return_logits: the same masks before SamPredictor's threshold at mask_threshold.
+        logits, quality, _ = predictor.predict(point_coords=points, point_labels=labels,
+                                               box=box, mask_input=mask_input,
+                                               multimask_output=several, return_logits=True)
         best = int(np.argmax(quality))
-        return np.asarray(masks[best], dtype=bool), float(quality[best])
+        kept = np.asarray(logits[best], dtype=np.float32)
+        return kept > predictor.model.mask_threshold, float(quality[best]), kept
 
 
 @register
@@ -338,7 +358,7 @@ class MedSamAdapter(_FrameSam):
         features = self._encode(model, tensor[None].to(device), loaded.weights_digest)
         return model, features, image.shape[:2]
 
-    def _segment(self, frame: Any, entry: Any) -> tuple[np.ndarray, float]:
+    def _segment(self, frame: Any, entry: Any) -> tuple[np.ndarray, float, np.ndarray]:
         import torch
         import torch.nn.functional as F
 
@@ -355,4 +375,4 @@ class MedSamAdapter(_FrameSam):
             prob = F.interpolate(torch.sigmoid(logits), size=shape, mode="bilinear",
                                  align_corners=False)
         mask = prob[0, 0].cpu().numpy() > 0.5
-        return mask, float(quality[0, 0].cpu())
+        return mask, float(quality[0, 0].cpu()), logits[0, 0].float().cpu().numpy()
