@@ -35,7 +35,30 @@ def array_sha256(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-class LazyFrames(Sequence[np.ndarray]):
+class _Indexed(Sequence[np.ndarray]):
+    """Indexing shared by the two sequences: an int (negative too) gives one array
+    (:meth:`_item`), a slice a list of them."""
+
+    def _item(self, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(len(self)))]
+        return self._item(_position(index, len(self)))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for index in range(len(self)):
+            yield self._item(index)
+
+
+class LazyFrames(_Indexed):
     """The frames of an image flow, each read from its file when indexed.
 
     Parameters
@@ -68,16 +91,7 @@ class LazyFrames(Sequence[np.ndarray]):
     def __len__(self) -> int:
         return len(self.shapes)
 
-    @overload
-    def __getitem__(self, index: int) -> np.ndarray: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[np.ndarray]: ...
-
-    def __getitem__(self, index: int | slice) -> np.ndarray | list[np.ndarray]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        index = _position(index, len(self))
+    def _item(self, index: int) -> np.ndarray:
         if index in self._recent:
             self._recent.move_to_end(index)
             return self._recent[index]
@@ -91,12 +105,8 @@ class LazyFrames(Sequence[np.ndarray]):
             self._recent.popitem(last=False)
         return frame
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for index in range(len(self)):
-            yield self[index]
 
-
-class PackedMasks(Sequence[np.ndarray]):
+class PackedMasks(_Indexed):
     """Boolean masks stored at one bit per pixel; indexing returns a new bool array.
 
     Parameters
@@ -155,23 +165,10 @@ class PackedMasks(Sequence[np.ndarray]):
     def __len__(self) -> int:
         return len(self._bits)
 
-    @overload
-    def __getitem__(self, index: int) -> np.ndarray: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[np.ndarray]: ...
-
-    def __getitem__(self, index: int | slice) -> np.ndarray | list[np.ndarray]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        index = _position(index, len(self))
+    def _item(self, index: int) -> np.ndarray:
         shape = self.shapes[index]
         size = int(np.prod(shape))
         return np.unpackbits(self._bits[index], count=size).view(bool).reshape(shape)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for index in range(len(self)):
-            yield self[index]
 
 
 def frame_shapes(frames: Sequence[np.ndarray]) -> list[tuple[int, ...]]:
