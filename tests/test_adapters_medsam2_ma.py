@@ -120,6 +120,24 @@ def test_namesakes_suite_runs_both_medsam2s_on_3d_and_2d_cards():
         create("sam2.1", {"config": "sam2_hiera_s"})
 
 
+def test_namesakes_demo_run_scores_a_volume_and_an_image_flow(tmp_path):
+    # Without roots the suite runs demo-ct (volumes) and demo-fundus (image flows); here
+    # with the weight-free models only (the weighted ones need checkpoints).
+    import pandas as pd
+
+    from bench.cli import main
+
+    assert main(["run", "--suite", "namesakes", "--limit", "2", "--models",
+                 "registration,full-frame", "--out", str(tmp_path / "run"), "--no-cache"]) == 0
+    table = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    scored = table[table["status"] == "ok"]
+    assert set(scored["dataset"]) == {"demo-ct", "demo-fundus"}
+    volumes = scored[scored["dataset"] == "demo-ct"]
+    assert set(volumes["case"]) == set(volumes["flow"])  # a volume is one case
+    images = scored[scored["dataset"] == "demo-fundus"]
+    assert (images["case"] != images["flow"]).all()  # each image is its own case
+
+
 def test_report_section_compares_the_two_medsam2s_per_target_with_their_cost(tmp_path):
     from types import SimpleNamespace
 
