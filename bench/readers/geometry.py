@@ -114,8 +114,9 @@ def volume_frames(image: np.ndarray, spacing: Sequence[float] | None, affine: np
         In frame order.
     source : ndarray or None
         With a window: the intensities before it (e.g. Hounsfield units), in
-        frame order and the stored dtype (float32 for wider floats), for
-        adapters whose own preprocessing starts from them; None without one.
+        frame order; in the stored dtype for 8- and 16-bit integers (CT's
+        int16), else float32 like the frames; for adapters whose own
+        preprocessing starts from them. None without a window.
 
     Raises
     ------
