@@ -34,6 +34,14 @@ class CheckpointError(ConfigError):
     """A checkpoint that is missing, unsafe, unreadable or does not fit the model."""
 
 
+
+#: What ``torch.load`` raises on a file that is not a torch checkpoint (measured on
+#: empty, text, random, truncated, .npz and other zip files): the zip reader's
+#: RuntimeError, EOFError, and KeyError / IndexError from the legacy pickle path.
+NOT_A_CHECKPOINT: tuple[type[BaseException], ...] = (RuntimeError, EOFError, OSError,
+                                                    ValueError, KeyError, IndexError)
+
+
 def env_var(model: str) -> str:
     """The environment variable that may hold ``model``'s checkpoint path."""
     return ENV_PREFIX + "".join(c if c.isalnum() else "_" for c in model).upper()
@@ -122,7 +130,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"(a pickle that could run code; refused global {refused}); "
             "only weights-only checkpoints are read"
         ) from None
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
+    except NOT_A_CHECKPOINT as err:
         raise CheckpointError(
             f"{path}: not a readable torch checkpoint ({type(err).__name__}: {_first_line(err)})"
         ) from None

@@ -61,6 +61,7 @@ from adapters.base import Adapter, Capabilities, register
 from adapters.reference import frame_sizes, prompted_targets
 from bench.errors import ConfigError
 from bench.frames import PackedMasks
+from bench.readers.files import image_file_errors, volume_file_errors
 from bench.settings import Settings
 from bench.store import file_stem, image_path, safe_name, volume_path
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
@@ -107,7 +108,7 @@ def read_mask_png(path: Path) -> np.ndarray:
 
     try:
         image = np.asarray(imread(path))
-    except Exception as err:  # imageio raises many types for a bad file
+    except (*image_file_errors(), RuntimeError) as err:  # RuntimeError: SimpleITK's plugin
         raise PredictionFileError(f"{path}: cannot read image ({err})") from None
     if image.ndim == 3 and image.shape[2] in (3, 4):
         colour = image[..., :3]
@@ -127,7 +128,7 @@ def read_mask_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         image = nib.load(str(path))
         data = np.asanyarray(image.dataobj)
-    except Exception as err:  # nibabel raises several types for a bad file
+    except volume_file_errors() as err:
         raise PredictionFileError(f"{path}: cannot read NIfTI ({err})") from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]

@@ -197,3 +197,18 @@ def test_settings_are_checked():
     with pytest.raises(PredictionFileError, match="no predictions folder for dataset 'fundus'"):
         create("predictions", {"folder": "/nonexistent"}).predict(
             _image_flow().view(), [Prompt("cup", 0, "box", box=(0, 0, 1, 1))])
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 30])
+def test_a_damaged_prediction_file_is_refused_naming_it(tmp_path, data):
+    # Empty, foreign and truncated files: whatever the image library raises, one line
+    # naming the file (never a traceback, never an empty mask).
+    from adapters.external import read_mask_nifti, read_mask_png
+
+    png, nifti = tmp_path / "case.png", tmp_path / "case.nii.gz"
+    png.write_bytes(data)
+    nifti.write_bytes(data)
+    with pytest.raises(PredictionFileError, match=r"case\.png: cannot read image"):
+        read_mask_png(png)
+    with pytest.raises(PredictionFileError, match=r"case\.nii\.gz: cannot read NIfTI"):
+        read_mask_nifti(nifti)

@@ -131,6 +131,28 @@ def test_unreadable_and_non_state_dict_files(tmp_path):
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="garbage.pt: not a readable torch checkpoint"):
         checkpoints.load_state_dict(garbage)
+    # What torch.load raises differs by file (EOFError, KeyError, IndexError, RuntimeError
+    # from the zip reader): each is the same refusal naming the file.
+    import io
+    import zipfile
+
+    import numpy as np
+
+    whole = io.BytesIO()
+    torch.save({"w": torch.zeros(3)}, whole)
+    npz, other_zip = io.BytesIO(), io.BytesIO()
+    np.savez(npz, x=np.zeros(3))
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("x.txt", "hi")
+    for name, data in {"empty": b"", "text": b"hello world\n",
+                       "random": np.random.default_rng(0).bytes(3000),
+                       "truncated": whole.getvalue()[: len(whole.getvalue()) // 2],
+                       "npz": npz.getvalue(), "zip": other_zip.getvalue()}.items():
+        path = tmp_path / f"{name}.pt"
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError, match=rf"{name}.pt: not a readable torch "
+                                                  r"checkpoint \(\w+"):
+            checkpoints.load_state_dict(path)
     other = tmp_path / "other.pt"
     torch.save({"epoch": 3, "lr": 0.1}, other)
     with pytest.raises(CheckpointError, match=r"other.pt: expected a state dict .*"

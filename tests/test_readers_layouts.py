@@ -562,6 +562,29 @@ def test_huggingface_load_from_disk(tmp_path):
     np.testing.assert_array_equal(flows[1].frames[0], rgb(6, 5, 2))
 
 
+def test_huggingface_damaged_image_is_one_failed_case_naming_its_row(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    mask = np.zeros((6, 5), np.uint8)
+    mask[:2, 0] = 255
+    good = io.BytesIO()
+    Image.fromarray(rgb(6, 5, 0)).save(good, format="PNG")
+    features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image()})
+    data = datasets.Dataset.from_dict(
+        {"image": [{"bytes": good.getvalue(), "path": None},
+                   {"bytes": b"not an image", "path": None}],
+         "mask": [Image.fromarray(mask)] * 2}, features=features)
+    data.save_to_disk(str(tmp_path / "saved"))
+    path = tmp_path / "hf-bad.toml"
+    path.write_text('name = "hf-bad"\nreader = "hf"\nkind = "image-flow"\n'
+                    'targets = ["lesion"]\n[options]\npath = "saved"\nthreshold = 128\n')
+    hf = load_card(path)
+    errors: list = []
+    (flow,) = list(read_flows(hf, tmp_path, None, errors))
+    assert flow.case_ids == ["000000"]
+    (error,) = errors
+    assert str(error).startswith("hf-bad[1]: unreadable row (UnidentifiedImageError")
+
+
 def test_streaming_keeps_memory_about_one_case(tmp_path):
     import tracemalloc
 

@@ -99,7 +99,7 @@ FORCED_PRESENT = f"forced present (random weights: constant logit {OBJECT_PRESEN
 def _extension_imports() -> bool:
     try:
         from sam2 import _C  # noqa: F401  (what SAM 2's hole filling imports)
-    except Exception:  # ImportError, or a library the compiled file needs is missing
+    except (ImportError, OSError):  # not built, or a library the compiled file needs is missing
         return False
     return True
 

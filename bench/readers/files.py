@@ -97,12 +97,12 @@ def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | No
             return _read_itk(path)
     except (DataError, MissingDependency):  # already one line naming the file
         raise
-    except _parser_errors() as err:  # a parser's failure is a problem of this file
+    except volume_file_errors() as err:  # a parser's failure is a problem of this file
         raise DataError(path, f"unreadable ({_describe(err)})") from None
     raise DataError(path, f"unsupported volume format {kind!r}")
 
 
-def _parser_errors() -> tuple[type[BaseException], ...]:
+def volume_file_errors() -> tuple[type[BaseException], ...]:
     """What nibabel, numpy and SimpleITK raise on a damaged or foreign file.
 
     Deliberately not ``Exception``: a bug in the reading code (a TypeError, an
@@ -212,6 +212,23 @@ def _read_itk(path: Path) -> Volume:
     return Volume(array, spacing, affine, "itk")
 
 
+def image_file_errors() -> tuple[type[BaseException], ...]:
+    """What PIL (and gzip) raise on a damaged, truncated or foreign image file.
+
+    Deliberately not ``Exception``, as :func:`volume_file_errors`. PIL raises
+    ``UnidentifiedImageError`` (an OSError) for a foreign file, OSError for a
+    truncated one, SyntaxError for broken PNG chunks, ``DecompressionBombError``
+    for an absurd size; gzip raises OSError, EOFError or zlib.error.
+    """
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    return (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
+            Image.DecompressionBombError)
+
+
 def _open_image(path: Path):
     from PIL import Image
 
@@ -235,7 +252,7 @@ def read_image2d(path: Path) -> np.ndarray:
         raise DataError(path, "file not found")
     try:
         image = _open_image(path)
-    except Exception as err:  # PIL's format plugins raise many types for a bad file
+    except image_file_errors() as err:  # a bad file (PIL's plugins raise several types)
         raise DataError(path, f"unreadable image ({_describe(err)})") from None
     # Outside the try: a fault in the conversion is a bug, not a property of the file.
     return image_array(image)
@@ -267,7 +284,7 @@ def read_mask2d(path: Path, channel: int | None = None, encoding: str = "grey"
         raise DataError(path, "file not found")
     try:
         image = _open_image(path)
-    except Exception as err:  # PIL's format plugins raise many types for a bad file
+    except image_file_errors() as err:  # a bad file (PIL's plugins raise several types)
         raise DataError(path, f"unreadable mask ({_describe(err)})") from None
     return mask_array(image, channel, path, encoding)
 

@@ -22,7 +22,7 @@ from pydantic import Field
 from bench.errors import ConfigError, DataError, Problem
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader, RawCase
-from bench.readers.files import image_array, mask_array
+from bench.readers.files import image_array, image_file_errors, mask_array
 from bench.readers.options import ImageReaderOptions
 from bench.readers.registry import register_reader
 
@@ -106,9 +106,9 @@ class HfReader(FileReader):
         options = self.options(card)
         dataset = self._dataset(card, ref.files.get("root"))
         where = ref.files["image"]
-        try:
+        try:  # datasets decodes image columns here: PIL's errors, and arrow's
             row = dataset[int(ref.files["row"])]
-        except Exception as err:
+        except (*image_file_errors(), IndexError, _arrow_error()) as err:
             raise DataError(where, f"unreadable row ({type(err).__name__}: {err})") from None
         picture = _decode(row[options.image_column], where, "image")
         mask = _decode(row[options.mask_column], where, "mask", options.mask_channel,
@@ -127,7 +127,9 @@ def _open(card: Card, options: HfOptions, location: str):
             data = datasets.load_from_disk(location)
     except FileNotFoundError:
         raise DataError(location, "no saved HuggingFace dataset here") from None
-    except Exception as err:
+    except (OSError, ValueError, datasets.exceptions.DatasetsError) as err:
+        # OSError: the hub unreachable (ConnectionError) or refusing; ValueError: a bad
+        # config, split or revision
         raise DataError(location, f"cannot open the dataset ({type(err).__name__}: "
                                   f"{' '.join(str(err).split())[:200]})") from None
     if isinstance(data, datasets.DatasetDict):
@@ -141,6 +143,12 @@ def _open(card: Card, options: HfOptions, location: str):
     return data
 
 
+def _arrow_error() -> type[BaseException]:
+    import pyarrow
+
+    return pyarrow.ArrowException
+
+
 def _column(dataset, name: str | None, default):
     if not name:
         return default
@@ -151,20 +159,21 @@ def _decode(value: Any, where: str, role: str, channel: int | None = None,
             encoding: str = "grey") -> np.ndarray:
     from PIL import Image
 
-    try:
-        if isinstance(value, dict) and ("bytes" in value or "path" in value):
-            data = value.get("bytes")
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):
+        data = value.get("bytes")
+        try:  # only the file's decoding: a fault in the conversions below is a bug
             value = Image.open(io.BytesIO(data) if data else value["path"])
             value.load()
-        if isinstance(value, Image.Image):
-            if role == "image":
-                return image_array(value)
-            return mask_array(value, channel, where, encoding)
+        except image_file_errors() as err:
+            raise DataError(where, f"unreadable {role} ({type(err).__name__}: {err})") from None
+    if isinstance(value, Image.Image):
+        if role == "image":
+            return image_array(value)
+        return mask_array(value, channel, where, encoding)
+    try:
         array = np.asarray(value)
-    except DataError:
-        raise
-    except Exception as err:
-        raise DataError(where, f"unreadable {role} ({type(err).__name__}: {err})") from None
+    except ValueError as err:  # a ragged nested list, not an image
+        raise DataError(where, f"{role} is not an image or an array ({err})") from None
     if role == "mask":
         return mask_array(array, channel, where, encoding)
     if array.ndim not in (2, 3):

@@ -58,7 +58,7 @@ def ddti_mask(path: Path, fields: Mapping[str, str], shape: tuple[int, ...]) -> 
         raise DataError(path, "the image template must capture the mark number as {mark}")
     try:
         tree = ET.parse(path)
-    except Exception as err:
+    except (ET.ParseError, OSError, ValueError) as err:  # malformed, unreadable, not text
         raise DataError(path, f"unreadable XML ({type(err).__name__}: {err})") from None
     wanted = str(int(fields["mark"])) if fields["mark"].isdigit() else fields["mark"]
     marks = [m for m in tree.getroot().iter("mark")
