@@ -143,20 +143,25 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
     return doc
 
 
+def _table_section(doc: Document, heading: str, text: str, table: pd.DataFrame) -> bool:
+    """A section of ``heading``, its explanation and ``table``; nothing when the table is
+    empty. Returns whether it was added."""
+    if table.empty:
+        return False
+    doc.add(Heading(heading), Paragraph(text), Table(table))
+    return True
+
+
 def _costs(doc: Document, ctx: RunContext) -> None:
     units = ctx.rundir.read_unit_table()
     if units is None:
         return
-    costs = tables.unit_costs(units, ctx.manifest)
-    if costs.empty:
-        return
-    doc.add(Heading("Cost"),
-            Paragraph("Wall time and peak memory per model, from `units.csv` (one row per "
-                      "unit of work). Seconds per frame count the units that ran (not cache "
-                      "hits; n/a when none did). Peak RSS is the worker process's high-water "
-                      "mark, model weights included; cache hits were scored again from stored "
-                      "masks."),
-            Table(costs.astype(str).replace("nan", "n/a")))
+    _table_section(doc, "Cost",
+                   "Wall time and peak memory per model, from `units.csv` (one row per unit of "
+                   "work). Seconds per frame count the units that ran (not cache hits; n/a when "
+                   "none did). Peak RSS is the worker process's high-water mark, model weights "
+                   "included; cache hits were scored again from stored masks.",
+                   tables.cost_strings(tables.unit_costs(units, ctx.manifest)))
 
 
 def _warnings(doc: Document, ctx: RunContext) -> None:
@@ -239,13 +244,10 @@ def _reproduced_layout(ctx: RunContext) -> str | None:
 
 
 def _templates(doc: Document, ctx: RunContext) -> None:
-    table = tables.template_table(ctx.ledger, ctx.manifest)
-    if table.empty:
-        return
-    doc.add(Heading("Templates"),
-            Paragraph("The prompted frame (template) of each flow, target and seed: the "
-                      "case of an image flow, the slice of a volume."),
-            Table(table.astype(str)))
+    _table_section(doc, "Templates",
+                   "The prompted frame (template) of each flow, target and seed: the case of "
+                   "an image flow, the slice of a volume.",
+                   tables.template_table(ctx.ledger, ctx.manifest).astype(str))
 
 
 def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str],
@@ -304,18 +306,16 @@ def _figure4_layout(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> No
 
 def _official(doc: Document, ctx: RunContext) -> None:
     """The official code's metrics beside the harness's, and which models have none."""
-    side = tables.official_side_by_side(ctx.aggregates)
-    if side.empty:
+    if not _table_section(
+            doc, "Official metric beside the harness metric",
+            "`dice` / `iou`: the harness's metrics on binary masks at the source resolution. "
+            "`dice_official` / `iou_official`: the official MedSAM-2 code's own definition, "
+            "computed from the model's logits at 1024 px (images: logits > 0.5; volumes: mean "
+            "over logit thresholds 0.1/0.3/0.5/0.7/0.9 and over the scored slices; "
+            "empty/empty = 1). The difference shows how much the definition alone moves the "
+            "number; the two are never mixed in one column.",
+            tables.official_side_by_side(ctx.aggregates)):
         return
-    doc.add(Heading("Official metric beside the harness metric"),
-            Paragraph("`dice` / `iou`: the harness's metrics on binary masks at the source "
-                      "resolution. `dice_official` / `iou_official`: the official MedSAM-2 "
-                      "code's own definition, computed from the model's logits at 1024 px "
-                      "(images: logits > 0.5; volumes: mean over logit thresholds "
-                      "0.1/0.3/0.5/0.7/0.9 and over the scored slices; empty/empty = 1). The "
-                      "difference shows how much the definition alone moves the number; the "
-                      "two are never mixed in one column."),
-            Table(side))
     missing = tables.unavailable_metrics(ctx.table)
     if not missing.empty:
         doc.add(Bullets([f"`{r.metric}` for `{r.model}`: {r.reason}"
@@ -324,17 +324,14 @@ def _official(doc: Document, ctx: RunContext) -> None:
 
 def _prompted(doc: Document, ctx: RunContext) -> None:
     """Rows of frames whose answer the prompt gave (``--score-prompted``), apart."""
-    shown = tables.prompted_table(ctx.table)
-    if shown.empty:
-        return
-    doc.add(Heading("Prompted frames (given, not predicted)"),
-            Paragraph("Kept with `--score-prompted` and shown only here: these frames received "
-                      "their prompt for the target (a one-prompt template image, or a "
-                      "ground-truth mask prompt), so their score measures how the model echoes "
-                      "its prompt, not segmentation. Image flows: the prompted images "
-                      "themselves; volumes: the volume scored with its mask-prompted slices "
-                      "left in. They are in no other table or mean of this report."),
-            Table(shown))
+    _table_section(doc, "Prompted frames (given, not predicted)",
+                   "Kept with `--score-prompted` and shown only here: these frames received "
+                   "their prompt for the target (a one-prompt template image, or a "
+                   "ground-truth mask prompt), so their score measures how the model echoes "
+                   "its prompt, not segmentation. Image flows: the prompted images themselves; "
+                   "volumes: the volume scored with its mask-prompted slices left in. They are "
+                   "in no other table or mean of this report.",
+                   tables.prompted_table(ctx.table))
 
 
 def _per_dataset(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
@@ -399,17 +396,16 @@ def _namesakes(doc: Document, ctx: RunContext) -> None:
     units = ctx.rundir.read_unit_table()
     costs = tables.unit_costs(units, ctx.manifest) if units is not None else pd.DataFrame()
     if not costs.empty:
-        doc.add(Table(costs[costs["model"].isin(NAMESAKES)].astype(str).replace("nan", "n/a")))
+        doc.add(Table(tables.cost_strings(costs[costs["model"].isin(NAMESAKES)])))
 
 
 def _seeds(doc: Document, ctx: RunContext) -> None:
     spread = tables.seed_spread(ctx.table)
-    if spread.empty:
+    if not _table_section(doc, "Spread across seeds",
+                          "Mean Dice per seed (each seed draws its own random templates and "
+                          "prompts), their standard deviation and range.",
+                          tables.as_strings(spread)):
         return
-    doc.add(Heading("Spread across seeds"),
-            Paragraph("Mean Dice per seed (each seed draws its own random templates and "
-                      "prompts), their standard deviation and range."),
-            Table(tables.as_strings(spread)))
     path = figs.seed_strip(spread, ctx.rundir.figures_dir / "seed_spread.png",
                            synthetic=ctx.synthetic)
     if path is not None:

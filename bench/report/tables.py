@@ -329,6 +329,11 @@ def unit_costs(units: pd.DataFrame, manifest: Mapping[str, Any] | None = None
     return table.reset_index()
 
 
+def cost_strings(costs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`unit_costs` for display: numbers as computed, ``n/a`` where none is known."""
+    return costs.astype(str).replace("nan", "n/a")
+
+
 def _seconds_per_frame(units: pd.DataFrame, manifest: Mapping[str, Any]) -> pd.Series:
     frames = {(name, flow["id"]): flow["frames"]
               for name, entry in manifest.get("datasets", {}).items()
