@@ -350,7 +350,7 @@ class _Propagator:
                     out[target][k] = ts[t]
                 elif ts[t].any():  # an empty template stays empty everywhere
                     out[target][k] = warp_mask(ts[t], self.pair_map(k, t), self.shapes[k])
-            self._maps = {key: m for key, m in self._maps.items() if key[0] != k}
+            self._maps.clear()  # they all start at image k, which is done
             if k not in kept:
                 self._work.pop(k, None)
         return out

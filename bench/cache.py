@@ -240,8 +240,6 @@ class PredictionCache:
                 meta = json.loads(data["meta"].tobytes().decode())
                 masks = {target: _unpack(data[f"m{index}"], meta["shapes"][index])
                          for index, target in enumerate(meta["targets"])}
-                if meta.get("version") != CACHE_VERSION:
-                    return None
         except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError):
             # What a truncated, damaged or foreign entry raises (np.load, json, a missing
             # array or field, a wrong size): the prediction is computed again.
