@@ -9,7 +9,7 @@ read the repository's files. Everything else is declared in pyproject.toml.
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
@@ -50,4 +50,15 @@ class BuildWithBuiltins(build_py):
                             for source in builtin_files())]
 
 
-setup(cmdclass={"build_py": BuildWithBuiltins})
+def packages() -> list[str]:
+    """``bench`` and its subpackages, with the top-level ``adapters/`` folder installed as
+    ``bench.adapters``: the wheel's one top-level module is ``bench``, so it never clashes
+    with another distribution's ``adapters`` (AdapterHub's library has that import name).
+    ``benchmarks/`` is not shipped."""
+    adapters = ["bench.adapters", *(f"bench.adapters.{name}"
+                                    for name in find_packages(str(HERE / "adapters")))]
+    return [*find_packages(str(HERE), include=["bench", "bench.*"]), *adapters]
+
+
+setup(cmdclass={"build_py": BuildWithBuiltins}, packages=packages(),
+      package_dir={"bench.adapters": "adapters"})

@@ -1,5 +1,5 @@
-"""Model adapters, registered by name (see :mod:`adapters.base`)."""
+"""Model adapters, registered by name (see :mod:`bench.adapters.base`)."""
 
-from adapters.base import Adapter, Capabilities, create, register, registered
+from bench.adapters.base import Adapter, Capabilities, create, register, registered
 
 __all__ = ["Adapter", "Capabilities", "create", "register", "registered"]

@@ -193,8 +193,8 @@ def _load_builtin() -> None:
             register(loaded)
 
 
-BUILTIN_MODULES: tuple[str, ...] = ("adapters.reference", "adapters.registration",
-                                   "adapters.random_walker", "adapters.oracle",
-                                   "adapters.external", "adapters.sam2.adapter",
-                                   "adapters.medsam2.adapter", "adapters.medsam2_ma",
-                                   "adapters.sam21", "adapters.sam.adapter")
+BUILTIN_MODULES: tuple[str, ...] = ("bench.adapters.reference", "bench.adapters.registration",
+                                   "bench.adapters.random_walker", "bench.adapters.oracle",
+                                   "bench.adapters.external", "bench.adapters.sam2.adapter",
+                                   "bench.adapters.medsam2.adapter", "bench.adapters.medsam2_ma",
+                                   "bench.adapters.sam21", "bench.adapters.sam.adapter")

@@ -86,8 +86,8 @@ def why_unavailable(model: str, checkpoint: str, random_weights: bool, modules: 
 
     ``checkpoint`` and ``random_weights`` are the adapter's settings.
     """
-    from adapters.base import missing_modules
-    from adapters.torch_utils import INSTALL_HINT
+    from bench.adapters.base import missing_modules
+    from bench.adapters.torch_utils import INSTALL_HINT
 
     missing = missing_modules(modules)
     if missing:

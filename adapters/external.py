@@ -54,11 +54,11 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from bench.adapters.base import Adapter, Capabilities, register
+from bench.adapters.reference import frame_sizes, prompted_targets
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from adapters.base import Adapter, Capabilities, register
-from adapters.reference import frame_sizes, prompted_targets
 from bench.errors import ConfigError
 from bench.frames import PackedMasks
 from bench.readers.files import image_file_errors, volume_file_errors

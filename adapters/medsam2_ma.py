@@ -6,7 +6,7 @@ memory bank). This adapter is **MedSAM2 of Ma et al. 2025** ("MedSAM2: Segment
 Anything in 3D Medical Images and Videos", arXiv 2504.03600, repository
 bowang-lab/MedSAM2, weights on the hub as ``wanglab/MedSAM2``): SAM 2.1
 Hiera-tiny at 512 px (config ``sam2.1_hiera_t512`` of
-:data:`adapters.sam2.build.CONFIGS`), the stock SAM 2 memory, driven with
+:data:`bench.adapters.sam2.build.CONFIGS`), the stock SAM 2 memory, driven with
 their 3D inference recipe (read at bowang-lab/MedSAM2@332f30d,
 ``medsam2_infer_3D_CT.py``; written here from the description, not copied).
 
@@ -16,7 +16,7 @@ Their files (``MedSAM2_latest.pt``, the recommended one; ``MedSAM2_2411.pt``,
 ``MedSAM2_CTLesion.pt``, ``MedSAM2_MRI_LiverLesion.pt``,
 ``MedSAM2_US_Heart.pt``, ``medsam2_FLARE25_RECIST_baseline.pt``) all hold
 ``{"model": state_dict}`` for the same t512 architecture, loaded like every
-other weighted adapter (:mod:`adapters.checkpoints`: ``weights_only``,
+other weighted adapter (:mod:`bench.adapters.checkpoints`: ``weights_only``,
 strict key and shape check, sha256 in the run record). The state-dict shapes
 do not depend on the image size, so the record also gives ``image_size``.
 
@@ -82,12 +82,12 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from bench.adapters.base import register
+from bench.adapters.sam2.adapter import SAM2Adapter, Sam2Options
+from bench.adapters.sam2.prompts import FramePrompt
+from bench.adapters.sam2.session import INFO_KEY, FlowInputs, add_prompt, new_inference_state
 from pydantic import Field
 
-from adapters.base import register
-from adapters.sam2.adapter import SAM2Adapter, Sam2Options
-from adapters.sam2.prompts import FramePrompt
-from adapters.sam2.session import INFO_KEY, FlowInputs, add_prompt, new_inference_state
 from bench.errors import ConfigError
 from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from bench.adapters.base import Adapter, Capabilities, register
+from bench.adapters.reference import prompted_targets
 
-from adapters.base import Adapter, Capabilities, register
-from adapters.reference import prompted_targets
 from bench.types import PROMPT_KINDS, Flow, FlowFrames, Prediction, Prompt
 
 

@@ -15,7 +15,7 @@ Image-embedding cache
 Encoder features are the expensive part of a SAM-family run and depend only
 on the preprocessed frame and on the weights. :class:`EmbeddingCache` keeps
 them in an in-memory LRU bounded in bytes and, optionally, in a folder on
-disk, keyed by :func:`adapters.torch_utils.embedding_key` (sha256 of the
+disk, keyed by :func:`bench.adapters.torch_utils.embedding_key` (sha256 of the
 preprocessed frame's bytes, the weights digest, the image size and the compute
 settings), so every adapter instance, protocol and seed of a run reuses them.
 """
@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from adapters.torch_utils import sha256_file
+from bench.adapters.torch_utils import sha256_file
+
 from bench.atomic import atomic_path
 
 V = TypeVar("V")
@@ -178,7 +179,7 @@ def shared_embedding_cache(max_mb: float) -> EmbeddingCache:
 
 
 def cached_sha256_file(path: str | os.PathLike[str]) -> str:
-    """:func:`adapters.torch_utils.sha256_file`, memoised on (path, size, mtime)."""
+    """:func:`bench.adapters.torch_utils.sha256_file`, memoised on (path, size, mtime)."""
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     return PROCESS_CACHE.file_digests.get(key, lambda: sha256_file(path))

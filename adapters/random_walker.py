@@ -42,14 +42,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from bench.adapters.base import Adapter, Capabilities, Number, register
+from bench.adapters.reference import frame_sizes
+from bench.adapters.registration import nearest_templates
 from pydantic import Field
 from scipy import ndimage as ndi
 from skimage.segmentation import random_walker
 from skimage.transform import resize
 
-from adapters.base import Adapter, Capabilities, Number, register
-from adapters.reference import frame_sizes
-from adapters.registration import nearest_templates
 from bench.frames import PackedMasks
 from bench.settings import Settings
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt

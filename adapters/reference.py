@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from bench.adapters.base import Adapter, Capabilities, register
 
-from adapters.base import Adapter, Capabilities, register
 from bench.frames import PackedMasks, frame_shapes
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 

@@ -20,7 +20,7 @@ The method has no notion of target absence: every frame receives the warped
 template mask, including slices past the end of an organ.
 
 Prompts other than masks are first turned into a template mask by a classical
-step that is part of this baseline (:mod:`adapters.template_masks`).
+step that is part of this baseline (:mod:`bench.adapters.template_masks`).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
 import numpy as np
+from bench.adapters.base import Adapter, Capabilities, Number, register
+from bench.adapters.reference import frame_shape, frame_sizes
+from bench.adapters.template_masks import box_to_mask, points_to_mask
 from pydantic import Field
 from scipy import ndimage as ndi
 from skimage.registration import optical_flow_tvl1
 from skimage.transform import resize
 
-from adapters.base import Adapter, Capabilities, Number, register
-from adapters.reference import frame_shape, frame_sizes
-from adapters.template_masks import box_to_mask, points_to_mask
 from bench.frames import PackedMasks
 from bench.settings import Settings
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt

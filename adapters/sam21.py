@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from bench.adapters.base import register
+from bench.adapters.sam2.adapter import SAM2Adapter, Sam2Options
 from pydantic import field_validator
 
-from adapters.base import register
-from adapters.sam2.adapter import SAM2Adapter, Sam2Options
 from bench.settings import Settings
 
 

@@ -6,7 +6,7 @@ that fails). :func:`points_to_mask`: flood fill from each positive click with
 a tolerance of 3 local standard deviations, its edge moved to half contrast
 against the surroundings, bounded to 40% of the frame (a small disc if it
 leaks); negative clicks remove what they grow. Frames are grey, in [0, 1]
-(:func:`adapters.registration.to_grey`).
+(:func:`bench.adapters.registration.to_grey`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Nothing here imports torch at module level, so the core install (no torch)
 can import the adapters and list them; :func:`require_torch` raises the one
 clear error telling the user which extra to install. The process-wide memos
-(built models, encoder features) are in :mod:`adapters.process_cache`.
+(built models, encoder features) are in :mod:`bench.adapters.process_cache`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal, get_args
 
-from adapters.base import missing_modules
+from bench.adapters.base import missing_modules
 
 INSTALL_HINT = "pip install 'medsam2-bench[sam]'"
 Device = Literal["auto", "cpu", "cuda", "mps"]

@@ -207,7 +207,7 @@ def _day(timestamp: float | None) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     table = Table(show_header=True, header_style="bold")
     if args.what == "models":
-        from adapters import registered
+        from bench.adapters import registered
 
         table.add_column("model")
         table.add_column("prompts")

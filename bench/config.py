@@ -7,7 +7,7 @@ The file is declared once, by the settings models below: :class:`BenchToml`
 value of the wrong type, an unknown protocol, metric or dataset name is one
 :class:`~bench.errors.ConfigError` line naming the key (with the nearest valid
 name), never a silent default. ``[models.NAME]`` tables belong to the adapters:
-each adapter validates its own table when it is created (:func:`adapters.create`).
+each adapter validates its own table when it is created (:func:`bench.adapters.create`).
 :func:`settings_reference` lists every key for help and docs.
 
 Which file and which cards (:func:`load_config`): ``--config FILE``, else

@@ -419,7 +419,7 @@ def wants_gpu(model: str, plan: Any, cluster_gpus: float) -> bool:
     their ``device`` setting is ``cuda``, or ``auto`` (the default) and the
     cluster has GPUs.
     """
-    from adapters import registered
+    from bench.adapters import registered
 
     cls = registered().get(model)
     if cls is None or "cuda" not in cls.capabilities.devices:

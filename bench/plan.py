@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from adapters import create, registered
+from bench.adapters import create, registered
 from bench.config import Config, Suite
 from bench.errors import ConfigError, unknown_name
 from bench.prompts import get_protocol

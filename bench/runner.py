@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters import Adapter, create
+from bench.adapters import Adapter, create
 from bench.cache import PredictionCache, adapter_digest
 from bench.derive import derive_ledger
 from bench.errors import ConfigError

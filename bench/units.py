@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters import Adapter, create
+from bench.adapters import Adapter, create
 from bench.cache import (
     AdapterIdentity,
     PredictionCache,

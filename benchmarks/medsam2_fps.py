@@ -40,11 +40,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench.adapters.medsam2.adapter import MedSAM2Adapter
+from bench.adapters.process_cache import shared_embedding_cache
 from rich.console import Console
 from rich.table import Table
 
-from adapters.medsam2.adapter import MedSAM2Adapter
-from adapters.process_cache import shared_embedding_cache
 from bench.types import FlowFrames, Prediction, Prompt
 
 #: The memory policies timed in (a); ``official`` is ``medsam2``'s default.

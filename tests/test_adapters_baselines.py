@@ -1,4 +1,4 @@
-"""Weight-free baselines: the random walker (adapters.random_walker) and the oracle."""
+"""Weight-free baselines: the random walker (bench.adapters.random_walker) and the oracle."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage as ndi
-
-from adapters import create, registered
-from adapters.random_walker import (
+from bench.adapters import create, registered
+from bench.adapters.random_walker import (
     RandomWalkerOptions,
     box_core,
     box_region,
     seeds_from_mask,
     seeds_from_prompts,
 )
+from scipy import ndimage as ndi
+
 from bench.config import load_config
 from bench.errors import ConfigError
 from bench.plan import make_plan

@@ -1,4 +1,4 @@
-"""Saved predictions of an external model (adapters.external, model ``predictions``)."""
+"""Saved predictions of an external model (bench.adapters.external, model ``predictions``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from bench.adapters import Adapter, create, register
+from bench.adapters.external import PredictionFileError
 from skimage.io import imsave
 
-from adapters import Adapter, create, register
-from adapters.external import PredictionFileError
 from bench.config import load_config
 from bench.errors import ConfigError
 from bench.plan import make_plan
@@ -203,7 +203,7 @@ def test_settings_are_checked():
 def test_a_damaged_prediction_file_is_refused_naming_it(tmp_path, data):
     # Empty, foreign and truncated files: whatever the image library raises, one line
     # naming the file (never a traceback, never an empty mask).
-    from adapters.external import read_mask_nifti, read_mask_png
+    from bench.adapters.external import read_mask_nifti, read_mask_png
 
     png, nifti = tmp_path / "case.png", tmp_path / "case.nii.gz"
     png.write_bytes(data)

@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from bench.adapters import medsam2_ma as ma
 
-from adapters import medsam2_ma as ma
 from bench.errors import ConfigError
 from bench.types import FlowFrames, Prompt
 
@@ -88,7 +88,7 @@ def test_profiles_and_explicit_settings():
 
 
 def test_name_and_published_weights_are_not_medsam2s():
-    from adapters import registered
+    from bench.adapters import registered
 
     assert registered()["medsam2-ma"] is ma.MedSAM2MaAdapter
     assert registered()["medsam2"] is not ma.MedSAM2MaAdapter
@@ -100,7 +100,8 @@ def test_name_and_published_weights_are_not_medsam2s():
 def test_namesakes_suite_runs_both_medsam2s_on_3d_and_2d_cards():
     from pathlib import Path
 
-    from adapters import create
+    from bench.adapters import create
+
     from bench.config import load_config
 
     config = load_config(Path(__file__).resolve().parents[1] / "bench.toml")
@@ -185,8 +186,8 @@ def test_report_section_compares_the_two_medsam2s_per_target_with_their_cost(tmp
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from adapters.checkpoints import CheckpointError  # noqa: E402
-from adapters.sam2.build import instantiate  # noqa: E402
+from bench.adapters.checkpoints import CheckpointError  # noqa: E402
+from bench.adapters.sam2.build import instantiate  # noqa: E402
 
 BOX = Prompt("t", 1, "box", box=(10, 8, 29, 23))
 

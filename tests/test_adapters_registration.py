@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench.adapters.base import create, registered
+from bench.adapters.registration import nearest_templates, to_grey, warp_mask, working_shape
+from bench.adapters.template_masks import box_to_mask, points_to_mask
 from scipy import ndimage as ndi
 from skimage.draw import ellipse
 
-from adapters.base import create, registered
-from adapters.registration import nearest_templates, to_grey, warp_mask, working_shape
-from adapters.template_masks import box_to_mask, points_to_mask
 from bench.errors import ConfigError
 from bench.settings import read_toml
 from bench.types import FlowFrames, Prompt

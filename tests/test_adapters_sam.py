@@ -1,4 +1,4 @@
-"""Per-frame SAM and MedSAM (adapters.sam), with a randomly initialised ViT-B.
+"""Per-frame SAM and MedSAM (bench.adapters.sam), with a randomly initialised ViT-B.
 
 The model runs at 64 px (the smallest input the adapters accept) to keep CPU
 time down; every frame is encoded once per process (the embedding cache).
@@ -19,14 +19,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
 import torch.nn.functional as F  # noqa: E402
+from bench.adapters import checkpoints, create  # noqa: E402
+from bench.adapters.sam.adapter import SamOptions  # noqa: E402
+from bench.adapters.sam.build import VARIANTS, Variant, build_sam, load_model  # noqa: E402
+from bench.adapters.sam.inputs import frames_uint8, mask_logits, medsam_box, medsam_input  # noqa: E402
+from bench.adapters.torch_utils import state_dict_digest  # noqa: E402
 from segment_anything import SamPredictor, sam_model_registry  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
-from adapters import checkpoints, create  # noqa: E402
-from adapters.sam.adapter import SamOptions  # noqa: E402
-from adapters.sam.build import VARIANTS, Variant, build_sam, load_model  # noqa: E402
-from adapters.sam.inputs import frames_uint8, mask_logits, medsam_box, medsam_input  # noqa: E402
-from adapters.torch_utils import state_dict_digest  # noqa: E402
 from bench.errors import ConfigError  # noqa: E402
 from bench.settings import validate  # noqa: E402
 from bench.types import FlowFrames, Prompt  # noqa: E402
@@ -37,7 +37,7 @@ RANDOM = {"random_weights": True, "image_size": SIZE, "device": "cpu", "init_see
 
 
 def test_listing_models_does_not_import_torch():
-    code = ("import sys; from adapters import registered; names = registered(); "
+    code = ("import sys; from bench.adapters import registered; names = registered(); "
             "assert 'sam' in names and 'medsam' in names; "
             "assert 'torch' not in sys.modules and 'segment_anything' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -21,13 +21,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from adapters.medsam2.adapter import MedSAM2Adapter  # noqa: E402
-from adapters.process_cache import EmbeddingCache  # noqa: E402
-from adapters.sam2 import preprocess  # noqa: E402
-from adapters.sam2.adapter import SAM2Adapter, hole_filling_available  # noqa: E402
-from adapters.sam2.build import instantiate  # noqa: E402
-from adapters.sam2.prompts import group_prompts  # noqa: E402
-from adapters.sam2.session import PROVIDER_KEY, FlowInputs, new_inference_state  # noqa: E402
+from bench.adapters.medsam2.adapter import MedSAM2Adapter  # noqa: E402
+from bench.adapters.process_cache import EmbeddingCache  # noqa: E402
+from bench.adapters.sam2 import preprocess  # noqa: E402
+from bench.adapters.sam2.adapter import SAM2Adapter, hole_filling_available  # noqa: E402
+from bench.adapters.sam2.build import instantiate  # noqa: E402
+from bench.adapters.sam2.prompts import group_prompts  # noqa: E402
+from bench.adapters.sam2.session import PROVIDER_KEY, FlowInputs, new_inference_state  # noqa: E402
+
 from bench.errors import ConfigError  # noqa: E402
 from bench.prompts.kinds import prompt_from_mask  # noqa: E402
 from bench.types import FlowFrames, Prompt  # noqa: E402
@@ -236,7 +237,8 @@ def test_confidence_bank_in_the_memory_attention(checkpoint, monkeypatch):
 
 
 def test_bank_draws_are_keyed_by_seed_dataset_flow_and_target():
-    from adapters.medsam2.adapter import bank_generator
+    from bench.adapters.medsam2.adapter import bank_generator
+
     from bench.prompts.streams import KeyedStream
 
     generator = bank_generator(3, "demo-fundus", "p01", "disc")
@@ -339,8 +341,8 @@ def test_fingerprint_settings_are_the_resolved_options_as_given():
 
 
 def test_medsam2_defaults_are_the_official_bank_constants():
-    from adapters.medsam2 import memory_bank
-    from adapters.medsam2.adapter import FlattenOrder, MedSam2Options
+    from bench.adapters.medsam2 import memory_bank
+    from bench.adapters.medsam2.adapter import FlattenOrder, MedSam2Options
 
     defaults = MedSam2Options()
     assert (defaults.bank_size, defaults.bank_margin) == (memory_bank.BANK_SIZE,
@@ -352,7 +354,7 @@ def test_devices_and_autocast():
     import contextlib
     import warnings
 
-    from adapters.torch_utils import autocast_for, select_device
+    from bench.adapters.torch_utils import autocast_for, select_device
 
     assert select_device("cpu") == torch.device("cpu")
     if torch.cuda.is_available():
@@ -414,7 +416,7 @@ def test_core_install_without_torch_lists_models_and_says_what_to_install():
 import sys
 sys.modules["torch"] = None
 sys.modules["sam2"] = None
-from adapters.base import create, registered
+from bench.adapters.base import create, registered
 assert {"sam2", "medsam2"} <= set(registered())
 from bench.types import FlowFrames, Prompt
 import numpy as np
@@ -434,7 +436,7 @@ except ImportError as err:
 def test_random_weights_force_the_object_present_and_policies_differ():
     """Random weights: object score forced present, so masks are non-empty and the
     memory policies visibly differ (issue 12 item 7)."""
-    from adapters.sam2.adapter import FORCED_PRESENT, OBJECT_PRESENT_LOGIT
+    from bench.adapters.sam2.adapter import FORCED_PRESENT, OBJECT_PRESENT_LOGIT
 
     flow = FlowFrames("i", "s", "image-flow", list(volume(n=5, seed=4).frames))
     base = {"random_weights": True, "image_size": SIZE, "device": "cpu",
@@ -489,7 +491,7 @@ def test_logits_are_the_low_res_decoder_output_and_feed_the_official_metrics(che
 
 def test_bank_draws_follow_the_run_seed_and_official_hole_area(checkpoint):
     """Issue 12 item 8: the run seed reaches the bank; fill_hole_area 8 on volumes."""
-    from adapters.medsam2.adapter import bank_generator
+    from bench.adapters.medsam2.adapter import bank_generator
 
     image_flow = FlowFrames("i", "s", "image-flow", list(volume(n=5, seed=3).frames))
     adapter = medsam2(checkpoint, memory="confidence")
@@ -521,10 +523,10 @@ def test_bank_draws_follow_the_run_seed_and_official_hole_area(checkpoint):
     assert official.fingerprint()["hole_filling"].startswith("off: needs sam2's compiled")
     import torch
 
-    with mock.patch("adapters.sam2.adapter._extension_imports", return_value=True):
+    with mock.patch("bench.adapters.sam2.adapter._extension_imports", return_value=True):
         assert hole_filling_available(torch.device("cuda"))
         assert not hole_filling_available(torch.device("cpu"))
-    with mock.patch("adapters.sam2.adapter._extension_imports", return_value=False):
+    with mock.patch("bench.adapters.sam2.adapter._extension_imports", return_value=False):
         assert not hole_filling_available(torch.device("cuda"))
     sam = sam2(checkpoint)
     sam.predict(volume(), [POINT])

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bench.adapters import Adapter, register
 from PIL import Image
 
 import bench.atomic
 import bench.units
-from adapters import Adapter, register
 from bench.cli import main
 from bench.errors import DataError
 from bench.settings import Settings
@@ -556,7 +556,7 @@ SLOW_ADAPTER = '''
 import os, time
 from dataclasses import dataclass
 from pathlib import Path
-from adapters import Adapter, register
+from bench.adapters import Adapter, register
 from bench.settings import Settings
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bench.adapters import Adapter, Capabilities, create, register
 
-from adapters import Adapter, Capabilities, create, register
 from bench.cache import (
     PredictionCache,
     adapter_identity,

@@ -10,10 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from adapters import checkpoints  # noqa: E402
-from adapters.checkpoints import CheckpointError  # noqa: E402
-from adapters.medsam2.adapter import MedSAM2Adapter  # noqa: E402
-from adapters.sam2.build import expected_shapes, instantiate  # noqa: E402
+from bench.adapters import checkpoints  # noqa: E402
+from bench.adapters.checkpoints import CheckpointError  # noqa: E402
+from bench.adapters.medsam2.adapter import MedSAM2Adapter  # noqa: E402
+from bench.adapters.sam2.build import expected_shapes, instantiate  # noqa: E402
 
 
 @pytest.fixture(scope="module")

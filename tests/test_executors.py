@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from bench.adapters import Adapter, register
 
-from adapters import Adapter, register
 from bench.config import load_config
 from bench.executors import (
     LocalExecutor,
@@ -206,7 +206,7 @@ def test_gpu_units_ask_ray_for_a_gpu_only_when_they_run_on_cuda():
 def test_module_paths_let_a_fresh_process_import_test_adapters():
     here = str(Path(__file__).resolve().parent)
     assert module_paths([__name__]) == (here,)
-    assert module_paths(["adapters.reference"]) == (str(ROOT),)
+    assert module_paths(["bench.readers.cards"]) == (str(ROOT),)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bench.adapters import Adapter, register
 
-from adapters import Adapter, register
 from bench.aggregate import per_case, summarise
 from bench.config import load_config
 from bench.metrics import EmptyPolicy, dice, iou

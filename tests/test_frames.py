@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench.adapters.registration import RegistrationAdapter
 from PIL import Image
 
-from adapters.registration import RegistrationAdapter
 from bench.cache import PredictionCache, frames_digest, masks_digest
 from bench.errors import DataError
 from bench.frames import LazyFrames, PackedMasks, array_sha256, frame_shapes
@@ -193,7 +193,7 @@ def test_adapters_take_lazily_read_frames(tmp_path, model, settings):
         pytest.importorskip("sam2")
         settings = {**settings, "random_weights": True, "image_size": 256, "device": "cpu",
                     "fill_hole_area": 0}
-    from adapters import create
+    from bench.adapters import create
 
     root, card, reader, ref = fundus(tmp_path)
     flow = reader.load_flow(card, ref)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench.adapters import Adapter, register
 
-from adapters import Adapter, register
 from bench.config import load_config
 from bench.plan import make_plan
 from bench.prompts import noc

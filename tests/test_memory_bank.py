@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from adapters.medsam2.memory_bank import (  # noqa: E402
+from bench.adapters.medsam2.memory_bank import (  # noqa: E402
     BANK_SIZE,
     REPLACE_MARGIN,
     BankEntry,

@@ -3,7 +3,7 @@
 The port below is written from the spec of ``func_2d/function.py::validation_sam``
 (MedicineToken/Medical-SAM2) and calls only the SAM 2 model's submodules
 (image encoder, prompt encoder, mask decoder, memory attention, memory
-encoder); it shares no code with :mod:`adapters.medsam2.official_loop`. Both
+encoder); it shares no code with :mod:`bench.adapters.medsam2.official_loop`. Both
 run on the same random-weight SAM 2.0 tiny model at 256 px (the official loop
 ignores the object score, so no forcing is needed on either side), with the
 same seeded draws.
@@ -18,8 +18,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 F = torch.nn.functional
 
-from adapters.medsam2.adapter import MedSAM2Adapter, bank_generator  # noqa: E402
-from adapters.sam2 import preprocess  # noqa: E402
+from bench.adapters.medsam2.adapter import MedSAM2Adapter, bank_generator  # noqa: E402
+from bench.adapters.sam2 import preprocess  # noqa: E402
+
 from bench.types import FlowFrames, Prompt  # noqa: E402
 
 SIZE = 256
@@ -190,7 +191,7 @@ def test_mask_prompts_are_refused_by_the_official_loop():
 
 
 def test_fifo_equals_sam2_on_an_image_flow():
-    from adapters.sam2.adapter import SAM2Adapter
+    from bench.adapters.sam2.adapter import SAM2Adapter
 
     flow = stream(n=4, seed=2)
     prompts = [Prompt("t", 1, "point", points=((30, 30),), labels=(1,)),

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bench.adapters.base import missing_modules
 from PIL import Image
 
-from adapters.base import missing_modules
 from bench.cli import main
 from bench.config import load_config
 from bench.errors import ConfigError

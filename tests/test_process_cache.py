@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from adapters.process_cache import (  # noqa: E402
+from bench.adapters.process_cache import (  # noqa: E402
     PROCESS_CACHE,
     EmbeddingCache,
     Memo,

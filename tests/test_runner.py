@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bench.adapters import Adapter, register
 
-from adapters import Adapter, register
 from bench.atomic import PARTIAL_MARK
 from bench.config import load_config
 from bench.plan import make_plan

@@ -15,9 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from adapters import checkpoints  # noqa: E402
-from adapters.sam2.adapter import SAM2Adapter  # noqa: E402
-from adapters.sam2.build import CONFIGS, PUBLISHED, expected_shapes, instantiate  # noqa: E402
+from bench.adapters import checkpoints  # noqa: E402
+from bench.adapters.sam2.adapter import SAM2Adapter  # noqa: E402
+from bench.adapters.sam2.build import CONFIGS, PUBLISHED, expected_shapes, instantiate  # noqa: E402
 
 # config: (parameters in millions, trunk width, blocks)
 SAM21 = {

@@ -17,7 +17,7 @@ Memory policies (``memory``)
     pointers): exactly the ``sam2`` adapter's computation with these weights
     (tested), i.e. what the official code runs on 3D volumes.
 ``confidence``
-    The official 2D confidence bank (:mod:`adapters.medsam2.memory_bank`): a bank of
+    The official 2D confidence bank (:mod:`bench.adapters.medsam2.memory_bank`): a bank of
     ``bank_size`` (16) entries per target and flow with the diversity and
     soft-confidence (``bank_margin`` 0.1) replacement rule; each tracked frame
     attends to ``bank_draws`` entries drawn with replacement by
@@ -30,7 +30,7 @@ Memory policies (``memory``)
     What the official code does per data kind: ``fifo`` for volumes (the
     official 3D code is SAM 2's video predictor), and for image flows the
     official 2D validation loop as its own code path
-    (:mod:`adapters.medsam2.official_loop`: stream order, batches of
+    (:mod:`bench.adapters.medsam2.official_loop`: stream order, batches of
     ``batch`` images (B, default 1; the official README uses 4), zeros
     instead of ``no_mem_embed`` on the first batch, memory encoder on
     post-attention features with soft masks, single-mask decoder without
@@ -48,7 +48,7 @@ Memory policies (``memory``)
 video predictor; ``official`` is the official loop.
 
 How ``confidence`` sits in SAM 2's video predictor
-(:mod:`adapters.medsam2.predictor`; documented deviations from the official
+(:mod:`bench.adapters.medsam2.predictor`; documented deviations from the official
 2D loop, which has no video predictor):
 
 - memory attention of a tracked (non-prompted) frame sees only the drawn
@@ -95,17 +95,17 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from bench.adapters import checkpoints
+from bench.adapters.base import Number, register
+from bench.adapters.reference import frame_sizes
+from bench.adapters.sam2.adapter import SAM2Adapter, Sam2Options
+from bench.adapters.sam2.build import check_config, expected_shapes
+from bench.adapters.sam2.preprocess import Preprocessing
+from bench.adapters.sam2.prompts import group_prompts
+from bench.adapters.sam2.session import FlowInputs
+from bench.adapters.torch_utils import autocast_for, require_torch
 from pydantic import Field
 
-from adapters import checkpoints
-from adapters.base import Number, register
-from adapters.reference import frame_sizes
-from adapters.sam2.adapter import SAM2Adapter, Sam2Options
-from adapters.sam2.build import check_config, expected_shapes
-from adapters.sam2.preprocess import Preprocessing
-from adapters.sam2.prompts import group_prompts
-from adapters.sam2.session import FlowInputs
-from adapters.torch_utils import autocast_for, require_torch
 from bench.errors import ConfigError
 from bench.prompts.streams import keyed_stream
 from bench.settings import Settings
@@ -171,7 +171,7 @@ class MedSAM2Adapter(SAM2Adapter):
                    "official (fifo for volumes, bank for image flows).")
     Options: ClassVar[type[Settings]] = MedSam2Options
     allow_auto_config: ClassVar[bool] = True
-    predictor_class: ClassVar[str] = "adapters.medsam2.predictor.BankVideoPredictor"
+    predictor_class: ClassVar[str] = "bench.adapters.medsam2.predictor.BankVideoPredictor"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -236,11 +236,11 @@ class MedSAM2Adapter(SAM2Adapter):
         return self._predict_official_2d(flow, prompts)
 
     def _predict_official_2d(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
-        """The official 2D loop (:mod:`adapters.medsam2.official_loop`), one stream per target."""
+        """The official 2D loop (:mod:`bench.adapters.medsam2.official_loop`), a stream per
+        target."""
         torch = require_torch(self.name)
         import torch.nn.functional as F
-
-        from adapters.medsam2.official_loop import run_stream
+        from bench.adapters.medsam2.official_loop import run_stream
 
         loaded = self.load()
         model = loaded.predictor
@@ -277,8 +277,7 @@ class MedSAM2Adapter(SAM2Adapter):
                      frame: int) -> Any:
         """A frame's prompt in model input pixels; clicks (row, col) with click_order official."""
         import torch
-
-        from adapters.medsam2.official_loop import LoopPrompt
+        from bench.adapters.medsam2.official_loop import LoopPrompt
 
         if prompt.mask is not None:
             raise ConfigError(
@@ -303,7 +302,7 @@ class MedSAM2Adapter(SAM2Adapter):
         """The confidence bank of one target's run, or None under SAM 2's FIFO memory."""
         if self.policy_for(flow.kind) != "confidence":
             return None
-        from adapters.medsam2.memory_bank import ConfidenceBank
+        from bench.adapters.medsam2.memory_bank import ConfidenceBank
 
         opts = self.options
         return ConfidenceBank(size=opts.bank_size, margin=float(opts.bank_margin),
@@ -313,7 +312,7 @@ class MedSAM2Adapter(SAM2Adapter):
 
     def _attach_memory(self, output_dict: dict[str, Any], flow: FlowFrames,
                        target: str) -> None:
-        from adapters.medsam2.predictor import BANK_KEY, WITH_PROMPTS_KEY
+        from bench.adapters.medsam2.predictor import BANK_KEY, WITH_PROMPTS_KEY
 
         bank = self.new_bank(flow, target)
         if bank is not None:

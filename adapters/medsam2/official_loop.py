@@ -13,7 +13,7 @@ run on one target of one image flow:
 - the first batch (empty bank) is decoded from the raw backbone feature (the
   official code adds zeros; no ``no_mem_embed``); every later batch goes
   through memory attention on ``B`` bank entries per image, drawn with
-  replacement by softmax(cosine) (:mod:`adapters.medsam2.memory_bank`; no
+  replacement by softmax(cosine) (:mod:`bench.adapters.medsam2.memory_bank`; no
   temporal encoding, no object pointers), prompted images included;
 - prompts go straight to the prompt encoder: a click gets SAM's padding
   point (as there), an unprompted image gets **no** sparse token; boxes (an
@@ -29,7 +29,7 @@ run on one target of one image flow:
   ``(C, H, W)``. While the bank holds fewer than ``size`` entries at the
   start of a batch, every image of the batch is appended; otherwise each
   image in turn is offered under the diversity / soft-confidence rule
-  (:func:`~adapters.medsam2.memory_bank.bank_insert`).
+  (:func:`~bench.adapters.medsam2.memory_bank.bank_insert`).
 
 Known differences from the official run (numerics only): similarities and
 draws in fp32 on a seeded CPU generator (official: bf16 under autocast, the
@@ -45,8 +45,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-
-from adapters.medsam2.memory_bank import (
+from bench.adapters.medsam2.memory_bank import (
     BANK_SIZE,
     REPLACE_MARGIN,
     BankEntry,

@@ -1,9 +1,9 @@
 """``BankVideoPredictor``: the harness's SAM 2 predictor plus MedSAM-2's confidence bank.
 
-The bank (:class:`~adapters.medsam2.memory_bank.ConfidenceBank`) is active
+The bank (:class:`~bench.adapters.medsam2.memory_bank.ConfidenceBank`) is active
 only for objects whose output dict holds one under ``BANK_KEY`` (put there by
 the ``medsam2`` adapter for ``memory = "confidence"``); any other object runs
-exactly as in :class:`~adapters.sam2.predictor.BenchVideoPredictor` (tested:
+exactly as in :class:`~bench.adapters.sam2.predictor.BenchVideoPredictor` (tested:
 ``memory = "fifo"`` equals ``sam2``). Three hooks wire the bank in:
 
 1. every decoded frame records its bank entry's confidence (the IoU head's
@@ -17,7 +17,7 @@ exactly as in :class:`~adapters.sam2.predictor.BenchVideoPredictor` (tested:
    frames' memories beside them).
 
 The deviations of this wiring from the official 2D loop are listed in
-:mod:`adapters.medsam2.adapter`. This module imports torch and sam2; hydra
+:mod:`bench.adapters.medsam2.adapter`. This module imports torch and sam2; hydra
 imports it when it builds a ``medsam2`` model.
 """
 
@@ -26,11 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from bench.adapters.medsam2.memory_bank import BankEntry, ConfidenceBank
+from bench.adapters.sam2.predictor import BenchVideoPredictor
+from bench.adapters.sam2.session import INFO_KEY
 from sam2.modeling.sam2_utils import select_closest_cond_frames
-
-from adapters.medsam2.memory_bank import BankEntry, ConfidenceBank
-from adapters.sam2.predictor import BenchVideoPredictor
-from adapters.sam2.session import INFO_KEY
 
 # Keys the ``medsam2`` adapter adds to a target's per-object output dict.
 BANK_KEY = "bench_confidence_bank"

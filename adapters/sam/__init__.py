@@ -1,8 +1,8 @@
 """SAM and MedSAM per frame (the ``segment-anything`` package): ``sam`` and ``medsam``.
 
-- :mod:`adapters.sam.build`: the SAM ViT architecture at any input size and
+- :mod:`bench.adapters.sam.build`: the SAM ViT architecture at any input size and
   its weights (random or a checkpoint), memoised per process;
-- :mod:`adapters.sam.inputs`: frames to 8-bit RGB, mask prompts to SAM's
+- :mod:`bench.adapters.sam.inputs`: frames to 8-bit RGB, mask prompts to SAM's
   low-resolution logits, boxes to MedSAM's input coordinates;
-- :mod:`adapters.sam.adapter`: the two adapters and their settings.
+- :mod:`bench.adapters.sam.adapter`: the two adapters and their settings.
 """

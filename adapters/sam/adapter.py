@@ -34,13 +34,13 @@ print the adapters' descriptions, which say so.
 
 Frames
     8-bit frames are used as they are. Other frames are first brought to
-    [0, 1] as for the SAM 2 adapters (:func:`adapters.sam2.preprocess.unit_range`:
+    [0, 1] as for the SAM 2 adapters (:func:`bench.adapters.sam2.preprocess.unit_range`:
     one robust window over a whole volume, per frame for image flows), then
     to 8 bits. Grey frames are repeated to three channels.
 
 Weights
     From the ``checkpoint`` setting, ``--checkpoint NAME=PATH`` or the
-    environment (see :mod:`adapters.checkpoints`), read with
+    environment (see :mod:`bench.adapters.checkpoints`), read with
     ``weights_only=True`` and a strict key check. ``random_weights`` builds
     the architecture with random weights (seeded by ``init_seed``) for smoke
     tests; the fingerprint then says ``meaningless``. ``image_size`` other
@@ -58,8 +58,8 @@ Logits (for the official metrics, :mod:`bench.official_metrics`)
     logit of :data:`ABSENT_LOGIT` (a 1 x 1 array, below every official
     threshold), as its mask is empty.
 
-The architecture and its weights are in :mod:`adapters.sam.build`; frame and
-prompt conversions in :mod:`adapters.sam.inputs`.
+The architecture and its weights are in :mod:`bench.adapters.sam.build`; frame and
+prompt conversions in :mod:`bench.adapters.sam.inputs`.
 """
 
 from __future__ import annotations
@@ -70,28 +70,28 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
-
-from adapters import checkpoints
-from adapters.base import Adapter, Capabilities, Number, register
-from adapters.process_cache import EmbeddingCache, shared_embedding_cache
-from adapters.reference import frame_sizes
-from adapters.sam.build import (
+from bench.adapters import checkpoints
+from bench.adapters.base import Adapter, Capabilities, Number, register
+from bench.adapters.process_cache import EmbeddingCache, shared_embedding_cache
+from bench.adapters.reference import frame_sizes
+from bench.adapters.sam.build import (
     PUBLISHED,
     LoadedSam,
     Variant,
     load_model,
     require_segment_anything,
 )
-from adapters.sam.inputs import frames_uint8, mask_box, mask_logits, medsam_box, medsam_input
-from adapters.sam2.prompts import group_prompts
-from adapters.torch_utils import (
+from bench.adapters.sam.inputs import frames_uint8, mask_box, mask_logits, medsam_box, medsam_input
+from bench.adapters.sam2.prompts import group_prompts
+from bench.adapters.torch_utils import (
     Device,
     autocast_for,
     embedding_key,
     package_version,
     select_device,
 )
+from pydantic import Field
+
 from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt
 

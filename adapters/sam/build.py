@@ -5,7 +5,7 @@ package's own builder; other sizes scale the positional embeddings and the
 prompt encoder's grids, for fast tests). :func:`load_model` gives the model of
 an adapter's settings: random weights seeded by ``init_seed``, or a checkpoint
 read with ``weights_only=True`` after a strict key check, memoised in
-:data:`adapters.process_cache.PROCESS_CACHE`.
+:data:`bench.adapters.process_cache.PROCESS_CACHE`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from adapters import checkpoints
-from adapters.process_cache import PROCESS_CACHE, cached_sha256_file
-from adapters.torch_utils import require_modules, state_dict_digest
+from bench.adapters import checkpoints
+from bench.adapters.process_cache import PROCESS_CACHE, cached_sha256_file
+from bench.adapters.torch_utils import require_modules, state_dict_digest
 
 Variant = Literal["vit_b", "vit_l", "vit_h"]
 """The keys of :data:`VARIANTS` (a test checks), for the settings."""
@@ -107,7 +107,7 @@ def load_model(name: str, options: Any, device: Any) -> LoadedSam:
     """Build the model of adapter ``name`` for its ``options`` (memoised per process).
 
     ``options`` has ``variant``, ``image_size``, ``random_weights``,
-    ``init_seed`` and ``checkpoint`` (:class:`adapters.sam.adapter.SamOptions`).
+    ``init_seed`` and ``checkpoint`` (:class:`bench.adapters.sam.adapter.SamOptions`).
     ``sam`` and ``medsam`` share a model when variant, size and weights agree.
     """
     torch = require_segment_anything(name)

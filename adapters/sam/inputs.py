@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from adapters.sam2.preprocess import unit_range
+from bench.adapters.sam2.preprocess import unit_range
 
 # micro-sam's mask -> logits convention: logit(1 - eps) inside, logit(eps) outside.
 MASK_LOGIT_EPS = 1e-3
@@ -16,7 +15,7 @@ def frames_uint8(frames: Sequence[np.ndarray], kind: str) -> list[np.ndarray]:
     """Every frame as ``(H, W, 3)`` uint8 RGB.
 
     uint8 frames keep their values; others go through
-    :func:`adapters.sam2.preprocess.unit_range` and are rounded to 8 bits.
+    :func:`bench.adapters.sam2.preprocess.unit_range` and are rounded to 8 bits.
     """
     out = []
     for frame, unit in zip(frames, unit_range(frames, kind), strict=True):

@@ -4,12 +4,12 @@ How a flow is run
 -----------------
 - Each prompted target is tracked in its own inference state, so a target's
   masks never depend on which other targets are prompted. Frame features come
-  from the shared embedding cache (:mod:`adapters.process_cache`), so the
+  from the shared embedding cache (:mod:`bench.adapters.process_cache`), so the
   encoder runs once per frame however many targets, protocols and seeds
   there are.
 - The inference state is built from tensors (no JPEG folder):
-  :mod:`adapters.sam2.session`; frames are preprocessed by the profile of
-  :mod:`adapters.sam2.preprocess`.
+  :mod:`bench.adapters.sam2.session`; frames are preprocessed by the profile of
+  :mod:`bench.adapters.sam2.preprocess`.
 - Prompts are added with ``add_new_points_or_box`` (points and/or box,
   coordinates normalised by the frame's own width and height, so frames of
   mixed shapes work) and ``add_new_mask`` (``mask``; ``empty-mask`` is an
@@ -28,11 +28,11 @@ How a flow is run
   filling), for the official metrics (:mod:`bench.official_metrics`).
 - ``scores[target][i]``: the IoU head's prediction for the mask SAM 2 kept on
   frame ``i``, ``None`` where the mask came straight from a mask prompt
-  (recorded by :class:`~adapters.sam2.predictor.BenchVideoPredictor`).
+  (recorded by :class:`~bench.adapters.sam2.predictor.BenchVideoPredictor`).
 
 Settings (``[models.sam2]``, :class:`Sam2Options`)
 ---------------------------------------------------
-``config`` one of :data:`~adapters.sam2.build.CONFIGS` (default
+``config`` one of :data:`~bench.adapters.sam2.build.CONFIGS` (default
 ``sam2_hiera_s``, the SAM 2.0 small model MedSAM-2 was fine-tuned from);
 ``image_size`` (1024); ``preprocessing``; ``checkpoint``; ``device``
 (``auto|cpu|cuda|mps``; bf16 autocast on CUDA); ``random_weights`` (smoke
@@ -55,28 +55,26 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import Field
-
-from adapters import checkpoints
-from adapters.base import Adapter, Capabilities, Number, register
-from adapters.process_cache import (
+from bench.adapters import checkpoints
+from bench.adapters.base import Adapter, Capabilities, Number, register
+from bench.adapters.process_cache import (
     PROCESS_CACHE,
     EmbeddingCache,
     cached_sha256_file,
     shared_embedding_cache,
 )
-from adapters.reference import frame_sizes
-from adapters.sam2.build import (
+from bench.adapters.reference import frame_sizes
+from bench.adapters.sam2.build import (
     BENCH_PREDICTOR,
     PUBLISHED,
     LoadedModel,
     build_predictor,
     check_config,
 )
-from adapters.sam2.preprocess import Preprocessing
-from adapters.sam2.prompts import SAM_PROMPT_KINDS, FramePrompt, group_prompts
-from adapters.sam2.session import INFO_KEY, FlowInputs, add_prompt, new_inference_state
-from adapters.torch_utils import (
+from bench.adapters.sam2.preprocess import Preprocessing
+from bench.adapters.sam2.prompts import SAM_PROMPT_KINDS, FramePrompt, group_prompts
+from bench.adapters.sam2.session import INFO_KEY, FlowInputs, add_prompt, new_inference_state
+from bench.adapters.torch_utils import (
     Device,
     autocast_for,
     package_version,
@@ -84,6 +82,8 @@ from adapters.torch_utils import (
     select_device,
     state_dict_digest,
 )
+from pydantic import Field
+
 from bench.errors import ConfigError
 from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt

@@ -4,10 +4,10 @@ The configs are those of the ``sam2`` package (SAM 2.0 and 2.1; tiny, small,
 base+, large). A predictor is built by hydra from the config with the
 overrides of :func:`sam2.build_sam.build_sam2_video_predictor` (post-processing
 on) plus ``image_size``, as the class named by ``predictor`` (the harness's
-subclass of SAM 2's video predictor, :mod:`adapters.sam2.predictor`, or an
+subclass of SAM 2's video predictor, :mod:`bench.adapters.sam2.predictor`, or an
 adapter's own subclass of it). Weights are loaded with a strict key check
-(:mod:`adapters.checkpoints`). Built models and the state-dict shapes of each
-config are memoised in :data:`adapters.process_cache.PROCESS_CACHE`.
+(:mod:`bench.adapters.checkpoints`). Built models and the state-dict shapes of each
+config are memoised in :data:`bench.adapters.process_cache.PROCESS_CACHE`.
 
 Nothing here imports torch, sam2 or hydra at module level.
 """
@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapters import checkpoints
-from adapters.process_cache import PROCESS_CACHE
+from bench.adapters import checkpoints
+from bench.adapters.process_cache import PROCESS_CACHE
+
 from bench.errors import unknown_name
 
 CONFIGS: dict[str, str] = {
@@ -62,7 +63,7 @@ PUBLISHED: dict[str, str] = {
     "sam2.1_hiera_t512": "https://huggingface.co/wanglab/MedSAM2 (MedSAM2_latest.pt)",
 }
 
-BENCH_PREDICTOR = "adapters.sam2.predictor.BenchVideoPredictor"
+BENCH_PREDICTOR = "bench.adapters.sam2.predictor.BenchVideoPredictor"
 """Dotted path of the predictor class hydra builds by default."""
 
 

@@ -1,7 +1,7 @@
 """``BenchVideoPredictor``: SAM 2's video predictor with the harness's two hooks.
 
 1. Frame features come from the inference state's feature provider
-   (:func:`adapters.sam2.session.new_inference_state`, backed by the embedding
+   (:func:`bench.adapters.sam2.session.new_inference_state`, backed by the embedding
    cache) instead of re-running the image encoder.
 2. The IoU head's prediction and the object score of every decoded frame are
    recorded in the per-object output dict (``INFO_KEY``). ``scores`` of the
@@ -12,19 +12,18 @@
 
 Nothing else changes: the masks are exactly SAM 2's (tested against the stock
 class). Subclasses add their own hooks (MedSAM-2's memory bank:
-:mod:`adapters.medsam2.predictor`).
+:mod:`bench.adapters.medsam2.predictor`).
 
 This module imports torch and sam2; hydra imports it when it builds a model
-(:mod:`adapters.sam2.build`), never the core install.
+(:mod:`bench.adapters.sam2.build`), never the core install.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bench.adapters.sam2.session import INFO_KEY, PROVIDER_KEY
 from sam2.sam2_video_predictor import SAM2VideoPredictor
-
-from adapters.sam2.session import INFO_KEY, PROVIDER_KEY
 
 
 class BenchVideoPredictor(SAM2VideoPredictor):

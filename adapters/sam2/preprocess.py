@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
-
-from adapters.reference import frame_shape
+from bench.adapters.reference import frame_shape
 
 Preprocessing = Literal["sam2", "official-2d", "official-3d", "official"]
 PREPROCESSING: tuple[str, ...] = get_args(Preprocessing)

@@ -3,7 +3,7 @@
 The state has the keys :meth:`SAM2VideoPredictor.init_state` fills, with
 ``images`` the lazy :class:`FlowInputs` instead of a JPEG folder. Frame
 features come through a provider (``PROVIDER_KEY``) that reads the embedding
-cache or runs the encoder; :class:`~adapters.sam2.predictor.BenchVideoPredictor`
+cache or runs the encoder; :class:`~bench.adapters.sam2.predictor.BenchVideoPredictor`
 calls it. Prompts are added in each frame's own pixel scale, so image flows
 of mixed shapes work (:func:`add_prompt`).
 
@@ -16,10 +16,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from adapters.process_cache import EmbeddingCache
-from adapters.sam2.preprocess import model_input, profile_for, to_unit, unit_windows
-from adapters.sam2.prompts import FramePrompt
-from adapters.torch_utils import embedding_key
+from bench.adapters.process_cache import EmbeddingCache
+from bench.adapters.sam2.preprocess import model_input, profile_for, to_unit, unit_windows
+from bench.adapters.sam2.prompts import FramePrompt
+from bench.adapters.torch_utils import embedding_key
+
 from bench.types import FlowFrames
 
 # Keys the harness adds to SAM 2's inference state / per-object output dicts.
