@@ -6,7 +6,9 @@
   No path at all, or a path that does not exist, is one clear error naming
   the three ways to give it and where the weights are published.
 - Loading: always ``torch.load(path, map_location="cpu", weights_only=True)``,
-  so a pickle that carries code is refused before anything in it runs.
+  so a pickle that carries code is refused before anything in it runs. A
+  refused file is never loaded another way: the message says so, and never
+  repeats torch's advice to retry without ``weights_only``.
 - Format: ``{"model": state_dict, ...}`` (SAM 2 and the official MedSAM-2
   training code save this; other top-level entries are ignored) or a bare
   state dict.
@@ -28,6 +30,17 @@ from bench.errors import ConfigError
 
 ENV_PREFIX = "MEDSAM2_BENCH_CHECKPOINT_"
 SHOW_KEYS = 5
+# What the harness does instead of torch's advice to retry with a full (unsafe) load.
+NEVER_UNPICKLE = ("this harness never unpickles anything but tensors and plain containers, "
+                  "since unpickling other objects can run code, so it does not retry with a "
+                  "full load; save the weights alone, e.g. "
+                  "torch.save({'model': model.state_dict()}, PATH), and point to that file")
+# Lines of torch's message that advise an unsafe load: never shown.
+_TORCH_ADVICE = ("weights_only", "Weights only load failed", "Please file an issue",
+                 "Check the documentation")
+# Torch's advice to allowlist globals, inside a reason's line: cut out.
+_ALLOWLIST_ADVICE = re.compile(r"\s*(?:Please use `torch\.serialization.*"
+                               r"| or types allowlisted via `add_safe_globals`)")
 
 
 class CheckpointError(ConfigError):
@@ -124,11 +137,12 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         refused = _refused_global(err)
         if refused is None:
             raise CheckpointError(
-                f"{path}: not a readable torch checkpoint ({_unpickler_reason(err)})") from None
+                f"{path}: not a readable torch checkpoint ({_unpickler_reason(err)}); "
+                f"{NEVER_UNPICKLE}") from None
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors "
             f"(a pickle that could run code; refused global {refused}); "
-            "only weights-only checkpoints are read"
+            f"only weights-only checkpoints are read: {NEVER_UNPICKLE}"
         ) from None
     except NOT_A_CHECKPOINT as err:
         raise CheckpointError(
@@ -153,14 +167,27 @@ def _first_line(err: BaseException) -> str:
 
 
 def _refused_global(err: BaseException) -> str | None:
-    """The global the weights-only unpickler refused, from torch's long message."""
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    """The global the weights-only unpickler refused, from torch's long message.
+
+    Torch words it as "Unsupported global: GLOBAL x.y was not an allowed
+    global" or, for its blocked modules (``os``, ``sys``), "unsupported GLOBAL
+    x.y whose module x is blocked".
+    """
+    match = re.search(r"GLOBAL ([\w.]+) (?:was not an allowed global|whose module)", str(err))
+    if match is None:
+        match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
     return match.group(1) if match else None
 
 
 def _unpickler_reason(err: BaseException) -> str:
-    match = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
-    return match.group(1).strip() if match else _first_line(err)
+    """The unpickler's own reason, without torch's advice (retry unsafely, allowlist)."""
+    text = str(err)
+    _, marker, tail = text.partition("WeightsUnpickler error:")
+    lines = (tail if marker else text).splitlines()
+    for line in (_ALLOWLIST_ADVICE.sub("", part).strip() for part in lines):
+        if line and not any(advice in line for advice in _TORCH_ADVICE):
+            return line
+    return type(err).__name__
 
 
 @dataclass(frozen=True)

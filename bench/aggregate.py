@@ -114,6 +114,23 @@ def summarise(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) ->
     return pd.DataFrame.from_records(records)
 
 
+# The float columns of summarise(); NaN in them is written as null in summary.json.
+FLOAT_COLUMNS = ("mean", "std", "median", "ci_low", "ci_high", "seed_std")
+
+
+def aggregates_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """The ``aggregates`` of a ``summary.json`` as :func:`summarise` returned them.
+
+    summary.json is strict JSON, where a NaN (no scored case, a single seed)
+    is ``null``; this turns those back into NaN, so the columns stay floats.
+    """
+    frame = pd.DataFrame(list(records))
+    for column in FLOAT_COLUMNS:
+        if column in frame.columns:
+            frame[column] = frame[column].astype(float)
+    return frame
+
+
 def stable_seed(seed: int, key: tuple) -> int:
     """A seed for one group (``key``), so that results do not depend on the order of groups."""
     digest = hashlib.sha256(repr((seed, *map(str, key))).encode()).digest()

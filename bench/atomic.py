@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -72,11 +73,48 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted JSON, atomically."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Write ``data`` as indented, key-sorted, strict JSON, atomically.
+
+    NaN and infinities become ``null`` (:func:`strict_json`): bare ``NaN`` is
+    not JSON, and other tools' parsers refuse it. Readers that expect numbers
+    turn ``null`` back into NaN (:func:`nan_for_null`).
+    """
+    write_text(path, dumps_strict(data, indent=2, sort_keys=True) + "\n")
+
+
+def dumps_strict(data: Any, **options: Any) -> str:
+    """``json.dumps`` of :func:`strict_json` ``(data)``; never writes NaN or Infinity."""
+    return json.dumps(strict_json(data), allow_nan=False, default=_json_default, **options)
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with NumPy values as Python ones and every NaN or infinity as None.
+
+    Dicts, lists and tuples are converted recursively (tuples become lists, as
+    JSON has no tuple); anything else is returned as is.
+    """
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def nan_for_null(value: Any) -> float:
+    """A number read back from strict JSON: ``None`` (``null``) becomes NaN."""
+    return float("nan") if value is None else value
 
 
 def read_json(path: Path) -> Any:
+    """The JSON in ``path``; ``null`` stays None (see :func:`nan_for_null`)."""
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -92,12 +130,6 @@ def remove_partials(folder: Path) -> int:
 
 
 def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")

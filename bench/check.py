@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import atomic
-from bench.aggregate import is_excluded, is_scored, per_case
+from bench.aggregate import aggregates_frame, is_excluded, is_scored, per_case
 from bench.compare import check_metric_names
 from bench.errors import ConfigError, DataError
 from bench.rundir import RunDir
@@ -145,7 +145,10 @@ def _summary_aggregates(path: Path) -> pd.DataFrame:
         raise DataError(path, f"invalid JSON ({err.msg}, line {err.lineno})") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("aggregates"), list):
         raise DataError(path, "not a summary.json: no 'aggregates' list")
-    return pd.DataFrame(summary["aggregates"])
+    try:
+        return aggregates_frame(summary["aggregates"])
+    except (TypeError, ValueError) as err:  # e.g. a mean that is text
+        raise DataError(path, f"not a summary.json: aggregates {err}") from None
 
 
 def parse_tolerance(text: str) -> dict[str, float]:

@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from bench.aggregate import aggregates_frame
 from bench.progress import (
     DatasetReading,
     DatasetRefused,
@@ -62,7 +63,7 @@ def print_results(run_dir: Path) -> None:
     """The report's results table without intervals (they are in the report)."""
     rundir = RunDir(run_dir)
     summary = rundir.read_summary()
-    aggregates = pd.DataFrame(summary["aggregates"])
+    aggregates = aggregates_frame(summary["aggregates"])
     if aggregates.empty:
         plan = rundir.read_plan()
         why = ("one-prompt gives each flow's template rather than scoring it, so a flow needs 2 "

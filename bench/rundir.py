@@ -150,6 +150,10 @@ class UnitRecord:
         if unknown or missing:
             raise DataError(where, f"not a unit record: {'unknown' if unknown else 'missing'} "
                             f"field(s) {', '.join(unknown or missing)}")
+        if isinstance(data.get("rows"), list):  # strict JSON: a NaN score was written as null
+            data = {**data, "rows": [{**row, "value": atomic.nan_for_null(row["value"])}
+                                     if isinstance(row, dict) and "value" in row else row
+                                     for row in data["rows"]]}
         return cls(**data)
 
     def result(self) -> str:

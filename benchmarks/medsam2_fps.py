@@ -33,7 +33,6 @@ autocast, as the adapter does.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from bench.adapters.process_cache import shared_embedding_cache
 from rich.console import Console
 from rich.table import Table
 
+from bench.atomic import dumps_strict
 from bench.types import FlowFrames, Prediction, Prompt
 
 #: The memory policies timed in (a); ``official`` is ``medsam2``'s default.
@@ -164,7 +164,7 @@ def main() -> None:
     console.print(fps_table)
     console.print(cache_table)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(dumps_strict(results, indent=2))  # NaN -> null
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ dependencies through a ``.pth`` file (the environment's own site-packages
 comes first, so ``bench`` is imported from the wheel, not from the source).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import sysconfig
 import tarfile
 import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
@@ -88,12 +90,43 @@ def _package_files(folder: Path) -> set[Path]:
             if p.is_file() and "__pycache__" not in p.parts}
 
 
+def _top_level_names(wheel: Path) -> set[str]:
+    """The import names a wheel installs, from both ``top_level.txt`` and its file list.
+
+    A folder or module at the wheel's root is importable under that name once
+    installed (``adapters/`` would shadow AdapterHub's ``adapters``); the
+    ``.dist-info`` folder is metadata.
+    """
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]
+        declared = set(archive.read(top_level).decode().split())
+    roots = {name.split("/")[0] for name in names}
+    installed = {Path(root).stem if root.endswith((".py", ".so", ".pyd")) else root
+                 for root in roots if not root.endswith((".dist-info", ".data"))}
+    assert declared == installed, f"top_level.txt {declared} vs the wheel's files {installed}"
+    return installed
+
+
+def _check_installed_provenance(run_dir: Path) -> None:
+    """An installed copy records its version and no git commit; the report never says None."""
+    expected = version("medsam2-bench")  # this checkout's (editable) install
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["provenance"]["version"] == expected
+    assert "git" not in config["provenance"]
+    report = (run_dir / "report.md").read_text()
+    provenance = report[report.index("## Provenance"):]
+    assert f"medsam2-bench {expected}" in provenance
+    assert "None" not in provenance and "git commit" not in provenance
+
+
 @pytest.mark.slow
 def test_a_wheel_installed_anywhere_lists_the_cards_and_runs_the_demo(tmp_path):
     wheel = _build_wheel(tmp_path / "build")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"bench/{PACKAGED}/{path}" for path in BUILTIN} <= names
     assert not any(n.startswith(("benchmarks/", "tests/")) for n in names)
+    assert _top_level_names(wheel) == {"bench"}
     venv = _make_venv(tmp_path, wheel)
 
     empty = tmp_path / "empty"
@@ -125,6 +158,32 @@ def test_a_wheel_installed_anywhere_lists_the_cards_and_runs_the_demo(tmp_path):
     quick = installed[installed["model"] == "full-frame"].reset_index(drop=True)
     assert set(expected["dataset"]) == {p.stem for p in (ROOT / CARDS_FOLDER).glob("demo-*")}
     pd.testing.assert_frame_equal(quick, expected)
+    _check_installed_provenance(run_dir)
     # Nothing was written into the installed package; the run went to the working folder.
     assert _package_files(package) == before
     assert {p.name for p in empty.iterdir()} == {"runs"}
+
+
+def test_provenance_of_a_checkout_records_its_commit_and_version():
+    from bench.provenance import describe, provenance
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    record = provenance()
+    assert record["version"] == version("medsam2-bench")
+    assert record["git"]["commit"] == head
+    assert describe(record).startswith(f"medsam2-bench {record['version']}, git commit `{head}`")
+
+
+def test_provenance_without_a_commit_names_the_version_only(monkeypatch):
+    import bench.provenance as provenance
+
+    monkeypatch.setattr(provenance, "source_checkout", lambda: None)  # as from a wheel
+    record = provenance.provenance()
+    assert "git" not in record
+    assert provenance.describe(record) == f"medsam2-bench {version('medsam2-bench')}"
+    # Records written before the version had its own key: the versions table has it;
+    # an unknown commit is left out rather than shown as None.
+    old = {"versions": {"medsam2-bench": "0.0.9"}, "git": {"commit": None, "dirty": None}}
+    assert provenance.describe(old) == "medsam2-bench 0.0.9"
+    assert provenance.describe({}) == "medsam2-bench (version unknown)"

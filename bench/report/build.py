@@ -28,6 +28,7 @@ from bench.compare import compare_models
 from bench.errors import ConfigError, DataError
 from bench.metrics import METRIC_DEFINITIONS
 from bench.prompts import PROTOCOLS
+from bench.provenance import describe as describe_code
 from bench.readers.cards import Card
 from bench.report.document import Bullets, Document, Figure, Heading, Note, Paragraph, Table
 from bench.report.gallery import build_gallery
@@ -510,8 +511,6 @@ def _closing(doc: Document, ctx: RunContext) -> None:
                      for name, fp in summary.get("adapters", {}).items()] or ["(none recorded)"]))
     provenance = summary.get("provenance", {})
     versions = provenance.get("versions", {})
-    git = provenance.get("git", {})
     doc.add(Heading("Provenance"),
-            Bullets([f"git commit: `{git.get('commit')}`" + (" (uncommitted changes)"
-                                                          if git.get("dirty") else ""),
+            Bullets([describe_code(provenance),
                      "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)]))
