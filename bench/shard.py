@@ -7,7 +7,8 @@ run directory (config, the full prompt ledger and manifest, which depend only
 on data, protocol and seeds, and its own units and predictions).
 
 ``bench merge OUT RUN_DIR...`` checks that the shards belong to the same run
-(same plan, adapter fingerprints, ledger and manifest bytes), copies their
+(same plan, adapter fingerprints, ledger and manifest bytes, and the same code:
+git commit and package version, :data:`CODE_KEYS`), copies their
 units, predictions and logs into ``OUT``, reports units that are missing or
 present in several shards (duplicates must agree on their results; timings may
 differ), and writes ``metrics.csv`` and ``units.csv``. The merged table is
@@ -26,6 +27,11 @@ from bench import atomic
 from bench.errors import ConfigError, DataError
 from bench.provenance import timestamp
 from bench.rundir import LEDGER, MANIFEST, RunDir, UnitRef
+
+# What config.json records about the code that produced the numbers: the merged
+# run keeps one record, so every shard must carry the same values.
+CODE_KEYS = (("git commit", ("git", "commit")),
+             ("medsam2-bench version", ("versions", "medsam2-bench")))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -80,7 +86,8 @@ def merge_runs(out: Path, run_dirs: Sequence[Path]) -> MergeOutcome:
         No input, ``out`` is not empty or is one of the inputs.
     DataError
         An input is not a run directory; the inputs differ in plan, dataset
-        cards, adapter fingerprints, ledger or manifest; a unit is not part of
+        cards, adapter fingerprints, code (git commit or package version),
+        ledger or manifest; a unit is not part of
         the plan; a unit present twice has different results; a prediction or
         log file present twice differs.
     """
@@ -162,10 +169,28 @@ def _check_same(first: RunDir, a: dict[str, Any], run: RunDir, b: dict[str, Any]
         raise DataError(run.config_path, f"{run} and {first} ran different adapters "
                         f"(fingerprints of {', '.join(models)} differ: weights, settings, "
                         "device or versions)")
+    _check_same_code(first, a, run, b)
     for name in (LEDGER, MANIFEST):
         if (first.path / name).read_bytes() != (run.path / name).read_bytes():
             raise DataError(run.path / name, f"differs from {first.path / name}: the shards "
                             "did not read the same data")
+
+
+def _check_same_code(first: RunDir, a: dict[str, Any], run: RunDir,
+                     b: dict[str, Any]) -> None:
+    """Refuse shards run with different code (the merged record would name only one)."""
+    for label, (section, key) in CODE_KEYS:
+        ours, theirs = (_code_value(config, section, key) for config in (a, b))
+        if ours != theirs:
+            raise DataError(run.config_path, f"{run} and {first} ran different code: "
+                            f"{label} {theirs} in {run}, {ours} in {first}; rerun the shards "
+                            "with one installation")
+
+
+def _code_value(config: dict[str, Any], section: str, key: str) -> str:
+    table = config.get("provenance", {}).get(section)
+    value = table.get(key) if isinstance(table, dict) else None
+    return "unknown" if value is None else str(value)
 
 
 def _copy_once(source: Path, target: Path, copied: dict[Path, Path]) -> None:
