@@ -57,7 +57,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     Raises
     ------
     ConfigError
-        Naming the file: not found, a folder, or invalid TOML.
+        Naming the file: not found, a folder, unreadable, not UTF-8 text (TOML
+        is UTF-8 by definition), or invalid TOML.
     """
     try:
         with open(path, "rb") as handle:
@@ -66,6 +67,13 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, not a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied; cannot read it") from None
+    except UnicodeDecodeError as err:
+        line = err.object[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte "
+                          f"{err.object[err.start]:#04x}); save the file as UTF-8, as TOML "
+                          "requires") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
 
