@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from bench.atomic import PARTIAL_MARK, atomic_path
+from bench.errors import ConfigError
 from bench.frames import LazyFrames, PackedMasks, array_sha256
 from bench.provenance import package_versions
 from bench.types import FlowFrames, Prediction
@@ -291,9 +292,15 @@ class PredictionCache:
         -------
         (int, int)
             Entries removed and bytes freed.
+
+        Raises
+        ------
+        ConfigError
+            ``older_than_days`` is negative or NaN (checked before anything is deleted).
         """
-        if older_than_days is not None and older_than_days < 0:
-            raise ValueError(f"--older-than: must not be negative, got {older_than_days}")
+        if older_than_days is not None and not older_than_days >= 0:  # NaN fails too
+            raise ConfigError(f"--older-than: must not be negative (a number of days >= 0), "
+                              f"got {older_than_days:g}")
         cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
         removed = freed = 0
         for path in self.entries():
