@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,14 @@ from bench.errors import DataError
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 ITK_HINT = "pip install 'medsam2-bench[itk]'"
+
+# Deflate cannot do better than about 1032:1 (258-byte matches in 2-bit codes),
+# so a gzip file of n bytes never holds more than this many times n.
+DEFLATE_MAX_RATIO = 1032
+# A claim the file cannot hold but smaller than this is left to the parser, which
+# fails cheaply with its own message (a truncated download); larger ones are
+# refused before an array of that size is allocated.
+CHEAP_CLAIM_BYTES = 64 * 2**20
 
 
 class MissingDependency(ImportError):
@@ -91,7 +100,7 @@ def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | No
     try:
         if kind in (".nii", ".nii.gz"):
             return _read_nifti(path, role)
-        if kind == ".npy":
+        if kind in (".npy", ".npy.gz"):
             return _read_npy(path, spacing)
         if kind in ITK_SUFFIXES or path.is_dir():
             return _read_itk(path)
@@ -99,6 +108,9 @@ def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | No
         raise
     except volume_file_errors() as err:  # a parser's failure is a problem of this file
         raise DataError(path, f"unreadable ({_describe(err)})") from None
+    except MemoryError:  # a header within the checks below, but too big for what is free now
+        raise DataError(path, "too large to read: out of memory (MemoryError) while reading "
+                              "it") from None
     raise DataError(path, f"unsupported volume format {kind!r}")
 
 
@@ -135,11 +147,84 @@ def check_spacing(spacing: tuple[float, ...] | None, path: Path | str) -> None:
                               "distances in mm cannot be computed from it")
 
 
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (None where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        return None
+
+
+def check_claimed_size(path: Path, shape: tuple[int, ...], dtype: np.dtype | str,
+                       data_offset: int = 0, compressed: bool | None = None) -> None:
+    """Refuse a header whose array could not be in the file or in memory, before reading.
+
+    A corrupt header (or a crafted one) claiming, say, 30000 x 30000 x 3000
+    voxels would otherwise make the reader allocate terabytes and die with a
+    MemoryError. Nothing is read but the file's size.
+
+    Parameters
+    ----------
+    path : Path
+        The file (named in the error).
+    shape, dtype
+        What the header claims.
+    data_offset : int
+        Where the data start in an uncompressed file (the header's size).
+    compressed : bool, optional
+        A gzip file (default: by its ``.gz`` suffix); its data can be at most
+        :data:`DEFLATE_MAX_RATIO` times its size.
+
+    Raises
+    ------
+    DataError
+        One line naming the file, the claimed shape and size, and the limit.
+    """
+    on_disk = path.stat().st_size
+    if compressed is None:
+        compressed = path.name.lower().endswith(".gz")
+    if compressed:
+        most = DEFLATE_MAX_RATIO * on_disk
+        held = f"a gzip file of {_size(on_disk)} holds at most {_size(most)}"
+    else:
+        most = max(on_disk - data_offset, 0)
+        held = f"the file holds {_size(most)} of data"
+    _check_claim(path, shape, np.dtype(dtype), most, held)
+
+
+def _check_claim(path: Path, shape: tuple[int, ...], dtype: np.dtype, most: int, held: str
+                 ) -> None:
+    """Refuse ``shape`` x ``dtype`` beyond ``most`` bytes (``held`` says why) or memory."""
+    size = math.prod(int(n) for n in shape) * dtype.itemsize
+    claim = f"header claims shape {tuple(int(n) for n in shape)} of {dtype.name} ({_size(size)})"
+    if size > most and size > CHEAP_CLAIM_BYTES:
+        raise DataError(path, f"{claim}, but {held}: a corrupt header or a truncated file; "
+                              "refused before reading")
+    memory = memory_bytes()
+    if memory is not None and size > memory:
+        raise DataError(path, f"{claim}, more than this machine's memory ({_size(memory)}): a "
+                              "corrupt header, or a volume too large to read here; refused "
+                              "before reading")
+
+
+def _size(count: int) -> str:
+    """A byte count for people: ``5.4 TB``, ``352 bytes``."""
+    if count < 1000:
+        return f"{count} bytes"
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        count /= 1000
+        if count < 1000 or unit == "PB":
+            return f"{count:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
 def _read_nifti(path: Path, role: str) -> Volume:
     import nibabel as nib
     from nibabel.openers import ImageOpener
 
     image = nib.load(str(path))
+    check_claimed_size(path, image.shape, image.get_data_dtype(),
+                       int(getattr(image.dataobj, "offset", 0)))
     # nibabel "fixes" a zero pixdim to 1 and a negative one to its absolute value
     # on load: check the stored values, so that a broken header is refused
     with ImageOpener(str(path)) as handle:
@@ -162,8 +247,12 @@ def _read_nifti(path: Path, role: str) -> Volume:
 def _read_npy(path: Path, spacing: tuple[float, ...] | None) -> Volume:
     if path.name.lower().endswith(".gz"):
         with gzip.open(path, "rb") as handle:
-            array = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+            data = io.BytesIO(handle.read())
+        _check_npy_header(path, data, len(data.getvalue()))
+        array = np.load(data, allow_pickle=False)
     else:
+        with path.open("rb") as handle:
+            _check_npy_header(path, handle, path.stat().st_size)
         array = np.load(path, allow_pickle=False)
     if array.ndim < 2:
         raise DataError(path, f"expected a 2D or 3D array, got shape {array.shape}")
@@ -173,6 +262,33 @@ def _read_npy(path: Path, spacing: tuple[float, ...] | None) -> Volume:
         raise DataError(path, f"spacing {spacing} does not fit shape {array.shape}")
     affine = np.diag([*zooms, *([1.0] * (4 - dims))])
     return Volume(array, zooms, affine, "npy")
+
+
+def _check_npy_header(path: Path, handle, total: int) -> None:
+    """:func:`check_claimed_size` for a ``.npy`` stream of ``total`` bytes (rewound after).
+
+    ``handle`` holds the uncompressed ``.npy`` bytes (a ``.npy.gz`` is
+    decompressed first), so the data can be no larger than what follows the
+    header. Headers that numpy cannot parse are left to ``np.load``'s message.
+    """
+    from numpy.lib import format as npy
+
+    start = handle.tell()
+    try:
+        version = npy.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(handle)
+        else:
+            return
+        offset = handle.tell() - start
+    except (ValueError, OSError, EOFError, SyntaxError):  # np.load says what is wrong
+        return
+    finally:
+        handle.seek(start)
+    most = max(total - offset, 0)
+    _check_claim(path, shape, dtype, most, f"the file holds {_size(most)} of data")
 
 
 def itk():
@@ -196,7 +312,11 @@ def _read_itk(path: Path) -> Volume:
         reader.SetFileNames(names)
         image = reader.Execute()
     else:
-        image = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()  # the header alone: refuse an absurd size first
+        _check_itk_claim(path, reader)
+        image = reader.Execute()
     if image.GetDimension() != 3:
         raise DataError(path, f"expected a 3D image, got {image.GetDimension()}D")
     array = sitk.GetArrayFromImage(image)  # (z, y, x[, c])
@@ -210,6 +330,22 @@ def _read_itk(path: Path) -> Volume:
     affine[:3, :3] = lps_to_ras @ direction @ np.diag(spacing)
     affine[:3, 3] = lps_to_ras @ np.asarray(image.GetOrigin(), dtype=float)
     return Volume(array, spacing, affine, "itk")
+
+
+def _check_itk_claim(path: Path, reader) -> None:
+    """:func:`check_claimed_size` from a SimpleITK reader's header information.
+
+    Only the memory bound applies: the data may be in another file (``.mhd``,
+    ``.nhdr``) and compressed or not.
+    """
+    name = itk().GetPixelIDValueAsString(reader.GetPixelID())  # "16-bit signed integer"
+    bits = next((int(word.split("-")[0]) for word in name.split() if word.endswith("-bit")), 64)
+    shape = (*reader.GetSize(), *((reader.GetNumberOfComponents(),)
+                                            if reader.GetNumberOfComponents() > 1 else ()))
+    kind = "f" if "float" in name else ("i" if "signed" in name and "unsigned" not in name
+                                        else "u")
+    dtype = np.dtype(f"{kind}{max(bits // 8, 1)}")
+    _check_claim(path, tuple(shape), dtype, math.prod(shape) * dtype.itemsize, "")
 
 
 def image_file_errors() -> tuple[type[BaseException], ...]:
@@ -254,6 +390,9 @@ def read_image2d(path: Path) -> np.ndarray:
         image = _open_image(path)
     except image_file_errors() as err:  # a bad file (PIL's plugins raise several types)
         raise DataError(path, f"unreadable image ({_describe(err)})") from None
+    except MemoryError:  # a size within PIL's bomb limit but beyond what is free now
+        raise DataError(path, "too large to read: out of memory (MemoryError) while reading "
+                              "it") from None
     # Outside the try: a fault in the conversion is a bug, not a property of the file.
     return image_array(image)
 
@@ -286,6 +425,9 @@ def read_mask2d(path: Path, channel: int | None = None, encoding: str = "grey"
         image = _open_image(path)
     except image_file_errors() as err:  # a bad file (PIL's plugins raise several types)
         raise DataError(path, f"unreadable mask ({_describe(err)})") from None
+    except MemoryError:  # a size within PIL's bomb limit but beyond what is free now
+        raise DataError(path, "too large to read: out of memory (MemoryError) while reading "
+                              "it") from None
     return mask_array(image, channel, path, encoding)
 
 

@@ -68,7 +68,8 @@ def label_spec(card: Card, options: LabelOptions | None = None,
                labels: Mapping[str, int] | None = None,
                regions: Mapping[str, Sequence[str | int]] | None = None,
                targets: Sequence[str] | None = None,
-               background: int | None = None) -> LabelSpec:
+               background: int | None = None,
+               own_files: Sequence[str] = ()) -> LabelSpec:
     """Build the label spec of ``card``.
 
     Parameters
@@ -79,11 +80,15 @@ def label_spec(card: Card, options: LabelOptions | None = None,
         The label options (default: the card's own).
     labels, regions, targets, background : optional
         Override the options' values (nnU-Net takes them from ``dataset.json``).
+    own_files : sequence of str
+        Targets read from mask files of their own (``target_masks``), each
+        binarised to value 1: not label values of one map.
 
     Raises
     ------
     ConfigError
-        A target with no label value, a region naming an unknown label.
+        A target with no label value, a region naming an unknown label, two
+        targets of one label map made of the same values.
     """
     opts = card.options if options is None else options
     if not isinstance(opts, LabelOptions):
@@ -115,6 +120,7 @@ def label_spec(card: Card, options: LabelOptions | None = None,
         else:
             raise ConfigError(f"{card.where}.targets: {target!r} has no label "
                               "value; define it in options.labels or options.regions")
+    _refuse_twins({t: v for t, v in resolved.items() if t not in own_files}, where)
     background = opts.background if background is None else background
     known = {background, *labels.values()}
     for values in resolved.values():
@@ -131,6 +137,18 @@ def label_spec(card: Card, options: LabelOptions | None = None,
         unknown=opts.unknown_labels,
         vote=opts.vote,
     )
+
+
+def _refuse_twins(resolved: Mapping[str, tuple[int, ...]], where: str) -> None:
+    """Refuse two targets made of the same label values: they would score identically."""
+    owners: dict[tuple[int, ...], str] = {}
+    for target, values in resolved.items():
+        if values in owners:
+            shown = values[0] if len(values) == 1 else list(values)
+            raise ConfigError(f"{where}: targets {owners[values]!r} and {target!r} are both "
+                              f"label value {shown}, so they would score identically: give "
+                              "each target its own value in options.labels or options.regions")
+        owners[values] = target
 
 
 def present_values(array: np.ndarray) -> np.ndarray:

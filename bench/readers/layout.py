@@ -203,7 +203,9 @@ class PatternReader(FileReader):
 
     def check_card(self, card: Card) -> None:
         super().check_card(card)
-        layouts(card)
+        for layout in layouts(card):
+            # targets without a value, or two targets of one value: refused when loaded
+            self.label_spec(card, CaseRef(id="", patient="", source=layout.name))
 
     def find_cases(self, card: Card, root: Path | None) -> tuple[list[CaseRef], list[Problem]]:
         assert root is not None  # pattern layouts need a root (see FileReader.scan)
@@ -242,7 +244,8 @@ class PatternReader(FileReader):
         labels = dict(layout.options.labels)
         for target in layout.target_masks:
             labels.setdefault(target, 1)  # read from its own files, not a label map
-        return label_spec(card, layout.options, labels=labels)
+        return label_spec(card, layout.options, labels=labels,
+                          own_files=tuple(layout.target_masks))
 
 
 def _scan_layout(card: Card, layout: Layout, root: Path, prefix: bool, used: set[Path],

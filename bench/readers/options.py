@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
 
 from bench.settings import Items, Settings
 
@@ -76,6 +76,19 @@ class LabelOptions(Settings):
         "rule)"))
     mask_channel: int | None = Field(None, ge=0, description=(
         "channel of a colour mask to read (colour masks with unequal channels need it)"))
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_values(cls, labels: dict[str, int]) -> dict[str, int]:
+        """Two names with one value would be one structure scored twice, identically."""
+        owners: dict[int, str] = {}
+        for name, value in labels.items():
+            if value in owners:
+                raise ValueError(f"{owners[value]!r} and {name!r} both have label value "
+                                 f"{value}: each name needs its own value (to score several "
+                                 "values as one target, use options.regions)")
+            owners[value] = name
+        return labels
 
 
 class VolumeFileOptions(Settings):
