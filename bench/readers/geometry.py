@@ -154,11 +154,79 @@ def volume_frames(image: np.ndarray, spacing: Sequence[float] | None, affine: np
     return volume, tuple(float(spacing[a]) for a in order), source
 
 
+def affine_parts(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A voxel-to-world affine as ``(origin, direction, spacing)``.
+
+    ``affine[:3, :3] = direction @ diag(spacing)``: the spacing is each
+    column's length and the direction its unit vector; the origin is the
+    world position of voxel (0, 0, 0).
+    """
+    linear = np.asarray(affine, dtype=float)[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    direction = linear / np.where(spacing > 0, spacing, 1.0)
+    return np.asarray(affine, dtype=float)[:3, 3].copy(), direction, spacing
+
+
+def geometry_difference(affine: np.ndarray, reference: np.ndarray, atol: float = 1e-3,
+                        rtol: float = 1e-4) -> str:
+    """What differs between two affines, for a message: each part with both values.
+
+    Parameters
+    ----------
+    affine : ndarray
+        The file's 4x4 voxel-to-world (mm) matrix (a mask's).
+    reference : ndarray
+        The matrix it should match (the image's).
+    atol, rtol : float
+        Tolerances in mm (origin, spacing) and relative; the direction, a unit
+        matrix, uses ``rtol`` as an absolute tolerance.
+
+    Returns
+    -------
+    str
+        E.g. ``"origin (0, 0, 0.5) mm vs the image's (0, 0, 0) mm"``, the
+        differing parts of origin, direction and spacing joined by ``"; "``
+        (all three shown when no single part is beyond its tolerance).
+    """
+    mine, theirs = affine_parts(affine), affine_parts(reference)
+    names = ("origin", "direction", "spacing")
+    close = (
+        np.allclose(mine[0], theirs[0], rtol=rtol, atol=atol),
+        np.allclose(mine[1], theirs[1], rtol=0.0, atol=rtol),
+        np.allclose(mine[2], theirs[2], rtol=rtol, atol=atol),
+    )
+    parts = [i for i in range(3) if not close[i]] or [0, 1, 2]
+    return "; ".join(f"{names[i]} {_shown(i, mine[i])} vs the image's {_shown(i, theirs[i])}"
+                     for i in parts)
+
+
+def _shown(part: int, value: np.ndarray) -> str:
+    """Origin and spacing in mm; a direction as its rows and axis codes (e.g. LPS)."""
+    if part == 1:
+        rows = ", ".join("(" + ", ".join(_number(v) for v in row) + ")" for row in value)
+        return f"({rows}) [{_axis_codes(value)}]"
+    return "(" + ", ".join(_number(v) for v in value) + ") mm"
+
+
+def _number(value: float) -> str:
+    return f"{float(value) + 0.0:.6g}"  # + 0.0: no "-0"
+
+
+def _axis_codes(direction: np.ndarray) -> str:
+    """Where each voxel axis points most (RAS world): ``"RAS"``, ``"LPS"``, ..."""
+    codes = ("LR", "PA", "IS")
+    found = []
+    for column in np.asarray(direction).T:
+        axis = int(np.argmax(np.abs(column)))
+        found.append(codes[axis][int(column[axis] > 0)])
+    return "".join(found)
+
+
 def to_source_order(volume: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
     """Put a ``(slice, row, col)`` array back in the source file's index order."""
     axes = meta.get("source_axes")
     return np.transpose(volume, axes) if axes is not None else volume
 
 
-__all__ = ["frame_order", "slicing_axis", "source_frame_order", "to_source_order",
-           "volume_frames", "window_intensities"]
+__all__ = ["affine_parts", "frame_order", "geometry_difference", "slicing_axis",
+           "source_frame_order", "to_source_order", "volume_frames", "window_intensities"]

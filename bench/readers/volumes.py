@@ -27,6 +27,7 @@ from bench.errors import DataError
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, RawCase
 from bench.readers.files import Volume, read_volume, suffix
+from bench.readers.geometry import geometry_difference
 from bench.readers.layout import PatternReader, VolumeLayoutOptions, VolumesOptions, read_masks
 from bench.readers.options import VolumeFileOptions
 from bench.readers.registry import register_reader
@@ -117,9 +118,9 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
             if geometry.array.shape[:3] == array.shape and not np.allclose(
                     geometry.affine, affine, rtol=1e-4, atol=1e-3):
                 raise DataError(path, f"geometry differs from the image {image_path} "
-                                      f"(affine {_short(geometry.affine)} vs {_short(affine)}, "
-                                      "beyond 1e-3 mm; options.check_geometry = false accepts "
-                                      "it)")
+                                      f"(affine: {geometry_difference(geometry.affine, affine)}"
+                                      ", beyond 1e-3 mm; options.check_geometry = false "
+                                      "accepts it)")
     meta = {
         "image": str(image_path),
         "mask": [str(p) for p in (ref.files.get("mask") or ())] or None,
@@ -134,10 +135,6 @@ def read_volume_case(options: VolumeFileOptions, ref: CaseRef, image: bool,
 
 def _format(path: Path) -> str:
     return suffix(path).lstrip(".") or "dicom"
-
-
-def _short(affine: np.ndarray) -> str:
-    return "diag(" + ", ".join(f"{v:.3g}" for v in np.diag(affine)[:3]) + ")"
 
 
 __all__ = ["VolumeReader", "label_reader", "read_volume_case", "select_channel"]
