@@ -96,10 +96,21 @@ def _check_distinct(folder: Path, flow: Flow, prediction: Prediction) -> None:
 
 
 def _write_png(path: Path, mask: np.ndarray) -> None:
-    from skimage.io import imsave
+    """Encode in memory, then write the bytes with a file this function closes.
 
+    An image library writing to the file itself keeps it open when the disk is
+    full; closing it at exit fails again and prints a traceback after the
+    one-line error. (PIL's encoder gives the bytes skimage's imsave wrote.)
+    """
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
     with atomic_path(path) as temp:
-        imsave(temp, mask.astype(np.uint8) * 255, check_contrast=False)
+        with open(temp, "wb") as handle:
+            handle.write(buffer.getvalue())
 
 
 def _write_nifti(path: Path, mask: np.ndarray, flow: Flow) -> None:
