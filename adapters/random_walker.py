@@ -51,6 +51,7 @@ from skimage.segmentation import random_walker
 from skimage.transform import resize
 
 from bench.frames import PackedMasks
+from bench.progress import frames_done
 from bench.settings import Settings
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
@@ -379,6 +380,7 @@ class RandomWalkerAdapter(Adapter):
             for k in range(n_frames):
                 t = nearest[k]
                 yield results[t].astype(np.float64) if k == t else step(k, results[t])
+                frames_done(k + 1, n_frames)
             return
         out: list[np.ndarray | None] = [None] * n_frames
         for t, result in results.items():
@@ -390,6 +392,7 @@ class RandomWalkerAdapter(Adapter):
                 while 0 <= k < n_frames and nearest[k] == t:
                     prob = step(k, previous)
                     out[k] = prob
+                    frames_done(sum(p is not None for p in out), n_frames)
                     previous = prob >= 0.5
                     k += direction
         yield from (p if p is not None else np.zeros(w) for p, w in zip(out, work, strict=True))

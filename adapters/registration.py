@@ -40,6 +40,7 @@ from skimage.registration import optical_flow_tvl1
 from skimage.transform import resize
 
 from bench.frames import PackedMasks
+from bench.progress import frames_done
 from bench.settings import Settings
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
@@ -325,6 +326,7 @@ class _Propagator:
                     # Slice k -> slice k - step (one nearer the template) -> template.
                     cumulative = compose_maps(cumulative, self.pair_map(k, k - step))
                     out[k] = warp_mask(mask, cumulative, self.shapes[k])
+                    frames_done(sum(m is not None for m in out), n_frames)
                     k += step
         return [
             m if m is not None else np.zeros(s, dtype=bool)
@@ -353,4 +355,5 @@ class _Propagator:
             self._maps.clear()  # they all start at image k, which is done
             if k not in kept:
                 self._work.pop(k, None)
+            frames_done(k + 1, n_frames)
         return out

@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="evaluate a dataset even if some of its cases cannot be read (they are "
                      "skipped and listed); by default such a dataset is refused, since its n "
                      "would differ from the published one")
+    run.add_argument("--prompt-kind", default=None,
+                     choices=["point", "point-random", "box", "box-jitter", "mask"],
+                     help="prompt kind of this run, instead of each card's one_prompt_kind "
+                     "(one-prompt) or the suite's prompt_kind; recorded in the ledger, "
+                     "config.json and the report, and part of the units' keys (so --resume "
+                     "never mixes kinds)")
     run.add_argument("--score-prompted", action="store_true",
                      help="also score the frames whose answer a prompt gave (one-prompt "
                      "templates, mask-prompted frames); they are reported in their own table "
@@ -191,11 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare every dataset, target, model and metric mean of RUN_DIR with a "
         "reference (a CSV written by --write-reference, a summary.json or a run directory). "
         "Direction-aware: a drop in Dice/IoU/NSD or a rise in HD95/ASSD beyond the tolerance, "
-        "a missing row and a changed case count are regressions. Exit status 0: all within "
-        "tolerance; 1: regressions (listed); 2: usage error.")
+        "a missing row and a changed case count are regressions; a run that scored no case "
+        "fails. `--against demo` uses the reference of the demo suite shipped with the "
+        "package, from any folder. Exit status 0: all within tolerance; 1: regressions "
+        "(listed) or nothing scored; 2: usage error or an unusable reference (e.g. no rows).")
     check.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     check.add_argument("--against", type=Path, default=None, metavar="REFERENCE",
-                       help="reference CSV, summary.json or run directory")
+                       help="reference CSV, summary.json or run directory, or demo: the "
+                       "built-in reference of `bench run --suite demo` (package data)")
     check.add_argument("--tolerance", default=None, metavar="T",
                        help="absolute tolerance on means: a number for every metric, or e.g. "
                        "'0.01,hd95=1.0' (default 1e-6)")
@@ -271,9 +280,14 @@ def _add_datasets_new(commands) -> None:
         "NRRD, MHA -> volume; PNG, JPEG, BMP, TIFF -> image-flow), the mask encoding from the "
         "values found (--labels when there are several, --threshold for JPEG masks). Each * of "
         "--images is a field (the file name's is the case id); the k-th * of --masks stands "
-        "for the k-th of --images. The card goes to --out (default: datasets/ beside bench.toml, "
-        "or ./cards with the built-in configuration); then `bench datasets check` runs on it.")
-    new.add_argument("name", metavar="NAME", help="the new card's name")
+        "for the k-th of --images, extra * of --images are free. Every image must pair with "
+        "one mask of its own and every mask with an image (else nothing is written and the "
+        "message names the files and the fix: --exclude, --missing-mask skip). The card goes "
+        "to --out (default: datasets/ beside bench.toml, or ./cards with the built-in "
+        "configuration; both are searched by the other commands); then `bench datasets check` "
+        "runs on it and, when it finds no error, the command to run it is printed.")
+    new.add_argument("name", metavar="NAME", help="the new card's name (letters, digits, . _ "
+                     "+ -)")
     source = new.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="GLOB", help="image files, e.g. 'skin/img/*.jpg'")
     source.add_argument("--nnunet", type=Path, metavar="FOLDER",
@@ -293,6 +307,23 @@ def _add_datasets_new(commands) -> None:
                      help="the imaging modality, e.g. CT, MR, dermoscopy (recorded in the card; "
                      "models with a modality-specific recipe, such as medsam2-ma's CT window, "
                      "refuse volumes without it); nnU-Net: read from dataset.json")
+    new.add_argument("--group", default=None, metavar="TEMPLATE|all",
+                     help="2D images: the flows, a template over the fields (e.g. '{dir1}') or "
+                     "'all' (default: one flow, or one per split folder such as training/test; "
+                     "never one per case folder, which one-prompt could not score)")
+    new.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                     help="2D images: at most N images per flow (a group is split in chunks)")
+    new.add_argument("--prompt-kind", default=None,
+                     choices=["point", "point-random", "box", "box-jitter", "mask"],
+                     help="the one-prompt prompt kind written to the card (one_prompt_kind; "
+                     "default point); `bench run --prompt-kind` overrides it for one run")
+    new.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                     help="shell-style pattern of files to leave out, relative to the root, "
+                     "* crossing folders (card option exclude; repeatable), e.g. masks "
+                     "without an image")
+    new.add_argument("--missing-mask", choices=["error", "skip"], default=None,
+                     help="an image without a mask: 'error' (default, refused) or 'skip' "
+                     "(left out; card option missing_mask)")
     new.add_argument("--image-column", default="image", help="--hf: column of the images")
     new.add_argument("--mask-column", default="mask", help="--hf: column of the masks")
     new.add_argument("--out", type=Path, default=None, metavar="DIR",

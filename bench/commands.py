@@ -8,6 +8,7 @@ which :func:`bench.cli.main` shows as one line.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -46,9 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                      random_weights=args.random_weights,
                      checkpoints=_assignments(args.checkpoint, "--checkpoint"),
                      skip_bad_cases=args.skip_bad_cases, roots=parse_roots(args.root),
-                     score_prompted=args.score_prompted)
+                     score_prompted=args.score_prompted, prompt_kind=args.prompt_kind)
     _check_layouts(plan, config.cards)
     run_dir = _run_dir(args, config, plan.suite)
+    _check_out_folder(run_dir, "--out" if args.out is not None else
+                      f"[defaults] out of {config.path}")
     names = ", ".join(d.name for d in plan.datasets)
     if plan.demo and plan.unconfigured:
         console.print(f"[yellow]No dataset root configured for suite '{plan.suite}': running on "
@@ -74,7 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with RunProgress() as progress:
         outcome = execute(plan, run_dir, resume=args.resume, progress=progress.notify,
-                          record={"argv": sys.argv[1:]}, executor=args.executor,
+                          record={"argv": sys.argv[1:],
+                                  "card_files": _card_sources(config, plan)},
+                          executor=args.executor,
                           workers=args.workers, ray_address=args.ray_address, shard=args.shard,
                           retries=args.retries, cache=cache)
     report_path = write_report(run_dir, ("md", "html"))
@@ -95,7 +100,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_failure_reasons(run_dir)
     console.print(f"report: {report_path}")
     failed = max(outcome.units_failed, outcome.units_failed_stored)
+    if not scored_cases(run_dir):
+        errors.print("FAIL: no case was scored, so this run measured nothing (the reason is "
+                     "above)", markup=False, soft_wrap=True)
+        return EXIT_FAILURES
     return EXIT_FAILURES if failed or outcome.read_failures else EXIT_OK
+
+
+def scored_cases(run_dir: Path) -> int:
+    """How many case scores the aggregates of ``run_dir`` hold (0: nothing was measured)."""
+    from bench.aggregate import aggregates_frame
+
+    summary = RunDir(run_dir).read_summary()
+    aggregates = aggregates_frame(summary["aggregates"])
+    if aggregates.empty or "n" not in aggregates:
+        return 0
+    return int(aggregates["n"].fillna(0).sum())
+
+
+def _card_sources(config, plan) -> dict[str, object]:
+    """For ``config.json``: the file of each dataset card the run used, and the cards it
+    shadowed (the notices naming them)."""
+    used = {d.name: str(d.card.path) if d.card.path else None for d in plan.datasets}
+    shadowed = [n for n in config.notices if any(f"dataset card {name!r}:" in n for name in used)]
+    return {"files": used, "shadowed": shadowed}
 
 
 def _print_failure_reasons(run_dir: Path, shown: int = 3) -> None:
@@ -126,8 +154,17 @@ def _check_layouts(plan, cards) -> None:
     """``bench datasets check``'s structural checks before any unit: errors refuse the run
     (one line, exit 2), warnings and notes are printed (the manifest records them)."""
     from bench.derive import check_layouts
+    from bench.errors import DataError
+    from bench.readers.scorable import one_prompt_problem
 
-    for name, problems in check_layouts(plan, cards).items():
+    found = check_layouts(plan, cards)
+    if plan.protocol == "one-prompt" and not plan.score_prompted:
+        for dataset in plan.datasets:
+            unscorable = one_prompt_problem(dataset.card, dataset.root)
+            if unscorable:
+                raise DataError(unscorable.path, f"dataset {dataset.name!r}: "
+                                f"{unscorable.message}")
+    for name, problems in found.items():
         for problem in problems:
             style = "yellow" if problem.severity == "warning" else "cyan"
             console.print(f"[{style}]{problem.severity}[/]: dataset {name}: "
@@ -208,8 +245,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = Table(show_header=True, header_style="bold")
     if args.what == "models":
         from bench.adapters import registered
+        from bench.adapters.base import source
 
         table.add_column("model")
+        table.add_column("source")  # built-in, or the distribution whose entry point adds it
         table.add_column("prompts")
         table.add_column("flows")
         table.add_column("description")
@@ -217,7 +256,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             if cls.hidden:
                 continue
             caps = cls.capabilities
-            table.add_row(name, ",".join(sorted(caps.prompt_kinds)),
+            table.add_row(name, source(name), ",".join(sorted(caps.prompt_kinds)),
                           ",".join(sorted(caps.flow_kinds)), cls.description)
     elif args.what == "protocols":
         from bench.prompts import PROTOCOLS
@@ -248,7 +287,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_check(args: argparse.Namespace) -> int:
-    from bench.readers.check import check_dataset
+    from bench.readers.check import check_dataset, has_errors
+    from bench.readers.scorable import one_prompt_problem
 
     config = _load_config(args)
     if args.name not in config.cards:
@@ -256,10 +296,15 @@ def cmd_datasets_check(args: argparse.Namespace) -> int:
     card = config.cards[args.name]
     root = args.root or config.root(card.name)
     if root is None and not card.synthetic:
-        raise ConfigError(f"no root for {card.name}: pass --root PATH or set [datasets] "
-                          f"{card.name} in {config.path}")
+        # Name the configuration the user is in; the package's own file is never edited.
+        where = (f"or create ./bench.toml with [datasets] {card.name} = \"PATH\" (no bench.toml "
+                 "was found here or above)" if config.builtin else
+                 f"or set [datasets] {card.name} = \"PATH\" in {config.path}")
+        raise ConfigError(f"no root for {card.name}: pass --root PATH {where}")
     with console.status(f"checking {card.name} ..."):
         problems = check_dataset(card, root, limit=args.limit, cards=config.cards)
+        if not has_errors(problems) and (unscorable := one_prompt_problem(card, root)):
+            problems.insert(0, unscorable)
     return _show_problems(card.name, problems)
 
 
@@ -284,19 +329,35 @@ def cmd_datasets_new(args: argparse.Namespace) -> int:
         card_from_globs,
         card_from_hf,
         card_from_nnunet,
+        check_name,
         parse_labels,
         write_card,
     )
 
+    # Everything that can refuse the command is checked before anything is written.
+    check_name(args.name)
+    folder, searched = _user_cards_folder(args)
+    if (folder / f"{args.name}.toml").exists() and not args.force:
+        raise ConfigError(f"{folder / f'{args.name}.toml'} exists; pass --force to replace it")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise ConfigError(f"--chunk-size: expected a positive number of images, got "
+                          f"{args.chunk_size}")
     labels = parse_labels(args.labels)
     if args.images is not None:
         if args.masks is None:
             raise ConfigError("--images needs --masks GLOB")
         new = card_from_globs(args.name, args.images, args.masks, kind=args.kind,
-                              labels=labels, threshold=args.threshold, case_id=args.case_id)
+                              labels=labels, threshold=args.threshold, case_id=args.case_id,
+                              group=args.group, chunk_size=args.chunk_size,
+                              exclude=args.exclude, missing_mask=args.missing_mask)
     else:
-        if args.masks is not None or args.kind is not None or args.case_id is not None:
-            raise ConfigError("--masks, --kind and --case-id go with --images")
+        given = [flag for flag, value in (("--masks", args.masks), ("--kind", args.kind),
+                                          ("--case-id", args.case_id), ("--group", args.group),
+                                          ("--chunk-size", args.chunk_size),
+                                          ("--exclude", args.exclude),
+                                          ("--missing-mask", args.missing_mask)) if value]
+        if given:
+            raise ConfigError(f"{', '.join(given)} go(es) with --images")
         new = (card_from_nnunet(args.name, args.nnunet) if args.nnunet is not None else
                card_from_hf(args.name, args.hf, args.image_column, args.mask_column, labels,
                             args.threshold))
@@ -304,35 +365,47 @@ def cmd_datasets_new(args: argparse.Namespace) -> int:
         if not args.modality.strip():
             raise ConfigError("--modality: give the modality, e.g. CT")
         new.table["modality"] = args.modality.strip()
-    folder, searched = _user_cards_folder(args)
+    if args.prompt_kind is not None:
+        new.table["one_prompt_kind"] = args.prompt_kind
     path = write_card(new.table, folder, force=args.force)
     card = load_card(path)
     options = ", ".join(f"{k} = {v!r}" for k, v in new.table["options"].items())
     console.print(f"wrote {path}: reader {card.reader}, kind {card.kind}, targets "
-                  f"{list(card.targets) or 'every label of dataset.json'}; {options}",
-                  markup=False, soft_wrap=True)
-    cards = "" if searched else f" --cards {folder}"
+                  f"{list(card.targets) or 'every label of dataset.json'}, one-prompt kind "
+                  f"{card.one_prompt_kind}; {options}", markup=False, soft_wrap=True)
+    cards = [] if searched else ["--cards", str(folder)]
     if new.root is None:
-        console.print(f"not checked (hub data is read on first use): bench datasets check "
-                      f"{card.name}{cards}", markup=False, soft_wrap=True)
+        console.print("not checked (hub data is read on first use): "
+                      + shlex.join(["bench", "datasets", "check", card.name, *cards]),
+                      markup=False, soft_wrap=True)
         return EXIT_OK
     with console.status(f"checking {card.name} ..."):
         problems = check_dataset(card, new.root)
     status = _show_problems(card.name, problems)
-    console.print(f"run it: bench run --suite one-prompt --datasets {card.name} --root "
-                  f"{card.name}={new.root}{cards}", markup=False, soft_wrap=True)
+    if status != EXIT_OK:
+        errors.print(f"{card.name}: fix the errors above (the card is {path}), then run "
+                     + shlex.join(["bench", "datasets", "check", card.name, "--root",
+                                   str(new.root), *cards]), markup=False, soft_wrap=True)
+        return status
+    console.print("run it: " + shlex.join(["bench", "run", "--suite", "one-prompt",
+                                           "--datasets", card.name, "--root",
+                                           f"{card.name}={new.root}", *cards]),
+                  markup=False, soft_wrap=True)
     return status
 
 
 def _user_cards_folder(args: argparse.Namespace) -> tuple[Path, bool]:
     """--out, else datasets/ beside the active bench.toml, else ./cards (built-in config);
-    and whether later commands find cards there without --cards."""
-    from bench.config import load_config
+    and whether later commands find cards there without --cards (the card search order of
+    :func:`bench.config.card_folders`)."""
+    from bench.config import card_folders, load_config
 
     config = load_config(args.config)
     beside = None if config.builtin else config.folder / "datasets"
     folder = args.out or beside or Path.cwd() / "cards"
-    return folder, beside is not None and folder.resolve() == beside.resolve()
+    searched = {f.resolve() for f in card_folders(config.path)}
+    return folder, folder.resolve() in searched or (
+        folder.resolve() == (Path.cwd() / "cards").resolve())
 
 
 def cmd_datasets_options(args: argparse.Namespace) -> int:
@@ -359,6 +432,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         check_run,
         findings_table,
         parse_tolerance,
+        run_means,
+        unscored_reason,
         write_reference,
     )
 
@@ -379,6 +454,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         console.print(frame_table(shown, f"{len(regressions)} regression(s) against "
                                   f"{args.against}"))
     tolerance_text = ", ".join(f"{k}={v:g}" for k, v in tolerance.items())
+    unscored = unscored_reason(run_means(args.run_dir))
+    if unscored is not None:  # a run that measured nothing never passes
+        errors.print(f"FAIL: {args.run_dir} measured nothing: {unscored}", markup=False,
+                     soft_wrap=True)
+        return EXIT_FAILURES
     if regressions:
         errors.print(f"FAIL: {len(regressions)} regression(s) (tolerance {tolerance_text})")
         for f in regressions:
@@ -464,6 +544,34 @@ def _run_dir(args: argparse.Namespace, config, suite: str) -> Path:
             raise ConfigError(f"--resume: no earlier run of suite {suite!r} under {base}")
         return runs[-1]
     return base / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _check_out_folder(run_dir: Path, source: str) -> None:
+    """Refuse a run folder that cannot be created, before any work; nothing is left behind.
+
+    The missing folders are created and removed again: only trying tells
+    (``/proc``, a read-only mount, a file in the way).
+    """
+    created: list[Path] = []
+    try:
+        missing = []
+        folder = Path(run_dir).absolute()
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        raise ConfigError(f"cannot create the run folder {run_dir} ({err.strerror or err}"
+                          f"{where}); choose another folder ({source})") from None
+    finally:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:  # something else wrote there meanwhile: leave it
+                pass
 
 
 def _assignments(items: Sequence[str], option: str) -> dict[str, str]:

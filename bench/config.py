@@ -13,10 +13,11 @@ each adapter validates its own table when it is created (:func:`bench.adapters.c
 Which file and which cards (:func:`load_config`): ``--config FILE``, else
 ``bench.toml`` in the working directory or a parent, else the built-in
 default (:mod:`bench.resources`), whose relative paths resolve against the
-working directory. Cards: the ``--cards`` folders in order, then
-``datasets/`` beside the active ``bench.toml``, then the built-in cards; a
-card that hides a different one of the same name is reported in
-:attr:`Config.notices`.
+working directory. Cards: the ``--cards`` folders in order, then ``./cards``,
+then ``datasets/`` beside the active ``bench.toml``, then the built-in cards;
+the first card of a name wins, and one that hides a different card of the
+same name is reported in :attr:`Config.notices` (printed by every command and
+recorded in a run's ``config.json``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from bench.readers.cards import Card, card_to_table, load_cards
 from bench.settings import Items, Settings, read_toml, table_reference, validate
 
 CONFIG_NAME = resources.CONFIG_NAME
+# Cards of the working directory: `bench datasets new` writes there without a bench.toml.
+USER_CARDS_FOLDER = "cards"
 
 #: A metric name: those :func:`bench.metrics.score_case` computes.
 MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
@@ -101,6 +104,10 @@ class Suite(Settings):
     seeds: Seeds = Field((), description="seeds; empty: [defaults] seed")
     empty_policy: EmptyChoice | None = Field(None, description="both-empty cases; none: "
                                              "[defaults] empty_policy")
+    model_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="[suites.NAME.model_settings.MODEL]: settings of "
+        "model MODEL in this suite only, over its [models.MODEL] table (e.g. the "
+        "official-code suite's medsam2 click_order); recorded in the run's plan")
 
     _name: str = PrivateAttr("")
 
@@ -175,6 +182,17 @@ class Config:
         """The configured root of ``dataset``, or None when not configured."""
         return self.roots.get(dataset)
 
+    def model_settings(self, model: str, suite: str | None = None) -> dict[str, Any]:
+        """``[models.MODEL]``, with ``[suites.SUITE.model_settings.MODEL]`` over it.
+
+        Paths of both resolve against :attr:`folder`.
+        """
+        chosen = dict(self.models.get(model, {}))
+        if suite is not None and suite in self.suites:
+            table = self.suites[suite].model_settings.get(model, {})
+            chosen.update(_resolve_paths(dict(table), self.folder))
+        return chosen
+
 
 def search_config(start: Path | None = None) -> Path | None:
     """``bench.toml`` in ``start`` (default: the working directory) or a parent, else None."""
@@ -195,7 +213,7 @@ def load_config(path: Path | None = None, cards: Sequence[Path] = ()) -> Config:
         The file (``--config``); default: :func:`search_config`'s, else the
         built-in default.
     cards : sequence of Path
-        Card folders searched first (``--cards``), in order; then
+        Card folders searched first (``--cards``), in order; then ``./cards``,
         ``datasets/`` beside the file, then the built-in cards.
 
     Raises
@@ -223,12 +241,14 @@ def load_config(path: Path | None = None, cards: Sequence[Path] = ()) -> Config:
 
 
 def card_folders(config_path: Path, extra: Sequence[Path] = ()) -> list[Path]:
-    """The card folders in search order, each once: ``extra``, beside the file, built-in."""
+    """The card folders in search order, each once: ``extra`` (``--cards``), ``./cards``
+    (where ``bench datasets new`` writes without a ``bench.toml``), ``datasets/`` beside
+    the file, the built-in cards."""
     for given in extra:
         if not Path(given).is_dir():
             raise ConfigError(f"--cards {given}: no such folder")
-    candidates = [*map(Path, extra), Path(config_path).parent / resources.CARDS_FOLDER,
-                  resources.builtin_cards()]
+    candidates = [*map(Path, extra), Path.cwd() / USER_CARDS_FOLDER,
+                  Path(config_path).parent / resources.CARDS_FOLDER, resources.builtin_cards()]
     folders: list[Path] = []
     for folder in candidates:
         if folder.is_dir() and folder.resolve() not in {f.resolve() for f in folders}:
@@ -251,7 +271,8 @@ def load_card_folders(folders: Sequence[Path]) -> tuple[dict[str, Card], tuple[s
             kept = cards.setdefault(name, card)
             if kept is not card and card_to_table(kept) != card_to_table(card):
                 which = "the built-in card" if folder.resolve() == builtin else "the card"
-                notices.append(f"dataset card {kept.path} shadows {which} {card.path}")
+                notices.append(f"dataset card {name!r}: using {kept.path}, which shadows "
+                               f"{which} {card.path}")
     return dict(sorted(cards.items())), tuple(notices)
 
 

@@ -31,12 +31,13 @@ from bench.progress import (
     DatasetReading,
     DatasetRefused,
     Event,
+    FramesDone,
     UnitFinished,
     UnitRetrying,
     UnitsPlanned,
 )
 from bench.report.tables import results_table
-from bench.rundir import RunDir
+from bench.rundir import RunDir, random_weight_models
 
 # Pipes and CI logs get a fixed width wide enough for the results table.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
@@ -63,6 +64,9 @@ def print_results(run_dir: Path) -> None:
     """The report's results table without intervals (they are in the report)."""
     rundir = RunDir(run_dir)
     summary = rundir.read_summary()
+    stamped = random_weights_of(rundir, summary)
+    if stamped:
+        console.print(random_weights_banner(stamped), style="bold red", markup=False)
     aggregates = aggregates_frame(summary["aggregates"])
     if aggregates.empty:
         plan = rundir.read_plan()
@@ -77,8 +81,23 @@ def print_results(run_dir: Path) -> None:
     title = "Mean per dataset, target and model (95 % CIs in report.md)"
     if summary["demo_data"]:
         title += " - SYNTHETIC demo data"
+    if stamped:
+        title += " - RANDOM WEIGHTS, meaningless"
     console.print(frame_table(shown, title, headers=_COUNT_HEADERS,
                               right=[*metrics, *_COUNT_HEADERS]))
+
+
+def random_weights_of(rundir: RunDir, summary: dict) -> list[str]:
+    """The models of a run stamped as run with random weights (summary, else run record)."""
+    if "random_weights" in summary:
+        return list(summary["random_weights"])
+    return random_weight_models(rundir.read_config()) if rundir.config_path.exists() else []
+
+
+def random_weights_banner(models: Collection[str]) -> str:
+    """The console line above the results of a run with random weights."""
+    return (f"RANDOM WEIGHTS (--random-weights): the results of {', '.join(models)} are "
+            "MEANINGLESS, a smoke test only; metrics.csv marks their rows random_weights=True")
 
 
 class _RateColumn(ProgressColumn):
@@ -100,6 +119,10 @@ class RunProgress:
     units still to compute (units reused from an earlier attempt are
     reported, not counted, so that throughput and ETA are those of the work
     left); its label tallies cache hits, failures and retries.
+
+    Frames (:class:`~bench.progress.FramesDone`, units run in this process):
+    a second bar for the running unit's frames, or the frame count in the
+    plain lines, so that a dataset of one long flow visibly moves.
 
     Without one (CI logs, ``nohup``, pipes): plain lines, a bar would print
     nothing until the end. A line when a dataset's units start, then one when
@@ -142,6 +165,8 @@ class RunProgress:
         self._started = self._last = 0.0
         self._dataset: str | None = None  # of the last plain line
         self._current = ""
+        self._frames: tuple[int, int] | None = None  # (done, total) of the running unit
+        self._frames_task = None
 
     def __enter__(self) -> RunProgress:
         if self._progress is not None:
@@ -200,7 +225,20 @@ class RunProgress:
             self._counts["retried"] += 1
             self._show(f"[yellow]retrying[/] {event.dataset}/{event.flow} {event.model} seed "
                        f"{event.seed} (attempt {event.attempt}): {escape(event.reason)}")
+        elif isinstance(event, FramesDone):
+            self._frames = (event.done, event.total)
+            if self._progress is not None:
+                if self._frames_task is None:
+                    self._frames_task = self._progress.add_task("  frames of this unit",
+                                                                total=event.total)
+                self._progress.update(self._frames_task, completed=event.done,
+                                      total=event.total)
+            elif self._plain and self._clock() - self._last >= self._interval:
+                self._status()
         elif isinstance(event, UnitFinished):
+            self._frames = None
+            if self._frames_task is not None:
+                self._progress.update(self._frames_task, completed=0)
             self._counts["cached"] += event.cache == "hit"
             self._counts["failed"] += event.status == "error"
             self._done += 1
@@ -222,8 +260,10 @@ class RunProgress:
         rate = self._done / elapsed if elapsed > 0 else 0.0
         eta = f", ETA {_clock_text((self._total - self._done) / rate)}" if rate > 0 else ""
         last = f", last: {self._current}" if self._current else ""
+        frames = (f", running unit: frame {self._frames[0]}/{self._frames[1]}"
+                  if self._frames else "")
         self._line(f"units {self._done}/{self._total} after {_clock_text(elapsed)}{eta}{last}"
-                   + self._tally())
+                   f"{frames}" + self._tally())
 
     def _show(self, markup: str) -> None:
         if self._progress is not None:

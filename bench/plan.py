@@ -20,6 +20,7 @@ from bench.errors import ConfigError, unknown_name
 from bench.prompts import get_protocol
 from bench.prompts.protocols import ProtocolParams
 from bench.readers.cards import Card
+from bench.settings import validate
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def make_plan(
     skip_bad_cases: bool = False,
     roots: Mapping[str, str | Path] | None = None,
     score_prompted: bool = False,
+    prompt_kind: str | None = None,
 ) -> RunPlan:
     """Build the plan for ``suite_name``; the caller's choices override the suite's own.
 
@@ -119,7 +121,9 @@ def make_plan(
     ``bench.toml``; a dataset outside the suite's list runs when named in
     ``datasets`` (``plan.extra_datasets`` lists it). ``score_prompted``
     (``--score-prompted``) keeps the rows of given (prompted) frames, apart
-    (:mod:`bench.prompts.scope`).
+    (:mod:`bench.prompts.scope`). ``prompt_kind`` (``--prompt-kind``) sets the
+    protocol's ``prompt_kind`` parameter, so it is part of the plan and the
+    units' keys.
 
     Raises
     ------
@@ -135,14 +139,21 @@ def make_plan(
         raise ConfigError(f"--limit: expected a non-negative integer, got {limit!r}")
     run_seeds = _choose_seeds(seeds) if seeds else (suite.seeds or (config.defaults.seed,))
     _check_model_names(config, suite, models or (), checkpoints or {})
+    protocol_params = dict(protocol_params or {})
+    if prompt_kind is not None:
+        if "prompt_kind" not in get_protocol(suite.protocol).params.model_fields:
+            raise ConfigError(f"--prompt-kind: protocol {suite.protocol!r} of suite "
+                              f"{suite_name!r} has no prompt kind to choose")
+        protocol_params["prompt_kind"] = prompt_kind
     params = get_protocol(suite.protocol).settings(
-        {**suite.protocol_params, **(protocol_params or {})},
+        {**suite.protocol_params, **protocol_params},
         where=f"[suites.{suite_name}.protocol_params]")
     roots = _check_roots(config, roots or {})
     chosen, unconfigured = _choose_datasets(config, suite, datasets, roots)
 
     run_models = _distinct("--models", models) if models else suite.models
-    settings = _model_settings(config, run_models, device, random_weights, checkpoints or {})
+    settings = _model_settings(config, run_models, device, random_weights, checkpoints or {},
+                               suite_name)
     skipped = {}
     for model in run_models:
         reason = create(model, settings[model]).unavailable()
@@ -200,6 +211,7 @@ def _check_model_names(config: Config, suite: Suite, models: Sequence[str],
     where = config.path.name
     for names, place in ((models, "--models"), (checkpoints, "--checkpoint"),
                          (suite.models, f"{where}: [suites.{suite.name}].models"),
+                         (suite.model_settings, f"{where}: [suites.{suite.name}.model_settings]"),
                          (config.models, f"{where}: [models]")):
         for name in names:
             if name not in known:
@@ -244,6 +256,7 @@ def _choose_datasets(config: Config, suite: Suite, datasets: Sequence[str] | Non
     configured = [d for d in suite.datasets if runnable(d)]
     unconfigured = tuple(d for d in suite.datasets if d not in configured)
     if datasets:
+        unconfigured = ()  # the user named what to run: the suite's others are not skipped
         for name in datasets:
             if name not in config.cards:
                 raise unknown_name("dataset", name, config.cards, "--datasets")
@@ -267,11 +280,16 @@ def _choose_datasets(config: Config, suite: Suite, datasets: Sequence[str] | Non
 
 
 def _model_settings(config: Config, models: Sequence[str], device: str | None,
-                    random_weights: bool, checkpoints: dict[str, str]) -> dict[str, dict]:
+                    random_weights: bool, checkpoints: dict[str, str],
+                    suite: str | None = None) -> dict[str, dict]:
     adapters = registered()
     settings = {}
     for model in models:
-        chosen = dict(config.models.get(model, {}))
+        chosen = config.model_settings(model, suite)
+        if suite is not None and model in config.suites[suite].model_settings:
+            # A bad value set for this suite is named in its table, not in [models.MODEL].
+            validate(adapters[model].Options, chosen, f"{config.path.name}: "
+                     f"[suites.{suite}.model_settings.{model}] over [models.{model}]")
         if adapters[model].capabilities.needs_weights:
             if device is not None:
                 chosen["device"] = device

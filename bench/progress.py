@@ -4,12 +4,15 @@
 with one of these, in this order: :class:`DatasetReading` and, for a dataset
 with unreadable cases that is not evaluated, :class:`DatasetRefused` (per
 dataset, while the prompt ledger is derived); :class:`UnitsPlanned` once; then
-:class:`UnitRetrying` and :class:`UnitFinished` as units come back.
+:class:`UnitRetrying` and :class:`UnitFinished` as units come back, and
+:class:`FramesDone` while a unit of the local executor runs (so that a
+dataset of one long flow visibly moves).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,9 +77,47 @@ class UnitFinished:
     seconds: float | None
 
 
-Event = DatasetReading | DatasetRefused | UnitsPlanned | UnitRetrying | UnitFinished
+@dataclass(frozen=True)
+class FramesDone:
+    """Inside the running unit: ``done`` of its ``total`` frames are predicted.
+
+    Sent while a unit runs in the driver process (the local executor), from
+    the adapters' frame loops through :func:`frames_done`; units in worker
+    processes report only when they finish.
+    """
+
+    done: int
+    total: int
+
+
+Event = (DatasetReading | DatasetRefused | UnitsPlanned | UnitRetrying | UnitFinished
+         | FramesDone)
 Progress = Callable[[Event], None]
 
 
 def ignore(event: Event) -> None:
     """A progress callback that shows nothing."""
+
+
+# The driver's listener of frame progress; None in worker processes (nothing to tell).
+_FRAME_LISTENER: list[Callable[[int, int], None]] = []
+
+
+def frames_done(done: int, total: int) -> None:
+    """Called by adapters in their frame loops: ``done`` of ``total`` frames predicted.
+
+    Cheap when nobody listens (worker processes, tests), so a loop may call it
+    once per frame.
+    """
+    if _FRAME_LISTENER:
+        _FRAME_LISTENER[-1](done, total)
+
+
+@contextmanager
+def listening_to_frames(notify: Progress) -> Iterator[None]:
+    """While inside, :func:`frames_done` sends :class:`FramesDone` events to ``notify``."""
+    _FRAME_LISTENER.append(lambda done, total: notify(FramesDone(done, total)))
+    try:
+        yield
+    finally:
+        _FRAME_LISTENER.pop()

@@ -33,7 +33,14 @@ from bench.derive import derive_ledger
 from bench.errors import ConfigError
 from bench.executors import Executor, UnitSink, make_executor, module_paths
 from bench.plan import RunPlan
-from bench.progress import Progress, UnitFinished, UnitRetrying, UnitsPlanned, ignore
+from bench.progress import (
+    Progress,
+    UnitFinished,
+    UnitRetrying,
+    UnitsPlanned,
+    ignore,
+    listening_to_frames,
+)
 from bench.prompts import ledger
 from bench.rundir import RunDir, UnitRecord, card_record
 from bench.shard import in_shard, parse_shard, shard_text
@@ -151,8 +158,9 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
                           modules=modules, paths=module_paths(modules))
     local = UnitWorker(context, adapters=adapters, cache=store) if runner.name == "local" \
         else None
-    runner.run(pending, context, _Recorder(rundir, plan, outcome, notify), retries=retries,
-               local_worker=local)
+    with listening_to_frames(notify):  # units running here report their frames
+        runner.run(pending, context, _Recorder(rundir, plan, outcome, notify),
+                   retries=retries, local_worker=local)
 
     table = rundir.write_metrics()
     outcome.cases_failed = int(

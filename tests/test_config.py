@@ -282,9 +282,31 @@ def test_the_card_search_order_is_option_folders_beside_the_file_built_in(tmp_pa
     loaded = load_config(config, cards=[tmp_path / "first", tmp_path / "second"])
     assert loaded.cards["mine"].title == "first" and loaded.cards["theirs"].title == "second"
     assert loaded.notices == (
-        f"dataset card {first} shadows the card {tmp_path / 'second' / 'mine.toml'}",
-        f"dataset card {first} shadows the card {beside}")
+        f"dataset card 'mine': using {first}, which shadows the card "
+        f"{tmp_path / 'second' / 'mine.toml'}",
+        f"dataset card 'mine': using {first}, which shadows the card {beside}")
     assert list(loaded.cards) == sorted(loaded.cards)
+
+
+def test_cards_of_the_working_directory_come_after_option_folders_before_beside(
+        tmp_path, monkeypatch):
+    # ./cards is where `bench datasets new` writes when there is no bench.toml
+    config = tmp_path / "project" / "bench.toml"
+    config.parent.mkdir()
+    config.write_text("")
+    beside = _card(tmp_path / "project" / "datasets", "mine", "beside")
+    here = _card(tmp_path / "work" / "cards", "mine", "here")
+    _card(tmp_path / "work" / "cards", "only-here", "here")
+    option = _card(tmp_path / "option", "mine", "option")
+    monkeypatch.chdir(tmp_path / "work")
+    loaded = load_config(config)
+    assert loaded.cards["mine"].path == here and "only-here" in loaded.cards
+    assert loaded.notices == (f"dataset card 'mine': using {here}, which shadows the card "
+                              f"{beside}",)
+    loaded = load_config(config, cards=[tmp_path / "option"])
+    assert loaded.cards["mine"].path == option
+    monkeypatch.chdir(tmp_path)
+    assert load_config(config).cards["mine"].path == beside
 
 
 def test_a_card_hiding_a_built_in_one_gives_one_notice_naming_both(tmp_path):
@@ -294,7 +316,8 @@ def test_a_card_hiding_a_built_in_one_gives_one_notice_naming_both(tmp_path):
     loaded = load_config(config, cards=[tmp_path / "cards"])
     assert loaded.cards["isic"].title == "my ISIC"
     builtin = resources.builtin_cards() / "isic.toml"
-    assert loaded.notices == (f"dataset card {mine} shadows the built-in card {builtin}",)
+    assert loaded.notices == (f"dataset card 'isic': using {mine}, which shadows the built-in "
+                              f"card {builtin}",)
     # An unchanged copy of the built-in cards (a copied work folder) hides nothing.
     shutil.copytree(ROOT / "datasets", tmp_path / "datasets")
     assert load_config(config).notices == ()
@@ -314,6 +337,6 @@ def test_the_cli_prints_the_shadowing_notice_and_lists_the_user_card(tmp_path, c
     captured = capsys.readouterr()
     assert code == 0
     assert captured.err.splitlines() == [
-        f"notice: dataset card {mine} shadows the built-in card "
+        f"notice: dataset card 'isic': using {mine}, which shadows the built-in card "
         f"{resources.builtin_cards() / 'isic.toml'}"]
     assert "my-lesions" in captured.out and "demo-ct" in captured.out

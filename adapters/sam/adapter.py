@@ -92,6 +92,7 @@ from bench.adapters.torch_utils import (
 )
 from pydantic import Field
 
+from bench.progress import frames_done
 from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt
 
@@ -209,7 +210,7 @@ class _FrameSam(Adapter):
             return Prediction(masks=masks, scores=scores, logits=logits)
         loaded = self.load()
         images = frames_uint8(flow.frames, flow.kind)
-        for index in wanted:
+        for done, index in enumerate(wanted, 1):
             frame = self._frame(loaded, images[index])
             for target, by_frame in grouped.items():
                 entry = by_frame.get(index)
@@ -217,6 +218,7 @@ class _FrameSam(Adapter):
                     continue
                 (masks[target][index], scores[target][index],
                  logits[target][index]) = self._segment(frame, entry)
+            frames_done(done, len(wanted))
         return Prediction(masks=masks, scores=scores, logits=logits)
 
     def _check_prompt(self, entry: Any, where: str) -> None:

@@ -85,6 +85,7 @@ from bench.adapters.torch_utils import (
 from pydantic import Field
 
 from bench.errors import ConfigError
+from bench.progress import frames_done
 from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt
 
@@ -347,6 +348,7 @@ class SAM2Adapter(Adapter):
         for reverse in (False, True):
             for frame_idx, _, video_masks in predictor.propagate_in_video(state, reverse=reverse):
                 logits[frame_idx] = video_masks[0:1].float()
+                frames_done(len(logits), len(shapes))
         masks, low_res = [], []
         for frame_idx, shape in enumerate(shapes):
             frame_logits = logits[frame_idx]

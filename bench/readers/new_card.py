@@ -15,8 +15,16 @@ card's table, validated, and the dataset root it was made for):
 
 What is inferred, and what is not guessed:
 
-- the kind from the image files: NIfTI / NRRD / MHA / MHD -> ``volume``,
-  PNG / JPEG / BMP / TIFF -> ``image-flow``;
+- the kind from the image files: NIfTI / NRRD / MHA / MHD / ``.npy`` / DICOM
+  series folders -> ``volume``, PNG / JPEG / BMP / TIFF / GIF / PPM / PGM (and
+  their ``.gz``) -> ``image-flow``;
+- the flows of 2D images (:func:`default_group`): one flow per dataset, or
+  one per split when a folder (or a free file-name field) names splits
+  (``training``, ``test``, ``Dataset 1``...); never one flow per case folder;
+- the pairing of images and masks is checked before anything is written
+  (:func:`pairing_problem`): an image without a mask, a mask without an
+  image and two images claiming one mask are refused, naming the files and
+  the option that fixes them;
 - the modality only where the files say it (an nnU-Net dataset with one
   channel name); otherwise it is left empty;
 - the mask encoding from the values found in (a sample of) the masks: one
@@ -42,14 +50,23 @@ from bench.readers.cards import card_from_table
 from bench.readers.files import read_mask2d, read_volume, suffix
 from bench.readers.patterns import Pattern
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".npy")
+# Every 2D format bench.readers.files reads (PIL's plugins; STARE ships .ppm.gz).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
+                  ".pbm", ".pnm", ".ppm.gz", ".pgm.gz")
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 # Masks read to infer the encoding: evenly spaced over the listing (volumes are slow).
 SAMPLE_MASKS = {"image-flow": 40, "volume": 5}
 # More distinct values than this (without --labels) look like grey levels, not labels.
 MAX_LABELS = 20
 DEFAULT_TARGET = "foreground"
+# A card name is a file name in a cards folder: no path separators, no "..".
+CARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# Folder (or free file-name field) values that name a split of the data, not a case.
+SPLIT_WORDS = re.compile(r"train|valid|val(?![a-z])|test|dev(?![a-z])|set|fold|split",
+                         re.IGNORECASE)
+# Names shown when a pairing problem lists files.
+SHOWN = 3
 
 
 @dataclass
@@ -88,9 +105,20 @@ def parse_labels(text: str | None) -> dict[str, int]:
     return labels
 
 
+def check_name(name: str) -> str:
+    """``name`` when it can be a card's file name, else a ConfigError (before any write)."""
+    if not CARD_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"card name {name!r}: use letters, digits and . _ + - only (no '/', "
+                          "no '..'); the card is written as NAME.toml in the cards folder")
+    return name
+
+
 def card_from_globs(name: str, images: str, masks: str, *, kind: str | None = None,
                     labels: Mapping[str, int] | None = None, threshold: float | None = None,
-                    case_id: str | None = None, base: Path | None = None) -> NewCard:
+                    case_id: str | None = None, base: Path | None = None,
+                    group: str | None = None, chunk_size: int | None = None,
+                    exclude: Sequence[str] = (), missing_mask: str | None = None
+                    ) -> NewCard:
     """A ``pairs2d`` or ``volumes`` card from image and mask globs.
 
     Parameters
@@ -99,7 +127,9 @@ def card_from_globs(name: str, images: str, masks: str, *, kind: str | None = No
         The card's name.
     images, masks : str
         Globs (or templates) of the image and mask files, relative to ``base``
-        or absolute (see the module docstring).
+        or absolute (see the module docstring). The k-th ``*`` of ``masks``
+        stands for the k-th ``*`` of ``images``; further ``*`` of ``images``
+        are free (e.g. ``21_training.tif`` against ``21_manual1.gif``).
     kind : {"image-flow", "volume"}, optional
         Default from the image files; ``"image-flow"`` with volume files
         slices the volumes into 2D images.
@@ -110,25 +140,36 @@ def card_from_globs(name: str, images: str, masks: str, *, kind: str | None = No
         folder fields and ``{id}`` joined by ``/``).
     base : Path, optional
         Folder relative globs start from (default: the working directory).
+    group : str, optional
+        The flows of 2D images: a template over the fields, or ``"all"``
+        (default: :func:`default_group`).
+    chunk_size : int, optional
+        Images per flow (a group is split into chunks).
+    exclude : sequence of str
+        Shell-style patterns of files to leave out (card option ``exclude``).
+    missing_mask : {"error", "skip"}, optional
+        What an image without a mask is (card option ``missing_mask``).
 
     Raises
     ------
     ConfigError
         One line saying what to pass: globs that match nothing or do not
         pair up, a kind that does not fit the files, an ambiguous mask
-        encoding (with the values found).
+        encoding (with the values found), a layout one-prompt cannot score.
     """
+    check_name(name)
     base = Path.cwd() if base is None else base
     root, (image_t, mask_t) = split_root([images, masks], base)
     fields: list[str] = []
     if "{" not in images:
         image_t, fields = _stars_to_fields(image_t, None, "--images")
         mask_t, _ = _stars_to_fields(mask_t, fields, "--masks")
-    mask_files = [path for path, _ in Pattern(_wildcards(mask_t)).find(root)]
+    exclude = list(exclude)
+    mask_files = [path for path, _ in Pattern(_wildcards(mask_t)).find(root, exclude)]
     if not mask_files:
         raise ConfigError(f"--masks {masks!r} matches no file under {root}")
     field_re = _apart(image_t, mask_t, mask_files, root)
-    found = Pattern(image_t, field_re).find(root)
+    found = Pattern(image_t, field_re).find(root, exclude)
     if not found:
         raise ConfigError(f"--images {images!r} matches no file under {root}")
     file_kind = _kind_of(found[0][0], "--images")
@@ -141,19 +182,126 @@ def card_from_globs(name: str, images: str, masks: str, *, kind: str | None = No
     options = {"image": image_t, "mask": mask_t, **options}
     if field_re:
         options["fields"] = field_re
-    dir_fields = [f for f in fields if f != "id"]
+    if exclude:
+        options["exclude"] = exclude
+    if missing_mask is not None:
+        options["missing_mask"] = missing_mask
+    # Folder fields that repeat the file's id (a folder per case) add nothing to the case id.
+    dir_fields = [f for f in fields if not f.startswith("id")
+                  and not all(found_fields.get(f) == found_fields.get("id")
+                              for _, found_fields in found)]
+    # File-name fields the masks share identify the case; free ones (e.g. "training") do not.
+    name_fields = [f for f in fields if f.startswith("id") and f in Pattern(mask_t).fields]
     if case_id is not None:
         options["case_id"] = case_id
-    elif dir_fields:
-        options["case_id"] = "/".join("{" + f + "}" for f in [*dir_fields, "id"])
-    if card_kind == "image-flow" and dir_fields and file_kind == "image-flow":
-        options["group"] = "/".join("{" + f + "}" for f in dir_fields)  # a flow per folder
+    elif dir_fields or len(name_fields) > 1:
+        options["case_id"] = "/".join(["{" + f + "}" for f in dir_fields]
+                                      + ["_".join("{" + f + "}" for f in name_fields)])
+    if card_kind == "image-flow":
+        chosen = group if group is not None else default_group(image_t, found, fields)
+        if chosen != "all":
+            options["group"] = chosen
+        if chunk_size is not None:
+            options["chunk_size"] = chunk_size
+    elif group is not None or chunk_size is not None:
+        raise ConfigError("--group and --chunk-size group 2D images into flows; a volume is "
+                          "its own flow (use --kind image-flow to slice volumes into images)")
     if card_kind == "image-flow" and file_kind == "volume":
         options["as_image_flow"] = True
     table = _card(name, "volumes" if file_kind == "volume" else "pairs2d", card_kind, targets,
                   f"Written by `bench datasets new` from images {images!r} and masks "
                   f"{masks!r} (root {root}).", options)
+    problem = pairing_problem(table, root)
+    if problem:
+        raise ConfigError(problem)
     return NewCard(table, root, len(found))
+
+
+def default_group(image_t: str, found: Sequence[tuple[Path, Mapping[str, str]]],
+                  fields: Sequence[str]) -> str:
+    """The flows of a new 2D card: ``"all"`` (one flow), or one per split field.
+
+    A split field is a folder ``*`` (or a free ``*`` of the file name) whose
+    every value, read with the literal text around it in its path segment,
+    names a split: ``training``/``test``, ``Dataset 1``, ``fold0``... A
+    case folder (``IMD002``) is never a flow of its own: one-prompt would
+    then have nothing left to score.
+    """
+    segments = image_t.split("/")
+    split = []
+    for field in fields:
+        if field == "id":
+            continue
+        holder = next((seg for seg in segments if "{" + field + "}" in seg), None)
+        if holder is None:
+            continue
+        texts = {re.sub(r"\{\w+\}", "", holder.replace("{" + field + "}", f[field]))
+                 for _, f in found if field in f}
+        if not texts or not all(SPLIT_WORDS.search(text) for text in texts):
+            continue
+        # A field that splits the files exactly as those chosen (training/ and _training) is
+        # the same split said twice.
+        before = {tuple(f.get(x) for x in split) for _, f in found}
+        after = {tuple(f.get(x) for x in [*split, field]) for _, f in found}
+        if not split or len(after) > len(before):
+            split.append(field)
+    return "/".join("{" + f + "}" for f in split) or "all"
+
+
+def pairing_problem(table: Mapping[str, Any], root: Path) -> str | None:
+    """The first pairing problem of a new card's layout, as one line naming the fix.
+
+    Reads no pixel: the reader's own listing (:meth:`FileReader.scan`) pairs
+    the files exactly as ``bench run`` will. Problems, in order: files two
+    templates both match (ambiguous), masks without an image (fix:
+    ``--exclude``), images without a mask (fix: ``--missing-mask skip``),
+    two images claiming one mask, and a layout whose every flow holds one
+    image (one-prompt gives that image and scores nothing).
+    """
+    from bench.readers.registry import get_reader
+    from bench.readers.scorable import unscorable_flows
+
+    card = card_from_table(table, f"{table['name']}.toml")
+    reader = get_reader(card.reader)
+    refs, problems = reader.scan(card, root)
+    ambiguous = [p for p in problems if p.severity == "error" and "ambiguous" in p.message]
+    if ambiguous:
+        return f"{ambiguous[0].path}: {ambiguous[0].message}"
+    orphans = [Path(p.path) for p in problems if p.message == "mask without a matching image"]
+    if orphans:
+        return (f"{len(orphans)} mask file(s) have no image ({_names(orphans, root)}): leave "
+                "them out with --exclude PATTERN (card option exclude), or fix --images")
+    unpaired = [ref for ref in refs if ref.missing]
+    if unpaired:
+        return (f"{len(unpaired)} image(s) have no mask "
+                f"({_names([Path(r.files['image']) for r in unpaired], root)}; "
+                f"{unpaired[0].missing}): pass --missing-mask skip (card option "
+                'missing_mask = "skip") to leave them out, or fix --masks')
+    owners: dict[Path, list[Path]] = {}
+    for ref in refs:
+        for mask in ref.files.get("mask") or ():
+            owners.setdefault(Path(mask).resolve(), []).append(Path(ref.files["image"]))
+    shared = {mask: imgs for mask, imgs in owners.items() if len(imgs) > 1}
+    if shared:
+        mask, imgs = next(iter(shared.items()))
+        return (f"{len(shared)} mask file(s) are claimed by several images: "
+                f"{_names(imgs, root)} all pair with {_relative(mask, root)}; give --images "
+                "fewer free '*' or --masks more, so that each image has its own mask")
+    if card.kind == "image-flow" and not getattr(card.options, "as_image_flow", False):
+        return unscorable_flows(reader.list_flows(card, root), "--group all or --chunk-size N")
+    return None
+
+
+def _names(paths: Sequence[Path], root: Path) -> str:
+    shown = ", ".join(_relative(p, root) for p in paths[:SHOWN])
+    return shown + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def card_from_nnunet(name: str, folder: Path) -> NewCard:
@@ -276,7 +424,9 @@ def split_root(globs: Sequence[str], base: Path) -> tuple[Path, list[str]]:
 
 
 def write_card(table: Mapping[str, Any], folder: Path, force: bool = False) -> Path:
-    """Write ``folder/NAME.toml`` (validated first); refuse to overwrite unless ``force``."""
+    """Write ``folder/NAME.toml`` (name and table validated first); refuse to overwrite
+    unless ``force``."""
+    check_name(table["name"])
     _validated(table)
     path = folder / f"{table['name']}.toml"
     if path.exists() and not force:
@@ -344,10 +494,11 @@ def _stars_to_fields(template: str, fields: list[str] | None, flag: str
     if fields is None and not _stars(filename):
         raise ConfigError(f"{flag} {template!r}: the file name needs a * standing for the "
                           "case id")
-    names = own if fields is None else fields
-    if fields is not None and len(own) != len(fields):
+    names = own if fields is None else fields[:len(own)]
+    if fields is not None and len(own) > len(fields):
         raise ConfigError(f"{flag}: {len(own)} '*' but --images has {len(fields)}; the k-th * "
-                          "of --masks stands for the k-th * of --images")
+                          "of --masks stands for the k-th * of --images (extra * of --images "
+                          "are free)")
     counter = iter(names)
     text = re.sub(r"(?<!\*)\*(?!\*)", lambda m: "{" + next(counter) + "}", template)
     return text, names
@@ -386,13 +537,13 @@ def _wildcards(template: str) -> str:
 
 def _kind_of(path: Path, flag: str) -> str:
     ext = suffix(path)
-    if ext in VOLUME_SUFFIXES:
+    if path.is_dir() or ext in VOLUME_SUFFIXES:  # a folder: a DICOM series
         return "volume"
     if ext in IMAGE_SUFFIXES:
         return "image-flow"
-    raise ConfigError(f"{flag}: {path.name} is neither a volume ({', '.join(VOLUME_SUFFIXES)}) "
-                      f"nor a 2D image ({', '.join(IMAGE_SUFFIXES)}); write the card by hand "
-                      "(see `bench datasets options`)")
+    raise ConfigError(f"{flag}: {path.name} is neither a volume ({', '.join(VOLUME_SUFFIXES)}, "
+                      f"a DICOM series folder) nor a 2D image ({', '.join(IMAGE_SUFFIXES)}); "
+                      "write the card by hand (see `bench datasets options`)")
 
 
 def _listed(values: Sequence[float]) -> str:
@@ -405,5 +556,6 @@ def _labels_text(labels: Mapping[str, int]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
-__all__ = ["NewCard", "card_from_globs", "card_from_hf", "card_from_nnunet", "mask_options",
-           "mask_values", "parse_labels", "split_root", "to_toml", "write_card"]
+__all__ = ["NewCard", "card_from_globs", "card_from_hf", "card_from_nnunet", "check_name",
+           "default_group", "mask_options", "mask_values", "pairing_problem", "parse_labels",
+           "split_root", "to_toml", "write_card"]
