@@ -1,9 +1,20 @@
-"""The model adapter interface and the registry of adapters by name."""
+"""The model adapter interface and the registry of adapters by name.
+
+A model is a subclass of :class:`Adapter` (``name``, ``description``,
+``capabilities``, ``Options``, :meth:`Adapter.predict`). The built-in ones
+register with :func:`register`; a separately installed package adds its own
+through the ``medsam2_bench.adapters`` entry-point group (README "Your own
+model"), loaded after the built-ins. An entry point that cannot be used is
+skipped with one warning line naming its distribution (:func:`plugin_problems`)
+and never removes another model.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
@@ -141,22 +152,51 @@ def missing_modules(modules: Sequence[str]) -> list[str]:
 
 
 _REGISTRY: dict[str, type[Adapter]] = {}
+#: The entry-point group through which a separately installed package adds models.
+ENTRY_POINT_GROUP = "medsam2_bench.adapters"
+BUILTIN = "built-in"
+# Where each adapter loaded from an entry point comes from ("DIST VERSION"), by name.
+_SOURCES: dict[str, str] = {}
+# One line per entry point that could not be loaded (kept: never raised, never a traceback).
+_PROBLEMS: list[str] = []
 
 
 def register(cls: type[Adapter]) -> type[Adapter]:
     """Class decorator: make an adapter available by its ``name``."""
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"adapter name {cls.name!r} is registered twice")
+    owner = _REGISTRY.get(cls.name)
+    if owner is not None and owner is not cls:
+        raise ValueError(f"adapter name {cls.name!r} is registered twice (already by "
+                         f"{owner.__module__}.{owner.__qualname__})")
     _REGISTRY[cls.name] = cls
     return cls
 
 
 def registered() -> dict[str, type[Adapter]]:
-    """All adapters by name, including entry-point plugins."""
+    """All adapters by name: the built-in ones, then those of entry points."""
     _load_builtin()
     return dict(sorted(_REGISTRY.items()))
+
+
+def source(name: str) -> str:
+    """Where the adapter ``name`` comes from, for ``bench list models``.
+
+    ``built-in`` for this package's adapters, ``DIST VERSION`` for one added by
+    an installed distribution's entry point, ``module M`` for one registered
+    by importing a module (tests, scripts).
+    """
+    _load_builtin()
+    if name in _SOURCES:
+        return _SOURCES[name]
+    module = _REGISTRY[name].__module__
+    return BUILTIN if module.startswith("bench.") else f"module {module}"
+
+
+def plugin_problems() -> list[str]:
+    """One line per ``medsam2_bench.adapters`` entry point that was skipped, and why."""
+    _load_builtin()
+    return list(_PROBLEMS)
 
 
 def create(name: str, settings: Mapping[str, Any] | None = None) -> Adapter:
@@ -177,6 +217,7 @@ _loaded = False
 
 
 def _load_builtin() -> None:
+    """Import the built-in adapters, then those of installed entry points (once)."""
     global _loaded
     if _loaded:
         return
@@ -187,10 +228,58 @@ def _load_builtin() -> None:
         importlib.import_module(module)
     from importlib.metadata import entry_points
 
-    for entry in entry_points(group="medsam2_bench.adapters"):
-        loaded: Callable[..., Any] | type[Adapter] = entry.load()
-        if isinstance(loaded, type) and issubclass(loaded, Adapter):
-            register(loaded)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        problem = _load_entry_point(entry)
+        if problem:
+            _PROBLEMS.append(problem)
+    if _PROBLEMS and _is_main_process():
+        for line in _PROBLEMS:  # the built-ins and the other plugins stay available
+            print(f"warning: {line}", file=sys.stderr)
+
+
+def _load_entry_point(entry: EntryPoint) -> str | None:
+    """Register the adapter class an entry point names; the reason it cannot be, or None.
+
+    A plugin that is skipped leaves the registry as it was (its module may
+    have registered classes of its own while being imported).
+    """
+    dist = getattr(entry, "dist", None)
+    origin = f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+    before = dict(_REGISTRY)
+    problem = _entry_point_problem(entry, before)
+    if problem is not None:
+        _REGISTRY.clear()
+        _REGISTRY.update(before)
+        return (f"model plugin {entry.name!r} skipped ({ENTRY_POINT_GROUP} entry point "
+                f"'{entry.name} = {entry.value}' of {origin}): {problem}")
+    _REGISTRY[entry.name] = entry.load()
+    _SOURCES[entry.name] = origin
+    return None
+
+
+def _entry_point_problem(entry: EntryPoint, before: Mapping[str, type[Adapter]]) -> str | None:
+    """Why the class ``entry`` names cannot be registered (``before``: the registry so far)."""
+    try:
+        loaded: Any = entry.load()
+    except Exception as err:  # third-party code: any failure skips this plugin, nothing else
+        return f"cannot import it ({type(err).__name__}: {err})".replace("\n", " ")
+    if not (isinstance(loaded, type) and issubclass(loaded, Adapter)):
+        return f"{entry.value} is not a subclass of bench.adapters.Adapter"
+    if loaded.name != entry.name:
+        return f"the entry point's name must be the class's name, {loaded.name!r}"
+    owner = before.get(entry.name)
+    if owner is not None and owner is not loaded:
+        taken = "a built-in model" if owner.__module__.startswith("bench.") \
+            else f"{owner.__module__}.{owner.__qualname__}"
+        return f"the name {entry.name!r} is already taken by {taken}"
+    return None
+
+
+def _is_main_process() -> bool:
+    # Spawned workers load the registry again: the driver has already printed its warnings.
+    import multiprocessing
+
+    return multiprocessing.parent_process() is None
 
 
 BUILTIN_MODULES: tuple[str, ...] = ("bench.adapters.reference", "bench.adapters.registration",
