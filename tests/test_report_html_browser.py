@@ -67,6 +67,13 @@ window.addEventListener("load", () => {
     widths: images.map((i) => i.naturalWidth),
     tables: document.querySelectorAll("table").length,
     rows: document.querySelectorAll("tbody tr").length,
+    scrolling: Array.from(document.querySelectorAll("table")).filter(
+      (t) => getComputedStyle(t.parentElement).overflowX === "auto").length,
+    wider: Array.from(document.querySelectorAll("table")).filter(
+      (t) => t.offsetWidth > t.parentElement.clientWidth).length,
+    collapsed: document.querySelectorAll("details:not([open]) table").length,
+    page: document.documentElement.scrollWidth,
+    view: document.documentElement.clientWidth,
   }));
 });
 </script>"""
@@ -85,8 +92,9 @@ def _probe(page: Path) -> dict:
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
     with tempfile.TemporaryDirectory() as profile:
         dom = subprocess.run(
+            # A narrow window: the wide tables must scroll inside the page, not widen it.
             chromium_command(BROWSER, Path(profile), "--dump-dom", "--virtual-time-budget=10000",
-                             probe.as_uri()),
+                             "--window-size=640,900", probe.as_uri()),
             capture_output=True, text=True, timeout=120, check=False).stdout
     probe.unlink()
     found = re.search(r'data-probe="([^"]*)"', dom)
@@ -98,17 +106,26 @@ def test_tables_and_every_figure_render(run):
     markdown = (run / "report.md").read_text()
     figures = re.findall(r"\]\((figures/[^)]+\.png)\)", markdown)
     seen = _probe(run / "report.html")
-    assert seen["images"] == len(figures) == 3  # Figure 4 layout and two galleries
+    # Figure 4 layout with its IoU and HD95 companions, a per-case figure per dataset, two
+    # galleries.
+    assert seen["images"] == len(figures) == 7
     assert seen["decoded"] == seen["images"]
     # Each image decodes at its file's pixel width.
     from skimage.io import imread
 
     assert seen["widths"] == [imread(run / f).shape[1] for f in figures]
-    # Templates, Results, Table 1 and 2 layouts, two per-dataset tables, paired comparisons.
-    assert seen["tables"] == markdown.count("\n|---") == 7
+    # Templates, Results, Table 1 and 2 layouts, two per-dataset tables, paired comparisons;
+    # and, in the HTML only, a collapsed per-case table per dataset (Markdown links the CSV).
+    assert markdown.count("\n|---") == 7 and seen["tables"] == 7 + 2
+    assert seen["collapsed"] == 2
     body_rows = sum(len(block.splitlines()) - 2 for block in re.findall(
         r"(?m)^\|.*\|\n\|---.*\n(?:\|.*\|\n?)*", markdown))
-    assert seen["rows"] == body_rows
+    per_case_rows = len((run / "per_case.csv").read_text().splitlines()) - 1
+    assert seen["rows"] == body_rows + per_case_rows
+    # Every table scrolls inside its container; some are wider than the window, yet the
+    # page itself is not.
+    assert seen["scrolling"] == seen["tables"]
+    assert seen["wider"] >= 1 and seen["page"] <= seen["view"]
 
 
 def test_screenshot_is_saved_and_not_blank(run):

@@ -122,7 +122,7 @@ def make_run(run_dir: Path, *, models=("good", "poor"), seeds=(0,), demo: bool =
     policy = EmptyPolicy(both_empty="exclude")
     for name in datasets:
         card = CARDS[name]
-        manifest["datasets"][name] = {"root": None, "synthetic": True, "flows": [],
+        manifest["datasets"][name] = {"root": None, "synthetic": card.synthetic, "flows": [],
                                       "failures": [], "refused": False}
         for position, flow in enumerate(read_fake(card, None, None)):
             manifest["datasets"][name]["flows"].append(

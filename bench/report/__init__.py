@@ -1,8 +1,9 @@
 """Stage 6 of the data flow: summary JSON, the report (Markdown, HTML, LaTeX) and figures.
 
 ``write_report(run_dir, formats=("md", "html", "tex"))`` writes
-``summary.json``, ``figures/`` and ``report.md`` / ``report.html`` (one
-self-contained file, figures embedded) / ``report.tex`` (booktabs tables).
+``summary.json``, ``per_case.csv`` (a row per dataset, case, target, model and
+seed, a column per metric), ``figures/`` and ``report.md`` / ``report.html``
+(one self-contained file, figures embedded) / ``report.tex`` (booktabs tables).
 Everything comes from the run directory (:class:`bench.rundir.RunDir`), the
 dataset cards included; never from the ``bench.toml`` of the working directory.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench import atomic
 from bench.aggregate import summarise
 from bench.errors import ConfigError
 from bench.metrics import DEFAULT_POLICY, METRIC_DEFINITIONS
@@ -65,7 +67,8 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
                  gallery: bool = True) -> Path:
-    """Write ``summary.json``, ``figures/`` and the report in each of ``formats``.
+    """Write ``summary.json``, ``per_case.csv``, ``figures/`` and the report in each of
+    ``formats``.
 
     Parameters
     ----------
@@ -85,7 +88,8 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
     """
     # Imported here: the builder needs scipy and matplotlib, which the console's use of
     # bench.report.tables (every `bench` command) should not load.
-    from bench.report.build import RunContext, build_document
+    from bench.report import tables
+    from bench.report.build import PER_CASE_FILE, RunContext, build_document
     from bench.report.html import render_html
     from bench.report.latex import render_latex
     from bench.report.markdown import render_markdown
@@ -96,6 +100,10 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
     config = rundir.read_config()
     summary = build_summary(config, table)
     rundir.write_summary(summary)
+    metrics = list(summary["metric_definitions"]) or sorted(table["metric"].unique())
+    per_case = tables.per_case_values(table, metrics)
+    atomic.write_text(rundir.path / PER_CASE_FILE,
+                      per_case.to_csv(index=False, float_format="%.10g"))
     context = RunContext(
         rundir=rundir, table=table, summary=summary,
         aggregates=pd.DataFrame(summary["aggregates"]),
@@ -103,6 +111,7 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
         config=config,
         ledger=rundir.read_ledger() if rundir.ledger_path.exists() else [],
         cards=rundir.read_cards(),
+        per_case=per_case,
     )
     document = build_document(context, gallery=gallery)
     renderers = {"md": render_markdown, "tex": render_latex,

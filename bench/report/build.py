@@ -1,10 +1,13 @@
 """Build the report document of a run (the content; renderers format it).
 
 Sections: warnings, protocol, results overview, the paper's layouts (Table 1,
-Table 2, Figure 4), the official metrics beside the harness's, prompted
-frames (``--score-prompted``), per-dataset tables with counts and definitions, paired
-comparisons, spread across seeds, Dice against clicks, published numbers
-beside reproduced ones, the qualitative gallery, definitions and provenance.
+Table 2, Figure 4; only for the paper's datasets and their demo stand-ins),
+the user's own datasets under their own heading, the official metrics beside
+the harness's, prompted frames (``--score-prompted``), per-dataset tables with
+counts, definitions, a per-case distribution figure and the per-case values
+(collapsed; all of them in ``per_case.csv``), paired comparisons, spread across
+seeds, Dice against clicks, published numbers beside reproduced ones, the
+qualitative gallery, definitions and provenance.
 
 (Slightly over 500 lines on purpose: one function per report section, in the
 order they appear, reads better than sections spread over several modules;
@@ -24,6 +27,7 @@ import pandas as pd
 import bench.report.figures as figs
 import bench.report.published as published
 import bench.report.tables as tables
+from bench.aggregate import is_scored, per_case
 from bench.compare import compare_models
 from bench.errors import ConfigError, DataError
 from bench.metrics import METRIC_DEFINITIONS
@@ -33,12 +37,28 @@ from bench.readers.cards import Card
 from bench.report.document import Bullets, Document, Figure, Heading, Note, Paragraph, Table
 from bench.report.gallery import build_gallery
 from bench.rundir import RunDir
+from bench.store import safe_name
 
 COUNTS_TEXT = ("Mean [95 % bootstrap CI, patients resampled]. `n`: cases scored; `n_excluded`: "
                "prediction and reference both empty (excluded from means); `n_penalised`: exactly "
                "one empty (scored Dice 0, IoU 0, distances = image diagonal; inside `n`); "
                "`n_failed`: no prediction (adapter error); `patients`: independent units "
                "resampled by the bootstrap.")
+PER_CASE_FILE = "per_case.csv"
+"""The per-case values of a run, in its run directory (:func:`tables.per_case_values`)."""
+PER_CASE_TEXT = (f"Per-case values: `{PER_CASE_FILE}` in the run directory, one row per "
+                 "dataset, case, target, model and seed with a column per metric (empty where "
+                 "there is no value) and the case's status.")
+#: The paper's datasets (Table 1, Table 2, Figure 4) and the official code's copies of them:
+#: the datasets of the built-in suites that reproduce something. Only these, and the
+#: synthetic demo stand-ins, are drawn in the paper's layouts; any other dataset (a card
+#: from ``bench datasets new``) gets a section of its own.
+PAPER_DATASETS = frozenset({
+    "btcv", "refuge2", "brats", "tnmix", "isic", "kits23", "atlas23", "tdsc-abus", "wbc",
+    "segrap", "crossmoda23", "refuge", "cadvidset", "stare", "toothfairy", "official-btcv",
+    "official-refuge"})
+#: Metrics with a bar figure (the paper's Table 2 metrics), in this order.
+FIGURE_METRICS = ("dice", "iou", "hd95")
 
 
 @dataclass
@@ -53,6 +73,7 @@ class RunContext:
     config: dict[str, Any]
     ledger: list[dict[str, Any]]
     cards: Mapping[str, Card]
+    per_case: pd.DataFrame | None = None
 
     def figure(self, path: Path, caption: str) -> Figure:
         """A figure block for a PNG written under the run directory."""
@@ -70,6 +91,19 @@ class RunContext:
         names = list(self.manifest.get("datasets", {}))
         return bool(self.summary.get("demo_data")) or (
             bool(names) and len(self.synthetic_datasets) == len(names))
+
+    def is_paper_dataset(self, name: str) -> bool:
+        """One of the paper's datasets (:data:`PAPER_DATASETS`) or a synthetic stand-in."""
+        card = self.cards.get(name)
+        entry = self.manifest.get("datasets", {}).get(name, {})
+        return (name in PAPER_DATASETS or bool(card is not None and card.synthetic)
+                or bool(entry.get("synthetic")))
+
+    @property
+    def figure_metrics(self) -> list[str]:
+        """Metrics of :data:`FIGURE_METRICS` with a value in the aggregates."""
+        valued = set(self.aggregates.loc[self.aggregates["mean"].notna(), "metric"])
+        return [m for m in FIGURE_METRICS if m in valued]
 
     @property
     def metrics(self) -> list[str]:
@@ -122,13 +156,18 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
         _closing(doc, ctx)
         return doc
 
-    reproduced = _reproduced_layout(ctx)
+    names = sorted(aggregates["dataset"].unique())
+    own = [name for name in names if not ctx.is_paper_dataset(name)]
+    paper = aggregates[~aggregates["dataset"].isin(own)]
+    reproduced = _reproduced_layout(ctx) if not paper.empty else None
     if reproduced:  # the suite reproduces one of the paper's layouts: it leads
-        _paper_layouts(doc, ctx, kinds, reproduced)
+        _paper_layouts(doc, ctx, kinds, reproduced, paper)
     doc.add(Heading("Results"), Paragraph(COUNTS_TEXT),
             Table(tables.results_table(aggregates, ctx.metrics)))
-    if not reproduced:
-        _paper_layouts(doc, ctx, kinds, None)
+    if not reproduced and not paper.empty:
+        _paper_layouts(doc, ctx, kinds, None, paper)
+    if own:
+        _own_datasets(doc, ctx, kinds, own)
     _official(doc, ctx)
     _prompted(doc, ctx)
     _per_dataset(doc, ctx, kinds)
@@ -252,17 +291,18 @@ def _templates(doc: Document, ctx: RunContext) -> None:
 
 
 def _paper_layouts(doc: Document, ctx: RunContext, kinds: dict[str, str],
-                   reproduced: str | None) -> None:
+                   reproduced: str | None, aggregates: pd.DataFrame) -> None:
+    """The paper's layouts of ``aggregates`` (the rows of the paper's datasets)."""
     order = LAYOUT_ORDER.get(reproduced or "", _ALL_LAYOUTS)
     doc.add(Heading(f"Paper layouts ({reproduced} reproduced)" if reproduced
                     else "Paper layouts"))
     for name in order:
         {"Table 1": _table1_layout, "Table 2": _table2_layout,
-         "Figure 4": _figure4_layout}[name](doc, ctx, kinds)
+         "Figure 4": _figure4_layout}[name](doc, ctx, kinds, aggregates)
 
 
-def _table1_layout(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
-    aggregates = ctx.aggregates
+def _table1_layout(doc: Document, ctx: RunContext, kinds: dict[str, str],
+                   aggregates: pd.DataFrame) -> None:
     models = ctx.config.get("plan", {}).get("models")
     # Table 1 is the multi-organ volume layout; image flows appear in the Table 2 layout.
     multi = [d for d, g in aggregates[aggregates["metric"] == "dice"].groupby("dataset")
@@ -277,8 +317,8 @@ def _table1_layout(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> Non
                       "value for the model.", wide=len(wide.columns) > 8))
 
 
-def _table2_layout(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
-    aggregates = ctx.aggregates
+def _table2_layout(doc: Document, ctx: RunContext, kinds: dict[str, str],
+                   aggregates: pd.DataFrame) -> None:
     models = ctx.config.get("plan", {}).get("models")
     t2_metrics = [m for m in ("dice", "iou", "hd95") if m in set(aggregates["metric"])]
     if t2_metrics:
@@ -294,19 +334,71 @@ def _table2_layout(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> Non
                           f"a row per model, as in the paper's Table 2{part}.", wide=True))
 
 
-def _figure4_layout(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
-    data = tables.figure4_data(ctx.aggregates, kinds)
-    path = figs.figure4(data, ctx.rundir.figures_dir / "figure4_dice_by_prompt_kind.png",
-                        synthetic=ctx.synthetic)
-    if path is not None:
-        doc.add(Heading("Figure 4 layout", 3),
-                ctx.figure(path,
-                           "Mean Dice (95 % CI whiskers) per dataset and model, a panel per prompt "
-                           "kind, as in the paper's Figure 4."))
+def _figure4_layout(doc: Document, ctx: RunContext, kinds: dict[str, str],
+                    aggregates: pd.DataFrame) -> None:
+    drawn = _metric_bars(ctx, aggregates, kinds, "figure4")
+    if "dice" not in drawn:
+        return
+    doc.add(Heading("Figure 4 layout", 3),
+            ctx.figure(drawn.pop("dice"),
+                       "Mean Dice (95 % CI whiskers) per dataset and model, a panel per prompt "
+                       "kind, as in the paper's Figure 4."))
+    for metric, path in drawn.items():
+        doc.add(ctx.figure(path, f"Mean {figs.METRIC_NAMES[metric]} in the same layout "
+                                 f"(not in the paper){_unit_note(metric)}."))
+
+
+def _unit_note(metric: str) -> str:
+    return "" if metric in figs.FRACTION_METRICS else "; mm, pixels where the spacing is unknown"
+
+
+def _metric_bars(ctx: RunContext, aggregates: pd.DataFrame, kinds: dict[str, str],
+                 prefix: str) -> dict[str, Path]:
+    """A bar figure per metric of :attr:`RunContext.figure_metrics` (a panel per prompt
+    kind), written as ``figures/{prefix}_{metric}_by_prompt_kind.png``."""
+    drawn = {}
+    for metric in ctx.figure_metrics:
+        data = tables.figure4_data(aggregates, kinds, metric=metric)
+        path = figs.figure4(data, ctx.rundir.figures_dir / f"{prefix}_{metric}_by_prompt_kind.png",
+                            synthetic=ctx.synthetic, metric=metric)
+        if path is not None:
+            drawn[metric] = path
+    return drawn
+
+
+def _own_datasets(doc: Document, ctx: RunContext, kinds: dict[str, str],
+                  own: list[str]) -> None:
+    """The datasets outside the paper's: their own heading, a table and a figure per metric."""
+    aggregates = ctx.aggregates[ctx.aggregates["dataset"].isin(own)]
+    doc.add(Heading(f"Your datasets: {', '.join(own)}"),
+            Paragraph("Datasets outside the paper's (not among its evaluation datasets or "
+                      "their demo stand-ins), so drawn in no paper layout: the mean of each "
+                      "metric per dataset (and target), a row per model, and a bar figure per "
+                      "metric (95 % CI whiskers, a panel per prompt kind). Intervals and counts "
+                      "are in the per-dataset results below."))
+    metrics = ctx.figure_metrics
+    wide = tables.table2(aggregates, metrics=metrics, models=ctx.config.get("plan", {})
+                         .get("models")) if metrics else pd.DataFrame()
+    pieces = tables.chunk_groups(wide)
+    for i, piece in enumerate(pieces):
+        part = f" (part {i + 1} of {len(pieces)})" if len(pieces) > 1 else ""
+        doc.add(Table(tables.display_table2(piece),
+                      f"Mean Dice and IoU in %, HD95 in mm (pixels where the spacing is "
+                      f"unknown){part}.", wide=True))
+    for metric, path in _metric_bars(ctx, aggregates, kinds, "datasets").items():
+        doc.add(ctx.figure(path, f"Mean {figs.METRIC_NAMES[metric]} (95 % CI whiskers) per "
+                                 f"dataset and model{_unit_note(metric)}."))
 
 
 def _official(doc: Document, ctx: RunContext) -> None:
-    """The official code's metrics beside the harness's, and which models have none."""
+    """The official code's metrics beside the harness's, and which models have none.
+
+    Only rows with an official value: a run (or a model) without one gets no empty row;
+    when no model has one, the section only says why.
+    """
+    missing = tables.unavailable_metrics(ctx.table)
+    reasons = Bullets([f"`{r.metric}` for `{r.model}`: {r.reason}"
+                       for r in missing.itertuples()])
     if not _table_section(
             doc, "Official metric beside the harness metric",
             "`dice` / `iou`: the harness's metrics on binary masks at the source resolution. "
@@ -314,13 +406,16 @@ def _official(doc: Document, ctx: RunContext) -> None:
             "computed from the model's logits at 1024 px (images: logits > 0.5; volumes: mean "
             "over logit thresholds 0.1/0.3/0.5/0.7/0.9 and over the scored slices; "
             "empty/empty = 1). The difference shows how much the definition alone moves the "
-            "number; the two are never mixed in one column.",
+            "number; the two are never mixed in one column. Rows only where an official "
+            "value exists.",
             tables.official_side_by_side(ctx.aggregates)):
+        if reasons.items:
+            doc.add(Heading("Official metric beside the harness metric"),
+                    Paragraph("No model of this run produced an official metric value:"),
+                    reasons)
         return
-    missing = tables.unavailable_metrics(ctx.table)
-    if not missing.empty:
-        doc.add(Bullets([f"`{r.metric}` for `{r.model}`: {r.reason}"
-                         for r in missing.itertuples()]))
+    if reasons.items:
+        doc.add(Paragraph("Without an official value (no row above):"), reasons)
 
 
 def _prompted(doc: Document, ctx: RunContext) -> None:
@@ -336,7 +431,9 @@ def _prompted(doc: Document, ctx: RunContext) -> None:
 
 
 def _per_dataset(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
-    doc.add(Heading("Per-dataset results"), Paragraph(COUNTS_TEXT))
+    doc.add(Heading("Per-dataset results"), Paragraph(COUNTS_TEXT), Paragraph(PER_CASE_TEXT))
+    values = ctx.per_case if ctx.per_case is not None else tables.per_case_values(
+        ctx.table, ctx.metrics)
     seeds = ", ".join(map(str, ctx.summary["seeds"]))
     definitions = ctx.summary.get("metric_definitions", METRIC_DEFINITIONS)
     distance_metrics = [m for m in ctx.metrics if m in ("hd95", "hd95_max", "assd")]
@@ -355,6 +452,26 @@ def _per_dataset(doc: Document, ctx: RunContext, kinds: dict[str, str]) -> None:
         if bullets:
             doc.add(Bullets(bullets))
         doc.add(Table(tables.dataset_table(ctx.aggregates, dataset, ctx.metrics)))
+        _case_distribution(doc, ctx, dataset, bool(entry.get("synthetic")))
+        shown = tables.display_per_case(values, dataset)
+        if not shown.empty:
+            doc.add(Table(shown, details=f"Per-case values of {dataset} ({len(shown)} rows)",
+                          csv=PER_CASE_FILE))
+
+
+def _case_distribution(doc: Document, ctx: RunContext, dataset: str, synthetic: bool) -> None:
+    """The box (and dots) figure of one dataset's per-case values, all seeds pooled."""
+    rows = per_case(ctx.table)
+    rows = rows[(rows["dataset"] == dataset) & is_scored(rows)]
+    path = figs.case_distribution(
+        rows[["target", "model", "metric", "value"]],
+        ctx.rundir.figures_dir / f"per_case_{safe_name(dataset)}.png", dataset=dataset,
+        metrics=ctx.figure_metrics, synthetic=synthetic or ctx.synthetic)
+    if path is not None:
+        doc.add(ctx.figure(path, f"Per-case values of {dataset}: a box (quartiles, whiskers "
+                                 "to 1.5 IQR) per target and model with every scored case as a "
+                                 "dot, all seeds pooled; excluded and failed cases are not "
+                                 "drawn."))
 
 
 def _paired(doc: Document, ctx: RunContext) -> None:

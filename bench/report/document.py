@@ -2,7 +2,9 @@
 
 The report's content is built once (:mod:`bench.report.build`) as blocks; each
 output format is a renderer over the same blocks, so the three formats never
-disagree on a number. Inline text may use ``code`` and ``**bold**``.
+disagree on a number. Inline text may use ``code`` and ``**bold**`` (code spans
+inside bold included); renderers turn them into their own markup, so no
+backtick reaches HTML or LaTeX as a character.
 """
 
 from __future__ import annotations
@@ -43,11 +45,18 @@ class Table:
 
     ``frame`` may have two-level columns (a group and a metric, as in the
     paper's Table 2); renderers draw the groups as spanning headers.
+
+    ``details``: the summary line of a table collapsed by default (HTML
+    ``<details>``). ``csv``: the run-relative CSV that holds the whole table;
+    formats without collapsing (Markdown, LaTeX) point to it instead of
+    printing the table.
     """
 
     frame: pd.DataFrame
     caption: str = ""
     wide: bool = False
+    details: str = ""
+    csv: str = ""
 
 
 @dataclass
@@ -86,6 +95,12 @@ def split_inline(text: str) -> list[tuple[str, str]]:
         else:
             parts.append(("plain", piece))
     return parts
+
+
+def plain_text(text: str) -> str:
+    """``text`` without its inline markup (for attributes such as an image's ``alt``)."""
+    return "".join(plain_text(piece) if kind == "bold" else piece
+                   for kind, piece in split_inline(text))
 
 
 def header_levels(frame: pd.DataFrame) -> tuple[list[str], list[str]] | None:

@@ -30,8 +30,23 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     return Path(path)
 
 
-def _grouped_bars(ax, frame: pd.DataFrame, groups: list[str], models: list[str]) -> None:
-    """Bars of ``mean`` with CI whiskers, a cluster per group and a bar per model."""
+#: Metrics in [0, 1] (drawn on a fixed 0-1 axis); the others are distances, axis from 0.
+FRACTION_METRICS = ("dice", "iou", "nsd", "dice_official", "iou_official")
+METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "hd95_max": "HD95-max",
+                "assd": "ASSD", "nsd": "NSD", "dice_official": "Dice (official)",
+                "iou_official": "IoU (official)"}
+
+
+def metric_axis_label(metric: str) -> str:
+    """``Dice``, ``HD95 (mm or px)``: the metric's name and, for distances, the unit."""
+    name = METRIC_NAMES.get(metric, metric)
+    return name if metric in FRACTION_METRICS else f"{name} (mm; px without spacing)"
+
+
+def _grouped_bars(ax, frame: pd.DataFrame, groups: list[str], models: list[str], *,
+                  fraction: bool = True) -> None:
+    """Bars of ``mean`` with CI whiskers, a cluster per group and a bar per model
+    (``fraction``: a fixed 0-1 axis; otherwise from 0 to the data)."""
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(groups))
     colours = _colours(models)
@@ -46,7 +61,10 @@ def _grouped_bars(ax, frame: pd.DataFrame, groups: list[str], models: list[str])
                capsize=2, error_kw={"linewidth": 0.8})
     ax.set_xticks(x, groups, fontsize=8, rotation=20 if len(groups) > 4 else 0, ha="right"
                   if len(groups) > 4 else "center")
-    ax.set_ylim(0, 1.02)
+    if fraction:
+        ax.set_ylim(0, 1.02)
+    else:
+        ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -56,10 +74,12 @@ def _colours(models: list[str]) -> dict[str, tuple]:
     return {model: cmap(i % 10) for i, model in enumerate(models)}
 
 
-def figure4(data: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | None:
-    """The paper's Figure 4 layout: a panel per prompt kind, Dice bars per dataset and model.
+def figure4(data: pd.DataFrame, path: Path, *, synthetic: bool,
+            metric: str = "dice") -> Path | None:
+    """Bars of ``metric`` per dataset and model, a panel per prompt kind (with Dice: the
+    paper's Figure 4 layout).
 
-    ``data`` is :func:`bench.report.tables.figure4_data`.
+    ``data`` is :func:`bench.report.tables.figure4_data` for the same ``metric``.
     """
     if data.empty:
         return None
@@ -71,13 +91,15 @@ def figure4(data: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | None:
                              squeeze=False, gridspec_kw={"width_ratios": sizes})
     for ax, kind in zip(axes[0], kinds, strict=True):
         panel = data[data["kind"] == kind]
-        _grouped_bars(ax, panel, list(dict.fromkeys(panel["label"])), models)
+        _grouped_bars(ax, panel, list(dict.fromkeys(panel["label"])), models,
+                      fraction=metric in FRACTION_METRICS)
         ax.set_title(f"{kind} prompt", fontsize=10)
-    axes[0][0].set_ylabel("Dice (mean, 95 % CI)")
+    axes[0][0].set_ylabel(f"mean {metric_axis_label(metric)}, 95 % CI")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=min(len(models), 6),
                frameon=False)
-    fig.suptitle("Dice per dataset and model, a panel per prompt kind"
+    fig.suptitle(f"{METRIC_NAMES.get(metric, metric)} per dataset and model, a panel per "
+                 "prompt kind"
                  + (SYNTHETIC_MARK if synthetic else ""), fontsize=10)
     bottom = 0.1 + 0.05 * ((len(models) - 1) // 6)
     fig.tight_layout(rect=(0, bottom, 1, 0.95))
@@ -122,4 +144,58 @@ def click_lines(curve: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | N
     ax.set_title("Dice against the number of clicks" + (SYNTHETIC_MARK if synthetic else ""),
                  fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def case_distribution(values: pd.DataFrame, path: Path, *, dataset: str, metrics: list[str],
+                      synthetic: bool) -> Path | None:
+    """Per-case values of one dataset: a panel per metric, a box per target and model with
+    the cases drawn over it as jittered dots.
+
+    ``values`` has columns ``target, model, metric, value`` (scored cases only).
+    """
+    metrics = [m for m in metrics if (values["metric"] == m).any()]
+    if not metrics:
+        return None
+    plt = _pyplot()
+    models = list(dict.fromkeys(values["model"]))
+    targets = list(dict.fromkeys(values["target"]))
+    colours = _colours(models)
+    width = 0.8 / max(len(models), 1)
+    # A row per metric; as wide as the boxes need, within what a page can show.
+    fig, axes = plt.subplots(len(metrics), 1, squeeze=False, figsize=(
+        min(16.0, max(6.0, 0.5 * len(targets) * len(models) + 2.0)), 2.6 * len(metrics) + 1.0))
+    # Fixed seed: the dots' jitter is the same on every report of the run.
+    jitter = np.random.default_rng(0)
+    for ax, metric in zip(axes[:, 0], metrics, strict=True):
+        rows = values[values["metric"] == metric]
+        for t, target in enumerate(targets):
+            for m, model in enumerate(models):
+                case_values = rows.loc[(rows["target"] == target) & (rows["model"] == model),
+                                       "value"].to_numpy(dtype=float)
+                if case_values.size == 0:
+                    continue
+                x = t + (m - (len(models) - 1) / 2) * width
+                box = ax.boxplot(case_values, positions=[x], widths=width * 0.8,
+                                 patch_artist=True, showfliers=False, manage_ticks=False,
+                                 medianprops={"color": "black"})
+                for patch in box["boxes"]:
+                    patch.set(facecolor=colours[model], alpha=0.35)
+                ax.plot(x + jitter.uniform(-0.25, 0.25, case_values.size) * width, case_values,
+                        "o", markersize=2.5, color=colours[model], alpha=0.8,
+                        label=model if t == 0 else None)
+        ax.set_xticks(range(len(targets)), targets, fontsize=8,
+                      rotation=20 if len(targets) > 6 else 0,
+                      ha="right" if len(targets) > 6 else "center")
+        ax.set_ylabel(metric_axis_label(metric), fontsize=9)
+        if metric in FRACTION_METRICS:
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=min(len(models), 6),
+               frameon=False)
+    fig.suptitle(f"{dataset}: per-case values, a box per target and model"
+                 + (SYNTHETIC_MARK if synthetic else ""), fontsize=10)
+    bottom = (0.45 + 0.25 * ((len(models) - 1) // 6)) / fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom, 1, 1 - 0.35 / fig.get_figheight()))
     return save_figure(fig, path)

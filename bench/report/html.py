@@ -18,6 +18,7 @@ from bench.report.document import (
     Paragraph,
     Table,
     header_levels,
+    plain_text,
     spans,
     split_inline,
 )
@@ -42,22 +43,25 @@ figure { margin: 1em 0 1.6em; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-style: italic; font-size: .9em; }
 code { background: #f0f0f0; padding: 0 .25em; border-radius: 3px; }
-.scroll { overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
+details { margin: .4em 0 1.2em; }
+details > summary { cursor: pointer; font-size: .95em; }
 """
 
 
 def inline(text: str) -> str:
-    """Escaped HTML of a text with ``code`` and ``**bold**``."""
+    """Escaped HTML of a text with ``code`` and ``**bold**`` (code inside bold too)."""
     out = []
     for kind, piece in split_inline(text):
-        escaped = html.escape(piece)
-        out.append(f"<code>{escaped}</code>" if kind == "code" else
-                   f"<strong>{escaped}</strong>" if kind == "bold" else escaped)
+        out.append(f"<code>{html.escape(piece)}</code>" if kind == "code" else
+                   f"<strong>{inline(piece)}</strong>" if kind == "bold" else
+                   html.escape(piece))
     return "".join(out)
 
 
 def html_table(frame: pd.DataFrame, caption: str = "") -> str:
-    """A table with a spanning header row for two-level columns."""
+    """A table with a spanning header row for two-level columns, in a container that
+    scrolls horizontally when the table is wider than the page."""
     parts = [f'<p class="caption">{inline(caption)}</p>'] if caption else []
     parts.append('<div class="scroll"><table>')
     parts.append("<thead>")
@@ -93,6 +97,24 @@ def _cls(text: bool) -> str:
     return ' class="text"' if text else ""
 
 
+#: Rows of a collapsed table drawn in the HTML file; the rest are in its CSV.
+MAX_COLLAPSED_ROWS = 2000
+
+
+def _table_block(block: Table) -> str:
+    """A table; a collapsed one inside ``<details>``, cut at :data:`MAX_COLLAPSED_ROWS`."""
+    if not block.details:
+        return html_table(block.frame, block.caption)
+    frame, caption = block.frame, block.caption
+    if len(frame) > MAX_COLLAPSED_ROWS:
+        caption = (f"{caption} " if caption else "") + (
+            f"First {MAX_COLLAPSED_ROWS} of {len(frame)} rows; all are in `{block.csv}`."
+            if block.csv else f"First {MAX_COLLAPSED_ROWS} of {len(frame)} rows.")
+        frame = frame.head(MAX_COLLAPSED_ROWS)
+    return (f"<details><summary>{inline(block.details)}</summary>"
+            f"{html_table(frame, caption)}</details>")
+
+
 def embed_png(path: Path) -> str:
     """A ``data:`` URI of a PNG file."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
@@ -113,10 +135,10 @@ def render_html(document: Document, run_dir: Path) -> str:
         elif isinstance(block, Bullets):
             body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Table):
-            body.append(html_table(block.frame, block.caption))
+            body.append(_table_block(block))
         elif isinstance(block, Figure):
             source = Path(run_dir) / block.path
-            alt = html.escape(block.caption or block.path.stem)
+            alt = html.escape(plain_text(block.caption) or block.path.stem)
             caption = f"<figcaption>{inline(block.caption)}</figcaption>" if block.caption else ""
             body.append(f'<figure><img src="{embed_png(source)}" alt="{alt}">{caption}</figure>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

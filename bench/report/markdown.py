@@ -46,6 +46,10 @@ def render_markdown(document: Document) -> str:
             lines += ["> " + block.text, ""]
         elif isinstance(block, Bullets):
             lines += [f"- {item}" for item in block.items] + [""]
+        elif isinstance(block, Table) and block.csv:
+            # Collapsed tables (per-case values) would swamp the page: link their CSV.
+            label = block.details or block.caption or "Table"
+            lines += [f"{label}: [{block.csv}]({block.csv}).", ""]
         elif isinstance(block, Table):
             if block.caption:
                 lines += [f"*{block.caption}*", ""]

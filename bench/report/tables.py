@@ -17,6 +17,9 @@
   metrics beside the harness's (official-code suite).
 - :func:`prompted_table`: the rows of given (prompted) frames kept with
   ``--score-prompted``, never part of the aggregates.
+- :func:`per_case_values`, :func:`display_per_case`: a row per dataset,
+  case, target, model and seed with a column per metric (``per_case.csv``
+  and the report's collapsed per-case tables).
 
 All builders take the frame of :func:`bench.aggregate.summarise` (or, for
 seeds and clicks, the tidy per-case table) and return plain DataFrames.
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.aggregate import is_scored
+from bench.aggregate import is_scored, per_case
 from bench.report.published import TABLE1_DATASETS, TABLE1_TARGETS, normalise
 
 AVERAGE = "Ave"
@@ -385,20 +388,25 @@ OFFICIAL_PAIRS = {"dice": "dice_official", "iou": "iou_official"}
 def official_side_by_side(aggregates: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Per dataset, target and model: each harness metric beside its official counterpart.
 
-    Columns ``dataset, target, model`` then, per pair present, ``dice``,
-    ``dice_official`` and ``official - harness`` (display strings, ``-``
-    where a model has no logits); ``n`` and ``n_official`` (cases with a
-    value). Empty when the run has no official metric.
+    Columns ``dataset, target, model`` then, per pair with an official value
+    anywhere, ``dice``, ``dice_official`` and ``official - harness`` (display
+    strings); ``n`` and ``n_official`` (cases with a value). Only rows with
+    an official value: a model without logits has none, and its row would be
+    empty (:func:`unavailable_metrics` says why). Empty when no official value
+    exists.
     """
-    pairs = {a: b for a, b in OFFICIAL_PAIRS.items()
-             if b in set(aggregates.get("metric", ()))}
+    if aggregates.empty:
+        return pd.DataFrame()
+    valued = set(aggregates.loc[aggregates["mean"].notna(), "metric"])
+    pairs = {a: b for a, b in OFFICIAL_PAIRS.items() if b in valued}
     if not pairs:
         return pd.DataFrame()
     keys = ["dataset", "target", "model"]
     means = aggregates.pivot_table(index=keys, columns="metric", values="mean",
                                    aggfunc="first", dropna=False)
+    means = means[means[list(pairs.values())].notna().any(axis=1)]
     counts = aggregates.pivot_table(index=keys, columns="metric", values="n",
-                                    aggfunc="first", dropna=False)
+                                    aggfunc="first", dropna=False).reindex(means.index)
     shown = pd.DataFrame(index=means.index)
     for harness, official in pairs.items():
         a = means.get(harness, pd.Series(np.nan, index=means.index))
@@ -472,3 +480,63 @@ def template_table(ledger: Sequence[Mapping[str, Any]],
     table = pd.DataFrame([records[key] for key in sorted(records, key=str)],
                          columns=TEMPLATE_COLUMNS)
     return table
+
+
+PER_CASE_KEYS = ["dataset", "flow", "case", "patient", "target", "model", "protocol", "seed"]
+
+
+def per_case_values(table: pd.DataFrame, metrics: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per dataset, case, target, model, protocol and seed; a column per metric.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The run's tidy table (``metrics.csv``). Per-click rows of interactive
+        runs and given (prompted) frames are left out, as in the aggregates.
+    metrics : sequence of str
+        Column order of the metrics (the run's); metrics of the table not
+        named come after them.
+
+    Returns
+    -------
+    DataFrame
+        :data:`PER_CASE_KEYS`, the metric values (NaN where there is none:
+        a failed unit, an excluded both-empty case, an unavailable metric),
+        ``status`` (the case's distinct statuses joined with ``;``) and
+        ``message`` (its first non-empty message). Rows grouped by dataset,
+        target, model, protocol and seed, cases in the order of ``table``.
+    """
+    rows = per_case(table)
+    present = list(dict.fromkeys(rows["metric"]))
+    columns = [m for m in metrics if m in present] + [m for m in present if m not in metrics]
+    if rows.empty:
+        return pd.DataFrame(columns=[*PER_CASE_KEYS, *columns, "status", "message"])
+    keys = PER_CASE_KEYS
+    frame = rows.drop_duplicates(keys)[keys].reset_index(drop=True)
+    values = (rows.drop_duplicates([*keys, "metric"]).set_index([*keys, "metric"])["value"]
+              .unstack("metric").reindex(columns=columns).reset_index())
+    values.columns.name = None
+    statuses = (rows.drop_duplicates([*keys, "status"]).sort_values("status", kind="stable")
+                .groupby(keys, sort=False, dropna=False)["status"].agg(";".join)
+                .rename("status").reset_index())
+    texts = rows[rows["message"].fillna("").astype(str) != ""]
+    messages = (texts.drop_duplicates(keys)[[*keys, "message"]] if not texts.empty
+                else pd.DataFrame(columns=[*keys, "message"]))
+    frame = (frame.merge(values, on=keys, how="left").merge(statuses, on=keys, how="left")
+             .merge(messages, on=keys, how="left"))
+    frame["message"] = frame["message"].fillna("")
+    order = ["dataset", "target", "model", "protocol", "seed"]
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def display_per_case(values: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The per-case rows of ``dataset`` as display strings (fractions 3 decimals, distances
+    2, ``-`` where there is no value); the protocol only when the run mixes several."""
+    rows = values[values["dataset"] == dataset]
+    drop = ["dataset", "message"] + ([] if rows["protocol"].nunique() > 1 else ["protocol"])
+    shown = rows.drop(columns=drop).reset_index(drop=True)
+    metric_columns = [c for c in shown.columns if c not in (*PER_CASE_KEYS, "status")]
+    for column in metric_columns:
+        digits = 3 if column in PERCENT_METRICS else 2
+        shown[column] = [format_number(float(v), digits) for v in shown[column]]
+    return shown.astype(str)
