@@ -41,7 +41,7 @@ def _image(mask: np.ndarray, seed: int, rgb: bool = True) -> np.ndarray:
 
 def _new_then_run(args: list[str], capsys) -> tuple[list[str], pd.DataFrame, str]:
     """`datasets new ARGS`, then the printed run command verbatim; its run's metrics."""
-    assert main(["datasets", "new", *args]) == 0, capsys.readouterr()
+    assert main(["datasets", "new", *args]) == 0, "\n".join(capsys.readouterr())
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("run it: "))
     command = shlex.split(line.removeprefix("run it: "))
@@ -103,7 +103,7 @@ def _drive(root: Path, field_masks_beside: bool = False) -> dict[str, np.ndarray
     labels = {}
     for split, numbers in (("training", (21, 22, 23)), ("test", (1, 2, 3))):
         for n in numbers:
-            vessel = _lesion(n % 5)
+            vessel = _lesion(len(labels))  # each case its own label
             labels[f"{split}/{n:02d}"] = vessel
             fov = np.ones(SHAPE, bool)
             fov[:3] = False
@@ -228,8 +228,14 @@ def test_dicom_series_folders_with_nifti_labels(tmp_path, monkeypatch, capsys):
             plane.SetMetaData("0028|0030", "0.7\\0.8")  # row, column spacing
             plane.SetMetaData("0018|0050", "2.5")
             plane.SetMetaData("0008|0060", "CT")
-            plane.SetMetaData("0020|000e", f"1.2.826.0.1.3680043.2.1125.{n}")
-            sitk.WriteImage(plane, str(folder / f"IM{z + 1:04d}.dcm"))
+            uid = f"1.2.826.0.1.3680043.2.1125.{n}"
+            plane.SetMetaData("0020|000d", f"{uid}.1")  # study
+            plane.SetMetaData("0020|000e", f"{uid}.2")  # series: one per volume
+            plane.SetMetaData("0008|0018", f"{uid}.3.{z + 1}")  # instance
+            writer = sitk.ImageFileWriter()
+            writer.KeepOriginalImageUIDOn()  # else each file gets a series of its own
+            writer.SetFileName(str(folder / f"IM{z + 1:04d}.dcm"))
+            writer.Execute(plane)
         mask = sitk.GetImageFromArray(label)
         mask.CopyInformation(image)
         (tmp_path / "labels").mkdir(exist_ok=True)
@@ -329,7 +335,7 @@ def test_prompt_kind_on_the_command_line_changes_the_scores_and_is_recorded(
         config = json.loads((out / "config.json").read_text())
         assert config["plan"]["protocol_params"]["prompt_kind"] == kind
         assert {row["kind"] for row in _ledger(out)} == {kind}
-        assert f"prompt kind {kind}" in (out / "report.md").read_text()
+        assert f"(prompt_kind = {kind!r}" in (out / "report.md").read_text()
     dice = {kind: pd.read_csv(out / "metrics.csv").query("metric == 'dice'")["value"].mean()
             for kind, out in runs.items()}
     assert dice["point"] != dice["mask"]  # the setting reached the model
