@@ -7,8 +7,11 @@ so that a worker can read the flow again by id and check that it got the same
 one; and each unreadable case, recorded as a failure.
 
 Before any flow is read, each dataset's layout is checked as ``bench datasets
-check`` checks it (:func:`check_layouts`): an empty or ambiguous layout
-refuses the run; its warnings are recorded in the manifest.
+check`` checks it (:func:`check_layouts`): an empty or ambiguous layout, or
+two cases sharing one mask file, refuses the run; its warnings are recorded
+in the manifest. Once read, cases holding another case's pixels are found
+from the digests the manifest records: a duplicated case (image and mask)
+refuses the run, a copied mask is a warning recorded with the layout's.
 
 A dataset with unreadable cases is refused (recorded in the manifest, no
 units) unless the plan accepts the gaps (``skip_bad_cases``): a partial
@@ -30,7 +33,7 @@ from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, Progress
 from bench.prompts import ledger, make_prompts, resolve_prompt_kind
 from bench.readers import Card, Truncation, read_flows
-from bench.readers.check import layout_problems
+from bench.readers.check import CaseContent, duplicate_contents, flow_contents, layout_problems
 from bench.rundir import RunDir
 from bench.types import Flow
 from bench.units import one_line
@@ -54,8 +57,9 @@ def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress) -> dict[str, 
     layouts = check_layouts(plan)
     for dataset in plan.datasets:
         notify(DatasetReading(dataset.name))
-        entry, dataset_rows = _read_dataset(plan, dataset)
-        entry["layout"] = [asdict(p) for p in layouts[dataset.name]]
+        entry, dataset_rows, contents = _read_dataset(plan, dataset)
+        copies = _copies(dataset, contents)
+        entry["layout"] = [asdict(p) for p in [*layouts[dataset.name], *copies]]
         if entry["failures"] and not plan.skip_bad_cases:
             entry["refused"] = True
             entry["flows"] = []
@@ -100,13 +104,34 @@ def check_layouts(plan: RunPlan, cards: Mapping[str, Card] | None = None
     return found
 
 
+def _copies(dataset: DatasetRun, contents: list[CaseContent]) -> list[Problem]:
+    """Warnings about cases holding another case's pixels (see
+    :func:`~bench.readers.check.duplicate_contents`).
+
+    Raises
+    ------
+    DataError
+        A duplicated case (image and mask the same as another case's): it
+        would weigh twice in every mean.
+    """
+    problems = duplicate_contents(contents)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more: see `bench datasets check {dataset.name}`)" \
+            if len(errors) > 1 else ""
+        raise DataError(errors[0].path, f"dataset {dataset.name!r}: {errors[0].message}{more}")
+    return problems
+
+
 def _read_dataset(plan: RunPlan, dataset: DatasetRun
-                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The manifest entry of ``dataset`` and the ledger rows of its flows."""
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]], list[CaseContent]]:
+    """The manifest entry of ``dataset``, the ledger rows of its flows and its cases'
+    content digests (from the digests the entry records: nothing is read again)."""
     entry: dict[str, Any] = {"root": str(dataset.root) if dataset.root else None,
                              "synthetic": dataset.card.synthetic, "flows": [],
                              "failures": [], "refused": False}
     rows: list[dict[str, Any]] = []
+    contents: list[CaseContent] = []
     owners: dict[str, str] = {}
     cuts: list[Truncation] = []
     for flow, failure in _stream(dataset, plan.limit, cuts):
@@ -114,17 +139,17 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
             entry["failures"].append(failure)
             continue
         _check_case_ids(dataset, flow, owners)
-        entry["flows"].append({"id": flow.id, "frames": len(flow.frames),
-                               "cases": len(flow.case_ids), "targets": flow.targets,
-                               "spacing": list(flow.spacing) if flow.spacing else None,
-                               "position": len(entry["flows"]),
-                               "case_ids": list(flow.case_ids),
-                               "patient_ids": list(flow.patient_ids),
-                               "frames_sha256": flow_frames_digest(flow.frames,
-                                                                  flow.source_frames),
-                               "masks_sha256": masks_digest(flow.masks),
-                               "pixels": int(sum(np.prod(shape)
-                                                 for shape in frame_shapes(flow.frames)))})
+        record = {"id": flow.id, "frames": len(flow.frames),
+                  "cases": len(flow.case_ids), "targets": flow.targets,
+                  "spacing": list(flow.spacing) if flow.spacing else None,
+                  "position": len(entry["flows"]),
+                  "case_ids": list(flow.case_ids),
+                  "patient_ids": list(flow.patient_ids),
+                  "frames_sha256": flow_frames_digest(flow.frames, flow.source_frames),
+                  "masks_sha256": masks_digest(flow.masks),
+                  "pixels": int(sum(np.prod(shape) for shape in frame_shapes(flow.frames)))}
+        entry["flows"].append(record)
+        contents.extend(flow_contents(flow, record["frames_sha256"], record["masks_sha256"]))
         for seed in plan.seeds:
             prompts = make_prompts(flow, plan.protocol, seed=seed,
                                    prompt_kind=prompt_kind_for(plan, dataset),
@@ -133,7 +158,7 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                                            protocol=plan.protocol, seed=seed))
     # --limit cut this dataset: what was listed and what was read (see bench.readers._limited)
     entry["truncated"] = {**asdict(cuts[0]), "how": cuts[0].describe()} if cuts else None
-    return entry, rows
+    return entry, rows, contents
 
 
 def _check_case_ids(dataset: DatasetRun, flow: Flow, owners: dict[str, str]) -> None:
@@ -167,6 +192,11 @@ def _stream(dataset: DatasetRun, limit: int | None, cuts: list[Truncation] | Non
             break
         except DataError as err:
             errors.append(err)
+            break
+        except MemoryError:  # beyond the readers' checks (a volume decoded or reordered)
+            errors.append(DataError(dataset.root or dataset.name, "out of memory while "
+                                    f"reading dataset {dataset.name!r} (MemoryError); its "
+                                    "later cases were not read"))
             break
         while errors:
             yield None, {"error": one_line(errors.pop(0))}

@@ -30,7 +30,7 @@ def nii(path: Path, array: np.ndarray, spacing=(0.8, 0.8, 2.5)) -> None:
 def good_case(root: Path, case: str, shape=(6, 6, 4)) -> tuple[Path, Path]:
     image = root / f"RawData/Training/img/img{case}.nii.gz"
     label = root / f"RawData/Training/label/label{case}.nii.gz"
-    nii(image, np.zeros(shape, np.int16))
+    nii(image, np.full(shape, int(case), np.int16))  # each case its own image: no duplicate
     labels = np.zeros(shape, np.uint8)
     labels[1:3, 1:3, 1] = 6
     nii(label, labels)

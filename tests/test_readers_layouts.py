@@ -76,8 +76,9 @@ def test_btcv_merges_adrenals_windows_ct_and_keeps_geometry(tmp_path):
     labels[1:3, 1:4, 1:3] = 12  # 12 voxels right adrenal
     labels[5:7, 5:8, 2:4] = 13  # 12 voxels left adrenal
     labels[0, 0, :] = 6  # liver, 5 voxels
-    for case in ("0001", "0002"):
-        nii(tmp_path / f"RawData/Training/img/img{case}.nii.gz", image, (0.7, 0.8, 2.5))
+    for case in ("0001", "0002"):  # two cases, not one duplicated (a check error)
+        nii(tmp_path / f"RawData/Training/img/img{case}.nii.gz", image + (case == "0002"),
+            (0.7, 0.8, 2.5))
         nii(tmp_path / f"RawData/Training/label/label{case}.nii.gz", labels, (0.7, 0.8, 2.5))
     nii(tmp_path / "RawData/Testing/img/img0061.nii.gz", image)  # unlabelled: not read
     btcv = card("btcv")
@@ -407,7 +408,7 @@ def test_isic_both_mask_spellings_and_superpixels_ignored(tmp_path):
     png(tmp_path / "ISBI2016_ISIC_Part1_Training_Data/ISIC_0000001.jpg", rgb(6, 8), "JPEG")
     png(tmp_path / "ISBI2016_ISIC_Part1_Training_GroundTruth/ISIC_0000001_Segmentation.png",
         lesion)
-    png(tmp_path / "ISIC2018_Task1-2_Training_Input/ISIC_0000002.jpg", rgb(6, 8), "JPEG")
+    png(tmp_path / "ISIC2018_Task1-2_Training_Input/ISIC_0000002.jpg", rgb(6, 8, 1), "JPEG")
     png(tmp_path / "ISIC2018_Task1-2_Training_Input/ISIC_0000002_superpixels.png", rgb(6, 8))
     png(tmp_path / "ISIC2018_Task1_Training_GroundTruth/ISIC_0000002_segmentation.png", lesion)
     isic = card("isic")

@@ -13,20 +13,31 @@ is refused before work starts, exactly as ``bench datasets check`` reports it.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from bench.errors import BenchError, DataError, Problem
+from bench.frames import LazyFrames, PackedMasks, array_sha256
 from bench.readers.cards import Card
 from bench.readers.cases import CaseRef, FileReader
 from bench.readers.diagnose import count_matches, relative_files
 from bench.readers.layout import PatternReader, layouts
 from bench.readers.patterns import one_level_off
 from bench.readers.registry import get_reader
+from bench.types import Flow
 
 # Voxel sizes outside this range (mm) are reported as implausible.
 PLAUSIBLE_SPACING_MM = (0.01, 20.0)
+# Two cases' identical masks smaller than this (foreground pixels or voxels, all
+# targets) are not reported: a small structure at one place in aligned scans, or
+# one marked pixel, can be alike by chance; larger identical masks are copies.
+TINY_MASK = 100
 
 
 def check_dataset(card: Card, root: Path | None, limit: int | None = None,
@@ -68,17 +79,20 @@ def check_dataset(card: Card, root: Path | None, limit: int | None = None,
         message = err.problem if isinstance(err, DataError) else " ".join(str(err).split())
         return [Problem("error", where, message)]
     problems.extend(scan_problems)
+    problems.extend(shared_files(refs))
     if not refs and root is not None and cards:
         problems.extend(_other_layouts(card, Path(root), cards))
     if not refs and root is not None:
         problems.extend(_root_hint(reader, card, Path(root)))
     checked = refs if limit is None else refs[:limit]
+    contents: list[CaseContent] = []
     for ref in checked:
         if ref.missing:  # already reported by the scan
             continue
         if progress is not None:
             progress(ref.id)
-        problems.extend(_check_case(reader, card, ref))
+        problems.extend(_check_case(reader, card, ref, contents))
+    problems.extend(duplicate_contents(contents))
     problems.append(_count_line(card, root, len(refs), len(checked)))
     return problems
 
@@ -110,6 +124,7 @@ def layout_problems(card: Card, root: Path | None,
     refs, problems = reader.scan(card, root)
     own = {(ref.where, ref.missing) for ref in refs if ref.missing}
     found = [p for p in problems if (p.path, p.message) not in own]
+    found.extend(shared_files(refs))
     if not refs and root is not None and cards:
         found.extend(_other_layouts(card, Path(root), cards))
     count = _count_line(card, root, len(refs), len(refs))
@@ -163,12 +178,18 @@ def _root_hint(reader: FileReader, card: Card, root: Path) -> list[Problem]:
                                        f"{folder}: pass --root {folder}")]
 
 
-def _check_case(reader: FileReader, card: Card, ref: CaseRef) -> list[Problem]:
+def _check_case(reader: FileReader, card: Card, ref: CaseRef, contents: list[CaseContent]
+                ) -> list[Problem]:
+    """The problems of one case; appends its content digests to ``contents``."""
     found: list[Problem] = []
     try:
         flow = reader.load_case(card, ref, sliced=False)
     except DataError as err:  # readers turn every fault of a file into a DataError
         return [Problem("error", err.path, err.problem)]
+    except MemoryError:  # decoding or reordering a volume that fits on disk, not in memory
+        return [Problem("error", ref.where, "too large to read: out of memory (MemoryError) "
+                                            "while loading this case")]
+    contents.extend(flow_contents(flow))
     where = ref.where
     meta = flow.meta
     masks = meta.get("mask") or [where]
@@ -195,6 +216,220 @@ def _check_case(reader: FileReader, card: Card, ref: CaseRef) -> list[Problem]:
             found.append(Problem("warning", where, f"implausible spacing {tuple(spacing)} mm"))
             break
     return found
+
+
+# --------------------------------------------------------------------------- shared files
+
+
+def shared_files(refs: Sequence[CaseRef]) -> list[Problem]:
+    """Cases that read one file as their mask (or image): the same path, or links to it.
+
+    A mask that is a link to another case's mask scores one case against the
+    other's ground truth: an error. One image file read by two cases is a
+    warning (two annotations of one image listed as cases can be meant).
+    Only the file system is asked (``os.stat``), nothing is read.
+
+    Returns
+    -------
+    list of Problem
+        One per case whose file an earlier case already reads, naming both.
+    """
+    problems: list[Problem] = []
+    for role, severity in (("mask", "error"), ("image", "warning")):
+        owners: dict[tuple[int, int], tuple[CaseRef, Path]] = {}
+        for ref in refs:
+            for path in {_identity(p): p for p in _files(ref, role)}.values():
+                key = _identity(path)
+                if key is None:
+                    continue  # missing: the scan reports it
+                first, first_path = owners.setdefault(key, (ref, path))
+                if first is not ref:
+                    problems.append(Problem(severity, str(path),
+                                            _shared_message(role, ref, path, first, first_path)))
+    return problems
+
+
+def _files(ref: CaseRef, role: str) -> list[Path]:
+    """The case's mask files (label maps and per-target files), or its image file."""
+    if role == "image":
+        image = ref.files.get("image")
+        return [Path(image)] if image is not None else []
+    found = ref.files.get("mask") or ()
+    paths = [found] if isinstance(found, (str, Path)) else list(found)
+    for group in (ref.files.get("targets") or {}).values():
+        paths.extend(group)
+    return [Path(p) for p in paths]
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file behind ``path`` (links followed; hard links too), or None if absent."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _shared_message(role: str, ref: CaseRef, path: Path, first: CaseRef, first_path: Path
+                    ) -> str:
+    if path == first_path:
+        how = f"both read {path}"
+    else:
+        link = path if path.is_symlink() else first_path if first_path.is_symlink() else None
+        how = (f"{path} and {first_path} are one file"
+               + (f" ({link} is a link to {link.resolve()})" if link is not None else ""))
+    if role == "mask":
+        return (f"cases {first.id!r} and {ref.id!r} share one mask file: {how}; each would be "
+                "scored against the other's ground truth: give each case its own mask, or "
+                "leave one case out with options.exclude")
+    return (f"cases {first.id!r} and {ref.id!r} share one image file: {how}; one image "
+            "counted as two cases (check that this is meant)")
+
+
+# --------------------------------------------------------------------------- same pixels
+
+
+@dataclass(frozen=True)
+class CaseContent:
+    """A case's files and the digests of its decoded pixels, to find copies.
+
+    Attributes
+    ----------
+    case : str
+        The case id.
+    image, mask : str
+        Its image file and (first) mask file, named in messages.
+    image_sha256, mask_sha256 : str
+        Digests of the image as read and of every target's mask.
+    foreground : int
+        Foreground pixels (voxels) of all targets' masks together.
+    """
+
+    case: str
+    image: str
+    mask: str
+    image_sha256: str
+    mask_sha256: str
+    foreground: int
+
+
+def flow_contents(flow: Flow, frames_sha256: str | None = None,
+                  masks_sha256: str | None = None) -> list[CaseContent]:
+    """The :class:`CaseContent` of each case of ``flow``, from digests at hand if possible.
+
+    Parameters
+    ----------
+    flow : Flow
+        A volume (one case), or an image flow read from files (one case per
+        frame: :class:`~bench.frames.LazyFrames` keep each frame's sha256,
+        packed masks are hashed packed, so nothing is read again).
+    frames_sha256, masks_sha256 : str, optional
+        A volume's digests when already computed (a run's manifest has them).
+
+    Returns
+    -------
+    list of CaseContent
+        Empty for slices of volumes: blank slices of one scan are alike by
+        nature (their volume is the case that could be copied).
+    """
+    if flow.kind == "volume":
+        meta = flow.meta
+        image = frames_sha256 or array_sha256(np.asarray(flow.frames))
+        masks = masks_sha256 or _masks_sha256({t: m for t, m in flow.masks.items()}, None)
+        foreground = sum(int(np.count_nonzero(m)) for m in flow.masks.values())
+        return [_content(flow.case_ids[0], meta, image, masks, foreground)]
+    found = []
+    cases = flow.meta.get("cases") or [flow.meta]
+    for index, case in enumerate(flow.case_ids):
+        meta = cases[index] if index < len(cases) else {}
+        if meta.get("slice") is not None:
+            continue
+        frames = flow.frames
+        image = (frames.digests[index] if isinstance(frames, LazyFrames)
+                 else array_sha256(np.asarray(frames[index])))
+        masks = _masks_sha256(flow.masks, index)
+        foreground = sum(_foreground(m, index) for m in flow.masks.values())
+        found.append(_content(case, meta, image, masks, foreground))
+    return found
+
+
+def _content(case: str, meta: Mapping, image: str, masks: str, foreground: int
+             ) -> CaseContent:
+    mask_files = meta.get("mask") or [f for fs in (meta.get("target_masks") or {}).values()
+                                      for f in fs]
+    first = mask_files[0] if isinstance(mask_files, list) and mask_files else mask_files
+    return CaseContent(case, str(meta.get("image") or case), str(first or case), image, masks,
+                       foreground)
+
+
+def _masks_sha256(masks: Mapping[str, Sequence[np.ndarray]], index: int | None) -> str:
+    """sha256 over each target's name and mask (``index``: one frame of each; None: all)."""
+    digest = hashlib.sha256()
+    for target in sorted(masks):
+        frames = masks[target]
+        digest.update(f"|{target}|".encode())
+        if isinstance(frames, PackedMasks) and index is not None:
+            digest.update(f"{frames.shapes[index]}|".encode())
+            digest.update(frames.bits(index).tobytes())
+        else:
+            chosen = frames if index is None else frames[index]
+            digest.update(array_sha256(np.asarray(chosen, dtype=bool)).encode())
+    return digest.hexdigest()
+
+
+def _foreground(frames: Sequence[np.ndarray], index: int) -> int:
+    if isinstance(frames, PackedMasks):  # counted packed: padding bits are zero
+        return int(np.bitwise_count(frames.bits(index)).sum())
+    return int(np.count_nonzero(frames[index]))
+
+
+def duplicate_contents(cases: Iterable[CaseContent]) -> list[Problem]:
+    """Cases holding the same pixels as an earlier case.
+
+    - image and mask both the same: a duplicated case, counted twice in every
+      mean: an **error**;
+    - the same mask with another image: a mask copied from another case is
+      scored as this one's ground truth: a **warning** (not an error: a
+      dataset may give several images of one patient the same label map);
+      identical empty masks are common and identical masks of fewer than
+      :data:`TINY_MASK` pixels can be alike by chance: neither is reported;
+    - the same image with another mask: a **warning**.
+
+    Returns
+    -------
+    list of Problem
+        One per case, naming both cases' files.
+    """
+    problems: list[Problem] = []
+    pairs: dict[tuple[str, str], CaseContent] = {}
+    masks: dict[str, CaseContent] = {}
+    images: dict[str, CaseContent] = {}
+    for case in cases:
+        twin = pairs.setdefault((case.image_sha256, case.mask_sha256), case)
+        if twin is not case:
+            problems.append(Problem("error", case.image, (
+                f"case {case.case!r} duplicates case {twin.case!r}: its image and mask "
+                f"({case.image}, {case.mask}) hold the same pixels as {twin.image} and "
+                f"{twin.mask}; a case counted twice weighs twice in every mean: remove one, or "
+                "leave it out with options.exclude")))
+            continue
+        if case.foreground >= TINY_MASK:
+            first = masks.setdefault(case.mask_sha256, case)
+            if first is not case:
+                problems.append(Problem("warning", case.mask, (
+                    f"mask of case {case.case!r} holds the same pixels as {first.mask} (case "
+                    f"{first.case!r}) though the images differ: a mask copied from another "
+                    "case is scored as this case's ground truth; check both files")))
+        first = images.setdefault(case.image_sha256, case)
+        if first is not case:
+            problems.append(Problem("warning", case.image, (
+                f"image of case {case.case!r} holds the same pixels as {first.image} (case "
+                f"{first.case!r}) with another mask: one image counted as two cases; check "
+                "that this is meant")))
+    return problems
+
+
+# --------------------------------------------------------------------------- counts
 
 
 def _count_line(card: Card, root: Path | None, found: int, checked: int) -> Problem:
