@@ -130,6 +130,16 @@ class Adapter:
         """
         return False
 
+    def unit_notes(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> dict[str, str]:
+        """What this adapter chose for one unit that its settings alone do not say.
+
+        Recorded per unit (``notes`` in ``units/KEY.json`` and ``units.csv``)
+        and listed in the report's Models section, e.g. ``medsam2``'s memory
+        per flow. Called with the unit's flow and prompts, also on a cache
+        hit; the default has nothing to say.
+        """
+        return {}
+
     def unavailable(self) -> str | None:
         """Why this adapter cannot run here (a missing package or checkpoint), or None.
 

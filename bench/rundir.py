@@ -68,7 +68,7 @@ TIDY_COLUMNS = ["dataset", "flow", "case", "patient", "target", "model", "protoc
                 "metric", "value", "status", "message", "click"]
 UNIT_COLUMNS = ["key", "dataset", "flow", "model", "seed", "status", "attempts", "restarts",
                 "cache", "seconds", "peak_rss_mb", "rss_growth_mb", "gpu_peak_mb", "worker",
-                "message"]
+                "message", "notes"]
 # Parts of config.json that a resumed run must share with the run it continues.
 RESUME_KEYS = ("plan", "cards", "shard")
 # Parts of the plan a resumed run may change: each unit records the adapter's digest
@@ -82,6 +82,11 @@ def unit_key(dataset: str, flow: str, model: str, protocol: str,
     identity = json.dumps([dataset, flow, model, protocol, protocol_params, seed],
                           sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest()[:20]
+
+
+def format_notes(notes: Mapping[str, Any]) -> str:
+    """A unit's ``notes`` as one ``units.csv`` cell: ``key=value; ...`` in key order."""
+    return "; ".join(f"{key}={notes[key]}" for key in sorted(notes))
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,9 @@ class UnitRecord:
     fields and ``worker`` describe how the unit ran (see :mod:`bench.units`),
     not its result. ``inputs`` are the digests of what the result depends on
     (:func:`bench.units.unit_inputs`); a resumed run recomputes a unit whose
-    inputs changed.
+    inputs changed. ``notes`` are what the adapter chose for this unit
+    (:meth:`bench.adapters.base.Adapter.unit_notes`, e.g. ``medsam2``'s
+    memory), written to ``units.csv`` as ``key=value; ...``.
     """
 
     key: str
@@ -128,11 +135,12 @@ class UnitRecord:
     gpu_peak_mb: float | None = None
     worker: str | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     # The fields that are the unit's result; the others may differ between two
     # runs of the same unit (timings, memory, worker, attempts, cache use).
     RESULT_FIELDS = ("key", "dataset", "flow", "model", "protocol", "seed", "status",
-                     "message", "scores", "rows", "inputs")
+                     "message", "scores", "rows", "inputs", "notes")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -527,6 +535,7 @@ class RunDir:
         records = []
         for path in self.unit_paths():
             unit = self.read_unit(path).to_json()
+            unit["notes"] = format_notes(unit["notes"])
             records.append({column: unit[column] for column in UNIT_COLUMNS})
         table = pd.DataFrame(records, columns=UNIT_COLUMNS)
         return table.sort_values(["dataset", "model", "seed", "flow"], kind="stable") \

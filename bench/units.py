@@ -263,10 +263,11 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
     An exception of the adapter, of scoring or of writing the masks is the
     unit's failure: recorded (traceback in ``logs/KEY.txt``), never raised.
     """
-    state = "off"
+    state, notes = "off", {}
     try:
         modality = next((d.card.modality for d in plan.datasets if d.name == spec.dataset), "")
         seen = flow if adapter.capabilities.sees_ground_truth else flow.view(modality)
+        notes = adapter.unit_notes(seen, prompts)  # e.g. medsam2's memory for this flow
         prediction, cache_key, click_rows = None, None, []
         if plan.protocol == "interactive":
             # Later clicks depend on the model's answers: nothing to cache or replay.
@@ -308,7 +309,7 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
                       protocol=plan.protocol, seed=spec.seed, status=status, message=message,
                       scores=scores, rows=_label(rows, spec, flow.id, adapter.name,
                                                  plan.protocol),
-                      cache=state, inputs=dict(spec.inputs))
+                      cache=state, inputs=dict(spec.inputs), notes=dict(notes))
 
 
 def _needs_logits(plan: RunPlan) -> bool:

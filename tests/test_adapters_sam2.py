@@ -335,7 +335,8 @@ def test_fingerprint_settings_are_the_resolved_options_as_given():
         "fill_hole_area": "official",
         "cache_mb": 64, "cache_dir": "", "memory": "official", "bank_size": 16,
         "bank_margin": 0, "bank_draws": 1, "flatten_order": "official", "bank_seed": 0,
-        "bank_with_prompts": False, "batch": 1, "click_order": "xy"}
+        "bank_with_prompts": False, "batch": 1, "click_order": "xy",
+        "mask_memory": "confidence"}
     assert type(settings["bank_margin"]) is int and type(settings["cache_mb"]) is int
     assert SAM2Adapter(settings={"cache_mb": 0.5}).options.cache_mb == 0.5
 

@@ -199,8 +199,10 @@ def test_the_settings_reference_lists_every_key_once():
     tables = {row["table"] for row in rows}
     assert {"defaults", "datasets", "models", "suites.NAME"} <= tables
     expected = {("defaults", key) for key in Defaults.model_fields}
-    expected |= {("suites.NAME", key) for key in Suite.model_fields if key != "protocol_params"}
-    expected |= {("datasets", "NAME"), ("models", "NAME"), ("suites.NAME.protocol_params", "NAME")}
+    expected |= {("suites.NAME", key) for key in Suite.model_fields
+                 if key not in ("protocol_params", "model_settings")}
+    expected |= {("datasets", "NAME"), ("models", "NAME"), ("suites.NAME.protocol_params", "NAME"),
+                 ("suites.NAME.model_settings", "NAME")}
     for name, spec in PROTOCOLS.items():
         table = f"suites.NAME.protocol_params (protocol = {name!r})"
         expected |= {(table, key) for key in spec.params.model_fields}

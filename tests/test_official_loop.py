@@ -180,14 +180,15 @@ def test_click_order_official_feeds_row_col():
                               adapter().predict(flow, [prompt]).logits["t"][0])
 
 
-def test_mask_prompts_are_refused_by_the_official_loop():
+def test_mask_prompts_are_refused_by_the_official_loop_with_mask_memory_refuse():
     from bench.errors import ConfigError
 
     flow = stream(n=2)
     mask = np.zeros((LOW, LOW), bool)
     mask[10:20, 10:20] = True
-    with pytest.raises(ConfigError, match=r"memory: 'official' runs the official 2D loop"):
-        adapter().predict(flow, [Prompt("t", 0, "mask", mask=mask)])
+    with pytest.raises(ConfigError, match=r"mask_memory: 'refuse' with memory 'official': "
+                                          r"the official 2D loop takes clicks"):
+        adapter(mask_memory="refuse").predict(flow, [Prompt("t", 0, "mask", mask=mask)])
 
 
 def test_fifo_equals_sam2_on_an_image_flow():

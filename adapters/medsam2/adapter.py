@@ -39,10 +39,18 @@ Memory policies (``memory``)
     its whole test stream, equal when a flow is the whole test split).
     Tested equal (masks, logits within 1e-5) to an independent port of the
     official loop (``tests/test_official_loop.py``). It takes clicks (and
-    boxes, an extension); a mask prompt is a clear error (use
-    ``confidence``). ``click_order = "official"`` feeds each click as
+    boxes, an extension). The official 2D code never takes a mask prompt
+    (its ``validation_sam`` calls the prompt encoder with ``masks=None``, and
+    its 2D dataset yields clicks only), so there is nothing to reproduce: an
+    image flow with a mask prompt (any prompt carrying a mask) runs, as a
+    whole, under ``mask_memory`` (default ``"confidence"``, the paper's 2D
+    memory; ``"fifo"``; or ``"refuse"``: a clear error, as before). Each
+    unit records the memory that produced it (:meth:`MedSAM2Adapter.unit_notes`:
+    ``notes`` of the unit record and ``units.csv``, listed in the report's
+    Models section). ``click_order = "official"`` feeds each click as
     (row, col) where SAM expects (x, y), as the official code does (off by
-    default: ``"xy"``). The run record's ``memory_policy`` says which ran.
+    default: ``"xy"``; the ``official-code`` suite sets it). The run
+    record's ``memory_policy`` says which ran.
 
 ``confidence`` is the harness's cleaner variant of the bank inside SAM 2's
 video predictor; ``official`` is the official loop.
@@ -120,6 +128,10 @@ AUTO_CONFIGS = ("sam2_hiera_t", "sam2_hiera_s")
 MemoryPolicy = Literal["fifo", "confidence", "official"]
 # The choices of memory_bank.FLATTEN_ORDERS; memory_bank imports torch, this module must not.
 FlattenOrder = Literal["official", "aligned"]
+MaskMemory = Literal["confidence", "fifo", "refuse"]
+"""``mask_memory``: the memory of a mask-prompted image flow under ``memory = "official"``."""
+MASK_FALLBACK = "mask prompt; the official 2D loop takes none"
+"""Why a unit's memory is ``mask_memory`` (said beside it in the unit's notes)."""
 
 
 class MedSam2Options(Sam2Options):
@@ -138,6 +150,7 @@ class MedSam2Options(Sam2Options):
     fill_hole_area: Annotated[int, Field(ge=0)] | Literal["official"] = "official"
     batch: Annotated[int, Field(ge=1)] = 1
     click_order: Literal["xy", "official"] = "xy"
+    mask_memory: MaskMemory = "confidence"
 
 
 OFFICIAL_HOLE_AREA_3D = 8
@@ -179,6 +192,8 @@ class MedSAM2Adapter(SAM2Adapter):
         self.last_bank: Any = None
         #: The unit's seed (``--seeds``), handed over by the harness; 0 outside a run.
         self.run_seed = 0
+        #: The memory policy of the last flow predicted (:meth:`policy_for`).
+        self.last_policy: str | None = None
 
     def use_run_seed(self, seed: int) -> bool:
         self.run_seed = int(seed)
@@ -220,18 +235,37 @@ class MedSAM2Adapter(SAM2Adapter):
         policy = self.options.memory
         if policy == "official":
             return (f"official (volume: fifo, image-flow: the official 2D loop, "
-                    f"B={self.options.batch}, click_order={self.options.click_order})")
+                    f"B={self.options.batch}, click_order={self.options.click_order}; "
+                    f"image flows with a mask prompt: {self.options.mask_memory})")
         return policy
 
-    def policy_for(self, kind: str) -> str:
-        """The concrete memory policy for a flow of ``kind``."""
+    def policy_for(self, kind: str, prompts: Sequence[Prompt] = ()) -> str:
+        """The concrete memory policy for a flow of ``kind`` prompted with ``prompts``.
+
+        Under ``memory = "official"``: ``fifo`` for volumes; for image flows
+        the official 2D loop (``official-2d``), unless a prompt carries a mask
+        (the official 2D loop takes none): then ``mask_memory``, or
+        ``official-2d`` with ``mask_memory = "refuse"`` (which refuses it).
+        """
         policy = self.options.memory
-        if policy == "official":
-            return "fifo" if kind == "volume" else "official-2d"
-        return policy
+        if policy != "official":
+            return policy
+        if kind == "volume":
+            return "fifo"
+        if self.options.mask_memory != "refuse" and _has_mask(prompts):
+            return self.options.mask_memory
+        return "official-2d"
+
+    def unit_notes(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> dict[str, str]:
+        """``memory``: the policy that produces this unit's masks, and why when a fallback."""
+        policy = self.policy_for(flow.kind, prompts)
+        fallback = (self.options.memory == "official" and flow.kind != "volume"
+                    and policy != "official-2d")
+        return {"memory": f"{policy} ({MASK_FALLBACK}: mask_memory)" if fallback else policy}
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
-        if self.policy_for(flow.kind) != "official-2d":
+        self.last_policy = self.policy_for(flow.kind, prompts)
+        if self.last_policy != "official-2d":
             return super().predict(flow, prompts)
         return self._predict_official_2d(flow, prompts)
 
@@ -281,9 +315,9 @@ class MedSAM2Adapter(SAM2Adapter):
 
         if prompt.mask is not None:
             raise ConfigError(
-                f"{self.where}.memory: 'official' runs the official 2D loop, which takes "
-                f"clicks (and boxes), not a mask prompt (target {target!r}, frame {frame}); "
-                f"use memory = 'confidence' for mask prompts")
+                f"{self.where}.mask_memory: 'refuse' with memory 'official': the official "
+                f"2D loop takes clicks (and boxes), not a mask prompt (target {target!r}, "
+                f"frame {frame}); set mask_memory to 'confidence' or 'fifo'")
         size = self.options.image_size
         scale = torch.tensor([size / shape[1], size / shape[0]], dtype=torch.float64)
         points = labels = box = None
@@ -298,9 +332,13 @@ class MedSAM2Adapter(SAM2Adapter):
             box = box.reshape(4).float()
         return LoopPrompt(points, labels, box)
 
-    def new_bank(self, flow: FlowFrames, target: str) -> Any:
-        """The confidence bank of one target's run, or None under SAM 2's FIFO memory."""
-        if self.policy_for(flow.kind) != "confidence":
+    def new_bank(self, flow: FlowFrames, target: str, policy: str | None = None) -> Any:
+        """The confidence bank of one target's run, or None under SAM 2's FIFO memory.
+
+        ``policy``: the flow's (:meth:`policy_for`); default: that of a flow of
+        ``flow.kind`` without mask prompts.
+        """
+        if (policy or self.policy_for(flow.kind)) != "confidence":
             return None
         from bench.adapters.medsam2.memory_bank import ConfidenceBank
 
@@ -314,7 +352,7 @@ class MedSAM2Adapter(SAM2Adapter):
                        target: str) -> None:
         from bench.adapters.medsam2.predictor import BANK_KEY, WITH_PROMPTS_KEY
 
-        bank = self.new_bank(flow, target)
+        bank = self.new_bank(flow, target, self.last_policy)
         if bank is not None:
             output_dict[BANK_KEY] = bank
             output_dict[WITH_PROMPTS_KEY] = self.options.bank_with_prompts
@@ -328,3 +366,8 @@ class MedSAM2Adapter(SAM2Adapter):
                                                         "bank_with_prompts")}
         record["bank"]["draws_seeded_by"] = "run seed (--seeds) and bank_seed"
         return record
+
+
+def _has_mask(prompts: Sequence[Prompt]) -> bool:
+    # Mask and empty-mask prompts alike: the official 2D loop has no mask input.
+    return any(prompt.mask is not None for prompt in prompts)

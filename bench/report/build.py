@@ -601,6 +601,26 @@ def _gallery(doc: Document, ctx: RunContext) -> None:
         doc.add(Paragraph("Not drawn:"), Bullets(notes))
 
 
+def unit_notes(units: pd.DataFrame | None) -> dict[str, str]:
+    """Per model, what its adapter chose per unit (``notes`` of ``units.csv``), by dataset.
+
+    E.g. ``medsam2``'s memory: the report says which memory produced each
+    dataset's numbers. Empty for models without notes (and for runs written
+    before ``units.csv`` had the column).
+    """
+    if units is None or "notes" not in units.columns:
+        return {}
+    # An all-empty column reads back as float NaN.
+    units = units.assign(notes=[v if isinstance(v, str) else "" for v in units["notes"]])
+    text = {}
+    for model, rows in units[units["notes"] != ""].groupby("model", sort=True):
+        counts = rows.groupby(["notes", "dataset"], sort=True).size()
+        parts = [f"{dataset}: {note} ({n} unit{'s' if n != 1 else ''})"
+                 for (note, dataset), n in counts.items()]
+        text[str(model)] = " Per unit (`notes` in `units.csv`): " + "; ".join(parts) + "."
+    return text
+
+
 def _closing(doc: Document, ctx: RunContext) -> None:
     summary = ctx.summary
     doc.add(Heading("Metric definitions"))
@@ -624,7 +644,10 @@ def _closing(doc: Document, ctx: RunContext) -> None:
         doc.add(Heading("Failures"), Bullets(items))
 
     doc.add(Heading("Models"))
+    per_unit = unit_notes(ctx.rundir.read_unit_table())
     doc.add(Bullets([f"`{name}`: {fp.get('description', '')}".rstrip(": ")
+                     + (f" Memory setting: {fp['memory_policy']}." if "memory_policy" in fp
+                        else "") + per_unit.get(name, "")
                      for name, fp in summary.get("adapters", {}).items()] or ["(none recorded)"]))
     provenance = summary.get("provenance", {})
     versions = provenance.get("versions", {})
