@@ -1,47 +1,63 @@
-"""The README's "Use your own dataset" commands run as written, on a folder made here."""
+"""The README's "Use your own dataset" commands run as written, on replicas made here.
 
+The commands are read from the README itself (its first two code blocks of that
+section), so the README and this test cannot drift apart.
+"""
+
+import re
 import shlex
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image
+import pytest
+from test_own_data_layouts import _drive, _image, _lesion
 
 from bench.cli import main
 
-# The commands of the README section "Use your own dataset", exactly as printed there.
-README_COMMANDS = """
-bench datasets new skin --images 'skin/images/*.png' --masks 'skin/masks/*_mask.png'
-bench datasets check skin --root skin --cards cards
-bench run --suite one-prompt --datasets skin --root skin=skin --cards cards --models registration,full-frame
-"""  # noqa: E501 (the README line, verbatim)
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _skin(root: Path, count: int = 4) -> None:
-    rng = np.random.default_rng(7)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(count):
-        image = (rng.random((40, 48, 3)) * 200).astype(np.uint8)
-        mask = np.zeros((40, 48), np.uint8)
-        mask[10:25 + i, 12:30] = 255
-        image[mask > 0] += 50
-        Image.fromarray(image).save(root / "images" / f"ISIC_{i:04d}.png")
-        Image.fromarray(mask).save(root / "masks" / f"ISIC_{i:04d}_mask.png")
+def _section_blocks() -> list[list[list[str]]]:
+    text = README.read_text()
+    section = text[text.index("## Use your own dataset"):text.index("## Your own model")]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return [[shlex.split(line) for line in block.strip().splitlines()] for block in blocks]
 
 
-def test_readme_commands_run_in_an_empty_folder(tmp_path, monkeypatch):
-    _skin(tmp_path / "skin")
+def _ph2(root: Path) -> None:
+    from PIL import Image
+
+    for i in range(3):
+        case = f"IMD{i + 2:03d}"
+        (root / case / f"{case}_Dermoscopic_Image").mkdir(parents=True)
+        (root / case / f"{case}_lesion").mkdir()
+        Image.fromarray(_image(_lesion(i), i)).save(
+            root / case / f"{case}_Dermoscopic_Image" / f"{case}.bmp")
+        Image.fromarray(_lesion(i)).convert("1").save(
+            root / case / f"{case}_lesion" / f"{case}_lesion.bmp")
+
+
+@pytest.mark.parametrize("layout", ["case folders", "split folders"])
+def test_readme_commands_run_in_an_empty_folder(tmp_path, monkeypatch, layout):
+    blocks = _section_blocks()
+    assert len(blocks) >= 2
+    commands, name, cases = {
+        "case folders": (blocks[0], "ph2", ["IMD003", "IMD004"]),
+        "split folders": (blocks[1], "drive", ["test/02", "test/03", "training/22",
+                                               "training/23"]),
+    }[layout]
+    if layout == "case folders":
+        _ph2(tmp_path / "PH2 Dataset images")
+    else:
+        _drive(tmp_path / "DRIVE")
     monkeypatch.chdir(tmp_path)  # no bench.toml here or above: the built-in configuration
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    commands = [shlex.split(line) for line in README_COMMANDS.strip().splitlines()]
-    assert len(commands) == 3 and all(c[0] == "bench" for c in commands)
+    assert len(commands) == 2 and all(c[0] == "bench" for c in commands)
     for command in commands:
         assert main(command[1:]) == 0, command
-    assert (tmp_path / "cards" / "skin.toml").is_file()
-    [run] = [p.parent for p in tmp_path.glob("**/metrics.csv")]
+    assert (tmp_path / "cards" / f"{name}.toml").is_file()
+    [run] = [p.parent for p in tmp_path.glob("runs/**/metrics.csv")]
     metrics = pd.read_csv(run / "metrics.csv")
-    dice = metrics[(metrics["metric"] == "dice") & (metrics["dataset"] == "skin")]
+    dice = metrics[(metrics["metric"] == "dice") & (metrics["dataset"] == name)]
     assert sorted(set(dice["model"])) == ["full-frame", "registration"]
-    # ISIC_0000 is the one-prompt template: given, not predicted, so not scored
-    assert sorted(set(dice["case"])) == [f"ISIC_{i:04d}" for i in range(1, 4)]
+    # each flow's first image is its one-prompt template: given, not predicted, not scored
+    assert sorted(set(dice["case"])) == cases
