@@ -82,7 +82,7 @@ def print_results(run_dir: Path) -> None:
     if summary["demo_data"]:
         title += " - SYNTHETIC demo data"
     if stamped:
-        title += " - RANDOM WEIGHTS, meaningless"
+        title += " - RANDOM WEIGHTS (meaningless)"
     console.print(frame_table(shown, title, headers=_COUNT_HEADERS,
                               right=[*metrics, *_COUNT_HEADERS]))
 
@@ -96,8 +96,8 @@ def random_weights_of(rundir: RunDir, summary: dict) -> list[str]:
 
 def random_weights_banner(models: Collection[str]) -> str:
     """The console line above the results of a run with random weights."""
-    return (f"RANDOM WEIGHTS (--random-weights): the results of {', '.join(models)} are "
-            "MEANINGLESS, a smoke test only; metrics.csv marks their rows random_weights=True")
+    return (f"RANDOM WEIGHTS (--random-weights): results of {', '.join(models)} are "
+            "MEANINGLESS (smoke test only; metrics.csv: random_weights=True)")
 
 
 class _RateColumn(ProgressColumn):

@@ -12,7 +12,8 @@ Layout (DESIGN section 6)::
     predictions/...      masks (:mod:`bench.store`: PNG per image, NIfTI per volume and
                          target)
     logs/KEY.txt         traceback of a failed unit
-    metrics.csv          tidy per-case table of every unit (:data:`TIDY_COLUMNS`)
+    metrics.csv          tidy per-case table of every unit (:data:`METRICS_COLUMNS`: the
+                         unit rows' :data:`TIDY_COLUMNS` and the ``random_weights`` stamp)
     units.csv            one row per unit (:data:`UNIT_COLUMNS`)
     summary.json         aggregates with counts and intervals (:mod:`bench.report`)
     report.md, report.html, report.tex, figures/   the report
@@ -66,6 +67,11 @@ REPORT_NAMES = {"md": "report.md", "html": "report.html", "tex": "report.tex"}
 # ``click`` is empty except for interactive runs, where it numbers the Dice after each click.
 TIDY_COLUMNS = ["dataset", "flow", "case", "patient", "target", "model", "protocol", "seed",
                 "metric", "value", "status", "message", "click"]
+# metrics.csv adds one column to the unit rows: True on every row of a model that ran with
+# randomly initialised weights (--random-weights), so that no row of a smoke test can be taken
+# for a result once the table leaves its run directory (:func:`random_weight_models`).
+RANDOM_WEIGHTS = "random_weights"
+METRICS_COLUMNS = [*TIDY_COLUMNS, RANDOM_WEIGHTS]
 UNIT_COLUMNS = ["key", "dataset", "flow", "model", "seed", "status", "attempts", "restarts",
                 "cache", "seconds", "peak_rss_mb", "rss_growth_mb", "gpu_peak_mb", "worker",
                 "message", "notes"]
@@ -82,6 +88,24 @@ def unit_key(dataset: str, flow: str, model: str, protocol: str,
     identity = json.dumps([dataset, flow, model, protocol, protocol_params, seed],
                           sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest()[:20]
+
+
+def random_weight_models(config: Mapping[str, Any]) -> list[str]:
+    """The models of a run record (``config.json``) that ran with random initial weights.
+
+    A model is stamped when its plan settings say ``random_weights`` (what
+    ``--random-weights`` sets on every model with weights) or its recorded
+    fingerprint says ``meaningless``. A resumed run reruns every unit whose
+    adapter changed, so the record's current settings hold for all its units.
+    """
+    plan = config.get("plan", {})
+    settings = plan.get("model_settings", {}) if isinstance(plan, Mapping) else {}
+    adapters = config.get("adapters", {})
+    chosen = {model for model, entry in settings.items()
+              if isinstance(entry, Mapping) and entry.get("random_weights")}
+    chosen |= {model for model, entry in adapters.items()
+               if isinstance(entry, Mapping) and entry.get("meaningless")}
+    return sorted(chosen)
 
 
 def format_notes(notes: Mapping[str, Any]) -> str:
@@ -465,12 +489,20 @@ class RunDir:
     # ------------------------------------------------------------------ tables
 
     def collect_metrics(self) -> pd.DataFrame:
-        """The tidy per-case table of every completed unit, in a canonical order."""
+        """The tidy per-case table of every completed unit, in a canonical order.
+
+        Columns :data:`METRICS_COLUMNS`: the unit rows, and ``random_weights``
+        from the run record (:func:`random_weight_models`; all False without
+        ``config.json``).
+        """
         rows: list[dict[str, Any]] = []
         for path in self.unit_paths():
             rows.extend(self.read_unit(path).rows)
         table = pd.DataFrame(rows, columns=TIDY_COLUMNS)
         table["click"] = table["click"].astype("Int64")
+        stamped = (random_weight_models(self.read_config()) if self.config_path.exists()
+                   else [])
+        table[RANDOM_WEIGHTS] = table["model"].isin(stamped).astype(bool)
         return table.sort_values(
             ["dataset", "model", "seed", "flow", "case", "target", "metric", "click"],
             kind="stable").reset_index(drop=True)
@@ -486,6 +518,9 @@ class RunDir:
 
         The table is checked first (:meth:`check_metrics`): every reader of
         a run (report, check, compare) refuses a truncated or edited table.
+        A table without the ``random_weights`` column (written before it
+        existed, or by hand) gets it from the run record (all False without
+        one).
         """
         self.check_metrics()
         try:
@@ -496,10 +531,18 @@ class RunDir:
         except (ValueError, pd.errors.ParserError) as err:
             raise DataError(self.metrics_path, f"not a metrics table ({_one_line(err)})") \
                 from None
-        if list(table.columns) != TIDY_COLUMNS:
+        if list(table.columns) not in (TIDY_COLUMNS, METRICS_COLUMNS):
             raise DataError(self.metrics_path, "not a metrics table: its columns are "
                             f"{', '.join(map(str, table.columns))}")
         table["message"] = table["message"].fillna("")
+        if RANDOM_WEIGHTS not in table.columns:
+            stamped = (random_weight_models(self.read_config()) if self.config_path.exists()
+                       else [])
+            table[RANDOM_WEIGHTS] = table["model"].isin(stamped)
+        elif not table[RANDOM_WEIGHTS].isin([True, False]).all():
+            raise DataError(self.metrics_path, f"column {RANDOM_WEIGHTS}: expected True or "
+                            "False in every row")
+        table[RANDOM_WEIGHTS] = table[RANDOM_WEIGHTS].astype(bool)
         return table
 
     def check_metrics(self) -> None:
@@ -521,8 +564,12 @@ class RunDir:
             for path in paths:
                 if path.stem not in expected:
                     raise DataError(path, "not a unit of this run's plan and manifest")
-        rebuilt = self.collect_metrics().to_csv(index=False, float_format="%.10g")
         stored = self.metrics_path.read_bytes().decode("utf-8", errors="replace")
+        rebuilt_table = self.collect_metrics()
+        if stored.split("\n", 1)[0].rstrip("\r") == ",".join(TIDY_COLUMNS):
+            # Written before the random_weights column: compared without it.
+            rebuilt_table = rebuilt_table[TIDY_COLUMNS]
+        rebuilt = rebuilt_table.to_csv(index=False, float_format="%.10g")
         if stored != rebuilt:
             have, want = stored.count("\n") - 1, rebuilt.count("\n") - 1
             raise DataError(self.metrics_path, f"does not match the {len(paths)} unit file(s) "

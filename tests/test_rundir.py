@@ -140,7 +140,7 @@ def test_tables_are_collected_from_the_unit_records(tmp_path):
                                      protocol="one-prompt", seed=0, status="ok", rows=rows,
                                      seconds=2.0))
     table = rundir.write_metrics()
-    assert list(table.columns) == TIDY_COLUMNS
+    assert list(table.columns) == [*TIDY_COLUMNS, "random_weights"]
     assert table["model"].tolist() == ["a", "b"] and table["value"].tolist() == [0.75, 0.25]
     assert rundir.read_metrics()["value"].tolist() == [0.75, 0.25]
     units = pd.read_csv(rundir.write_unit_table())

@@ -20,7 +20,7 @@ from bench import atomic
 from bench.aggregate import summarise
 from bench.errors import ConfigError
 from bench.metrics import DEFAULT_POLICY, METRIC_DEFINITIONS
-from bench.rundir import REPORT_NAMES, RunDir
+from bench.rundir import REPORT_NAMES, RunDir, random_weight_models
 
 SUMMARY_VERSION = "1"
 FORMATS = tuple(REPORT_NAMES)
@@ -48,6 +48,8 @@ def build_summary(config: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]
         "metric_definitions": {m: METRIC_DEFINITIONS[m] for m in plan["metrics"]},
         "provenance": config.get("provenance", {}),
         "adapters": config.get("adapters", {}),
+        # Models run with random initial weights (--random-weights): their numbers mean nothing.
+        "random_weights": random_weight_models(config),
         "skipped_models": plan.get("skipped_models", {}),
         "failed_units": failed,
         "aggregates": aggregates.to_dict(orient="records"),
