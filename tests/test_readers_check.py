@@ -116,9 +116,10 @@ def test_mismatched_names(tmp_path):
     nii(image, np.zeros((6, 6, 4), np.int16))
     nii(label, np.zeros((6, 6, 4), np.uint8))
     found = errors(check_dataset(btcv(), tmp_path))
-    assert f"error: {label}: mask without a matching image" in found
+    assert f"error: {label}: mask without a matching image (leave it out with the card " \
+        "option exclude, e.g. exclude = [\"*/name_of_it.png\"])" in found
     assert any(line.startswith(f"error: {image}: no mask found (expected ") and
-               "label0001.nii.gz" in line for line in found)
+               "label0001.nii.gz" in line and 'missing_mask = "skip"' in line for line in found)
     assert len([line for line in found if str(image) in line]) == 1
 
 
@@ -157,7 +158,8 @@ def test_broken_2d_pairs(tmp_path):
     assert any(line.startswith(f"error: {truncated}: unreadable mask") for line in found)
     assert f"error: {small}: mask shape (8, 7) differs from image shape (8, 8) " \
            f"({small.with_suffix('.bmp')})" in found
-    assert f"error: {orphan}: mask without a matching image" in found
+    assert any(line.startswith(f"error: {orphan}: mask without a matching image (leave it "
+                               "out with the card option exclude") for line in found)
     assert any(line.startswith(f"error: {lonely}: no mask found") for line in found)
     assert len(found) == 4
 

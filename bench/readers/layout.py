@@ -114,6 +114,10 @@ class VolumesOptions(VolumeLayoutOptions):
 LayoutOptions = ImageLayoutOptions | VolumeLayoutOptions
 
 
+# A mask file no image claims, and the card option that leaves it out.
+ORPHAN_MASK = ("mask without a matching image (leave it out with the card option exclude, "
+               "e.g. exclude = [\"*/name_of_it.png\"])")
+
 MaskFormat = Callable[[Path, Mapping[str, str], tuple[int, ...]], np.ndarray]
 MASK_FORMATS: dict[str, MaskFormat] = {}
 
@@ -223,7 +227,7 @@ class PatternReader(FileReader):
             refs.extend(found)
             problems.extend(issues)
         for path in sorted(candidates - used):
-            problems.append(Problem("error", str(path), "mask without a matching image"))
+            problems.append(Problem("error", str(path), ORPHAN_MASK))
         return refs, problems
 
     def explain_empty(self, card: Card, root: Path | None) -> str:
@@ -347,7 +351,8 @@ def _match(templates: list[str], raters: list[str], fields: Mapping[str, str],
             missing.append(f"rater masks {absent} missing for {template!r}")
             return ()
     expected = Pattern(templates[0]).format(**{k: v for k, v in fields.items()})
-    missing.append(f"no mask found (expected {expected})")
+    missing.append(f"no mask found (expected {expected}; the card option "
+                   'missing_mask = "skip" leaves images without a mask out)')
     return ()
 
 
@@ -389,7 +394,8 @@ def read_masks(layout: Layout, ref: CaseRef, image_shape: tuple[int, ...],
     return labels, targets
 
 
-__all__ = ["MASK_FORMATS", "ImageLayoutOptions", "Layout", "LayoutOptions", "PairsOptions",
+__all__ = ["MASK_FORMATS", "ORPHAN_MASK", "ImageLayoutOptions", "Layout", "LayoutOptions",
+           "PairsOptions",
            "PatternOptions", "PatternReader", "SourceOptions", "VolumeLayoutOptions",
            "VolumeSourceOptions", "VolumesOptions", "layouts", "read_masks",
            "register_mask_format"]

@@ -258,6 +258,7 @@ def pairing_problem(table: Mapping[str, Any], root: Path) -> str | None:
     two images claiming one mask, and a layout whose every flow holds one
     image (one-prompt gives that image and scores nothing).
     """
+    from bench.readers.layout import ORPHAN_MASK
     from bench.readers.registry import get_reader
     from bench.readers.scorable import unscorable_flows
 
@@ -267,7 +268,7 @@ def pairing_problem(table: Mapping[str, Any], root: Path) -> str | None:
     ambiguous = [p for p in problems if p.severity == "error" and "ambiguous" in p.message]
     if ambiguous:
         return f"{ambiguous[0].path}: {ambiguous[0].message}"
-    orphans = [Path(p.path) for p in problems if p.message == "mask without a matching image"]
+    orphans = [Path(p.path) for p in problems if p.message == ORPHAN_MASK]
     if orphans:
         return (f"{len(orphans)} mask file(s) have no image ({_names(orphans, root)}): leave "
                 "them out with --exclude PATTERN (card option exclude), or fix --images")
