@@ -97,10 +97,11 @@ def test_local_run_records_timings_memory_and_progress(local_run):
     assert (units["seconds"] > 0).all() and (units["peak_rss_mb"] > 10).all()
     assert (units["rss_growth_mb"] >= 0).all()
     assert units["gpu_peak_mb"].isna().all()
-    # The tidy table keeps its columns; timings live in units.csv only.
+    # The tidy table keeps its columns (and the random-weights stamp); timings live in
+    # units.csv only.
     assert list(pd.read_csv(run_dir / "metrics.csv").columns) == [
         "dataset", "flow", "case", "patient", "target", "model", "protocol", "seed", "metric",
-        "value", "status", "message", "click"]
+        "value", "status", "message", "click", "random_weights"]
     finished = [e for e in events if isinstance(e, UnitFinished)]
     assert len(finished) == 10 and {e.status for e in finished} == {"ok"}
     planned = [e for e in events if isinstance(e, UnitsPlanned)]
