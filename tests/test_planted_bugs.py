@@ -15,16 +15,27 @@ Each test names the bug it catches:
 - the volume metric's logits resized with nearest instead of bilinear
   (``bench/official_metrics.py``): a 1 x 2 logit grid whose bilinear upsampling
   is written out by hand and crosses the thresholds differently.
+
+Siblings: the SAM 2 video-predictor path's click scale (``fifo`` / ``confidence``
+memory) and ``nsd_tolerance_mm`` set in a ``bench.toml`` (hand-counted NSD of a
+disc shifted 3 px).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from bench.adapters import Adapter, register
+
+from bench.types import Prediction
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------- MedSAM-2 click scaling
 
@@ -133,10 +144,12 @@ def test_video_predictor_path_scales_a_click_by_width_and_height(memory):
 # ----------------------------------------------------------------- empty-mask policy
 
 
-def _project(tmp_path, defaults: str, suite: str):
-    """A fundus-style project of 4 images (40 x 60): image 000 (template) and 003 hold the
-    disc, 001 and 002 have an empty reference."""
-    from skimage.io import imsave
+def _project(tmp_path, defaults: str, suite: str, *, models: str = '["empty"]',
+             metrics: str = '["dice", "iou", "hd95"]', discs: tuple[int, ...] = (0, 3)):
+    """A fundus-style project of 4 images (40 x 60); the images ``discs`` (default: 000, the
+    template, and 003) hold the disc, rows 10-24 x columns 20-39; the others have an empty
+    reference."""
+    from PIL import Image
 
     data = tmp_path / "data" / "sample_dataset"
     (data / "origin1").mkdir(parents=True)
@@ -145,16 +158,16 @@ def _project(tmp_path, defaults: str, suite: str):
     for index in range(4):
         image = (rng.random((40, 60, 3)) * 255).astype(np.uint8)
         mask = np.zeros((40, 60), dtype=np.uint8)
-        if index in (0, 3):
+        if index in discs:
             mask[10:25, 20:40] = 255
-        imsave(data / "origin1" / f"image_{index:03d}.jpg", image, check_contrast=False)
-        imsave(data / "groundtruth1" / f"image_{index:03d}.jpg", mask, check_contrast=False)
+        Image.fromarray(image).save(data / "origin1" / f"image_{index:03d}.jpg")
+        Image.fromarray(mask).save(data / "groundtruth1" / f"image_{index:03d}.jpg", quality=100)
     config = tmp_path / "bench.toml"
     config.write_text(
         f"[defaults]\n{defaults}\n"
         '[datasets]\nfundus-optic-disc = "data"\n'
         f'[suites.t]\nprotocol = "one-prompt"\ndatasets = ["fundus-optic-disc"]\n'
-        f'models = ["empty"]\nmetrics = ["dice", "iou", "hd95"]\n{suite}\n')
+        f'models = {models}\nmetrics = {metrics}\n{suite}\n')
     return config
 
 
@@ -194,6 +207,56 @@ def test_empty_policy_in_bench_toml_changes_the_numbers_of_a_run(tmp_path, defau
     table = pd.read_csv(out / "metrics.csv", dtype={"case": str})
     both = table[(table["status"] == "both_empty") & (table["metric"] == "dice")]
     assert sorted(both["case"]) == ["001", "002"]
+
+
+# ----------------------------------------------------------------- sibling: NSD tolerance
+
+
+@register
+@dataclass
+class _ShiftedDisc(Adapter):
+    """Test adapter: the fundus project's disc moved 3 columns right on every image."""
+
+    name = "test-shifted-disc"
+    hidden = True
+
+    def predict(self, flow, prompts):
+        masks = []
+        for frame in flow.frames:
+            mask = np.zeros(np.shape(frame)[:2], dtype=bool)
+            mask[10:25, 23:43] = True
+            masks.append(mask)
+        return Prediction(masks={prompt.target: masks for prompt in prompts})
+
+
+# Surface voxels: 66 per 15 x 20 rectangle. Shifted by 3 columns, a voxel of one surface is
+# within the tolerance of the other surface when (per mask, by symmetry the same for both):
+#   tolerance 1.5: 18 + 18 of the top and bottom rows, 2 of the 13 inner left-column voxels
+#                  (rows 11 and 23, 1 px from a row), none of the right column -> 38 of 66;
+#   tolerance 3.5: every voxel (the largest surface distance is 3 px = 3 mm) -> 66 of 66;
+#   the default 2.0 would give 19 + 19 + 4 = 42 of 66.
+NSD_CASES = [("1.5", 76 / 132), ("3.5", 1.0)]
+
+
+@pytest.mark.parametrize(("tolerance", "expected"), NSD_CASES)
+def test_nsd_tolerance_in_bench_toml_changes_the_nsd_of_a_run(tmp_path, tolerance, expected):
+    from bench.cli import main
+    from bench.readers import load_card, read_flows
+
+    config = _project(tmp_path, f"nsd_tolerance_mm = {tolerance}", "",
+                      models='["test-shifted-disc"]', metrics='["nsd"]', discs=(0, 1, 2, 3))
+    # The references read back exactly as drawn (JPEG at quality 100, thresholded at 128).
+    card = load_card(ROOT / "datasets" / "fundus-optic-disc.toml")
+    disc = np.zeros((40, 60), bool)
+    disc[10:25, 20:40] = True
+    for flow in read_flows(card, tmp_path / "data", None):
+        assert all(np.array_equal(m, disc) for m in flow.masks["optic disc"])
+    out = tmp_path / "run"
+    assert main(["--config", str(config), "run", "--suite", "t", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "metrics.csv", dtype={"case": str})
+    table = table[table["metric"] == "nsd"]
+    assert sorted(table["case"]) == ["001", "002", "003"]  # 000 is the given template
+    assert table["value"].to_numpy() == pytest.approx([expected] * 3)
 
 
 # ----------------------------------------------------------------- bootstrap unit
