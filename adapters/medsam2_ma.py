@@ -24,15 +24,25 @@ The recipe (``profile``)
 ------------------------
 ``ma-ct`` / ``ma-mr`` (their 3D recipe, "recipe A"), per part:
 
-- intensity (``intensity``): ``ct-window`` clips to ``window_level`` +/-
-  ``window_width`` / 2, then min-max of the *clipped volume's own* range to
-  0-255 and truncation to uint8 (:func:`ct_window`; default WL 40 / WW 400,
-  their Slicer "Abdominal" preset); ``mr-percentile`` clips to the 0.5 and
-  99.5 percentiles of the voxels > 0, min-max to 0-255, voxels that were 0 stay
-  0 (:func:`mr_percentile`). Then /255 and ImageNet mean/std, as theirs.
-- prompts: the harness protocol's prompts (their key slice is a dataset
-  annotation, so the protocol decides the prompted frame; their box is the
-  tight box with no padding, which is the ``box`` prompt here).
+- intensity (``intensity``): ``ct-window`` clips to a CT window, then
+  min-max of the *clipped volume's own* range to 0-255 and truncation to uint8
+  (:func:`ct_window`). Their script takes each lesion's window from the data
+  (DeepLesion's ``DICOM_windows``, the window stored with the image); here, by
+  default, the window comes from the data too: the dataset card's ``window``
+  (BTCV's and KiTS23's [-125, 275] HU), i.e. the frames the card already
+  clipped and scaled, min-maxed again (:func:`card_window_uint8`). A card
+  without a window is refused (they have no fallback either) unless
+  ``window_level`` and ``window_width`` are set, which clip the source
+  intensities to level +/- width / 2 instead. ``mr-percentile`` clips to the
+  0.5 and 99.5 percentiles of the voxels > 0, min-max to 0-255, voxels that
+  were 0 stay 0 (:func:`mr_percentile`). Then /255 and ImageNet mean/std, as
+  theirs.
+- prompts: the harness protocol's prompts. Their key slice is a dataset
+  annotation (DeepLesion's ``Key_slice_index``), so the protocol decides the
+  prompted frame; the ``namesakes`` suite uses ``template = "middle"``, the
+  middle slice of each target's z-extent, where their RECIST scripts put the
+  prompt ("simulate a box prompt on middle slice", README @332f30d). Their box
+  is the lesion's annotated box with no padding, the tight ``box`` here.
 - schedule (``schedule``): ``two-pass``: prompts added, propagation forward
   from the earliest prompted frame to the end; a fresh state, the same
   prompts, propagation backward from it to frame 0; the two passes are
@@ -41,9 +51,9 @@ The recipe (``profile``)
   26-connected component of each target's 3D mask (:func:`largest_component`;
   per target, where their script accumulates every lesion of a file first).
 
-The intensity step starts from the source intensities: where the card's
-``window`` already scaled the frames (e.g. BTCV's [-125, 275] HU), from the
-intensities the reader kept before it (``FlowFrames.source_frames``).
+With ``window_level`` / ``window_width`` the intensity step starts from the
+source intensities: where the card's ``window`` already scaled the frames, from
+the intensities the reader kept before it (``FlowFrames.source_frames``).
 
 The profile's intensity step is refused (:func:`check_modality`, a
 :class:`~bench.errors.ConfigError` failing the unit) on a volume whose card
@@ -86,7 +96,7 @@ from bench.adapters.base import register
 from bench.adapters.sam2.adapter import SAM2Adapter, Sam2Options
 from bench.adapters.sam2.prompts import FramePrompt
 from bench.adapters.sam2.session import INFO_KEY, FlowInputs, add_prompt, new_inference_state
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bench.errors import ConfigError
 from bench.settings import Settings
@@ -96,6 +106,7 @@ PUBLISHED = ("https://huggingface.co/wanglab/MedSAM2 (MedSAM2_latest.pt; also Me
              "MedSAM2_CTLesion.pt, MedSAM2_MRI_LiverLesion.pt, MedSAM2_US_Heart.pt)")
 RECIPE_SOURCE = "bowang-lab/MedSAM2@332f30d medsam2_infer_3D_CT.py"
 MR_PERCENTILES = (0.5, 99.5)
+WINDOW_PAIR = {"window_level": "window_width", "window_width": "window_level"}
 
 Intensity = Literal["ct-window", "mr-percentile", "none"]
 Schedule = Literal["two-pass", "joint"]
@@ -223,29 +234,64 @@ def check_modality(flow: FlowFrames, intensity: str, profile: str, where: str) -
                       f"{other}, or set intensity explicitly")
 
 
-def apply_intensity(flow: FlowFrames, intensity: str, level: float, width: float) -> FlowFrames:
+def card_window_uint8(frames: np.ndarray) -> np.ndarray:
+    """CT frames the card's window clipped and scaled to [0, 1], to uint8 as in their recipe.
+
+    Their step with the card's window as the window: clipping the source to
+    ``[low, high]`` and min-maxing the clipped volume equals min-maxing the
+    frames the card computed as ``(clip(x) - low) / (high - low)`` (min-max
+    undoes any increasing linear map), up to float32 rounding.
+    """
+    return _minmax_uint8(np.asarray(frames, dtype=np.float64))
+
+
+def apply_intensity(flow: FlowFrames, intensity: str, level: float | None = None,
+                    width: float | None = None, where: str = "[models.medsam2-ma]"
+                    ) -> FlowFrames:
     """``flow`` with its volume mapped to uint8 by ``intensity`` (image flows unchanged).
 
-    The recipe starts from the source intensities (Hounsfield units for CT):
-    where the card's ``window`` has already scaled the frames, from the
-    intensities before it (``flow.source_frames``), so that the card's
-    window never stands in for theirs.
+    ``ct-window`` without ``level`` and ``width`` uses the dataset card's
+    window (:func:`card_window_uint8`), the analogue of the per-lesion DICOM
+    window their script reads from the data. With them, the recipe starts from
+    the source intensities (Hounsfield units): where the card's ``window`` has
+    already scaled the frames, from the intensities before it
+    (``flow.source_frames``), so that the card's window does not stand in for
+    the one set.
+
+    Raises
+    ------
+    ConfigError
+        ``ct-window`` with no window set, on a volume whose card has no window.
     """
     if intensity == "none" or flow.kind != "volume":
         return flow
-    source = flow.source_frames if flow.source_frames is not None else flow.frames
+    card_window = intensity == "ct-window" and level is None
+    if card_window and flow.source_frames is None:
+        raise ConfigError(f"{where}: the ct-window intensity step takes the CT window from the "
+                          f"dataset card, but dataset {flow.dataset!r}'s card has no window: "
+                          "add window = [low, high] (HU) to its options, or set window_level "
+                          "and window_width")
+    source = flow.frames if card_window or flow.source_frames is None else flow.source_frames
     volume = np.stack([np.asarray(frame) for frame in source])
     if volume.ndim != 3:
         return flow  # RGB slices: the recipe is for grey CT/MR
-    mapped = (ct_window(volume, level, width) if intensity == "ct-window"
-              else mr_percentile(volume))
+    if card_window:
+        mapped = card_window_uint8(volume)
+    elif intensity == "ct-window":
+        mapped = ct_window(volume, float(level), float(width))
+    else:
+        mapped = mr_percentile(volume)
     return replace(flow, frames=mapped, source_frames=None)
 
 
 # -- the adapter
 
 class MedSAM2MaOptions(Sam2Options):
-    """``[models.medsam2-ma]``: see the module docstring."""
+    """``[models.medsam2-ma]``: see the module docstring.
+
+    ``window_level`` and ``window_width`` are given together or not at all
+    (then ``ct-window`` uses the dataset card's window).
+    """
 
     config: str = "sam2.1_hiera_t512"
     image_size: Annotated[int, Field(ge=64, multiple_of=16)] = 512
@@ -253,8 +299,16 @@ class MedSAM2MaOptions(Sam2Options):
     intensity: Intensity | None = None
     schedule: Schedule | None = None
     postprocess: Postprocess | None = None
-    window_level: float = 40.0
-    window_width: Annotated[float, Field(gt=0)] = 400.0
+    window_level: float | None = None
+    window_width: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _window_pair(self) -> MedSAM2MaOptions:
+        if (self.window_level is None) != (self.window_width is None):
+            given = "window_level" if self.window_width is None else "window_width"
+            raise ValueError(f"{given} without {WINDOW_PAIR[given]}: give both (a CT window "
+                             "in HU) or neither (the dataset card's window)")
+        return self
 
 
 @register
@@ -290,7 +344,8 @@ class MedSAM2MaAdapter(SAM2Adapter):
             "recipe_source": RECIPE_SOURCE,
         })
         if recipe.intensity == "ct-window":
-            record["window"] = {"level": opts.window_level, "width": opts.window_width}
+            record["window"] = ("the dataset card's window" if opts.window_level is None else
+                                {"level": opts.window_level, "width": opts.window_width})
         return record
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
@@ -298,7 +353,7 @@ class MedSAM2MaAdapter(SAM2Adapter):
         if self.options.intensity is None:  # the profile's choice: check it fits the data
             check_modality(flow, recipe.intensity, self.options.profile, self.where)
         mapped = apply_intensity(flow, recipe.intensity, self.options.window_level,
-                                 self.options.window_width)
+                                 self.options.window_width, self.where)
         prediction = super().predict(mapped, prompts)
         if recipe.postprocess == "none" or flow.kind != "volume":
             return prediction

@@ -216,7 +216,10 @@ def checkpoint(state, tmp_path_factory):
 
 
 def adapter(checkpoint, **extra):
+    # An explicit window: these volumes are HU without a card window (the default, the card's
+    # window, is tested in test_medsam2_ma_slice.py).
     return ma.MedSAM2MaAdapter(settings={"checkpoint": str(checkpoint), "device": "cpu",
+                                         "window_level": 40.0, "window_width": 400.0,
                                          **extra})
 
 

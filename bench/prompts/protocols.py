@@ -24,7 +24,7 @@ read side by side.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -74,9 +74,9 @@ class PromptParams(ProtocolParams):
 class OnePromptParams(PromptParams):
     """``one-prompt``: which frame is the template."""
 
-    template: Literal["first", "random"] | Annotated[int, Field(ge=0)] = Field(
-        "first", description="'first' frame containing the target, a 'random' one (keyed "
-        "stream) or a frame index")
+    template: Literal["first", "middle", "random"] | Annotated[int, Field(ge=0)] = Field(
+        "first", description="'first' frame containing the target, the 'middle' of its extent "
+        "(see middle_frame), a 'random' one (keyed stream) or a frame index")
 
 
 class PaperRandomParams(PromptParams):
@@ -203,6 +203,19 @@ def _pick(frames: list[int], stream: KeyedStream) -> int:
     return frames[stream.integer(len(frames))]
 
 
+def middle_frame(frames: Sequence[int]) -> int:
+    """The middle of a target's extent: the frame of ``frames`` nearest ``(first + last) // 2``.
+
+    ``frames`` are the (sorted) frames containing the target. On a volume this
+    is the middle slice of the target's z-extent, the lower one of the two
+    middle slices when the extent has an even number of slices; when the target
+    is absent from that slice (a split target), the nearest slice containing
+    it, the lower one on a tie.
+    """
+    centre = (frames[0] + frames[-1]) // 2
+    return min(frames, key=lambda frame: (abs(frame - centre), frame))
+
+
 def _kind_words(kind: str | None, max_jitter: int) -> tuple[str, str]:
     """(kind description, ground truth it reveals) for the protocol cards."""
     if kind == "mask":
@@ -238,6 +251,8 @@ def _one_prompt(flow: Flow, params: OnePromptParams, kind: str | None,
             continue  # nothing to prompt: the target is absent from the whole flow
         if template == "first":
             frame = frames[0]
+        elif template == "middle":
+            frame = middle_frame(frames)
         elif template == "random":
             frame = _pick(frames, keyer(target, None, "template"))
         else:
@@ -255,6 +270,9 @@ def _one_prompt(flow: Flow, params: OnePromptParams, kind: str | None,
 def _one_prompt_card(params: OnePromptParams, kind: str | None) -> str:
     template = params.template
     which = {"first": "the first frame containing the target",
+             "middle": "the middle frame of the target's extent ((first + last) // 2 of the "
+                       "frames containing it; if absent there, the nearest frame containing it, "
+                       "the lower on a tie)",
              "random": "a frame drawn uniformly (keyed stream) among those containing the target"
              }.get(template, f"frame {template}")
     kind_text, reveals = _kind_words(kind, params.max_jitter)
