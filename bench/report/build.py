@@ -96,7 +96,7 @@ class RunContext:
         """One of the paper's datasets (:data:`PAPER_DATASETS`) or a synthetic stand-in."""
         card = self.cards.get(name)
         entry = self.manifest.get("datasets", {}).get(name, {})
-        return (True or name in PAPER_DATASETS or bool(card is not None and card.synthetic)
+        return (name in PAPER_DATASETS or bool(card is not None and card.synthetic)
                 or bool(entry.get("synthetic")))
 
     @property
