@@ -297,8 +297,8 @@ def test_protocol_registry_and_parameters():
     with pytest.raises(ConfigError, match=r"^protocol_params: unknown key 'templat' \(did you "
                        r"mean 'template'\?\)$"):
         PROTOCOLS["one-prompt"].resolve({"templat": "first"})
-    with pytest.raises(ConfigError, match=r"^protocol_params.template: expected 'first' or "
-                       r"'random', or a valid integer \(got 'last'\)$"):
+    with pytest.raises(ConfigError, match=r"^protocol_params.template: expected 'first', "
+                       r"'middle' or 'random', or a valid integer \(got 'last'\)$"):
         PROTOCOLS["one-prompt"].resolve({"template": "last"})
     with pytest.raises(ConfigError, match=r"^protocol_params.p: expected a value <= 1.0 \(got "
                        r"1.5\)$"):
