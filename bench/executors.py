@@ -33,7 +33,11 @@ records ``attempts`` (1 + the retries it used) and ``restarts`` (how often it
 was stopped because another unit's worker died; process pools only).
 
 No orphans: a pool worker exits within a second of its driver's death (even a
-SIGKILL, which runs no cleanup), see :func:`_exit_with_parent`.
+SIGKILL, which runs no cleanup), see :func:`_exit_with_parent`, also while it
+is still starting (importing the adapters' modules): the watch starts first,
+against the driver's process id handed to the worker, so a driver that died
+before the worker got this far is noticed at once. With the workers gone,
+multiprocessing's resource tracker sees its pipe close and exits too.
 """
 
 from __future__ import annotations
@@ -145,8 +149,14 @@ _PROCESS: dict[str, Any] = {"worker": None, "markers": None, "current": None}
 _STARTED = "started-"
 
 
-def _init_process_worker(context: WorkContext, markers: str) -> None:
-    """Pool initializer: imports, marker folder and the SIGTERM handler."""
+def _init_process_worker(context: WorkContext, markers: str, driver: int) -> None:
+    """Pool initializer: the driver watch, imports, marker folder and the SIGTERM handler.
+
+    ``driver`` is the driver's process id, taken in the driver: a worker's
+    own ``os.getppid()`` may already name its new parent.
+    """
+    # First: importing the adapters' modules (torch, sam2) takes seconds.
+    _exit_with_parent(driver)
     prepare_worker(context)
     _PROCESS.update(context=context, markers=markers, worker=None, current=None)
     # Tells the driver that workers can start at all (see ProcessExecutor.run).
@@ -155,14 +165,14 @@ def _init_process_worker(context: WorkContext, markers: str) -> None:
     # The pool stops the surviving workers of a broken pool with SIGTERM. Their
     # units are innocent: clear the marker so that no retry is charged to them.
     signal.signal(signal.SIGTERM, _stopped_by_pool)
-    _exit_with_parent(os.getppid())
 
 
 def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
     """Exit this worker soon after its driver dies (no orphans after a SIGKILL).
 
     A daemon thread polls ``os.getppid()``: once the driver is gone the worker
-    is re-parented and the id changes. (``PR_SET_PDEATHSIG`` would be faster
+    is re-parented and the id differs from ``parent`` (at once, when the
+    driver died before the watch started). (``PR_SET_PDEATHSIG`` would be faster
     but fires when the *thread* that spawned the worker ends, which for a
     process pool may be a short-lived one.)
     """
@@ -237,7 +247,8 @@ class ProcessExecutor(Executor):
                 pool = ProcessPoolExecutor(
                     max_workers=min(self.workers, len(queue)),
                     mp_context=multiprocessing.get_context(self.start_method),
-                    initializer=_init_process_worker, initargs=(context, markers))
+                    initializer=_init_process_worker,
+                    initargs=(context, markers, os.getpid()))
                 in_flight: dict[Any, UnitSpec] = {}
                 suspects: list[UnitSpec] = []
                 cause = ""
