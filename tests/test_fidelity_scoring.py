@@ -25,6 +25,21 @@ ROOT = Path(__file__).resolve().parents[1]
 POLICY = EmptyPolicy()
 
 
+def _official_by_hand(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """The official code's smoothed Dice and IoU of two 1024 x 1024 boolean masks."""
+    inter, a, b = int((pred & ref).sum()), int(pred.sum()), int(ref.sum())
+    return (2 * inter + 1e-4) / (a + b + 1e-4), (inter + 1e-6) / (a + b - inter + 1e-6)
+
+
+def _pil_resize(array: np.ndarray, resample: int) -> np.ndarray:
+    """``array`` to 1024 x 1024 with PIL (an implementation independent of bench's)."""
+    from PIL import Image
+
+    image = Image.fromarray(array) if array.dtype == bool else Image.fromarray(
+        array.astype(np.float32), mode="F")
+    return np.asarray(image.resize((1024, 1024), resample))
+
+
 def _image_flow(n: int = 4) -> Flow:
     # target a: a 2x2 square on every image; target b: a 3x3 square from image 2 on.
     a = [np.zeros((6, 6), bool) for _ in range(n)]
@@ -163,9 +178,14 @@ def test_official_metrics_come_from_logits_or_are_not_available():
     with_logits = _score(flow, Prediction(masks, logits=logits), "official-code", prompts,
                          metrics=names, model="m")
     got = with_logits.set_index(["target", "case", "metric"])["value"]
+    from PIL import Image
+
     for i in range(2):
         ref = flow.masks["a"][i]
-        d, j = official_image_scores(logits["a"][i], ref)
+        # Independently: 4 -> 1024 nearest repeats each logit 256 x 256 times; the 6 x 6
+        # reference goes through PIL's nearest; the threshold is logit > 0.5.
+        pred = np.repeat(np.repeat(logits["a"][i], 256, axis=0), 256, axis=1) > 0.5
+        d, j = _official_by_hand(pred, _pil_resize(ref, Image.NEAREST))
         assert got[("a", f"f/000{i}", "dice_official")] == pytest.approx(d)
         assert got[("a", f"f/000{i}", "iou_official")] == pytest.approx(j)
         assert got[("a", f"f/000{i}", "dice")] == pytest.approx(dice(masks["a"][i], ref))
@@ -183,10 +203,17 @@ def test_official_volume_metric_per_target_over_the_window():
     logits = {"liver": [np.where(m, 0.6, -5.0) for m in flow.masks["liver"]]}
     table = _score(flow, Prediction({"liver": list(flow.masks["liver"])}, logits=logits),
                    "official-code", prompts, metrics=("dice_official",))
-    # logit 0.6 passes thresholds 0.1, 0.3, 0.5 (Dice ~1) but not 0.7, 0.9 (Dice ~0)
-    expected = official_volume_scores(logits["liver"][:4],
-                                      list(flow.masks["liver"][:4]))[0]
-    assert table["value"].item() == pytest.approx(expected)
+    # logit 0.6 passes thresholds 0.1, 0.3, 0.5 (Dice ~1) but not 0.7, 0.9 (Dice ~0).
+    # Independently: the four window slices are equal; the logits go to 1024 with PIL's
+    # bilinear (torch's align_corners=False rule when upsampling), the reference with PIL's
+    # nearest; Dice per threshold, averaged.
+    from PIL import Image
+
+    up = _pil_resize(logits["liver"][0], Image.BILINEAR)
+    ref = _pil_resize(flow.masks["liver"][0], Image.NEAREST)
+    expected = float(np.mean([_official_by_hand(up > th, ref)[0]
+                              for th in (0.1, 0.3, 0.5, 0.7, 0.9)]))
+    assert table["value"].item() == pytest.approx(expected, abs=1e-6)
     # without resizing (size 8 = the slices' own size) the hand value is exact: 3 of 5
     # thresholds give Dice 1, two give (0 + 1e-4) / (16 + 1e-4)
     at_size = official_volume_scores(logits["liver"][:4], list(flow.masks["liver"][:4]),
@@ -228,10 +255,14 @@ def test_a_run_reports_official_metrics_beside_the_paper_metrics(tmp_path):
 
     flow = next(read_flows(load_card(ROOT / "datasets" / "demo-fundus.toml"), None, 1))
     index = flow.case_ids.index(first["case"])
-    lg = np.full((8, 8), -2.0)
-    lg[1:5, 1:5] = 2.0
-    expected = official_image_scores(lg, np.asarray(flow.masks[first["target"]][index]))[0]
-    assert first["value"] == pytest.approx(expected)
+    # Independently: logit 2 on [1:5, 1:5] of 8 x 8, nearest to 1024 (x 128): rows and
+    # columns 128-639 predicted; the reference through PIL's nearest.
+    from PIL import Image
+
+    pred = np.zeros((1024, 1024), bool)
+    pred[128:640, 128:640] = True
+    ref = _pil_resize(np.asarray(flow.masks[first["target"]][index], dtype=bool), Image.NEAREST)
+    assert first["value"] == pytest.approx(_official_by_hand(pred, ref)[0])
     floor = table[(table["model"] == "full-frame") & (table["metric"] == "dice_official")]
     assert (floor["status"] == "unavailable").all()
     from bench.report import write_report
