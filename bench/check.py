@@ -19,13 +19,20 @@ there is checked in both directions. A finding is a regression when:
 
 Improvements beyond the tolerance and rows that are new are reported as
 notes, not regressions (update the reference when they are intended).
+
+Nothing is ever compared in silence: a reference without rows, a mean that
+is not a number, or a NaN mean beside scored cases (``n > 0``) is refused
+naming the file and row, and a run that scored no case at all fails the
+check (:func:`unscored_reason`). ``--against demo`` names the reference of
+the ``demo`` suite shipped with the package (:data:`BUILTIN_REFERENCES`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +46,9 @@ from bench.rundir import RunDir
 
 KEYS = ["dataset", "target", "model", "protocol", "metric"]
 REFERENCE_COLUMNS = [*KEYS, "mean", "n", "n_excluded", "n_penalised", "n_failed"]
+COUNT_COLUMNS = REFERENCE_COLUMNS[6:]
+# --against NAME: references shipped as package data (bench.resources.reports_folder()).
+BUILTIN_REFERENCES = {"demo": "demo-reference.csv"}
 HIGHER_IS_BETTER: dict[str, bool] = {"dice": True, "iou": True, "nsd": True,
                                      "hd95": False, "hd95_max": False, "assd": False}
 DEFAULT_TOLERANCE = 1e-6
@@ -96,45 +106,178 @@ def means_of_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=REFERENCE_COLUMNS)
 
 
-def write_reference(run_dir: Path, path: Path) -> Path:
-    """Write the means of ``run_dir`` as a reference CSV at ``path`` (atomically)."""
-    means = run_means(run_dir)
+def unscored_reason(means: pd.DataFrame) -> str | None:
+    """Why a run whose means are ``means`` measured nothing; None when a case was scored.
+
+    ``means`` is a :data:`REFERENCE_COLUMNS` frame (:func:`run_means`). The
+    counts are those of one metric (each case has a row per metric).
+    """
     if means.empty:
-        raise DataError(RunDir(run_dir).metrics_path, "no metrics to write as a reference")
+        return "its metrics table has no rows"
+    if int(means["n"].sum()) > 0:
+        return None
+    one = means[means["metric"] == sorted(means["metric"].unique())[0]]
+    failed, excluded = int(one["n_failed"].sum()), int(one["n_excluded"].sum())
+    return (f"no case was scored ({failed} failed, {excluded} excluded as empty in both "
+            "masks)")
+
+
+def write_reference(run_dir: Path, path: Path) -> Path:
+    """Write the means of ``run_dir`` as a reference CSV at ``path`` (atomically).
+
+    Raises
+    ------
+    DataError
+        The run scored no case: such a reference would check nothing.
+    """
+    means = run_means(run_dir)
+    reason = unscored_reason(means)
+    if reason is not None:
+        raise DataError(RunDir(run_dir).metrics_path, f"{reason}; a reference from it would "
+                        "check nothing")
     with atomic.atomic_path(Path(path)) as temp:
         means.to_csv(temp, index=False, float_format="%.10g")
     return Path(path)
 
 
+def reference_path(against: Path) -> Path:
+    """The reference file that ``--against`` names: a path, or a built-in name (``demo``).
+
+    Raises
+    ------
+    ConfigError
+        A built-in name that is also a file or folder here (ambiguous).
+    """
+    against = Path(against)
+    name = str(against)
+    if name not in BUILTIN_REFERENCES:
+        return against
+    from bench.resources import reports_folder
+
+    builtin = reports_folder() / BUILTIN_REFERENCES[name]
+    if against.exists():
+        raise ConfigError(f"--against {name}: names the built-in reference {builtin}, but "
+                          f"{against.resolve()} exists too; give the full path of the one "
+                          "you mean")
+    return builtin
+
+
 def load_reference(path: Path) -> pd.DataFrame:
-    """A reference: a CSV of :data:`REFERENCE_COLUMNS`, a ``summary.json`` or a run directory."""
+    """A reference: a CSV of :data:`REFERENCE_COLUMNS`, a ``summary.json`` or a run directory.
+
+    Raises
+    ------
+    DataError
+        Naming the file (and the row): not found, not a CSV, missing columns,
+        no rows, a mean that is not a number, a NaN mean of scored cases, a
+        count that is not a whole number, or two rows for one key.
+    """
     path = Path(path)
     if path.is_dir():
         run = RunDir(path)
         if run.metrics_path.is_file():
-            return run_means(path)
+            return _not_empty(path, run_means(path))
         path = run.summary_path
     if not path.is_file():
         raise DataError(path, "reference not found")
     if path.suffix == ".json":
         frame = _summary_aggregates(path)
         if frame.empty:
-            return pd.DataFrame(columns=REFERENCE_COLUMNS)
+            raise DataError(path, "no aggregates: nothing to compare against")
+        where = "aggregates[{}]".format
     else:
-        # Only the mean may be NaN; names such as "NA" stay names.
-        frame = pd.read_csv(path, keep_default_na=False,
-                            na_values={"mean": ["", "nan", "NaN"]}, dtype={k: str for k in KEYS})
+        frame = _read_reference_csv(path)
+        where = "line {}".format  # the header is line 1
     missing = [c for c in REFERENCE_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(path, f"reference lacks column(s) {', '.join(missing)}; expected "
                         f"{', '.join(REFERENCE_COLUMNS)}")
-    frame = frame[REFERENCE_COLUMNS].copy()
+    offset = 0 if path.suffix == ".json" else 2
+    frame = _checked_rows(path, _not_empty(path, frame[REFERENCE_COLUMNS]),
+                          lambda position: where(position + offset))
     duplicated = frame.duplicated(KEYS)
     if duplicated.any():
         first = frame[duplicated].iloc[0]
         raise DataError(path, f"two reference rows for "
                         f"{'/'.join(str(first[k]) for k in KEYS)}")
     return frame
+
+
+def _read_reference_csv(path: Path) -> pd.DataFrame:
+    """The CSV as text columns (the mean's NaN spellings aside), or one line on a bad file."""
+    try:
+        # Only the mean may be NaN; names such as "NA" stay names.
+        return pd.read_csv(path, keep_default_na=False, na_values={"mean": ["", "nan", "NaN"]},
+                           dtype={k: str for k in KEYS})
+    except pd.errors.EmptyDataError:
+        raise DataError(path, "empty file: not a reference CSV (expected the header "
+                        f"{','.join(REFERENCE_COLUMNS)} and one row per mean)") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not a reference CSV (not UTF-8 text)") from None
+    except pd.errors.ParserError as err:
+        raise DataError(path, f"not a reference CSV ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _not_empty(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        raise DataError(path, "no rows: nothing to compare against (write a reference from a "
+                        "trusted run with bench check RUN_DIR --write-reference CSV)")
+    return frame
+
+
+def _checked_rows(path: Path, frame: pd.DataFrame,
+                  where: Callable[[int], str]) -> pd.DataFrame:
+    """The rows with a float mean and integer counts, or a DataError naming the row.
+
+    A NaN mean is a row without a scored case, so it needs ``n == 0``; a
+    number needs ``n > 0``. Anything else would compare nothing in silence.
+    """
+    rows = []
+    for position, record in enumerate(frame.to_dict("records")):
+        place = f"{where(position)} ({'/'.join(str(record[k]) for k in KEYS)})"
+        mean = _number(record["mean"])
+        if mean is None or math.isinf(mean):
+            raise DataError(path, f"{place}: mean '{record['mean']}' is not a finite number")
+        counts = {column: _count(record[column]) for column in COUNT_COLUMNS}
+        for column, count in counts.items():
+            if count is None:
+                raise DataError(path, f"{place}: {column} '{record[column]}' is not a whole "
+                                "number >= 0")
+        if math.isnan(mean) and counts["n"] > 0:
+            raise DataError(path, f"{place}: mean is NaN although n = {counts['n']} cases "
+                            "were scored; nothing could be compared (write the reference "
+                            "again with --write-reference)")
+        if not math.isnan(mean) and counts["n"] == 0:
+            raise DataError(path, f"{place}: mean {mean:g} of n = 0 scored cases")
+        rows.append({**{k: str(record[k]) for k in KEYS}, "mean": mean, **counts})
+    return pd.DataFrame.from_records(rows, columns=REFERENCE_COLUMNS)
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float (NaN included), or None when it is not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _count(value: object) -> int | None:
+    """``value`` as a whole number >= 0, or None."""
+    number = _number(value)
+    if number is None or not math.isfinite(number) or not number.is_integer() or number < 0:
+        return None
+    return int(number)
 
 
 def _summary_aggregates(path: Path) -> pd.DataFrame:
@@ -242,8 +385,12 @@ def _direction(metric: str) -> str:
 
 def check_run(run_dir: Path, reference: Path,
               tolerance: Mapping[str, float] | float = DEFAULT_TOLERANCE) -> list[Finding]:
-    """:func:`compare_means` of ``run_dir`` against the reference at ``reference``."""
-    return compare_means(run_means(run_dir), load_reference(reference), tolerance)
+    """:func:`compare_means` of ``run_dir`` against the reference at ``reference``.
+
+    ``reference`` may be a built-in name (:func:`reference_path`).
+    """
+    expected = load_reference(reference_path(reference))  # a bad reference is named first
+    return compare_means(run_means(run_dir), expected, tolerance)
 
 
 def findings_table(findings: list[Finding]) -> pd.DataFrame:

@@ -8,7 +8,7 @@ on data, protocol and seeds, and its own units and predictions).
 
 ``bench merge OUT RUN_DIR...`` checks that the shards belong to the same run
 (same plan, adapter fingerprints, ledger and manifest bytes, and the same code:
-git commit and package version, :data:`CODE_KEYS`), copies their
+git commit and package version, :func:`code_identity`), copies their
 units, predictions and logs into ``OUT``, reports units that are missing or
 present in several shards (duplicates must agree on their results; timings may
 differ), and writes ``metrics.csv`` and ``units.csv``. The merged table is
@@ -25,13 +25,8 @@ from typing import Any
 
 from bench import atomic
 from bench.errors import ConfigError, DataError
-from bench.provenance import timestamp
+from bench.provenance import PACKAGE, timestamp
 from bench.rundir import LEDGER, MANIFEST, RunDir, UnitRef
-
-# What config.json records about the code that produced the numbers: the merged
-# run keeps one record, so every shard must carry the same values.
-CODE_KEYS = (("git commit", ("git", "commit")),
-             ("medsam2-bench version", ("versions", "medsam2-bench")))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -176,21 +171,27 @@ def _check_same(first: RunDir, a: dict[str, Any], run: RunDir, b: dict[str, Any]
                             "did not read the same data")
 
 
+def code_identity(config: dict[str, Any]) -> dict[str, str]:
+    """What a run's ``config.json`` says about its code: git commit and package version.
+
+    A value the record lacks (no git checkout, an older record) is ``unknown``.
+    """
+    record = config.get("provenance") or {}
+    git = record.get("git") or {}
+    version = record.get("version") or (record.get("versions") or {}).get(PACKAGE)
+    return {"git commit": str(git.get("commit") or "unknown"),
+            f"{PACKAGE} version": str(version or "unknown")}
+
+
 def _check_same_code(first: RunDir, a: dict[str, Any], run: RunDir,
                      b: dict[str, Any]) -> None:
-    """Refuse shards run with different code (the merged record would name only one)."""
-    for label, (section, key) in CODE_KEYS:
-        ours, theirs = (_code_value(config, section, key) for config in (a, b))
-        if ours != theirs:
+    """Refuse shards run with different code: the merged record keeps one provenance."""
+    ours, theirs = code_identity(a), code_identity(b)
+    for label in ours:
+        if ours[label] != theirs[label]:
             raise DataError(run.config_path, f"{run} and {first} ran different code: "
-                            f"{label} {theirs} in {run}, {ours} in {first}; rerun the shards "
-                            "with one installation")
-
-
-def _code_value(config: dict[str, Any], section: str, key: str) -> str:
-    table = config.get("provenance", {}).get(section)
-    value = table.get(key) if isinstance(table, dict) else None
-    return "unknown" if value is None else str(value)
+                            f"{label} {theirs[label]} in {run}, {ours[label]} in {first}; "
+                            "rerun the shards with one installation")
 
 
 def _copy_once(source: Path, target: Path, copied: dict[Path, Path]) -> None:
