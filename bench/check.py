@@ -286,8 +286,18 @@ def _summary_aggregates(path: Path) -> pd.DataFrame:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(path, f"invalid JSON ({err.msg}, line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "invalid JSON (not UTF-8 text)") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("aggregates"), list):
         raise DataError(path, "not a summary.json: no 'aggregates' list")
+    for index, record in enumerate(summary["aggregates"]):
+        if not isinstance(record, dict):
+            raise DataError(path, f"aggregates[{index}]: not an object")
+        mean = record.get("mean")  # null is NaN (strict JSON)
+        if mean is not None and (isinstance(mean, str) or _number(mean) is None):
+            key = "/".join(str(record.get(k)) for k in KEYS)
+            raise DataError(path, f"aggregates[{index}] ({key}): mean '{mean}' is not a "
+                            "finite number")
     try:
         return aggregates_frame(summary["aggregates"])
     except (TypeError, ValueError) as err:  # e.g. a mean that is text

@@ -450,3 +450,29 @@ def test_killing_the_driver_while_workers_start_leaves_no_process(tmp_path):
         os.kill(pid, signal.SIGKILL)
     assert left == []
     assert len(tracker) == 1  # multiprocessing's resource tracker, checked above as well
+
+
+@pytest.mark.parametrize(("mean", "problem"), [
+    ("abc", "mean 'abc' is not a finite number"),
+    ("0.5", "mean '0.5' is not a finite number"),  # JSON text, not a number
+    (True, "mean 'True' is not a finite number"),
+])
+def test_a_summary_reference_with_a_mean_that_is_not_a_number_names_it(ws, clean, tmp_path,
+                                                                       mean, problem):
+    summary = json.loads((clean / "summary.json").read_text())
+    record = summary["aggregates"][1]
+    record["mean"] = mean
+    reference = tmp_path / "summary.json"
+    reference.write_text(json.dumps(summary))
+    key = "/".join(record[k] for k in ("dataset", "target", "model", "protocol", "metric"))
+    code, _, err = ws.bench("check", clean, "--against", reference)
+    assert code == 2
+    assert _error_line(err) == f"error: {reference}: aggregates[1] ({key}): {problem}"
+
+
+def test_a_summary_reference_that_is_not_utf8_is_one_line(ws, tmp_path):
+    reference = tmp_path / "summary.json"
+    reference.write_bytes(b'{"aggregates": ["\xff"]}')
+    code, _, err = ws.bench("check", tmp_path / "no-run-needed", "--against", reference)
+    assert code == 2
+    assert _error_line(err) == f"error: {reference}: invalid JSON (not UTF-8 text)"
