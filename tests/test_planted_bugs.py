@@ -27,12 +27,14 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
 from bench.adapters import Adapter, register
 
+from bench.settings import Settings
 from bench.types import Prediction
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,6 +229,52 @@ class _ShiftedDisc(Adapter):
             mask[10:25, 23:43] = True
             masks.append(mask)
         return Prediction(masks={prompt.target: masks for prompt in prompts})
+
+
+class _ShiftOptions(Settings):
+    """``[models.test-shift-option]``: how far right the disc is moved."""
+
+    shift: int = 0
+
+
+@register
+@dataclass
+class _ShiftOption(Adapter):
+    """Test adapter: the fundus project's disc moved ``shift`` columns right."""
+
+    name = "test-shift-option"
+    hidden = True
+    Options: ClassVar[type[Settings]] = _ShiftOptions
+
+    def predict(self, flow, prompts):
+        shift = self.options.shift
+        masks = []
+        for frame in flow.frames:
+            mask = np.zeros(np.shape(frame)[:2], dtype=bool)
+            mask[10:25, 20 + shift:40 + shift] = True
+            masks.append(mask)
+        return Prediction(masks={prompt.target: masks for prompt in prompts})
+
+
+@pytest.mark.parametrize("executor", ["local", "processes"])
+@pytest.mark.parametrize(("shift", "expected"), [(0, 1.0), (5, 15 / 25)])
+def test_a_model_option_in_bench_toml_reaches_the_predicting_adapter(tmp_path, shift, expected,
+                                                                     executor):
+    # Worker processes build their own adapters from the plan's [models.NAME] tables: the
+    # option must change the scores, not only the fingerprint in config.json. IoU of a
+    # 15 x 20 disc and the same disc moved 5 columns: 15 x 15 / (15 x 25).
+    from bench.cli import main
+
+    config = _project(tmp_path, "", "", models='["test-shift-option"]', metrics='["iou"]',
+                      discs=(0, 1, 2, 3))
+    config.write_text(config.read_text() + f"[models.test-shift-option]\nshift = {shift}\n")
+    out = tmp_path / "run"
+    assert main(["--config", str(config), "run", "--suite", "t", "--out", str(out),
+                 "--executor", executor, "--workers", "1", "--no-cache"]) == 0
+    recorded = json.loads((out / "config.json").read_text())["adapters"]["test-shift-option"]
+    assert json.dumps(recorded).count(f'"shift": {shift}') == 1
+    table = pd.read_csv(out / "metrics.csv", dtype={"case": str})
+    assert table["value"].to_numpy() == pytest.approx([expected] * 3)
 
 
 # Surface voxels: 66 per 15 x 20 rectangle. Shifted by 3 columns, a voxel of one surface is
