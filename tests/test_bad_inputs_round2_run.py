@@ -313,6 +313,19 @@ def test_a_full_disk_while_writing_predictions_is_one_line_and_nothing_more(ws, 
     assert not list(out.rglob("*.png"))
 
 
+class _SystemPayload:
+    """Unpickles to ``os.system(command)``; ``os`` is among torch's blocked modules, whose
+    refusal is worded apart (and carried torch's advice to retry unsafely)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
 def test_a_checkpoint_refused_by_the_safe_loader_says_the_harness_never_unpickles(tmp_path):
     torch = pytest.importorskip("torch")
     import os
@@ -320,13 +333,9 @@ def test_a_checkpoint_refused_by_the_safe_loader_says_the_harness_never_unpickle
     from bench.adapters.checkpoints import CheckpointError, load_state_dict
 
     marker = tmp_path / "payload-ran"
-
-    class Payload:  # os.system is in torch's blocked modules: a message of its own
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
     path = tmp_path / "evil.pth"
-    torch.save({"model": {"w": torch.zeros(2)}, "extra": Payload()}, path)
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": _SystemPayload(f"touch {marker}")},
+               path)
     with pytest.raises(CheckpointError) as caught:
         load_state_dict(path)
     text = str(caught.value)
@@ -339,6 +348,20 @@ def test_a_checkpoint_refused_by_the_safe_loader_says_the_harness_never_unpickle
         "torch.save({'model': model.state_dict()}, PATH), and point to that file")
     assert "weights_only" not in text and "\n" not in text
     assert not marker.exists()
+
+
+def test_a_run_with_a_refused_checkpoint_is_that_one_line(ws, tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": _SystemPayload(f"touch {marker}")},
+               path)
+    code, _, err = ws.run(tmp_path / "run", "--checkpoint", f"medsam2={path}", models="medsam2")
+    line = _error_line(err)
+    assert code == 2 and line.startswith(f"error: {path}: refused to load: ")
+    assert "this harness never unpickles anything but tensors" in line
+    assert "weights_only" not in line and not marker.exists()
 
 
 # ------------------------------------------------------------------ leak: workers starting
