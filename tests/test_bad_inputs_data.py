@@ -432,8 +432,8 @@ def bench_run(config: Path, out: Path, capsys, *extra: str) -> tuple[int, str]:
 
 
 def wbc_cases(root: Path, n: int = 2, folder: str = "Dataset 1") -> None:
-    for i in range(1, n + 1):
-        save(root / folder / f"{i:03d}.bmp", rgb(12, 12), format="BMP")
+    for i in range(1, n + 1):  # each its own image: identical cases would be duplicates
+        save(root / folder / f"{i:03d}.bmp", np.roll(rgb(12, 12), i, axis=1), format="BMP")
         save(root / folder / f"{i:03d}.png", cell())
 
 
