@@ -184,11 +184,12 @@ def test_jitter_range_parameter_is_checked():
 
 
 def test_prompt_from_mask_kinds():
-    mask = np.zeros((7, 7), bool)
-    mask[1:6, 1:6] = True
+    # Non-square frame, square off the diagonal: a swapped x / y shows.
+    mask = np.zeros((7, 9), bool)
+    mask[1:6, 3:8] = True  # rows 1-5, columns 3-7: centre (x=5, y=3)
     point = prompt_from_mask(mask, "point", target="t", frame=4)
-    assert point.points == ((3, 3),) and point.labels == (1,) and point.frame == 4
-    assert prompt_from_mask(mask, "box", target="t", frame=4).box == (1, 1, 5, 5)
+    assert point.points == ((5, 3),) and point.labels == (1,) and point.frame == 4
+    assert prompt_from_mask(mask, "box", target="t", frame=4).box == (3, 1, 7, 5)
     mask_prompt = prompt_from_mask(mask, "mask", target="t", frame=4)
     assert np.array_equal(mask_prompt.mask, mask) and mask_prompt.mask is not mask
     with pytest.raises(ValueError, match="absent"):
