@@ -181,7 +181,8 @@ class MedSAM2Adapter(SAM2Adapter):
     name = "medsam2"
     description = ("MedSAM-2 (MedSAM2_pretrain.pth in the SAM 2.0 architecture) on the SAM 2 "
                    "video predictor; memory: fifo, confidence bank (official 2D rules) or "
-                   "official (fifo for volumes, bank for image flows).")
+                   "official (fifo for volumes, the official 2D loop for image flows; "
+                   "mask-prompted image flows: mask_memory).")
     Options: ClassVar[type[Settings]] = MedSam2Options
     allow_auto_config: ClassVar[bool] = True
     predictor_class: ClassVar[str] = "bench.adapters.medsam2.predictor.BankVideoPredictor"
