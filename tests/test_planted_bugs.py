@@ -65,7 +65,8 @@ def _flow(n: int = 2):
 
 
 def _prompt_encoder_inputs(adapter, flow, prompts):
-    """Run ``predict`` and return the (points, labels) and boxes the prompt encoder received."""
+    """Run ``predict``; the (points, labels) and boxes the prompt encoder received, and the
+    prediction."""
     torch = pytest.importorskip("torch")
     seen: list[tuple[object, object]] = []
 
@@ -80,10 +81,10 @@ def _prompt_encoder_inputs(adapter, flow, prompts):
     handle = model.sam_prompt_encoder.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.inference_mode():
-            adapter.predict(flow, prompts)
+            prediction = adapter.predict(flow, prompts)
     finally:
         handle.remove()
-    return seen
+    return seen, prediction
 
 
 def _expected(x: float, y: float) -> tuple[float, float]:
@@ -97,7 +98,9 @@ def test_official_loop_scales_a_click_by_width_and_height_on_a_non_square_frame(
     from bench.types import Prompt
 
     prompt = Prompt("t", 0, "point", points=(CLICK,), labels=(1,))
-    seen = _prompt_encoder_inputs(_medsam2("official"), _flow(), [prompt])
+    seen, prediction = _prompt_encoder_inputs(_medsam2("official"), _flow(), [prompt])
+    # Masks come back at the frame's own (H, W), not transposed.
+    assert [m.shape for m in prediction.masks["t"]] == [(HEIGHT, WIDTH)] * 2
     clicked = [points for points, _ in seen if points is not None]
     assert len(clicked) == 1  # frame 0 only; frame 1 is decoded without a prompt
     coords, labels = clicked[0]
@@ -111,15 +114,15 @@ def test_official_loop_scales_a_box_and_the_official_click_order_on_a_non_square
     from bench.types import Prompt
 
     prompts = [Prompt("t", 0, "box", box=BOX)]
-    seen = _prompt_encoder_inputs(_medsam2("official"), _flow(), prompts)
+    seen, _ = _prompt_encoder_inputs(_medsam2("official"), _flow(), prompts)
     boxes = [box for _, box in seen if box is not None]
     x0, y0 = _expected(*BOX[:2])
     x1, y1 = _expected(*BOX[2:])
     assert len(boxes) == 1 and boxes[0].reshape(-1).tolist() == pytest.approx([x0, y0, x1, y1])
     # click_order = "official": the scaled click fed as (row, col), i.e. (y', x').
     click = Prompt("t", 0, "point", points=(CLICK,), labels=(1,))
-    seen = _prompt_encoder_inputs(_medsam2("official", click_order="official"), _flow(),
-                                  [click])
+    seen, _ = _prompt_encoder_inputs(_medsam2("official", click_order="official"), _flow(),
+                                     [click])
     coords = [points[0] for points, _ in seen if points is not None][0]
     x, y = _expected(*CLICK)
     assert coords[0, 0].tolist() == pytest.approx([y, x])
@@ -134,7 +137,8 @@ def test_video_predictor_path_scales_a_click_by_width_and_height(memory):
     from bench.types import Prompt
 
     prompt = Prompt("t", 0, "point", points=(CLICK,), labels=(1,))
-    seen = _prompt_encoder_inputs(_medsam2(memory), _flow(), [prompt])
+    seen, prediction = _prompt_encoder_inputs(_medsam2(memory), _flow(), [prompt])
+    assert [m.shape for m in prediction.masks["t"]] == [(HEIGHT, WIDTH)] * 2
     clicks = [(c, lab) for (c, lab), _ in ((p, b) for p, b in seen if p is not None)
               if (lab >= 0).any()]
     assert clicks, "the click never reached the prompt encoder"
