@@ -49,6 +49,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     temp = path.with_name(f"{PARTIAL_MARK}{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # only trying tells: /proc, a file in the way, a read-only mount
+        reason = _ENVIRONMENT.get(err.errno) or f"choose another location ({err.strerror})"
+        raise RunError(f"cannot write {path}: cannot create the folder "
+                       f"{err.filename or path.parent}: {reason}") from None
+    try:
         yield temp
         os.replace(temp, path)
     except OSError as err:

@@ -255,6 +255,23 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(ws, tmp_path):
     assert _snapshot(tmp_path) == before and not Path("/proc/x").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize(("command", "written"), [
+    (["merge", "/proc/x/merged", "RUN"], None),
+    (["check", "RUN", "--write-reference", "/proc/x/ref.csv"], "/proc/x/ref.csv"),
+    (["compare", "RUN", "RUN", "--out", "/proc/x/compare.csv"], "/proc/x/compare.csv"),
+])
+def test_other_outputs_in_a_folder_that_cannot_be_created_are_one_line(ws, clean, tmp_path,
+                                                                         command, written):
+    before = _snapshot(tmp_path)
+    code, _, err = ws.bench(*[str(clean) if part == "RUN" else part for part in command])
+    line = _error_line(err)
+    assert code == 2 and line.startswith(f"error: cannot write {written or '/proc/x/merged/'}")
+    assert line.endswith(": cannot create the folder /proc/x: choose another location (No "
+                         "such file or directory)")
+    assert _snapshot(tmp_path) == before
+
+
 def test_an_output_folder_below_a_file_is_one_line(ws, tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
