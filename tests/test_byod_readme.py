@@ -18,7 +18,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _section_blocks() -> list[list[list[str]]]:
-    text = README.read_text()
+    text = README.read_text(encoding="utf-8")
     section = text[text.index("## Use your own dataset"):text.index("## Your own model")]
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     return [[shlex.split(line) for line in block.strip().splitlines()] for block in blocks]

@@ -93,8 +93,10 @@ def test_limit_1_on_image_flows_says_nothing_will_be_scored(tmp_path, capsys):
 
     code = main(["run", "--suite", "demo", "--datasets", "demo-cells", "--limit", "1",
                  "--models", "full-frame", "--out", str(tmp_path / "run"), "--no-cache"])
-    out = " ".join(capsys.readouterr().out.split())
-    assert code == 0
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    assert code == 1  # a run that measured nothing is a failure (issue 17)
+    assert "FAIL: no case was scored" in captured.err
     assert ("--limit 1 leaves each image flow (demo-cells) only its template, which one-prompt "
             "gives rather than scores") in out
     assert "no results: no case was scored; one-prompt gives each flow's template" in out

@@ -53,7 +53,7 @@ def _new_then_run(args: list[str], capsys) -> tuple[list[str], pd.DataFrame, str
 
 
 def _ledger(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def _full_frame_dice(metrics: pd.DataFrame) -> dict[str, float]:
@@ -84,7 +84,7 @@ def test_case_folders_make_one_flow_and_every_other_case_is_scored(tmp_path, mon
     command, metrics, out = _new_then_run(
         ["ph2", "--images", "PH2 Dataset images/*/*_Dermoscopic_Image/*.bmp", "--masks",
          "PH2 Dataset images/*/*_lesion/*_lesion.bmp", "--prompt-kind", "box"], capsys)
-    card = tomllib.loads((tmp_path / "cards" / "ph2.toml").read_text())
+    card = tomllib.loads((tmp_path / "cards" / "ph2.toml").read_text(encoding="utf-8"))
     assert card["one_prompt_kind"] == "box" and "group" not in card["options"]  # one flow
     assert "--cards" not in command  # ./cards is searched
     assert f"ph2={root}" in command  # the root with spaces survives the shell
@@ -126,7 +126,7 @@ def test_split_folders_pair_names_that_differ_beyond_a_suffix(tmp_path, monkeypa
     _, metrics, out = _new_then_run(
         ["drive", "--images", "DRIVE/*/images/*_*.tif", "--masks",
          "DRIVE/*/1st_manual/*_manual1.gif"], capsys)
-    options = tomllib.loads((tmp_path / "cards" / "drive.toml").read_text())["options"]
+    options = tomllib.loads((tmp_path / "cards" / "drive.toml").read_text(encoding="utf-8"))["options"]
     assert options["group"] == "{dir1}"  # one flow per split
     assert options["image"] == "{dir1}/images/{id}_{id2}.tif"
     assert options["mask"] == "{dir1}/1st_manual/{id}_manual1.gif"
@@ -243,7 +243,7 @@ def test_dicom_series_folders_with_nifti_labels(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _, metrics, _ = _new_then_run(["ct-dicom", "--images", "ct/*", "--masks",
                                    "labels/*.nii.gz", "--modality", "CT"], capsys)
-    card = tomllib.loads((tmp_path / "cards" / "ct-dicom.toml").read_text())
+    card = tomllib.loads((tmp_path / "cards" / "ct-dicom.toml").read_text(encoding="utf-8"))
     assert (card["reader"], card["kind"]) == ("volumes", "volume")
     dice = _full_frame_dice(metrics)
     assert sorted(dice) == ["case0", "case1"]  # a volume is one case, scored in 3D
@@ -263,7 +263,7 @@ def test_a_card_name_with_a_path_is_refused_before_anything_is_written(tmp_path,
                  "--force"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "card name" in err
-    assert victim.read_text() == "kept" and not (tmp_path / "cards").exists()
+    assert victim.read_text(encoding="utf-8") == "kept" and not (tmp_path / "cards").exists()
 
 
 def test_bad_globs_and_existing_cards_are_one_line_and_write_nothing(tmp_path, monkeypatch,
@@ -287,11 +287,11 @@ def test_bad_globs_and_existing_cards_are_one_line_and_write_nothing(tmp_path, m
     (tmp_path / "DRIVE" / "test" / "images" / "01_test_copy.tif").unlink()
     assert main([*base, "--images", "DRIVE/*/images/*_*.tif"]) == 0
     card = tmp_path / "cards" / "drive.toml"
-    before = card.read_text()
+    before = card.read_text(encoding="utf-8")
     capsys.readouterr()
     assert main([*base, "--images", "DRIVE/*/images/*_*.tif", "--group", "all"]) == 2
     err = capsys.readouterr().err
-    assert "exists; pass --force" in err and card.read_text() == before
+    assert "exists; pass --force" in err and card.read_text(encoding="utf-8") == before
 
 
 def test_a_layout_of_one_image_flows_is_refused_by_new_check_and_run(tmp_path, monkeypatch,
@@ -306,7 +306,7 @@ def test_a_layout_of_one_image_flows_is_refused_by_new_check_and_run(tmp_path, m
     # a card written by hand with one flow per image: check and run refuse it too
     assert main(args) == 0
     card = tmp_path / "cards" / "drive.toml"
-    card.write_text(card.read_text().replace('group = "{dir1}"', 'group = "{dir1}/{id}"'))
+    card.write_text(card.read_text(encoding="utf-8").replace('group = "{dir1}"', 'group = "{dir1}/{id}"'))
     capsys.readouterr()
     root = tmp_path / "DRIVE"
     assert main(["datasets", "check", "drive", "--root", str(root)]) == 1
@@ -332,10 +332,10 @@ def test_prompt_kind_on_the_command_line_changes_the_scores_and_is_recorded(
                      f"drive={root}", "--models", "registration", "--out", str(out),
                      "--prompt-kind", kind]) == 0
         runs[kind] = out
-        config = json.loads((out / "config.json").read_text())
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
         assert config["plan"]["protocol_params"]["prompt_kind"] == kind
         assert {row["kind"] for row in _ledger(out)} == {kind}
-        assert f"(prompt_kind = {kind!r}" in (out / "report.md").read_text()
+        assert f"(prompt_kind = {kind!r}" in (out / "report.md").read_text(encoding="utf-8")
     dice = {kind: pd.read_csv(out / "metrics.csv").query("metric == 'dice'")["value"].mean()
             for kind, out in runs.items()}
     assert dice["point"] != dice["mask"]  # the setting reached the model
