@@ -281,6 +281,24 @@ def test_a_model_option_in_bench_toml_reaches_the_predicting_adapter(tmp_path, s
     assert table["value"].to_numpy() == pytest.approx([expected] * 3)
 
 
+@pytest.mark.parametrize(("template", "scored"), [("", ["001", "002", "003"]),
+                                                  ("template = 2", ["000", "001", "003"])])
+def test_protocol_params_in_bench_toml_choose_the_given_template(tmp_path, template, scored):
+    # [suites.t.protocol_params] template = 2: image 002 is given (prompted, not scored);
+    # by default the first image is.
+    from bench.cli import main
+
+    suite = f"[suites.t.protocol_params]\n{template}\n" if template else ""
+    config = _project(tmp_path, "", suite, metrics='["dice"]', discs=(0, 1, 2, 3))
+    out = tmp_path / "run"
+    assert main(["--config", str(config), "run", "--suite", "t", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "metrics.csv", dtype={"case": str})
+    assert sorted(table["case"]) == scored
+    (given,) = {"000", "001", "002", "003"} - set(scored)
+    ledger = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
+    assert [(row["frame"], row["box"]) for row in ledger] == [(int(given), [20, 10, 39, 24])]
+
+
 # Surface voxels: 66 per 15 x 20 rectangle. Shifted by 3 columns, a voxel of one surface is
 # within the tolerance of the other surface when (per mask, by symmetry the same for both):
 #   tolerance 1.5: 18 + 18 of the top and bottom rows, 2 of the 13 inner left-column voxels
