@@ -187,12 +187,12 @@ def load_reference(path: Path) -> pd.DataFrame:
         where = "aggregates[{}]".format
     else:
         frame = _read_reference_csv(path)
-        where = "line {}".format  # the header is line 1
+        where = "row {}".format  # data rows from 1 (blank lines are skipped)
     missing = [c for c in REFERENCE_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(path, f"reference lacks column(s) {', '.join(missing)}; expected "
                         f"{', '.join(REFERENCE_COLUMNS)}")
-    offset = 0 if path.suffix == ".json" else 2
+    offset = 0 if path.suffix == ".json" else 1
     frame = _checked_rows(path, _not_empty(path, frame[REFERENCE_COLUMNS]),
                           lambda position: where(position + offset))
     duplicated = frame.duplicated(KEYS)

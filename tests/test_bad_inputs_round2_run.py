@@ -88,25 +88,25 @@ def test_a_reference_without_rows_is_refused(ws, tmp_path, content, problem):
 
 @pytest.mark.parametrize(("row", "problem"), [
     ("isic,lesion,full-frame,one-prompt,dice,abc,2,0,0,0",
-     "line 3 (isic/lesion/full-frame/one-prompt/dice): mean 'abc' is not a finite number"),
+     "row 2 (isic/lesion/full-frame/one-prompt/dice): mean 'abc' is not a finite number"),
     ("isic,lesion,full-frame,one-prompt,dice,nan,2,0,0,0",
-     "line 3 (isic/lesion/full-frame/one-prompt/dice): mean is NaN although n = 2 cases were "
+     "row 2 (isic/lesion/full-frame/one-prompt/dice): mean is NaN although n = 2 cases were "
      "scored; nothing could be compared (write the reference again with --write-reference)"),
     ("isic,lesion,full-frame,one-prompt,dice,,2,0,0,0",
-     "line 3 (isic/lesion/full-frame/one-prompt/dice): mean is NaN although n = 2 cases were "
+     "row 2 (isic/lesion/full-frame/one-prompt/dice): mean is NaN although n = 2 cases were "
      "scored; nothing could be compared (write the reference again with --write-reference)"),
     ("isic,lesion,full-frame,one-prompt,dice,inf,2,0,0,0",
-     "line 3 (isic/lesion/full-frame/one-prompt/dice): mean 'inf' is not a finite number"),
+     "row 2 (isic/lesion/full-frame/one-prompt/dice): mean 'inf' is not a finite number"),
     ("isic,lesion,full-frame,one-prompt,dice,0.5,two,0,0,0",
-     "line 3 (isic/lesion/full-frame/one-prompt/dice): n 'two' is not a whole number >= 0"),
+     "row 2 (isic/lesion/full-frame/one-prompt/dice): n 'two' is not a whole number >= 0"),
     ("isic,lesion,full-frame,one-prompt,dice,0.5,2,0,0,-1",
-     "line 3 (isic/lesion/full-frame/one-prompt/dice): n_failed '-1' is not a whole number "
+     "row 2 (isic/lesion/full-frame/one-prompt/dice): n_failed '-1' is not a whole number "
      ">= 0"),
     ("isic,lesion,full-frame,one-prompt,dice,0.5,0,0,0,0",
-     "line 3 (isic/lesion/full-frame/one-prompt/dice): mean 0.5 of n = 0 scored cases"),
+     "row 2 (isic/lesion/full-frame/one-prompt/dice): mean 0.5 of n = 0 scored cases"),
 ])
 def test_a_reference_row_that_compares_nothing_is_named(ws, tmp_path, row, problem):
-    # Line 2 is a good row; line 3 is the bad one. The reference is read before the run.
+    # Row 1 is a good row; row 2 is the bad one. The reference is read before the run.
     reference = _reference(tmp_path / "ref.csv",
                            "isic,lesion,full-frame,one-prompt,iou,0.25,2,0,0,0", row)
     code, out, err = ws.bench("check", tmp_path / "no-run-needed", "--against", reference)
