@@ -18,7 +18,7 @@ CI_ALLOWED_SKIPS: dict[str, str] = {
     "paper text not found": "the paper's text (../shared/paper) is outside the clone",
     "not compiled in CI": ".ci/run installs no TeX engine (README, top)",
     "needs a CUDA device": "CI machines have no GPU",
-    "needs /proc": "not Linux",
+    "(Linux)": "a Linux-only /proc or /dev/full, absent elsewhere",
     "bench.toml above": "the machine's folders, not the repository",
     "could not import 'datasets'": "Hugging Face datasets is not among .ci/run's extras",
 }
