@@ -142,8 +142,8 @@ def test_3d_nnunet_folder_card(tmp_path, capsys):
     for i in range(2):
         label = np.zeros((16, 16, 8), np.uint8)
         label[4:10, 4:10, 2:6] = 1
-        nib.save(nib.Nifti1Image(np.ones((16, 16, 8), np.float32), np.eye(4)),
-                 root / "imagesTr" / f"la_{i:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(np.full((16, 16, 8), i + 1, np.float32), np.eye(4)),
+                 root / "imagesTr" / f"la_{i:03d}_0000.nii.gz")  # two cases, not one twice
         nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / f"la_{i:03d}.nii.gz")
     (root / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "MRI"}, "labels": {"background": 0, "left atrium": 1},
