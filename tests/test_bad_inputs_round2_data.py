@@ -142,7 +142,7 @@ def test_symlinked_mask_is_an_error_in_datasets_check(tmp_path, capsys):
             f"{mask3} and {mask1} are one file ({mask3} is a link to {mask1.resolve()}); each "
             "would be scored against the other's ground truth: give each case its own mask, "
             "or leave one case out with options.exclude") in text
-    assert "wbc: 1 error(s)" in text
+    assert "wbc: 1 error(s), 1 warning(s)" in text  # said once (not also 'same pixels'); count
 
 
 def test_symlinked_mask_refuses_the_run_before_any_work(tmp_path, capsys):
@@ -154,6 +154,19 @@ def test_symlinked_mask_refuses_the_run_before_any_work(tmp_path, capsys):
     assert code == 2 and not (tmp_path / "run").exists()
     assert (f"error: {root / 'Dataset 1' / '003.png'}: dataset 'wbc': cases 'Dataset 1/001' "
             "and 'Dataset 1/003' share one mask file:") in text
+
+
+def test_symlinked_case_is_one_error_not_three(tmp_path):
+    root = tmp_path / "wbc"
+    made = wbc_set(root, {"001": big_cell(2), "002": big_cell(6)})
+    for source in made["001"]:
+        os.symlink(source, source.with_name("003" + source.suffix))
+    found = [(p.severity, p.message.split(":")[0]) for p in check_dataset(card("wbc"), root)
+             if p.severity != "info"]
+    assert found == [("error", "cases 'Dataset 1/001' and 'Dataset 1/003' share one mask file"),
+                     ("warning", "cases 'Dataset 1/001' and 'Dataset 1/003' share one image "
+                                 "file"),
+                     ("warning", "3 cases found, 400 expected")]
 
 
 def test_hard_linked_mask_is_the_same_file(tmp_path):

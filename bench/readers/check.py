@@ -238,10 +238,12 @@ def shared_files(refs: Sequence[CaseRef]) -> list[Problem]:
     for role, severity in (("mask", "error"), ("image", "warning")):
         owners: dict[tuple[int, int], tuple[CaseRef, Path]] = {}
         for ref in refs:
-            for path in {_identity(p): p for p in _files(ref, role)}.values():
+            mine: set[tuple[int, int]] = set()  # a case may read one file twice (raters)
+            for path in _files(ref, role):
                 key = _identity(path)
-                if key is None:
-                    continue  # missing: the scan reports it
+                if key is None or key in mine:
+                    continue  # missing (the scan reports it), or this case's own again
+                mine.add(key)
                 first, first_path = owners.setdefault(key, (ref, path))
                 if first is not ref:
                     problems.append(Problem(severity, str(path),
@@ -379,8 +381,12 @@ def _masks_sha256(masks: Mapping[str, Sequence[np.ndarray]], index: int | None) 
 
 def _foreground(frames: Sequence[np.ndarray], index: int) -> int:
     if isinstance(frames, PackedMasks):  # counted packed: padding bits are zero
-        return int(np.bitwise_count(frames.bits(index)).sum())
+        return int(_BITS_SET[frames.bits(index)].sum())
     return int(np.count_nonzero(frames[index]))
+
+
+# bits set in each byte value (np.bitwise_count needs NumPy 2; NumPy 1.24 is supported)
+_BITS_SET = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
 
 
 def duplicate_contents(cases: Iterable[CaseContent]) -> list[Problem]:
@@ -406,6 +412,8 @@ def duplicate_contents(cases: Iterable[CaseContent]) -> list[Problem]:
     images: dict[str, CaseContent] = {}
     for case in cases:
         twin = pairs.setdefault((case.image_sha256, case.mask_sha256), case)
+        if twin is not case and _same_file(case.mask, twin.mask):
+            continue  # one mask file: already an error of the layout (shared_files)
         if twin is not case:
             problems.append(Problem("error", case.image, (
                 f"case {case.case!r} duplicates case {twin.case!r}: its image and mask "
@@ -415,18 +423,26 @@ def duplicate_contents(cases: Iterable[CaseContent]) -> list[Problem]:
             continue
         if case.foreground >= TINY_MASK:
             first = masks.setdefault(case.mask_sha256, case)
-            if first is not case:
+            if first is not case and not _same_file(case.mask, first.mask):
                 problems.append(Problem("warning", case.mask, (
                     f"mask of case {case.case!r} holds the same pixels as {first.mask} (case "
                     f"{first.case!r}) though the images differ: a mask copied from another "
                     "case is scored as this case's ground truth; check both files")))
         first = images.setdefault(case.image_sha256, case)
-        if first is not case:
+        if first is not case and not _same_file(case.image, first.image):
             problems.append(Problem("warning", case.image, (
                 f"image of case {case.case!r} holds the same pixels as {first.image} (case "
                 f"{first.case!r}) with another mask: one image counted as two cases; check "
                 "that this is meant")))
     return problems
+
+
+def _same_file(one: str, other: str) -> bool:
+    """One file behind both names (reported by :func:`shared_files`, not again here)."""
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # not files (a case id stands in for a generated case's file)
+        return False
 
 
 # --------------------------------------------------------------------------- counts
