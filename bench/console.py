@@ -30,6 +30,7 @@ from bench.aggregate import aggregates_frame
 from bench.progress import (
     DatasetReading,
     DatasetRefused,
+    DatasetWarnings,
     Event,
     FramesDone,
     UnitFinished,
@@ -210,6 +211,9 @@ class RunProgress:
             self._show(f"[red]dataset {event.dataset} refused: {len(failures)} unreadable "
                        f"case(s)[/]\n{lines}{more}\n  Fix them (see `bench datasets check "
                        f"{event.dataset} --root ...`) or rerun with --skip-bad-cases.")
+        elif isinstance(event, DatasetWarnings):
+            for line in event.lines:
+                self._show(f"[yellow]warning[/]: dataset {event.dataset}: {escape(line)}")
         elif isinstance(event, UnitsPlanned):
             where = f" ({event.executor})" if event.executor != "local" else ""
             if event.shard:

@@ -30,7 +30,7 @@ from bench.cache import DIGEST_VERSION, flow_frames_digest, masks_digest
 from bench.errors import DataError, Problem
 from bench.frames import frame_shapes
 from bench.plan import DatasetRun, RunPlan
-from bench.progress import DatasetReading, DatasetRefused, Progress
+from bench.progress import DatasetReading, DatasetRefused, DatasetWarnings, Progress
 from bench.prompts import ledger, make_prompts, resolve_prompt_kind
 from bench.readers import Card, Truncation, read_flows
 from bench.readers.check import CaseContent, duplicate_contents, flow_contents, layout_problems
@@ -59,6 +59,8 @@ def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress) -> dict[str, 
         notify(DatasetReading(dataset.name))
         entry, dataset_rows, contents = _read_dataset(plan, dataset)
         copies = _copies(dataset, contents)
+        if copies:
+            notify(DatasetWarnings(dataset.name, tuple(f"{p.path}: {p.message}" for p in copies)))
         entry["layout"] = [asdict(p) for p in [*layouts[dataset.name], *copies]]
         if entry["failures"] and not plan.skip_bad_cases:
             entry["refused"] = True

@@ -36,6 +36,15 @@ class DatasetRefused:
 
 
 @dataclass(frozen=True)
+class DatasetWarnings:
+    """Warnings found while reading ``dataset`` (a mask copied from another case), one
+    line each as ``"path: message"``; the manifest records them with the layout's."""
+
+    dataset: str
+    lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class UnitsPlanned:
     """The units to compute now.
 
@@ -90,8 +99,8 @@ class FramesDone:
     total: int
 
 
-Event = (DatasetReading | DatasetRefused | UnitsPlanned | UnitRetrying | UnitFinished
-         | FramesDone)
+Event = (DatasetReading | DatasetRefused | DatasetWarnings | UnitsPlanned | UnitRetrying
+         | UnitFinished | FramesDone)
 Progress = Callable[[Event], None]
 
 

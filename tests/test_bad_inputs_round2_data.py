@@ -217,8 +217,10 @@ def test_byte_identical_mask_copy_is_recorded_by_the_run(tmp_path, capsys):
     root = tmp_path / "wbc"
     made = wbc_set(root, {"001": big_cell(2), "002": big_cell(6), "003": big_cell(4)})
     shutil.copyfile(made["001"][1], made["003"][1])
-    code, _ = run(project(tmp_path, {"wbc": root}), tmp_path / "run", capsys)
+    code, text = run(project(tmp_path, {"wbc": root}), tmp_path / "run", capsys)
     assert code == 0
+    assert (f"warning: dataset wbc: {made['003'][1]}: mask of case 'Dataset 1/003' holds the "
+            f"same pixels as {made['001'][1]} (case 'Dataset 1/001')") in text  # on screen
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     copies = [p for p in manifest["datasets"]["wbc"]["layout"] if "same pixels" in p["message"]]
     assert copies == [{"severity": "warning", "path": str(made["003"][1]), "message": (
