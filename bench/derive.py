@@ -32,7 +32,8 @@ from bench.frames import frame_shapes
 from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, DatasetWarnings, Progress
 from bench.prompts import ledger, make_prompts, resolve_prompt_kind
-from bench.readers import Card, Truncation, read_flows
+from bench.readers import Card, Truncation, get_reader, read_flows
+from bench.readers.cases import FileReader
 from bench.readers.check import CaseContent, duplicate_contents, flow_contents, layout_problems
 from bench.rundir import RunDir
 from bench.types import Flow
@@ -134,6 +135,7 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                              "failures": [], "refused": False}
     rows: list[dict[str, Any]] = []
     contents: list[CaseContent] = []
+    files = isinstance(get_reader(dataset.card.reader), FileReader)
     owners: dict[str, str] = {}
     cuts: list[Truncation] = []
     for flow, failure in _stream(dataset, plan.limit, cuts):
@@ -151,7 +153,8 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                   "masks_sha256": masks_digest(flow.masks),
                   "pixels": int(sum(np.prod(shape) for shape in frame_shapes(flow.frames)))}
         entry["flows"].append(record)
-        contents.extend(flow_contents(flow, record["frames_sha256"], record["masks_sha256"]))
+        if files:  # hub and generated data have no files to exclude: not compared
+            contents.extend(flow_contents(flow, record["frames_sha256"], record["masks_sha256"]))
         for seed in plan.seeds:
             prompts = make_prompts(flow, plan.protocol, seed=seed,
                                    prompt_kind=prompt_kind_for(plan, dataset),
