@@ -401,6 +401,18 @@ def test_a_volume_beyond_memory_is_refused_naming_the_limit(tmp_path, monkeypatc
     assert int(flow.masks["tumour"].sum()) == 18
 
 
+def test_memory_limit_is_a_containers_when_lower(tmp_path, monkeypatch):
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = tmp_path / "memory.max"
+    monkeypatch.setattr(files, "CGROUP_LIMITS", (limit,))
+    limit.write_text("max\n")  # cgroup v2 without a limit
+    assert files.memory_bytes() == physical
+    limit.write_text("123456789\n")
+    assert files.memory_bytes() == 123456789
+    limit.write_text(f"{physical * 4}\n")  # a limit above the machine's memory
+    assert files.memory_bytes() == physical
+
+
 def test_memory_error_while_reading_is_one_bad_case(tmp_path, monkeypatch, capsys):
     root = tmp_path / "brain"
     brains(root, 3)

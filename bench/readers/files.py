@@ -147,12 +147,25 @@ def check_spacing(spacing: tuple[float, ...] | None, path: Path | str) -> None:
                               "distances in mm cannot be computed from it")
 
 
+# A container's memory limit (cgroup v2, then v1): below the machine's memory there.
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"),
+                 Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
 def memory_bytes() -> int | None:
-    """This machine's physical memory in bytes (None where the system does not say)."""
+    """The memory this process may use, in bytes: the machine's physical memory, or a
+    container's limit when lower (None where the system says neither)."""
+    found = []
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        found.append(int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES")))
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
-        return None
+        pass
+    for path in CGROUP_LIMITS:
+        try:
+            found.append(int(path.read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max" (no limit)
+            continue
+    return min(found) if found else None
 
 
 def check_claimed_size(path: Path, shape: tuple[int, ...], dtype: np.dtype | str,
