@@ -149,14 +149,15 @@ _PROCESS: dict[str, Any] = {"worker": None, "markers": None, "current": None}
 _STARTED = "started-"
 
 
-def _init_process_worker(context: WorkContext, markers: str, driver: int) -> None:
+def _init_process_worker(context: WorkContext, markers: str, parent: int | None) -> None:
     """Pool initializer: the driver watch, imports, marker folder and the SIGTERM handler.
 
-    ``driver`` is the driver's process id, taken in the driver: a worker's
-    own ``os.getppid()`` may already name its new parent.
+    ``parent`` is the driver's process id, taken in the driver: a worker's own
+    ``os.getppid()`` may already name its new parent. None for ``forkserver``,
+    whose workers are children of the fork server (it ends with the driver).
     """
     # First: importing the adapters' modules (torch, sam2) takes seconds.
-    _exit_with_parent(driver)
+    _exit_with_parent(os.getppid() if parent is None else parent)
     prepare_worker(context)
     _PROCESS.update(context=context, markers=markers, worker=None, current=None)
     # Tells the driver that workers can start at all (see ProcessExecutor.run).
@@ -248,7 +249,8 @@ class ProcessExecutor(Executor):
                     max_workers=min(self.workers, len(queue)),
                     mp_context=multiprocessing.get_context(self.start_method),
                     initializer=_init_process_worker,
-                    initargs=(context, markers, os.getpid()))
+                    initargs=(context, markers, None if self.start_method == "forkserver"
+                              else os.getpid()))
                 in_flight: dict[Any, UnitSpec] = {}
                 suspects: list[UnitSpec] = []
                 cause = ""
