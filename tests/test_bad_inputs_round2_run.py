@@ -219,8 +219,9 @@ def test_against_demo_refuses_when_a_local_demo_exists_too(ws, tmp_path, monkeyp
 
 # ------------------------------------------------------------------ tracebacks -> one line
 
-def test_a_bench_toml_that_is_not_utf8_is_one_line(ws, tmp_path):
-    config = ws.folder / "bench.toml"
+@pytest.mark.parametrize("name", ["bench.toml", "datasets/isic.toml"])
+def test_a_toml_file_that_is_not_utf8_is_one_line(ws, tmp_path, name):
+    config = ws.folder / name
     text = config.read_bytes()
     config.write_bytes(text + b'\n# caf\xe9 (Latin-1)\n')
     line = text.count(b"\n") + 2
