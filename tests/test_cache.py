@@ -234,7 +234,7 @@ def test_adding_a_seed_computes_only_the_units_whose_prompts_are_new(tmp_path):
 def test_the_cli_says_how_many_units_the_cache_served(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MEDSAM2_BENCH_CACHE", str(tmp_path / "cache"))
     base = ["--config", str(CONFIG), "run", "--suite", "demo", "--datasets", "demo-fundus",
-            "--limit", "1"]
+            "--limit", "2"]
     assert main([*base, "--models", "full-frame", "--out", str(tmp_path / "a")]) == 0
     assert "1 units: 1 run, 0 reused from the prediction cache" in capsys.readouterr().out
     # Adding a model and a seed: the prompts do not depend on the seed here (a box on
