@@ -108,7 +108,7 @@ def read_volume(path: Path, role: str = "image", spacing: tuple[float, ...] | No
         raise
     except volume_file_errors() as err:  # a parser's failure is a problem of this file
         raise DataError(path, f"unreadable ({_describe(err)})") from None
-    except MemoryError:  # a header within the checks below, but too big for what is free now
+    except MemoryError:  # a size the checks let through, but more than is free now
         raise DataError(path, "too large to read: out of memory (MemoryError) while reading "
                               "it") from None
     raise DataError(path, f"unsupported volume format {kind!r}")
@@ -205,12 +205,13 @@ def check_claimed_size(path: Path, shape: tuple[int, ...], dtype: np.dtype | str
     _check_claim(path, shape, np.dtype(dtype), most, held)
 
 
-def _check_claim(path: Path, shape: tuple[int, ...], dtype: np.dtype, most: int, held: str
-                 ) -> None:
-    """Refuse ``shape`` x ``dtype`` beyond ``most`` bytes (``held`` says why) or memory."""
+def _check_claim(path: Path, shape: tuple[int, ...], dtype: np.dtype, most: int | None = None,
+                 held: str = "") -> None:
+    """Refuse ``shape`` x ``dtype`` beyond ``most`` bytes (``held`` says why; None: no
+    bound from the file) or beyond memory."""
     size = math.prod(int(n) for n in shape) * dtype.itemsize
     claim = f"header claims shape {tuple(int(n) for n in shape)} of {dtype.name} ({_size(size)})"
-    if size > most and size > CHEAP_CLAIM_BYTES:
+    if most is not None and size > most and size > CHEAP_CLAIM_BYTES:
         raise DataError(path, f"{claim}, but {held}: a corrupt header or a truncated file; "
                               "refused before reading")
     memory = memory_bytes()
@@ -353,12 +354,10 @@ def _check_itk_claim(path: Path, reader) -> None:
     """
     name = itk().GetPixelIDValueAsString(reader.GetPixelID())  # "16-bit signed integer"
     bits = next((int(word.split("-")[0]) for word in name.split() if word.endswith("-bit")), 64)
-    shape = (*reader.GetSize(), *((reader.GetNumberOfComponents(),)
-                                            if reader.GetNumberOfComponents() > 1 else ()))
-    kind = "f" if "float" in name else ("i" if "signed" in name and "unsigned" not in name
-                                        else "u")
-    dtype = np.dtype(f"{kind}{max(bits // 8, 1)}")
-    _check_claim(path, tuple(shape), dtype, math.prod(shape) * dtype.itemsize, "")
+    kind = "f" if "float" in name else "u" if "unsigned" in name or "signed" not in name else "i"
+    components = reader.GetNumberOfComponents()
+    shape = (*reader.GetSize(), *((components,) if components > 1 else ()))
+    _check_claim(path, shape, np.dtype(f"{kind}{max(bits // 8, 1)}"))
 
 
 def image_file_errors() -> tuple[type[BaseException], ...]:
