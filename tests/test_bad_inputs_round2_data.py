@@ -221,13 +221,13 @@ def test_byte_identical_mask_copy_is_recorded_by_the_run(tmp_path, capsys):
     assert code == 0
     assert (f"warning: dataset wbc: {made['003'][1]}: mask of case 'Dataset 1/003' holds the "
             f"same pixels as {made['001'][1]} (case 'Dataset 1/001')") in text  # on screen
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
     copies = [p for p in manifest["datasets"]["wbc"]["layout"] if "same pixels" in p["message"]]
     assert copies == [{"severity": "warning", "path": str(made["003"][1]), "message": (
         f"mask of case 'Dataset 1/003' holds the same pixels as {made['001'][1]} (case "
         "'Dataset 1/001') though the images differ: a mask copied from another case is scored "
         "as this case's ground truth; check both files")}]
-    report = one_line((tmp_path / "run" / "report.md").read_text())
+    report = one_line((tmp_path / "run" / "report.md").read_text(encoding="utf-8"))
     assert "mask of case 'Dataset 1/003' holds the same pixels as" in report
 
 
@@ -335,7 +335,7 @@ def test_huge_header_is_one_unreadable_case_of_the_run(tmp_path, capsys):
     assert f"{bad}: header claims shape (30000, 30000, 3000) of int16 (5.4 TB)" in text
     code, text = run(config, tmp_path / "skip", capsys, "--skip-bad-cases")
     assert code == 1  # a read failure still fails the run, but the other cases are scored
-    manifest = json.loads((tmp_path / "skip" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "skip" / "manifest.json").read_text(encoding="utf-8"))
     assert [f["id"] for f in manifest["datasets"]["brain-tumour-mr"]["flows"]] == [
         "brain1", "brain3"]
 
@@ -431,7 +431,7 @@ def test_memory_error_while_reading_is_one_bad_case(tmp_path, monkeypatch, capsy
     code, text = run(project(tmp_path, {"brain-tumour-mr": root}), tmp_path / "run", capsys,
                      "--skip-bad-cases")
     assert code == 1
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
     entry = manifest["datasets"]["brain-tumour-mr"]
     assert [f["id"] for f in entry["flows"]] == ["brain1", "brain3"]
     (failure,) = entry["failures"]
