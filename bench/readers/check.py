@@ -3,12 +3,16 @@
 :func:`check_dataset` reads every case the card describes and reports, one
 line per problem and naming the file: missing pairs, image/mask shape or
 geometry mismatches, label values the card does not know, empty masks,
-unreadable or truncated files, NaNs, implausible spacing, and the case count
-against the card's ``expected_cases``. It never raises for a bad file.
+unreadable or truncated files, NaNs, implausible spacing, cases holding another
+case's pixels (:func:`duplicate_contents`), and the case count against the
+card's ``expected_cases``. It never raises for a bad file.
 
-:func:`layout_problems` is the structural part alone (no file is decoded):
-``bench run`` calls it before any unit, so that an empty or ambiguous layout
-is refused before work starts, exactly as ``bench datasets check`` reports it.
+:func:`layout_problems` is the structural part alone (no file is decoded),
+two cases reading one mask file included (:func:`shared_files`): ``bench run``
+calls it before any unit, so that an empty or ambiguous layout is refused
+before work starts, exactly as ``bench datasets check`` reports it; it then
+compares the cases' pixels with :func:`flow_contents` from the digests it
+records anyway.
 """
 
 from __future__ import annotations
