@@ -134,9 +134,9 @@ def test_an_unknown_name_is_refused_with_the_nearest(tmp_path, text, expected):
     ("official-code", 'prompt = "boxes"',
      ".prompt: expected 'box' or 'click' (got 'boxes') (did you mean 'box'?)"),
     ("one-prompt", 'template = "last"',
-     ".template: expected 'first' or 'random', or a valid integer (got 'last')"),
+     ".template: expected 'first', 'middle' or 'random', or a valid integer (got 'last')"),
     ("one-prompt", "template = -1",
-     ".template: expected 'first' or 'random', or a value >= 0 (got -1)"),
+     ".template: expected 'first', 'middle' or 'random', or a value >= 0 (got -1)"),
     ("interactive", "noc_thresholds = [0.85, 90]",
      ".noc_thresholds.1: expected a value <= 1.0 (got 90)"),
 ])

@@ -100,6 +100,14 @@ def test_metrics_csv_stamps_exactly_the_rows_of_the_weighted_model(runs):
     assert stamped == {"full-frame": {False}, WEIGHTED: {True}}
 
 
+def test_per_case_csv_stamps_exactly_the_rows_of_the_weighted_model(runs):
+    for name, expected in (("random", {"full-frame": {False}, WEIGHTED: {True}}),
+                           ("plain", {"full-frame": {False}, WEIGHTED: {False}})):
+        run, _ = runs[name]
+        table = pd.read_csv(run / "per_case.csv", dtype={"case": str})
+        assert table.groupby("model")["random_weights"].agg(set).to_dict() == expected
+
+
 def test_a_run_without_the_flag_stamps_no_row(runs):
     run, _ = runs["plain"]
     table = _metrics(run)

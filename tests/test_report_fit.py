@@ -205,7 +205,8 @@ def test_per_case_csv_has_a_row_per_case_with_the_metrics_as_columns(run):
     got = pd.read_csv(run / "per_case.csv", keep_default_na=False, na_values=[""])
     assert list(got.columns) == ["dataset", "flow", "case", "patient", "target", "model",
                                  "protocol", "seed", "dice", "iou", "hd95", "status",
-                                 "message"]
+                                 "message", "random_weights"]
+    assert not got["random_weights"].any()  # no --random-weights: no row stamped
     expected = _expected_per_case(run)
     # 2 datasets x 3 flows x 4 images x 2 models, one seed.
     assert len(got) == len(expected) == 48

@@ -104,8 +104,11 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
     rundir.write_summary(summary)
     metrics = list(summary["metric_definitions"]) or sorted(table["metric"].unique())
     per_case = tables.per_case_values(table, metrics)
+    # Stamped like metrics.csv: a row of a model run with --random-weights is meaningless.
+    stamped = per_case.assign(
+        random_weights=per_case["model"].isin(summary.get("random_weights") or ()))
     atomic.write_text(rundir.path / PER_CASE_FILE,
-                      per_case.to_csv(index=False, float_format="%.10g"))
+                      stamped.to_csv(index=False, float_format="%.10g"))
     context = RunContext(
         rundir=rundir, table=table, summary=summary,
         aggregates=pd.DataFrame(summary["aggregates"]),
