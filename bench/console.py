@@ -61,6 +61,23 @@ def frame_table(frame: pd.DataFrame, title: str, *, headers: dict[str, str] | No
 _COUNT_HEADERS = {"n": "n", "n_excluded": "excl", "n_penalised": "pen", "n_failed": "fail"}
 
 
+def _why_nothing(rundir: RunDir) -> str:
+    """Why a run scored no case: refused datasets, failed units, or one-prompt templates."""
+    manifest = rundir.read_manifest() if rundir.manifest_path.exists() else {"datasets": {}}
+    refused = [name for name, entry in manifest.get("datasets", {}).items()
+               if entry.get("refused")]
+    if refused:
+        return (f"dataset(s) {', '.join(refused)} refused for unreadable cases (listed above; "
+                "--skip-bad-cases evaluates the rest)")
+    units = rundir.read_unit_table()
+    if units is not None and not units.empty and (units["status"] == "error").all():
+        return "every unit failed (reasons below and in report.md)"
+    if rundir.read_plan().get("protocol") == "one-prompt":
+        return ("one-prompt gives each flow's template rather than scoring it, so a flow needs "
+                "2 or more cases (with --limit: 2 or more)")
+    return "see the failures above and report.md"
+
+
 def print_results(run_dir: Path) -> None:
     """The report's results table without intervals (they are in the report)."""
     rundir = RunDir(run_dir)
@@ -70,11 +87,7 @@ def print_results(run_dir: Path) -> None:
         console.print(random_weights_banner(stamped), style="bold red", markup=False)
     aggregates = aggregates_frame(summary["aggregates"])
     if aggregates.empty:
-        plan = rundir.read_plan()
-        why = ("one-prompt gives each flow's template rather than scoring it, so a flow needs 2 "
-               "or more cases (with --limit: 2 or more)" if plan.get("protocol") == "one-prompt"
-               else "see the failures above and report.md")
-        console.print(f"no results: no case was scored; {why}")
+        console.print(f"no results: no case was scored; {_why_nothing(rundir)}")
         return
     # summary.json sorts its keys; the plan keeps the suite's metric order.
     metrics = rundir.read_plan()["metrics"]

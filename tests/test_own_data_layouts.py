@@ -53,7 +53,8 @@ def _new_then_run(args: list[str], capsys) -> tuple[list[str], pd.DataFrame, str
 
 
 def _ledger(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text(encoding="utf-8").splitlines()]
+    text = (run_dir / "prompts.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def _full_frame_dice(metrics: pd.DataFrame) -> dict[str, float]:
@@ -126,7 +127,8 @@ def test_split_folders_pair_names_that_differ_beyond_a_suffix(tmp_path, monkeypa
     _, metrics, out = _new_then_run(
         ["drive", "--images", "DRIVE/*/images/*_*.tif", "--masks",
          "DRIVE/*/1st_manual/*_manual1.gif"], capsys)
-    options = tomllib.loads((tmp_path / "cards" / "drive.toml").read_text(encoding="utf-8"))["options"]
+    card = (tmp_path / "cards" / "drive.toml").read_text(encoding="utf-8")
+    options = tomllib.loads(card)["options"]
     assert options["group"] == "{dir1}"  # one flow per split
     assert options["image"] == "{dir1}/images/{id}_{id2}.tif"
     assert options["mask"] == "{dir1}/1st_manual/{id}_manual1.gif"
@@ -306,7 +308,8 @@ def test_a_layout_of_one_image_flows_is_refused_by_new_check_and_run(tmp_path, m
     # a card written by hand with one flow per image: check and run refuse it too
     assert main(args) == 0
     card = tmp_path / "cards" / "drive.toml"
-    card.write_text(card.read_text(encoding="utf-8").replace('group = "{dir1}"', 'group = "{dir1}/{id}"'))
+    text = card.read_text(encoding="utf-8")
+    card.write_text(text.replace('group = "{dir1}"', 'group = "{dir1}/{id}"'))
     capsys.readouterr()
     root = tmp_path / "DRIVE"
     assert main(["datasets", "check", "drive", "--root", str(root)]) == 1
@@ -384,3 +387,21 @@ def test_frames_inside_a_unit_move_the_progress(tmp_path, monkeypatch):
         progress.notify(UnitsPlanned(total=1, reused=0, selected=1, all=1, executor="local"))
         progress.notify(FramesDone(3, 6))
     assert "running unit: frame 3/6" in stream.getvalue()
+
+
+def test_a_run_whose_only_dataset_is_refused_says_so(tmp_path, monkeypatch, capsys):
+    _drive(tmp_path / "DRIVE")
+    monkeypatch.chdir(tmp_path)
+    assert main(["datasets", "new", "drive", "--images", "DRIVE/*/images/*_*.tif", "--masks",
+                 "DRIVE/*/1st_manual/*_manual1.gif"]) == 0
+    image = tmp_path / "DRIVE" / "test" / "images" / "02_test.tif"
+    image.write_bytes(image.read_bytes()[:200])  # truncated
+    capsys.readouterr()
+    code = main(["run", "--suite", "one-prompt", "--datasets", "drive", "--root",
+                 f"drive={tmp_path / 'DRIVE'}", "--models", "full-frame", "--out",
+                 str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    assert code == 1 and "FAIL: no case was scored" in captured.err
+    assert "no results: no case was scored; dataset(s) drive refused for unreadable cases" in out
+    assert "one-prompt gives each flow's template" not in out
