@@ -49,7 +49,7 @@ REFERENCE_COLUMNS = [*KEYS, "mean", "n", "n_excluded", "n_penalised", "n_failed"
 COUNT_COLUMNS = REFERENCE_COLUMNS[6:]
 # --against NAME: references shipped as package data (bench.resources.reports_folder()).
 BUILTIN_REFERENCES = {"demo": "demo-reference.csv"}
-HIGHER_IS_BETTER: dict[str, bool] = {"dice": True, "iou": True, "nsd": True,
+HIGHER_IS_BETTER: dict[str, bool] = {"dice": True, "iou": True, "nsd": True, "nsd_deepmind": True,
                                      "hd95": False, "hd95_max": False, "assd": False}
 DEFAULT_TOLERANCE = 1e-6
 # Floating-point slack so that a change of exactly the tolerance passes.

@@ -17,6 +17,8 @@ Conventions follow DESIGN section 5:
   distances of both directions).
 - ``nsd``: normalised surface Dice at a tolerance in mm, on surface *voxels*
   (see :func:`nsd`).
+- ``nsd_deepmind``: normalised surface Dice weighted by surfel area, as
+  DeepMind's surface-distance package (see :mod:`bench.surface_dice`).
 
 Empty masks follow one versioned :class:`EmptyPolicy` (:data:`DEFAULT_POLICY`):
 both empty -> ``NaN`` (excluded from means, status ``"both_empty"``); exactly
@@ -42,6 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from bench import surface_dice
+
 #: Version of the scoring code. Raise it whenever a metric's value can change for the same
 #: masks (definition, empty policy, surface extraction): resumed runs recompute every unit
 #: stored under another version (see bench.units.unit_inputs).
@@ -63,6 +67,7 @@ __all__ = [
     "image_diagonal",
     "iou",
     "nsd",
+    "nsd_deepmind",
     "score_case",
     "surface_distances",
 ]
@@ -147,6 +152,12 @@ METRIC_DEFINITIONS: dict[str, str] = {
         "NSD (normalised surface Dice: fraction of surface voxels of both masks within the "
         "tolerance of the other surface; voxel approximation, not DeepMind's surfel-area "
         "weighting), unitless"
+    ),
+    "nsd_deepmind": (
+        "NSD-DeepMind (normalised surface Dice of DeepMind's surface-distance package: "
+        "surfels on the voxel-corner grid from 2x2(x2) neighbour codes, weighted by their "
+        "marching-squares length / marching-cubes area in mm; a surfel counts when within "
+        "the tolerance of the other surface), unitless"
     ),
 }
 
@@ -418,6 +429,12 @@ def _assd(case: _Case, policy: EmptyPolicy) -> float:
     return float(np.concatenate((a, b)).mean())
 
 
+def _nsd_deepmind(case: _Case, policy: EmptyPolicy, tolerance_mm: float) -> float:
+    if case.status != STATUS_OK:
+        return case.empty_value("overlap", policy)
+    return surface_dice.surface_dice(case.pred, case.ref, case.spacing, tolerance_mm)
+
+
 def _nsd(case: _Case, policy: EmptyPolicy, tolerance_mm: float) -> float:
     if case.status != STATUS_OK:
         return case.empty_value("overlap", policy)
@@ -557,6 +574,27 @@ def nsd(
     return _nsd(_Case(pred, ref, spacing), _check_policy(policy), tol)
 
 
+def nsd_deepmind(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    tolerance_mm: float,
+    spacing: Sequence[float] | None = None,
+    *,
+    policy: EmptyPolicy = DEFAULT_POLICY,
+) -> float:
+    """Normalised surface Dice at a tolerance, DeepMind's surfel-area definition.
+
+    The value of DeepMind's surface-distance package
+    (:func:`bench.surface_dice.nsd_deepmind`), with this module's empty-mask
+    policy and argument order (as :func:`nsd`). The package itself gives NaN
+    when both masks are empty and 0 when exactly one is: the default policy.
+
+    Parameters and returns as in :func:`nsd`.
+    """
+    tol = _check_tolerance(tolerance_mm)
+    return _nsd_deepmind(_Case(pred, ref, spacing), _check_policy(policy), tol)
+
+
 METRICS: dict[str, Callable[..., float]] = {
     "dice": dice,
     "iou": iou,
@@ -564,6 +602,7 @@ METRICS: dict[str, Callable[..., float]] = {
     "hd95_max": hd95_max,
     "assd": assd,
     "nsd": nsd,
+    "nsd_deepmind": nsd_deepmind,
 }
 
 #: Every metric name a suite may ask for: the mask metrics and the official ones.
@@ -594,7 +633,7 @@ def score_case(
     policy : EmptyPolicy, optional
         Empty-mask policy.
     nsd_tolerance_mm : float, optional
-        Tolerance for ``"nsd"``.
+        Tolerance for ``"nsd"`` and ``"nsd_deepmind"``.
 
     Returns
     -------
@@ -609,7 +648,8 @@ def score_case(
     if unknown:
         raise ValueError(f"metrics: unknown name(s) {unknown}; valid: {sorted(METRICS)}")
     policy = _check_policy(policy)
-    tol = _check_tolerance(nsd_tolerance_mm) if "nsd" in metrics else 0.0
+    uses_tol = "nsd" in metrics or "nsd_deepmind" in metrics
+    tol = _check_tolerance(nsd_tolerance_mm) if uses_tol else 0.0
     case = _Case(pred, ref, spacing)
     scorers: dict[str, Callable[[], float]] = {
         "dice": lambda: _dice(case, policy),
@@ -618,6 +658,7 @@ def score_case(
         "hd95_max": lambda: _hd95_max(case, policy),
         "assd": lambda: _assd(case, policy),
         "nsd": lambda: _nsd(case, policy, tol),
+        "nsd_deepmind": lambda: _nsd_deepmind(case, policy, tol),
     }
     status = case.status
     return {m: (float(scorers[m]()), status) for m in metrics}

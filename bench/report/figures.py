@@ -31,9 +31,10 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
 
 
 #: Metrics in [0, 1] (drawn on a fixed 0-1 axis); the others are distances, axis from 0.
-FRACTION_METRICS = ("dice", "iou", "nsd", "dice_official", "iou_official")
+FRACTION_METRICS = ("dice", "iou", "nsd", "nsd_deepmind", "dice_official", "iou_official")
 METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "hd95_max": "HD95-max",
-                "assd": "ASSD", "nsd": "NSD", "dice_official": "Dice (official)",
+                "assd": "ASSD", "nsd": "NSD", "nsd_deepmind": "NSD (DeepMind)",
+                "dice_official": "Dice (official)",
                 "iou_official": "IoU (official)"}
 
 

@@ -39,9 +39,9 @@ from bench.report.published import TABLE1_DATASETS, TABLE1_TARGETS, normalise
 
 AVERAGE = "Ave"
 COUNT_COLUMNS = ("n", "n_excluded", "n_penalised", "n_failed")
-PERCENT_METRICS = ("dice", "iou", "nsd", "dice_official", "iou_official")
+PERCENT_METRICS = ("dice", "iou", "nsd", "nsd_deepmind", "dice_official", "iou_official")
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "hd95_max": "HD95-max",
-                 "assd": "ASSD", "nsd": "NSD"}
+                 "assd": "ASSD", "nsd": "NSD", "nsd_deepmind": "NSD (DeepMind)"}
 
 
 def model_labels(aggregates: pd.DataFrame) -> pd.Series:
