@@ -109,8 +109,10 @@ def test_a_wrong_value_names_the_key(tmp_path, text, expected):
 
 @pytest.mark.parametrize(("text", "expected"), [
     (SUITE.replace('"one-prompt"', '"one_prompt"'),
-     "bench.toml: [suites.x].protocol: expected 'one-prompt', 'paper-random', 'official-code', "
-     "'every-frame' or 'interactive' (got 'one_prompt') (did you mean 'one-prompt'?)"),
+     # every registered protocol, in registry order (new protocols keep this test valid)
+     "bench.toml: [suites.x].protocol: expected "
+     + ", ".join(f"'{name}'" for name in list(PROTOCOLS)[:-1])
+     + f" or '{list(PROTOCOLS)[-1]}' (got 'one_prompt') (did you mean 'one-prompt'?)"),
     (SUITE + 'metrics = ["dice", "hd59"]\n',
      "bench.toml: [suites.x].metrics.1: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd', "
      "'nsd', 'dice_official' or 'iou_official' (got 'hd59') (did you mean 'hd95'?)"),

@@ -287,8 +287,8 @@ def test_seed_changes_random_protocols_not_point_or_box():
 
 
 def test_protocol_registry_and_parameters():
-    assert set(PROTOCOLS) == {"one-prompt", "paper-random", "official-code", "every-frame",
-                              "interactive"}
+    assert set(PROTOCOLS) >= {"one-prompt", "paper-random", "official-code", "every-frame",
+                              "interactive", "medsam-box", "sam-med3d-clicks"}
     assert PROTOCOLS["one-prompt"].defaults == {"template": "first", "prompt_kind": None,
                                                 "max_jitter": 20}
     assert PROTOCOLS["official-code"].defaults == {"prompt": "box", "prompt_freq": 2,

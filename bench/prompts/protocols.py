@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from bench.errors import unknown_name
+from bench.prompts import medsam_box, sam_med3d
 from bench.prompts.kinds import (
     DEFAULT_MAX_JITTER,
     empty_mask_prompt,
@@ -39,6 +40,7 @@ from bench.prompts.kinds import (
     prompt_from_mask,
     random_pixel,
 )
+from bench.prompts.medsam_box import DEFAULT_BBOX_SHIFT
 from bench.prompts.streams import KeyedStream, keyed_stream
 from bench.settings import Items, Settings, validate
 from bench.types import PROMPT_KINDS, Flow, Prompt
@@ -102,6 +104,21 @@ class InteractiveParams(ProtocolParams):
     max_clicks: int = Field(20, ge=1, description="clicks per session")
     noc_thresholds: Items[Probability] = Field(
         (0.85, 0.9), min_length=1, description="Dice thresholds for NoC (number of clicks)")
+
+
+class MedSAMBoxParams(ProtocolParams):
+    """``medsam-box``: MedSAM's largest random move of each box side."""
+
+    bbox_shift: int = Field(DEFAULT_BBOX_SHIFT, ge=0,
+                            description="each side of the tight box moves out by a uniform "
+                            "integer in 0..bbox_shift px (MedSAM's NpyDataset default 20)")
+
+
+class SamMed3DParams(ProtocolParams):
+    """``sam-med3d-clicks``: how many clicks each session gets."""
+
+    num_clicks: int = Field(1, ge=1, description="clicks per target and volume (SAM-Med3D's "
+                            "validate_paired_img_gt default 1)")
 
 
 @dataclass(frozen=True)
@@ -504,6 +521,18 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
             "RITM-style corrective clicks on every frame containing the target; Dice per click, "
             "NoC@85 and NoC@90.",
             InteractiveParams, "fixed", "point", _interactive, _all_frames, _interactive_card),
+        ProtocolSpec(
+            "medsam-box",
+            "MedSAM's box: the tight box, each side moved out by 0..bbox_shift px "
+            "(bowang-lab/MedSAM), on every frame containing the target.",
+            MedSAMBoxParams, "fixed", medsam_box.KIND, medsam_box.select, _all_frames,
+            medsam_box.card),
+        ProtocolSpec(
+            "sam-med3d-clicks",
+            "SAM-Med3D's clicks (uni-medical/SAM-Med3D): the first at a random target voxel, "
+            "each next one at a random voxel of the previous prediction's error.",
+            SamMed3DParams, "fixed", "point-random", sam_med3d.select, _all_frames,
+            sam_med3d.card),
     )
 }
 
