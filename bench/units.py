@@ -48,9 +48,10 @@ from bench.cache import (
 from bench.errors import RunError
 from bench.metrics import METRICS_VERSION, OFFICIAL_METRICS, EmptyPolicy
 from bench.plan import RunPlan
-from bench.prompts import get_protocol, ledger
+from bench.prompts import get_protocol, ledger, sam_med3d
 from bench.prompts.interactive import click_sessions
 from bench.prompts.scope import scoring_scope
+from bench.prompts.streams import keyed_stream
 from bench.readers import read_flow
 from bench.rundir import RunDir, UnitRecord, UnitRef, check_frames
 from bench.scoring import check_prediction, failure_rows, score_flow
@@ -277,6 +278,13 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
                 flow, prompts, lambda clicks, previous: adapter.predict_click(view, clicks,
                                                                              previous),
                 max_clicks)
+        elif plan.protocol == sam_med3d.PROTOCOL:
+            # Clicks 2.. come from the model's previous answer: nothing to cache or replay.
+            num_clicks = get_protocol(plan.protocol).resolve(plan.protocol_params)["num_clicks"]
+            prediction, click_rows = sam_med3d.adapter_sessions(
+                flow, flow.view(modality), adapter, prompts, num_clicks,
+                lambda target, frame, purpose: keyed_stream(
+                    spec.seed, flow.dataset, flow.id, target, frame, plan.protocol, purpose))
         else:
             # An adapter whose predictions follow the seed is never served another seed's.
             seeded = adapter.use_run_seed(spec.seed)

@@ -224,6 +224,53 @@ def click_sessions(flow: Flow, prompts: Sequence[Prompt],
     return Prediction(masks=masks), rows
 
 
+def given_clicks(prompts: Sequence[Prompt], capabilities: Any) -> list[Prompt]:
+    """The click prompts a model accepts: only the latest click without
+    ``several_clicks``, no negative click without ``negative_clicks``."""
+    clicks = [(p.frame, point, label) for p in prompts
+              for point, label in zip(p.points, p.labels, strict=True)]
+    if not getattr(capabilities, "negative_clicks", True):
+        clicks = [c for c in clicks if c[2]]
+    if not getattr(capabilities, "several_clicks", True):
+        clicks = clicks[-1:]
+    by_frame: dict[int, list[tuple[tuple[int, int], int]]] = {}
+    for frame, point, label in clicks:
+        by_frame.setdefault(frame, []).append((point, label))
+    target = prompts[0].target if prompts else ""
+    return [Prompt(target, frame, "point", points=tuple(c[0] for c in held),
+                   labels=tuple(c[1] for c in held)) for frame, held in sorted(by_frame.items())]
+
+
+def adapter_sessions(flow: Flow, seen: Any, adapter: Any, prompts: Sequence[Prompt],
+                     num_clicks: int, keyer: Keyer) -> tuple[Prediction, list[dict[str, Any]]]:
+    """:func:`click_sessions` against a model adapter.
+
+    Volumes: the adapter's ``predict_step`` (else ``predict``) on the volume
+    with the clicks it accepts (:func:`given_clicks`) and, when its
+    capabilities say ``previous_mask``, its previous prediction. Images of an
+    image flow: its ``predict_click`` on the image, as the ``interactive``
+    protocol asks.
+    """
+    capabilities = adapter.capabilities
+    wants_previous = bool(getattr(capabilities, "previous_mask", False))
+    step = getattr(adapter, "predict_step", None)
+
+    def predict(clicks: list[Prompt], previous: np.ndarray | None,
+                frames: Sequence[int]) -> np.ndarray:
+        given = given_clicks(clicks, capabilities)
+        target = clicks[0].target
+        if flow.kind != "volume":
+            before = None if previous is None else previous[0]
+            return np.asarray(adapter.predict_click(seen, given[0], before), dtype=bool)[None]
+        earlier = None
+        if wants_previous and previous is not None:
+            earlier = Prediction(masks={target: previous})
+        answer = step(seen, given, earlier) if step is not None else adapter.predict(seen, given)
+        return np.stack([np.asarray(answer.masks[target][f], dtype=bool) for f in frames])
+
+    return click_sessions(flow, prompts, predict, num_clicks, keyer)
+
+
 def card(params: Any, kind: str | None) -> str:
     """The protocol card of ``sam-med3d-clicks``."""
     repo, file, commit = UPSTREAM
