@@ -53,6 +53,14 @@ class Capabilities:
     # Only harness self-tests (the oracle) may see ground truth; the runner
     # then passes the full Flow instead of its FlowFrames view.
     sees_ground_truth: bool = False
+    # Interactive sessions (cvpr25-interactive): what the adapter accepts besides its prompt
+    # kinds ("box3d" there: the challenge's 3D box; without it a model gets the middle-slice
+    # box). A model is given only what it accepts: with several_clicks False only the latest
+    # click per target, with negative_clicks False no background click, and the previous
+    # prediction only with previous_mask True (see Adapter.predict_step).
+    several_clicks: bool = True
+    negative_clicks: bool = True
+    previous_mask: bool = False
 
 
 @dataclass
@@ -119,6 +127,18 @@ class Adapter:
         moved = Prompt(prompt.target, 0, prompt.kind, prompt.points, prompt.labels, prompt.box,
                        prompt.mask)
         return np.asarray(self.predict(single, [moved]).masks[prompt.target][0], dtype=bool)
+
+    def predict_step(self, flow: FlowFrames, prompts: Sequence[Prompt],
+                     previous: Prediction | None) -> Prediction:
+        """One step of a 3D interactive session (``cvpr25-interactive``).
+
+        ``prompts`` hold, per target, the box and every click so far that the
+        capabilities accept (clicks as ``point`` prompts, one per clicked
+        frame, in click order); ``previous`` is this adapter's previous
+        Prediction when ``capabilities.previous_mask`` is True, else None. The
+        default ignores ``previous`` and calls :meth:`predict`.
+        """
+        return self.predict(flow, prompts)
 
     def use_run_seed(self, seed: int) -> bool:
         """Hand the unit's seed (``--seeds``) to the adapter before :meth:`predict`.

@@ -31,9 +31,12 @@ def is_scored(table: pd.DataFrame, suffix: str = "") -> pd.Series:
 
 
 def per_case(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows that describe whole cases: without the per-click rows of interactive runs
-    and without the rows of given frames (status ``prompted``, ``--score-prompted``)."""
+    """The rows that describe whole cases: without the per-click rows of interactive runs,
+    the per-step rows of cvpr25-interactive runs (``step``) and the rows of given frames
+    (status ``prompted``, ``--score-prompted``)."""
     table = table[table["status"] != "prompted"]
+    if "step" in table.columns:
+        table = table[pd.to_numeric(table["step"], errors="coerce").isna()]
     if "click" not in table.columns:
         return table
     return table[pd.to_numeric(table["click"], errors="coerce").isna()]

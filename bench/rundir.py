@@ -72,6 +72,11 @@ TIDY_COLUMNS = ["dataset", "flow", "case", "patient", "target", "model", "protoc
 # for a result once the table leaves its run directory (:func:`random_weight_models`).
 RANDOM_WEIGHTS = "random_weights"
 METRICS_COLUMNS = [*TIDY_COLUMNS, RANDOM_WEIGHTS]
+# ``step`` numbers the steps of a cvpr25-interactive session (0: the box, 1-5: the clicks) on
+# its per-step rows. The column is there only in the tables of runs that have such rows, so
+# the tables of the other protocols are unchanged.
+STEP = "step"
+STEP_COLUMNS = [*TIDY_COLUMNS, STEP, RANDOM_WEIGHTS]
 UNIT_COLUMNS = ["key", "dataset", "flow", "model", "seed", "status", "attempts", "restarts",
                 "cache", "seconds", "peak_rss_mb", "rss_growth_mb", "gpu_peak_mb", "worker",
                 "message", "notes"]
@@ -160,14 +165,21 @@ class UnitRecord:
     worker: str | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    # cvpr25-interactive: the clicks made (a result) and the model's seconds per step (not one).
+    # Written only when not empty, so other protocols' unit files are unchanged.
+    clicks: list[dict[str, Any]] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
 
     # The fields that are the unit's result; the others may differ between two
     # runs of the same unit (timings, memory, worker, attempts, cache use).
     RESULT_FIELDS = ("key", "dataset", "flow", "model", "protocol", "seed", "status",
-                     "message", "scores", "rows", "inputs", "notes")
+                     "message", "scores", "rows", "inputs", "notes", "clicks")
+    OPTIONAL_FIELDS = ("clicks", "step_seconds")
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        return {name: value for name, value in record.items()
+                if value or name not in self.OPTIONAL_FIELDS}
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> UnitRecord:
@@ -191,7 +203,8 @@ class UnitRecord:
     def result(self) -> str:
         """The canonical text of the result fields (to compare two runs of one unit)."""
         record = self.to_json()
-        return json.dumps({name: record[name] for name in self.RESULT_FIELDS}, sort_keys=True)
+        return json.dumps({name: record[name] for name in self.RESULT_FIELDS if name in record},
+                          sort_keys=True)
 
 
 class RunDir:
@@ -498,13 +511,17 @@ class RunDir:
         rows: list[dict[str, Any]] = []
         for path in self.unit_paths():
             rows.extend(self.read_unit(path).rows)
-        table = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+        stepped = any(row.get(STEP) is not None for row in rows)
+        table = pd.DataFrame(rows, columns=[*TIDY_COLUMNS, STEP] if stepped else TIDY_COLUMNS)
         table["click"] = table["click"].astype("Int64")
+        if stepped:
+            table[STEP] = table[STEP].astype("Int64")
         stamped = (random_weight_models(self.read_config()) if self.config_path.exists()
                    else [])
         table[RANDOM_WEIGHTS] = table["model"].isin(stamped).astype(bool)
         return table.sort_values(
-            ["dataset", "model", "seed", "flow", "case", "target", "metric", "click"],
+            ["dataset", "model", "seed", "flow", "case", "target", "metric", "click",
+             *([STEP] if stepped else [])],
             kind="stable").reset_index(drop=True)
 
     def write_metrics(self) -> pd.DataFrame:
@@ -531,7 +548,7 @@ class RunDir:
         except (ValueError, pd.errors.ParserError) as err:
             raise DataError(self.metrics_path, f"not a metrics table ({_one_line(err)})") \
                 from None
-        if list(table.columns) not in (TIDY_COLUMNS, METRICS_COLUMNS):
+        if list(table.columns) not in (TIDY_COLUMNS, METRICS_COLUMNS, STEP_COLUMNS):
             raise DataError(self.metrics_path, "not a metrics table: its columns are "
                             f"{', '.join(map(str, table.columns))}")
         table["message"] = table["message"].fillna("")

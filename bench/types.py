@@ -169,6 +169,10 @@ class Prompt:
     mask : ndarray or None
         Boolean mask for mask prompts (not serialised in the ledger: the ledger
         records its sha256 and the runner re-derives it from ground truth).
+    z_range : (z_min, z_max) or None
+        ``box3d`` prompts only (``cvpr25-interactive``): the inclusive range of
+        frames the 3D box spans; ``frame`` is its middle slice and ``box`` the
+        2D box there (:mod:`bench.prompts.cvpr25`).
     """
 
     target: str
@@ -178,6 +182,7 @@ class Prompt:
     labels: tuple[int, ...] = ()
     box: tuple[int, int, int, int] | None = None
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
+    z_range: tuple[int, int] | None = None
 
 
 @dataclass

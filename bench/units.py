@@ -48,7 +48,7 @@ from bench.cache import (
 from bench.errors import RunError
 from bench.metrics import METRICS_VERSION, OFFICIAL_METRICS, EmptyPolicy
 from bench.plan import RunPlan
-from bench.prompts import get_protocol, ledger, sam_med3d
+from bench.prompts import cvpr25, get_protocol, ledger, sam_med3d
 from bench.prompts.interactive import click_sessions
 from bench.prompts.scope import scoring_scope
 from bench.prompts.streams import keyed_stream
@@ -264,7 +264,7 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
     An exception of the adapter, of scoring or of writing the masks is the
     unit's failure: recorded (traceback in ``logs/KEY.txt``), never raised.
     """
-    state, notes = "off", {}
+    state, notes, session = "off", {}, None
     try:
         modality = next((d.card.modality for d in plan.datasets if d.name == spec.dataset), "")
         seen = flow if adapter.capabilities.sees_ground_truth else flow.view(modality)
@@ -285,6 +285,11 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
                 flow, flow.view(modality), adapter, prompts, num_clicks,
                 lambda target, frame, purpose: keyed_stream(
                     spec.seed, flow.dataset, flow.id, target, frame, plan.protocol, purpose))
+        elif plan.protocol == cvpr25.PROTOCOL:
+            # Each step's clicks come from the model's previous answer: nothing to cache.
+            session = _cvpr25_session(plan, flow, seen, adapter, prompts)
+            prediction, click_rows = session.prediction, session.rows
+            notes = {**notes, "cvpr25_given": session.given}
         else:
             # An adapter whose predictions follow the seed is never served another seed's.
             seeded = adapter.use_run_seed(spec.seed)
@@ -317,7 +322,23 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
                       protocol=plan.protocol, seed=spec.seed, status=status, message=message,
                       scores=scores, rows=_label(rows, spec, flow.id, adapter.name,
                                                  plan.protocol),
-                      cache=state, inputs=dict(spec.inputs), notes=dict(notes))
+                      cache=state, inputs=dict(spec.inputs), notes=dict(notes),
+                      clicks=session.clicks if session and status == "ok" else [],
+                      step_seconds=session.seconds if session and status == "ok" else [])
+
+
+def _cvpr25_session(plan: RunPlan, flow: Flow, seen: Any, adapter: Adapter,
+                    prompts: Sequence[Prompt]) -> cvpr25.Session:
+    """Run a cvpr25-interactive session: the box step and 5 click steps (see the module)."""
+    targets = sorted({p.target for p in prompts})
+
+    def check(prediction: Any) -> None:
+        check_prediction(flow, prediction, targets)
+
+    return cvpr25.run_session(
+        flow, prompts, lambda given, previous: adapter.predict_step(seen, given, previous),
+        cvpr25.Accepts.of(adapter.capabilities), nsd=cvpr25.load_nsd(), check=check,
+        tolerance_mm=plan.nsd_tolerance_mm)
 
 
 def _needs_logits(plan: RunPlan) -> bool:

@@ -17,6 +17,10 @@ Row fields (every row has all of them)::
     mask_shape   [H, W] of the mask prompt, or null
     hash         sha256 of the canonical JSON of the row without "hash"
 
+``box3d`` rows (``cvpr25-interactive``) carry one more field, ``z_range``
+``[z_min, z_max]`` (inclusive frames of the 3D box); no other row has it, so
+the ledgers of the other protocols are unchanged.
+
 Masks are not stored: :func:`rows_to_prompts` re-derives them from the flow's
 ground truth and checks them against ``mask_sha256``.
 
@@ -45,6 +49,8 @@ LEDGER_VERSION = 1
 MASK_KINDS = ("mask", "empty-mask")
 FIELDS = ("box", "case", "dataset", "frame", "hash", "kind", "labels", "mask_sha256",
           "mask_shape", "points", "protocol", "seed", "target", "version")
+# The 3D box of cvpr25-interactive: the only kind with (and required to have) a z_range.
+BOX3D_KIND, Z_RANGE = "box3d", "z_range"
 
 __all__ = ["LEDGER_VERSION", "canonical_json", "dumps_ledger", "format_rows", "group_rows",
            "prompt_rows", "read_ledger", "row_hash", "rows_to_prompts", "sort_key",
@@ -98,6 +104,11 @@ def prompt_rows(prompts: Iterable[Prompt], *, dataset: str, case: str, protocol:
                                  "has no mask")
             row["mask_sha256"] = mask_sha256(prompt.mask)
             row["mask_shape"] = [int(n) for n in np.shape(prompt.mask)]
+        if prompt.kind == BOX3D_KIND:
+            if prompt.z_range is None or prompt.box is None:
+                raise ValueError(f"box3d prompt {prompt.target!r} frame {prompt.frame} has no "
+                                 "z_range or no box")
+            row[Z_RANGE] = [int(v) for v in prompt.z_range]
         row["hash"] = row_hash(row)
         rows.append(row)
     return rows
@@ -176,8 +187,9 @@ def read_ledger(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _row_problem(row: Mapping[str, Any]) -> str:
     """What is wrong with a ledger row ('' when nothing)."""
-    missing = [name for name in FIELDS if name not in row]
-    extra = sorted(set(row) - set(FIELDS))
+    fields = (*FIELDS, Z_RANGE) if row.get("kind") == BOX3D_KIND else FIELDS
+    missing = [name for name in fields if name not in row]
+    extra = sorted(set(row) - set(fields))
     if missing or extra:
         return f"missing {missing}" if missing else f"unknown fields {extra}"
     if row["version"] != LEDGER_VERSION:
@@ -233,6 +245,7 @@ def rows_to_prompts(rows: Sequence[Mapping[str, Any]], flow: Flow) -> list[Promp
             labels=tuple(int(label) for label in row["labels"]),
             box=None if row["box"] is None else tuple(int(v) for v in row["box"]),
             mask=mask,
+            z_range=tuple(int(v) for v in row[Z_RANGE]) if Z_RANGE in row else None,
         ))
     return prompts
 
@@ -259,6 +272,8 @@ def _describe(row: Mapping[str, Any]) -> str:
                               for (x, y), label in zip(row["points"], row["labels"], strict=True)))
     if row["box"] is not None:
         parts.append("box[{},{},{},{}]".format(*row["box"]))
+    if row.get(Z_RANGE) is not None:
+        parts.append("z[{},{}]".format(*row[Z_RANGE]))
     if row["mask_sha256"] is not None:
         height, width = row["mask_shape"]
         parts.append(f"mask {height}x{width} sha256:{row['mask_sha256'][:12]}")

@@ -33,6 +33,10 @@ from pydantic import Field
 
 from bench.errors import unknown_name
 from bench.prompts import medsam_box, sam_med3d
+from bench.prompts.cvpr25 import BOX_KIND as CVPR25_KIND
+from bench.prompts.cvpr25 import PROTOCOL as CVPR25
+from bench.prompts.cvpr25 import card as cvpr25_card
+from bench.prompts.cvpr25 import select as cvpr25_select
 from bench.prompts.kinds import (
     DEFAULT_MAX_JITTER,
     empty_mask_prompt,
@@ -119,6 +123,10 @@ class SamMed3DParams(ProtocolParams):
 
     num_clicks: int = Field(1, ge=1, description="clicks per target and volume (SAM-Med3D's "
                             "validate_paired_img_gt default 1)")
+
+
+class Cvpr25Params(ProtocolParams):
+    """``cvpr25-interactive``: fixed by the challenge; nothing to set."""
 
 
 @dataclass(frozen=True)
@@ -521,6 +529,12 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
             "RITM-style corrective clicks on every frame containing the target; Dice per click, "
             "NoC@85 and NoC@90.",
             InteractiveParams, "fixed", "point", _interactive, _all_frames, _interactive_card),
+        ProtocolSpec(
+            CVPR25,
+            "The CVPR 2025 interactive 3D challenge (JunMa11/CVPR-MedSegFMCompetition): a 3D "
+            "box, then 5 corrective clicks per target from the model's previous prediction; "
+            "Dice and NSD per step, their AUC over the clicks, final values.",
+            Cvpr25Params, "fixed", CVPR25_KIND, cvpr25_select, _all_frames, cvpr25_card),
         ProtocolSpec(
             "medsam-box",
             "MedSAM's box: the tight box, each side moved out by 0..bbox_shift px "
