@@ -101,6 +101,10 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
     table = rundir.read_metrics()
     config = rundir.read_config()
     summary = build_summary(config, table)
+    from bench.report.steps import summary_section  # cvpr25-interactive: scores per step
+    steps = summary_section(table, rundir)
+    if steps is not None:
+        summary["steps"] = steps
     rundir.write_summary(summary)
     metrics = list(summary["metric_definitions"]) or sorted(table["metric"].unique())
     per_case = tables.per_case_values(table, metrics)

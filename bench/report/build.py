@@ -26,6 +26,7 @@ import pandas as pd
 
 import bench.report.figures as figs
 import bench.report.published as published
+import bench.report.steps as steps
 import bench.report.tables as tables
 from bench.aggregate import is_scored, per_case
 from bench.compare import compare_models
@@ -175,6 +176,7 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
     _namesakes(doc, ctx)
     _seeds(doc, ctx)
     _clicks(doc, ctx)
+    steps.add_section(doc, ctx)
     _published(doc, ctx)
     if gallery:
         _gallery(doc, ctx)
