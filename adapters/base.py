@@ -53,6 +53,10 @@ class Capabilities:
     # Only harness self-tests (the oracle) may see ground truth; the runner
     # then passes the full Flow instead of its FlowFrames view.
     sees_ground_truth: bool = False
+    # In-context models (e.g. universeg) segment from a support set of (frame, mask)
+    # pairs: under one-prompt with k_shot they get the ledger's support rows as mask
+    # prompts instead of the template prompt (bench.prompts.scope.adapter_views).
+    in_context: bool = False
     # Interactive sessions (cvpr25-interactive): what the adapter accepts besides its prompt
     # kinds ("box3d" there: the challenge's 3D box; without it a model gets the middle-slice
     # box). A model is given only what it accepts: with several_clicks False only the latest
@@ -316,4 +320,5 @@ BUILTIN_MODULES: tuple[str, ...] = ("bench.adapters.reference", "bench.adapters.
                                    "bench.adapters.random_walker", "bench.adapters.oracle",
                                    "bench.adapters.external", "bench.adapters.sam2.adapter",
                                    "bench.adapters.medsam2.adapter", "bench.adapters.medsam2_ma",
-                                   "bench.adapters.sam21", "bench.adapters.sam.adapter")
+                                   "bench.adapters.sam21", "bench.adapters.sam.adapter",
+                                   "bench.adapters.universeg")
