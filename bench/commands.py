@@ -37,10 +37,12 @@ def _load_config(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.plan import make_plan, parse_roots
+    from bench.prompts.interchange import read_prompt_file
     from bench.report import write_report
     from bench.runner import execute
 
     config = _load_config(args)
+    imported = read_prompt_file(args.prompts) if args.prompts is not None else None
     seeds = args.seeds or ([args.seed] if args.seed is not None else None)
     plan = make_plan(config, args.suite, models=args.models, datasets=args.datasets,
                      seeds=seeds, limit=args.limit, device=args.device,
@@ -78,11 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     with RunProgress() as progress:
         outcome = execute(plan, run_dir, resume=args.resume, progress=progress.notify,
                           record={"argv": sys.argv[1:],
-                                  "card_files": _card_sources(config, plan)},
+                                  "card_files": _card_sources(config, plan),
+                                  **({"prompts_file": imported.record()} if imported else {})},
                           executor=args.executor,
                           workers=args.workers, ray_address=args.ray_address, shard=args.shard,
-                          retries=args.retries, cache=cache)
-    report_path = write_report(run_dir, ("md", "html"))
+                          retries=args.retries, cache=cache, prompts=imported)
+    # figures drawn before from the same content come from the cache folder too
+    report_path = write_report(run_dir, ("md", "html"), figure_cache=cache)
     print_results(run_dir)
     shard = ""
     if outcome.shard is not None:
@@ -374,9 +378,11 @@ def cmd_datasets_new(args: argparse.Namespace) -> int:
                   f"{list(card.targets) or 'every label of dataset.json'}, one-prompt kind "
                   f"{card.one_prompt_kind}; {options}", markup=False, soft_wrap=True)
     cards = [] if searched else ["--cards", str(folder)]
+    # The printed commands use the configuration this one used.
+    bench = ["bench", *(["--config", str(args.config)] if args.config else [])]
     if new.root is None:
         console.print("not checked (hub data is read on first use): "
-                      + shlex.join(["bench", "datasets", "check", card.name, *cards]),
+                      + shlex.join([*bench, "datasets", "check", card.name, *cards]),
                       markup=False, soft_wrap=True)
         return EXIT_OK
     with console.status(f"checking {card.name} ..."):
@@ -384,10 +390,10 @@ def cmd_datasets_new(args: argparse.Namespace) -> int:
     status = _show_problems(card.name, problems)
     if status != EXIT_OK:
         errors.print(f"{card.name}: fix the errors above (the card is {path}), then run "
-                     + shlex.join(["bench", "datasets", "check", card.name, "--root",
+                     + shlex.join([*bench, "datasets", "check", card.name, "--root",
                                    str(new.root), *cards]), markup=False, soft_wrap=True)
         return status
-    console.print("run it: " + shlex.join(["bench", "run", "--suite", "one-prompt",
+    console.print("run it: " + shlex.join([*bench, "run", "--suite", "one-prompt",
                                            "--datasets", card.name, "--root",
                                            f"{card.name}={new.root}", *cards]),
                   markup=False, soft_wrap=True)
@@ -496,11 +502,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_prompts(args: argparse.Namespace) -> int:
     from bench.prompts import draw_prompts, ledger
 
+    export = args.words[0] == "export" and len(args.words) == 2
+    if len(args.words) != 1 and not export:
+        raise ConfigError(f"prompts: expected RUN_DIR or 'export RUN_DIR', got "
+                          f"{' '.join(args.words)!r}")
+    if (args.format or args.out) and not export:
+        raise ConfigError("--format and --out belong to `bench prompts export RUN_DIR`")
+    args.run_dir = Path(args.words[-1])
     rundir = RunDir(args.run_dir)
     rows = [r for r in rundir.read_ledger()
             if (args.dataset is None or r["dataset"] == args.dataset)
             and (args.flow is None or r["case"] == args.flow)
             and (args.seed is None or r["seed"] == args.seed)]
+    if export:
+        return _export_prompts(args, rows)
     if args.draw is None:
         console.print(ledger.format_rows(rows), markup=False)
         console.print(f"{len(rows)} prompts")
@@ -520,6 +535,19 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     path = draw_prompts(np.asarray(flow.frames[frame]), shown, args.draw,
                         title=f"{args.dataset} / {args.flow} / frame {frame} / seed {seed}")
     console.print(f"{len(shown)} prompts drawn on frame {frame}: {path}")
+    return EXIT_OK
+
+
+def _export_prompts(args: argparse.Namespace, rows: list[dict]) -> int:
+    """``bench prompts export``: the (filtered) ledger rows in another format."""
+    from bench.prompts.interchange import export_prompts
+
+    if args.format is None or args.out is None:
+        raise ConfigError("bench prompts export: --format (one-prompt-json or cvpr25-npz) and "
+                          "--out FILE are required")
+    count = export_prompts(rows, args.format, args.out)
+    console.print(f"{count} prompts written to {args.out} ({args.format})", markup=False,
+                  soft_wrap=True)
     return EXIT_OK
 
 
