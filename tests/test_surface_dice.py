@@ -345,6 +345,41 @@ def test_equals_port_of_deepmind(name, pred, ref, spacing, tol):
         assert abs(got - expected) <= TOL, (got, expected)
 
 
+@pytest.mark.parametrize("path", ["distance-transform", "offset-ball"])
+@pytest.mark.parametrize(("name", "pred", "ref", "spacing", "tol"), CASES, ids=IDS)
+def test_both_ways_of_deciding_the_tolerance_equal_the_port(monkeypatch, path, name, pred, ref,
+                                                            spacing, tol):
+    """Surfels within the tolerance: the feature transform (the package's way) and the
+    probe of a ball of offsets (the fast way) each give the port's value."""
+    monkeypatch.setattr(surface_dice, "_BALL_COST", 0 if path == "distance-transform" else 1e18)
+    expected = _port(pred, ref, spacing, tol)
+    got = nsd_deepmind(pred, ref, spacing, tol)
+    assert (math.isnan(got) and math.isnan(expected)) or abs(got - expected) <= TOL
+
+
+def test_offset_ball_by_hand():
+    """At (0.8, 0.8, 2.5) mm and 2 mm: no step along axis 2 (2.5 mm), and in-plane the
+    21 lattice points with a**2 + b**2 <= 6 (0.64 * 6.25 = 4), the nearest first."""
+    ball = surface_dice._ball((0.8, 0.8, 2.5), 2.0)
+    assert ball.shape == (3, 21)
+    assert not ball[2].any()
+    assert {(int(a), int(b)) for a, b in ball[:2].T} == {
+        (a, b) for a in range(-2, 3) for b in range(-2, 3) if a * a + b * b <= 6}
+    assert tuple(ball[:, 0]) == (0, 0, 0)
+    assert surface_dice._ball((1.0, 1.0), 0.0).tolist() == [[0], [0]]
+
+
+def test_offset_ball_refused_where_rounding_straddles_the_tolerance():
+    """(0, 0, 8) and (7, 24, 0) at (0.8, 0.8, 2.5) are both 20 mm exactly, but the second
+    computes as 20.000000000000004: which one scipy picks decides the package's answer,
+    so the distance transform is used (and gives the port's value)."""
+    assert surface_dice._ball((0.8, 0.8, 2.5), 20.0) is None
+    rng = np.random.default_rng(7)
+    pred, ref = _blob(rng, (70, 60, 12), 0.3), _blob(rng, (70, 60, 12), 0.05)
+    assert abs(nsd_deepmind(pred, ref, (0.8, 0.8, 2.5), 20.0)
+               - _port(pred, ref, (0.8, 0.8, 2.5), 20.0)) <= TOL
+
+
 @pytest.mark.parametrize(("name", "pred", "ref", "spacing", "tol"),
                          [c for c in CASES if c[1].any() and c[2].any()],
                          ids=[c[0] for c in CASES if c[1].any() and c[2].any()])

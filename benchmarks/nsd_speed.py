@@ -1,0 +1,203 @@
+"""Speed and agreement of bench.surface_dice.nsd_deepmind against DeepMind's package.
+
+Run on demand::
+
+    pip install -e '.[bench-reference]'   # surface-distance 0.1 from PyPI
+    python benchmarks/nsd_speed.py [--quick] [--repeat N] [--seed S] [--tolerance MM]
+
+Cases, all measured in the same run, spacing (0.8, 0.8, 2.5) mm:
+
+(a) a BTCV-sized organ pair: one liver-sized ellipsoid in a 512x512x100
+    volume, the prediction shifted, rescaled, with a smoothly perturbed boundary;
+(b) a BTCV-like label map: 13 organ-sized ellipsoids in a 512x512x100 volume,
+    prediction = a perturbed copy; one NSD per label, as the harness scores them.
+
+For each pair: the time of ``nsd_deepmind`` and of the package's
+``compute_surface_dice_at_tolerance(compute_surface_distances(ref, pred, spacing),
+tol)`` on the same full-volume boolean arrays (built before timing), both values
+and their difference. Without the package only our times are printed. ``--quick``
+halves the in-plane and slice resolution (same anatomy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import scipy
+from scipy import ndimage as ndi
+
+from bench.surface_dice import nsd_deepmind
+
+SPACING = (0.8, 0.8, 2.5)
+SHAPE = (512, 512, 100)
+
+# BTCV's 13 organs: name, semi-axes in mm (row, col, slice), centre as a fraction of the
+# field of view; rough adult sizes, from the liver down to the adrenal glands.
+ORGANS: tuple[tuple[str, tuple[float, float, float], tuple[float, float, float]], ...] = (
+    ("spleen", (55, 35, 50), (0.45, 0.75, 0.55)),
+    ("right kidney", (30, 25, 50), (0.62, 0.32, 0.40)),
+    ("left kidney", (30, 25, 50), (0.62, 0.68, 0.42)),
+    ("gallbladder", (18, 15, 35), (0.42, 0.33, 0.45)),
+    ("esophagus", (8, 8, 45), (0.58, 0.52, 0.80)),
+    ("liver", (95, 80, 75), (0.40, 0.30, 0.62)),
+    ("stomach", (55, 40, 45), (0.35, 0.66, 0.65)),
+    ("aorta", (12, 12, 110), (0.60, 0.55, 0.50)),
+    ("inferior vena cava", (12, 10, 95), (0.58, 0.44, 0.48)),
+    ("portal/splenic veins", (30, 8, 12), (0.45, 0.50, 0.55)),
+    ("pancreas", (18, 60, 14), (0.50, 0.55, 0.45)),
+    ("right adrenal", (12, 6, 20), (0.56, 0.38, 0.62)),
+    ("left adrenal", (12, 6, 20), (0.56, 0.62, 0.62)),
+)
+
+Pair = tuple[str, np.ndarray, np.ndarray]
+
+
+def ellipsoid(shape, spacing, centre, semi_axes_mm, rng=None, wobble=0.0) -> np.ndarray:
+    """Boolean ellipsoid, built on its own box; ``rng``/``wobble`` perturb its boundary."""
+    half = [a / s * (1.0 + wobble) + 2 for a, s in zip(semi_axes_mm, spacing, strict=True)]
+    lo = [max(int(c - h), 0) for c, h in zip(centre, half, strict=True)]
+    hi = [min(int(c + h) + 1, n) for c, h, n in zip(centre, half, shape, strict=True)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    grids = np.ogrid[box]
+    r2 = sum(((g - c) * s / a) ** 2
+             for g, c, s, a in zip(grids, centre, spacing, semi_axes_mm, strict=True))
+    if rng is not None and wobble > 0:
+        noise = ndi.gaussian_filter(rng.standard_normal(r2.shape), sigma=4.0)
+        r2 = r2 + wobble * noise / noise.std()
+    out = np.zeros(shape, bool)
+    out[box] = r2 <= 1.0
+    return out
+
+
+def organ_pair(shape, spacing, rng) -> Pair:
+    """(a): a liver-sized pair."""
+    centre = (shape[0] * 0.45, shape[1] * 0.4, shape[2] * 0.5)
+    ref = ellipsoid(shape, spacing, centre, (95.0, 80.0, 75.0))
+    moved = (centre[0] + 3.0 / spacing[0], centre[1] - 2.5 / spacing[1], centre[2] + 0.4)
+    pred = ellipsoid(shape, spacing, moved, (91.0, 83.0, 72.0), rng, wobble=0.12)
+    return "liver-sized pair", pred, ref
+
+
+def label_pairs(shape, spacing, rng) -> list[Pair]:
+    """(b): one binary pair per label of a 13-label map and its perturbed copy."""
+    ref_map = np.zeros(shape, np.uint8)
+    pred_map = np.zeros(shape, np.uint8)
+    # the largest organs first, so that the small ones are painted over them
+    order = sorted(range(len(ORGANS)), key=lambda i: -float(np.prod(ORGANS[i][1])))
+    for index in order:
+        label, (_, axes, frac) = index + 1, ORGANS[index]
+        centre = tuple(f * n for f, n in zip(frac, shape, strict=True))
+        ref_map[ellipsoid(shape, spacing, centre, axes)] = label
+        moved = tuple(c + rng.uniform(-2.0, 2.0) / s for c, s in zip(centre, spacing,
+                                                                       strict=True))
+        scaled = tuple(a * rng.uniform(0.9, 1.1) for a in axes)
+        pred_map[ellipsoid(shape, spacing, moved, scaled, rng, wobble=0.15)] = label
+    return [(name, pred_map == label, ref_map == label)
+            for label, (name, _, _) in enumerate(ORGANS, start=1)]
+
+
+def timed(fn: Callable[[], float], repeat: int) -> tuple[float, float, float]:
+    """Best wall seconds, best CPU seconds of ``repeat`` calls, and the value."""
+    wall, cpu, value = np.inf, np.inf, np.nan
+    for _ in range(repeat):
+        w0, c0 = time.perf_counter(), time.process_time()
+        value = fn()
+        wall = min(wall, time.perf_counter() - w0)
+        cpu = min(cpu, time.process_time() - c0)
+    return wall, cpu, value
+
+
+def deepmind() -> tuple[Callable | None, str]:
+    """The package's surface Dice as a function, or None and why."""
+    try:
+        import surface_distance as sd
+    except ImportError as exc:
+        return None, f"surface-distance not installed ({exc}); pip install -e '.[bench-reference]'"
+
+    def run(pred, ref, spacing, tol):
+        with warnings.catch_warnings():  # its scipy.ndimage.filters/morphology imports
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return float(sd.compute_surface_dice_at_tolerance(
+                sd.compute_surface_distances(ref, pred, spacing), tol))
+
+    return run, f"surface-distance {importlib.metadata.version('surface-distance')}"
+
+
+def measure(pairs: list[Pair], spacing, tol, repeat, reference) -> list[dict]:
+    rows = []
+    for name, pred, ref in pairs:
+        row = {"case": name, "voxels": int(ref.sum())}
+        row["ours_wall"], row["ours_cpu"], row["ours"] = timed(
+            lambda p=pred, r=ref: nsd_deepmind(p, r, spacing, tol), repeat)
+        if reference is not None:
+            row["dm_wall"], row["dm_cpu"], row["dm"] = timed(
+                lambda p=pred, r=ref: reference(p, r, spacing, tol), repeat)
+        rows.append(row)
+    return rows
+
+
+def show(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    with_dm = "dm" in rows[0]
+    head = f"{'case':<22}{'ref voxels':>12}{'ours s wall/cpu':>18}"
+    if with_dm:
+        head += f"{'DeepMind s wall/cpu':>22}{'ratio wall/cpu':>17}{'NSD ours':>12}" \
+                f"{'NSD DeepMind':>14}{'|diff|':>10}"
+    print(head)
+    for r in rows:
+        line = f"{r['case']:<22}{r['voxels']:>12,}{r['ours_wall']:>9.3f}/{r['ours_cpu']:<8.3f}"
+        if with_dm:
+            line += (f"{r['dm_wall']:>12.3f}/{r['dm_cpu']:<9.3f}"
+                     f"{r['dm_wall'] / r['ours_wall']:>8.1f}x/{r['dm_cpu'] / r['ours_cpu']:<7.1f}x"
+                     f"{r['ours']:>12.6f}{r['dm']:>14.6f}{abs(r['ours'] - r['dm']):>10.1e}")
+        else:
+            line += f"  NSD {r['ours']:.6f}"
+        print(line)
+    if with_dm and len(rows) > 1:
+        ours, dm = sum(r["ours_wall"] for r in rows), sum(r["dm_wall"] for r in rows)
+        ours_c, dm_c = sum(r["ours_cpu"] for r in rows), sum(r["dm_cpu"] for r in rows)
+        print(f"{'all labels':<34}{ours:>9.3f}/{ours_c:<8.3f}{dm:>12.3f}/{dm_c:<9.3f}"
+              f"{dm / ours:>8.1f}x/{dm_c / ours_c:<7.1f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="half resolution")
+    parser.add_argument("--repeat", type=int, default=3, help="timing repeats (best of)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
+    args = parser.parse_args(argv)
+    factor = 2 if args.quick else 1
+    spacing = tuple(s * factor for s in SPACING)
+    shape = tuple(n // factor for n in SHAPE)
+    rng = np.random.default_rng(args.seed)
+    reference, note = deepmind()
+    print(f"python {platform.python_version()}, numpy {np.__version__}, scipy "
+          f"{scipy.__version__}, {os.cpu_count()} CPUs; reference: {note}")
+    print(f"volume {shape}, spacing {spacing} mm, tolerance {args.tolerance} mm, "
+          f"best of {args.repeat} runs each, masks built before timing")
+    rows_a = measure([organ_pair(shape, spacing, rng)], spacing, args.tolerance, args.repeat,
+                     reference)
+    show("(a) organ pair", rows_a)
+    rows_b = measure(label_pairs(shape, spacing, rng), spacing, args.tolerance, args.repeat,
+                     reference)
+    show("(b) 13-label volume, one NSD per label", rows_b)
+    if reference is None:
+        return 0
+    rows = rows_a + rows_b
+    worst = max(abs(r["ours"] - r["dm"]) for r in rows)
+    slower = [r["case"] for r in rows if r["ours_cpu"] > r["dm_cpu"]]
+    print(f"\nlargest |ours - DeepMind| = {worst:.1e} over {len(rows)} pairs; "
+          f"ours slower (CPU) on: {', '.join(slower) or 'none'}")
+    return 0 if worst <= 1e-6 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
