@@ -20,15 +20,22 @@
   a surfel overlaps when that distance is <= the tolerance. The score is
   ``(overlapping weight of both surfaces) / (total weight of both surfaces)``.
 
-Differences from the package that do not change the value: no sorting of the
-distances, distances evaluated only at surfels (not as a dense map), the corner
-codes built from shifted slices instead of a correlation. The work is done on
-the union bounding box of both masks, exactly the domain the package uses:
-every surfel of either mask lies on the corners of that box (the box plus one
-corner layer), and a distance between two surfels depends only on their two
-positions, so no margin for the tolerance is needed; keeping the package's
-domain also keeps scipy's nearest-surfel choice identical, so even ties at the
-tolerance agree.
+How it differs from the package without changing the value:
+
+- No sorting (the package sorts every surfel by distance; the score does not
+  need it), no dense distance or area maps, corner codes from shifted slices.
+- Domain: the union bounding box of both masks, as the package. Every surfel of
+  either mask lies on the corners of that box (box + one corner layer) and a
+  distance between two surfels depends only on their positions, so no margin
+  for the tolerance is needed.
+- "Within the tolerance": the package measures the distance to the surfel that
+  scipy's feature transform picks as nearest. Here, when the tolerance ball
+  is small, each surfel probes the other mask's surfels at the integer offsets
+  whose length, computed with scipy's arithmetic, is <= the tolerance
+  (:func:`_ball`, nearest first, stopping at the first hit). The answers agree
+  unless offsets of (nearly) equal length fall on both sides of the tolerance
+  by rounding; then, and for large balls, the feature transform on the
+  package's domain is used, as the package does (:func:`_within`).
 
 Empty masks (DeepMind's behaviour, which is also this harness's default
 policy): both empty -> NaN; exactly one empty -> 0.0. :mod:`bench.metrics`
