@@ -28,10 +28,12 @@ import numpy as np
 
 from bench.cache import DIGEST_VERSION, flow_frames_digest, masks_digest
 from bench.errors import DataError, Problem
+from bench.flow_memo import FLOWS
 from bench.frames import frame_shapes
 from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, DatasetWarnings, Progress
 from bench.prompts import ledger, make_prompts, resolve_prompt_kind
+from bench.prompts.interchange import ImportedPrompts
 from bench.readers import Card, Truncation, get_reader, read_flows
 from bench.readers.cases import FileReader
 from bench.readers.check import CaseContent, duplicate_contents, flow_contents, layout_problems
@@ -45,20 +47,27 @@ def prompt_kind_for(plan: RunPlan, dataset: DatasetRun) -> str | None:
     return resolve_prompt_kind(plan.protocol, plan.protocol_params, dataset.card.one_prompt_kind)
 
 
-def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress) -> dict[str, Any]:
+def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress,
+                  imported: ImportedPrompts | None = None) -> dict[str, Any]:
     """Write (or, on resume, check) the prompt ledger and write the manifest; return it.
+
+    ``imported`` (``bench run --prompts FILE``) gives the prompts instead of
+    the protocol, each checked against its flow.
 
     Raises
     ------
     RunError
         On resume, when the prompts derived now differ from the stored ledger.
+    DataError
+        An imported entry that does not fit the run (naming the entry).
     """
     rows: list[dict[str, Any]] = []
     manifest: dict[str, Any] = {"digest_version": DIGEST_VERSION, "datasets": {}}
     layouts = check_layouts(plan)
+    FLOWS.clear()
     for dataset in plan.datasets:
         notify(DatasetReading(dataset.name))
-        entry, dataset_rows, contents = _read_dataset(plan, dataset)
+        entry, dataset_rows, contents = _read_dataset(plan, dataset, imported)
         copies = _copies(dataset, contents)
         if copies:
             notify(DatasetWarnings(dataset.name, tuple(f"{p.path}: {p.message}" for p in copies)))
@@ -70,6 +79,8 @@ def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress) -> dict[str, 
         else:
             rows.extend(dataset_rows)
         manifest["datasets"][dataset.name] = entry
+    if imported is not None:
+        imported.check_all_used(plan.seeds)
     rundir.keep_ledger(rows)
     rundir.write_manifest(manifest)
     return manifest
@@ -126,7 +137,7 @@ def _copies(dataset: DatasetRun, contents: list[CaseContent]) -> list[Problem]:
     return problems
 
 
-def _read_dataset(plan: RunPlan, dataset: DatasetRun
+def _read_dataset(plan: RunPlan, dataset: DatasetRun, imported: ImportedPrompts | None = None
                   ) -> tuple[dict[str, Any], list[dict[str, Any]], list[CaseContent]]:
     """The manifest entry of ``dataset``, the ledger rows of its flows and its cases'
     content digests (from the digests the entry records: nothing is read again)."""
@@ -153,12 +164,18 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun
                   "masks_sha256": masks_digest(flow.masks),
                   "pixels": int(sum(np.prod(shape) for shape in frame_shapes(flow.frames)))}
         entry["flows"].append(record)
+        # kept (within a budget) for this process's units, which would read it again
+        FLOWS.offer(dataset.name, record["position"], flow, record["frames_sha256"],
+                    record["masks_sha256"])
         if files:  # hub and generated data have no files to exclude: not compared
             contents.extend(flow_contents(flow, record["frames_sha256"], record["masks_sha256"]))
         for seed in plan.seeds:
-            prompts = make_prompts(flow, plan.protocol, seed=seed,
-                                   prompt_kind=prompt_kind_for(plan, dataset),
-                                   params=plan.protocol_params)
+            def derived(flow: Flow = flow, seed: int = seed) -> list:
+                return make_prompts(flow, plan.protocol, seed=seed,
+                                    prompt_kind=prompt_kind_for(plan, dataset),
+                                    params=plan.protocol_params)
+            prompts = derived() if imported is None else imported.prompts_for(
+                dataset.name, flow, seed, plan.protocol, derived)
             rows.extend(ledger.prompt_rows(prompts, dataset=dataset.name, case=flow.id,
                                            protocol=plan.protocol, seed=seed))
     # --limit cut this dataset: what was listed and what was read (see bench.readers._limited)

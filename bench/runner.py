@@ -32,6 +32,7 @@ from bench.cache import PredictionCache, adapter_digest
 from bench.derive import derive_ledger
 from bench.errors import ConfigError
 from bench.executors import Executor, UnitSink, make_executor, module_paths
+from bench.flow_memo import FLOWS
 from bench.plan import RunPlan
 from bench.progress import (
     Progress,
@@ -42,6 +43,7 @@ from bench.progress import (
     listening_to_frames,
 )
 from bench.prompts import ledger
+from bench.prompts.interchange import ImportedPrompts
 from bench.rundir import RunDir, UnitRecord, card_record
 from bench.shard import in_shard, parse_shard, shard_text
 from bench.units import (
@@ -86,7 +88,8 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
             executor: str | Executor = "local", workers: int | None = None,
             ray_address: str | None = None, shard: str | tuple[int, int] | None = None,
             retries: int = 2,
-            cache: PredictionCache | str | os.PathLike[str] | None = None) -> RunOutcome:
+            cache: PredictionCache | str | os.PathLike[str] | None = None,
+            prompts: ImportedPrompts | None = None) -> RunOutcome:
     """Run ``plan`` into ``run_dir``.
 
     Parameters
@@ -105,6 +108,8 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
     cache : PredictionCache, folder or None
         Prediction cache shared by workers and runs; None (the default here)
         disables it. Hits are scored anew; ``units_cached`` counts them.
+    prompts : ImportedPrompts, optional
+        Prompts read from a file (``bench run --prompts``) instead of derived.
 
     Raises
     ------
@@ -134,7 +139,7 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
     fingerprints = {name: adapter.fingerprint() for name, adapter in adapters.items()}
     rundir.record_adapters(fingerprints)
 
-    manifest = derive_ledger(plan, rundir, notify)
+    manifest = derive_ledger(plan, rundir, notify, prompts)
     specs = unit_specs(rundir.expected_units(), manifest,
                        ledger.group_rows(rundir.read_ledger()), plan.protocol,
                        {name: adapter_digest(fp) for name, fp in fingerprints.items()})
@@ -158,9 +163,12 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
                           modules=modules, paths=module_paths(modules))
     local = UnitWorker(context, adapters=adapters, cache=store) if runner.name == "local" \
         else None
-    with listening_to_frames(notify):  # units running here report their frames
-        runner.run(pending, context, _Recorder(rundir, plan, outcome, notify),
-                   retries=retries, local_worker=local)
+    try:
+        with listening_to_frames(notify):  # units running here report their frames
+            runner.run(pending, context, _Recorder(rundir, plan, outcome, notify),
+                       retries=retries, local_worker=local)
+    finally:
+        FLOWS.clear()  # the flows the ledger stage kept for the units
 
     table = rundir.write_metrics()
     outcome.cases_failed = int(

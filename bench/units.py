@@ -46,11 +46,12 @@ from bench.cache import (
     sha256_text,
 )
 from bench.errors import RunError
+from bench.flow_memo import FLOWS
 from bench.metrics import METRICS_VERSION, OFFICIAL_METRICS, EmptyPolicy
 from bench.plan import RunPlan
 from bench.prompts import cvpr25, get_protocol, ledger, sam_med3d
 from bench.prompts.interactive import click_sessions
-from bench.prompts.scope import scoring_scope
+from bench.prompts.scope import adapter_views, scoring_scope
 from bench.prompts.streams import keyed_stream
 from bench.readers import read_flow
 from bench.rundir import RunDir, UnitRecord, UnitRef, check_frames
@@ -248,10 +249,14 @@ class UnitWorker:
         if self._flow is not None and self._flow[0] == key:
             return self._flow[1]
         self._flow = None  # free the previous flow before reading the next
-        dataset = self.datasets[spec.dataset]
-        flow = read_flow(dataset.card, dataset.root, spec.flow, spec.position, self.plan.limit,
-                         self._listings)
-        check_frames(flow, spec.frames_sha256, spec.masks_sha256)
+        # the flow the ledger stage read, when this process kept it (same digests)
+        flow = FLOWS.get(spec.dataset, spec.flow, spec.position, spec.frames_sha256,
+                         spec.masks_sha256)
+        if flow is None:
+            dataset = self.datasets[spec.dataset]
+            flow = read_flow(dataset.card, dataset.root, spec.flow, spec.position,
+                             self.plan.limit, self._listings)
+            check_frames(flow, spec.frames_sha256, spec.masks_sha256)
         self._flow = (key, flow)
         return flow
 
@@ -269,7 +274,7 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
         modality = next((d.card.modality for d in plan.datasets if d.name == spec.dataset), "")
         seen = flow if adapter.capabilities.sees_ground_truth else flow.view(modality)
         notes = adapter.unit_notes(seen, prompts)  # e.g. medsam2's memory for this flow
-        prediction, cache_key, click_rows = None, None, []
+        prediction, cache_key, click_rows, labelled = None, None, [], None
         if plan.protocol == "interactive":
             # Later clicks depend on the model's answers: nothing to cache or replay.
             max_clicks = get_protocol("interactive").resolve(plan.protocol_params)["max_clicks"]
@@ -293,23 +298,36 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
         else:
             # An adapter whose predictions follow the seed is never served another seed's.
             seeded = adapter.use_run_seed(spec.seed)
+            # What this model is shown (support rows: in-context models only, once per k).
+            views = adapter_views(adapter.name, adapter.capabilities.in_context, prompts,
+                                  protocol=plan.protocol, params=plan.params, seed=spec.seed,
+                                  dataset=flow.dataset, flow_id=flow.id)
             if (cache is not None and identity is not None and not _needs_logits(plan)
-                    and not seeded):
+                    and not seeded and len(views) == 1):
                 cache_key = prediction_key(identity, flow.view(), spec.frames_sha256, spec.rows)
                 prediction = cache.get(cache_key)
                 state = "hit" if prediction is not None else "miss"
             if prediction is None:
-                prediction = adapter.predict(seen, prompts)
-        check_prediction(flow, prediction, sorted({p.target for p in prompts}))
-        if cache is not None and cache_key is not None and state == "miss":
-            _store(cache, cache_key, prediction, adapter.name)
-        rows = score_flow(flow, prediction,
-                          scope=scoring_scope(flow, plan.protocol, prompts, plan.params),
-                          metrics=plan.metrics, policy=EmptyPolicy(both_empty=plan.empty_policy),
-                          nsd_tolerance_mm=plan.nsd_tolerance_mm,
-                          score_prompted=plan.score_prompted, model=adapter.name) + click_rows
-        write_prediction(rundir.prediction_folder(adapter.name, spec.seed, spec.dataset), flow,
-                         prediction)
+                prediction = adapter.predict(seen, views[0][1])
+            labelled = [(views[0][0], prediction),
+                        *((label, adapter.predict(seen, shown)) for label, shown in views[1:])]
+        if labelled is None:  # the session protocols: one prediction, the model's own label
+            labelled = [(adapter.name, prediction)]
+        # Scored on the ledger's prompts (support rows included), the same cases for every model.
+        scope = scoring_scope(flow, plan.protocol, prompts, plan.params)
+        rows = []
+        for label, prediction in labelled:
+            check_prediction(flow, prediction, sorted({p.target for p in prompts}))
+            if cache is not None and cache_key is not None and state == "miss":
+                _store(cache, cache_key, prediction, adapter.name)
+            scored = score_flow(flow, prediction, scope=scope, metrics=plan.metrics,
+                                policy=EmptyPolicy(both_empty=plan.empty_policy),
+                                nsd_tolerance_mm=plan.nsd_tolerance_mm,
+                                score_prompted=plan.score_prompted, model=label)
+            rows += [{**row, "model": label} for row in scored]
+            write_prediction(rundir.prediction_folder(label, spec.seed, spec.dataset), flow,
+                             prediction)
+        rows += click_rows
         status, message, scores = "ok", "", prediction.scores
     except RunError:  # the environment (a full disk): the run stops, resumable
         raise
@@ -350,8 +368,8 @@ def _label(rows: list[dict[str, Any]], spec: UnitSpec, flow: str, model: str,
            protocol: str) -> list[dict[str, Any]]:
     """Tidy rows: a case's scores plus the unit's dataset, flow, model, protocol and seed."""
     for row in rows:
-        row.update(dataset=spec.dataset, flow=flow, model=model, protocol=protocol,
-                   seed=spec.seed)
+        row.update(dataset=spec.dataset, flow=flow, protocol=protocol, seed=spec.seed)
+        row.setdefault("model", model)  # in-context rows keep their MODEL@kK label
         row.setdefault("message", "")
     return rows
 

@@ -68,7 +68,7 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
-                 gallery: bool = True) -> Path:
+                 gallery: bool = True, figure_cache: Path | None = None) -> Path:
     """Write ``summary.json``, ``per_case.csv``, ``figures/`` and the report in each of
     ``formats``.
 
@@ -82,6 +82,10 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
     gallery : bool
         Draw the qualitative gallery (re-reads the cases it shows through the
         dataset cards recorded in ``config.json``).
+    figure_cache : Path, optional
+        A cache folder (``bench run`` passes the prediction cache's): figures
+        drawn before from the same content are copied from
+        ``FOLDER/figures/`` instead of drawn (:mod:`bench.report.figure_cache`).
 
     Returns
     -------
@@ -92,6 +96,7 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
     # bench.report.tables (every `bench` command) should not load.
     from bench.report import tables
     from bench.report.build import PER_CASE_FILE, RunContext, build_document
+    from bench.report.figure_cache import figure_cache as figures_from
     from bench.report.html import render_html
     from bench.report.latex import render_latex
     from bench.report.markdown import render_markdown
@@ -122,7 +127,8 @@ def write_report(run_dir: Path, formats: str | Sequence[str] = ("md",), *,
         cards=rundir.read_cards(),
         per_case=per_case,
     )
-    document = build_document(context, gallery=gallery)
+    with figures_from(figure_cache):
+        document = build_document(context, gallery=gallery)
     renderers = {"md": render_markdown, "tex": render_latex,
                  "html": lambda doc: render_html(doc, rundir.path)}
     return [rundir.write_report(fmt, renderers[fmt](document)) for fmt in chosen][0]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bench.atomic import atomic_path
+from bench.report.figure_cache import memoised
 
 SYNTHETIC_MARK = " (SYNTHETIC demo data)"
 
@@ -75,6 +76,7 @@ def _colours(models: list[str]) -> dict[str, tuple]:
     return {model: cmap(i % 10) for i, model in enumerate(models)}
 
 
+@memoised
 def figure4(data: pd.DataFrame, path: Path, *, synthetic: bool,
             metric: str = "dice") -> Path | None:
     """Bars of ``metric`` per dataset and model, a panel per prompt kind (with Dice: the
@@ -107,6 +109,7 @@ def figure4(data: pd.DataFrame, path: Path, *, synthetic: bool,
     return save_figure(fig, path)
 
 
+@memoised
 def seed_strip(spread: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | None:
     """Per-seed mean Dice as dots per dataset/target and model (the spread across seeds)."""
     seed_columns = [c for c in spread.columns if str(c).startswith("seed ")]
@@ -128,6 +131,7 @@ def seed_strip(spread: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | N
     return save_figure(fig, path)
 
 
+@memoised
 def click_lines(curve: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | None:
     """Mean Dice after each click, a line per dataset/target and model."""
     if curve.empty:
@@ -148,6 +152,7 @@ def click_lines(curve: pd.DataFrame, path: Path, *, synthetic: bool) -> Path | N
     return save_figure(fig, path)
 
 
+@memoised
 def case_distribution(values: pd.DataFrame, path: Path, *, dataset: str, metrics: list[str],
                       synthetic: bool) -> Path | None:
     """Per-case values of one dataset: a panel per metric, a box per target and model with

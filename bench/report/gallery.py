@@ -12,8 +12,9 @@ readable or changed, prediction file missing) is skipped with a note.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pandas as pd
 
 from bench.aggregate import is_scored
 from bench.errors import DataError
+from bench.report.figure_cache import active, cached_figure, sha256_file
 from bench.report.figures import SYNTHETIC_MARK, _pyplot, save_figure
 from bench.rundir import RunDir
 from bench.store import image_path, read_image, read_volume, safe_name, volume_path
@@ -249,20 +251,68 @@ def build_gallery(rundir: RunDir, table: pd.DataFrame, ledger_rows: list[dict[st
             notes.append(f"{name}: gallery skipped: no dataset card {name!r} recorded in the "
                          "run's config.json")
             continue
-        panels: list[Panel] = []
-        for flow_id in dict.fromkeys(p.flow for p in wanted):
-            try:
-                flow = rundir.read_flow(name, flow_id, listings)
-            except DataError as err:
-                notes.append(f"{name}: flow {flow_id} not drawn: {err}")
-                continue
-            drawn, skipped = panels_for_flow(rundir, flow,
-                                             [p for p in wanted if p.flow == flow_id],
-                                             ledger_rows)
-            panels += drawn
-            notes += skipped
-        if panels:
-            path = rundir.figures_dir / f"gallery_{safe_name(name)}.png"
-            figures.append((name, draw_gallery(panels, path, dataset=name,
-                                               synthetic=synthetic)))
+        path = rundir.figures_dir / f"gallery_{safe_name(name)}.png"
+        parts = _gallery_parts(rundir, cards[name].kind, wanted, ledger_rows, synthetic) \
+            if active() else None
+        found: list[str] = []
+        draw = functools.partial(_dataset_gallery, rundir, wanted, ledger_rows, listings, path,
+                                 synthetic, found)
+        # Drawn before from the same data, predictions and prompts: not read or drawn again
+        # (a gallery with notes is never stored, so the notes come back with it).
+        figure = cached_figure("gallery", parts, path, draw,
+                               keep=lambda found=found: not found) \
+            if parts is not None else draw()
+        notes += found
+        if figure is not None:
+            figures.append((name, figure))
     return figures, notes
+
+
+def _dataset_gallery(rundir: RunDir, wanted: list[Pick], ledger_rows: list[dict[str, Any]],
+                     listings: dict[tuple[str, str], Any], path: Path, synthetic: bool,
+                     notes: list[str]) -> Path | None:
+    """Read the flows of one dataset's picks and draw its gallery at ``path`` (None when
+    no panel could be drawn); what was left out is added to ``notes``."""
+    name = wanted[0].dataset
+    panels: list[Panel] = []
+    for flow_id in dict.fromkeys(p.flow for p in wanted):
+        try:
+            flow = rundir.read_flow(name, flow_id, listings)
+        except DataError as err:
+            notes.append(f"{name}: flow {flow_id} not drawn: {err}")
+            continue
+        drawn, skipped = panels_for_flow(rundir, flow, [p for p in wanted if p.flow == flow_id],
+                                         ledger_rows)
+        panels += drawn
+        notes += skipped
+    if not panels:
+        return None
+    return draw_gallery(panels, path, dataset=name, synthetic=synthetic)
+
+
+def _gallery_parts(rundir: RunDir, kind: str, wanted: list[Pick],
+                   ledger_rows: list[dict[str, Any]], synthetic: bool) -> Any:
+    """What one dataset's gallery shows, for the figure cache: the picks, the digests the
+    manifest recorded for their flows, their ledger rows and the sha256 of every
+    prediction file drawn; None when a flow or prediction file is missing (then it is
+    drawn, and the reason noted, as without a cache)."""
+    dataset = wanted[0].dataset
+    flows = {f["id"]: f for f in
+             rundir.read_manifest().get("datasets", {}).get(dataset, {}).get("flows", [])}
+    picked = list(dict.fromkeys(p.flow for p in wanted))
+    if any(flow not in flows for flow in picked):
+        return None
+    files = []
+    for pick in wanted:
+        folder = rundir.prediction_folder(pick.model, pick.seed, pick.dataset)
+        path = volume_path(folder, pick.flow, pick.target) if kind == "volume" else \
+            image_path(folder, pick.target, pick.case)
+        if not path.is_file():
+            return None
+        files.append(sha256_file(path))
+    rows = [r for r in ledger_rows if r["dataset"] == dataset and r["case"] in picked]
+    return {"kind": kind, "synthetic": synthetic, "files": files,
+            "picks": [list(astuple(p)) for p in wanted],
+            "flows": [[flows[f]["frames_sha256"], flows[f]["masks_sha256"],
+                       flows[f].get("case_ids", [])] for f in picked],
+            "ledger": [r["hash"] for r in rows]}
