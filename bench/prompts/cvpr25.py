@@ -59,6 +59,7 @@ mean Dice over its classes exceeds 0.2 and writes 0 otherwise: reproduced
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -398,10 +399,17 @@ def run_session(flow: Flow, boxes: Sequence[Prompt], predict: Predictor, accepts
     dice_by: dict[str, list[float]] = {t: [] for t in refs}
     nsd_by: dict[str, list[float]] = {t: [] for t in refs}
     where = {"case": flow.case_ids[0], "patient": flow.patient_ids[0], "status": "ok"}
+    # The click is a function of (target, prediction): a model whose answer did not change
+    # (e.g. one that ignores clicks) gets the same click without a second distance transform.
+    known: dict[tuple[str, str], Click3D | None] = {}
     for step in range(n_clicks + 1):
         if step:
             for target, ref in refs.items():
-                click = corrective_click(_volume(previous.masks[target]), ref, large_roi)
+                mask = _volume(previous.masks[target])
+                seen = (target, hashlib.sha256(np.packbits(mask).tobytes()).hexdigest())
+                if seen not in known:
+                    known[seen] = corrective_click(mask, ref, large_roi)
+                click = known[seen]
                 if click is not None:
                     clicks[target].append(click)
                 session.clicks.append(_click_record(target, step, click))
