@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "(one-prompt) or the suite's prompt_kind; recorded in the ledger, "
                      "config.json and the report, and part of the units' keys (so --resume "
                      "never mixes kinds)")
+    run.add_argument("--prompts", type=Path, default=None, metavar="FILE",
+                     help="use the prompts of FILE (one-prompt JSON or cvpr25 npz, e.g. from "
+                     "`bench prompts export`) instead of deriving them; every entry is checked "
+                     "against the run's cases (recorded in config.json; resume with the same "
+                     "--prompts)")
     run.add_argument("--score-prompted", action="store_true",
                      help="also score the frames whose answer a prompt gave (one-prompt "
                      "templates, mask-prompted frames); they are reported in their own table "
@@ -258,10 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     options.set_defaults(handler=handlers.cmd_datasets_options)
 
     prompts = commands.add_parser(
-        "prompts", help="show a run's prompt ledger; draw prompts over a frame",
+        "prompts", help="show a run's prompt ledger; draw prompts over a frame; export them",
+        usage="bench prompts RUN_DIR [--dataset D] [--flow F] [--seed S] [--draw PNG] "
+        "[--frame N]\n       bench prompts export RUN_DIR --format FORMAT --out FILE",
         description="Print the prompt ledger (prompts.jsonl) of RUN_DIR as a table, optionally "
-        "filtered; with --draw, draw the prompts of one flow's frame to a PNG.")
-    prompts.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+        "filtered; with --draw, draw the prompts of one flow's frame to a PNG. `bench prompts "
+        "export RUN_DIR --format one-prompt-json|cvpr25-npz --out FILE` writes the ledger "
+        "(filtered likewise) in another tool's format; `bench run --prompts FILE` reads it "
+        "back.")
+    prompts.add_argument("words", nargs="+", metavar="RUN_DIR",
+                         help="the run directory, or 'export' and the run directory")
+    prompts.add_argument("--format", default=None, choices=["one-prompt-json", "cvpr25-npz"],
+                         help="export: the file format")
+    prompts.add_argument("--out", type=Path, default=None, metavar="FILE",
+                         help="export: the file to write")
     prompts.add_argument("--dataset", default=None, help="only this dataset")
     prompts.add_argument("--flow", default=None, help="only this flow (the ledger's case)")
     prompts.add_argument("--seed", type=int, default=None, help="only this seed")
