@@ -162,6 +162,7 @@ def test_both_empty_policy_one_scores_perfect():
         "hd95_max": (0.0, "both_empty"),
         "assd": (0.0, "both_empty"),
         "nsd": (1.0, "both_empty"),
+        "nsd_deepmind": (1.0, "both_empty"),
     }
     assert metrics.dice(z, z, policy=policy) == 1.0
 
@@ -181,6 +182,7 @@ def test_one_empty_is_penalised_with_diagonal(empty_side):
         "hd95_max": (pytest.approx(diag), "penalised"),
         "assd": (pytest.approx(diag), "penalised"),
         "nsd": (0.0, "penalised"),
+        "nsd_deepmind": (0.0, "penalised"),
     }
     assert metrics.hd95(pred, ref, (2.0, 1.0)) == pytest.approx(diag)
     assert metrics.image_diagonal((10, 20), (2.0, 1.0)) == pytest.approx(diag)
@@ -257,6 +259,7 @@ def test_identical_masks(shape):
         "hd95_max": (0.0, "ok"),
         "assd": (0.0, "ok"),
         "nsd": (1.0, "ok"),
+        "nsd_deepmind": (1.0, "ok"),
     }
 
 
