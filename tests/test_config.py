@@ -115,10 +115,12 @@ def test_a_wrong_value_names_the_key(tmp_path, text, expected):
      + f" or '{list(PROTOCOLS)[-1]}' (got 'one_prompt') (did you mean 'one-prompt'?)"),
     (SUITE + 'metrics = ["dice", "hd59"]\n',
      "bench.toml: [suites.x].metrics.1: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd', "
-     "'nsd', 'dice_official' or 'iou_official' (got 'hd59') (did you mean 'hd95'?)"),
+     "'nsd', 'nsd_deepmind', 'dice_official' or 'iou_official' "
+     "(got 'hd59') (did you mean 'hd95'?)"),
     ('[defaults]\nmetrics = ["dise"]\n',
      "bench.toml: [defaults].metrics.0: expected 'dice', 'iou', 'hd95', 'hd95_max', 'assd', "
-     "'nsd', 'dice_official' or 'iou_official' (got 'dise') (did you mean 'dice'?)"),
+     "'nsd', 'nsd_deepmind', 'dice_official' or 'iou_official' "
+     "(got 'dise') (did you mean 'dice'?)"),
     (SUITE.replace('["demo-fundus"]', '["demo-fundas"]'),
      "bench.toml: [suites.x].datasets: unknown dataset 'demo-fundas' (did you mean "
      "'demo-fundus'?)"),
