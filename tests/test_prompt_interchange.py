@@ -50,7 +50,8 @@ def _round_trip(tmp_path, rows, flow, protocol, fmt, seed=0):
 
 CASES = [("one-prompt", {"prompt_kind": "box-jitter"}), ("one-prompt", {"prompt_kind": "point"}),
          ("every-frame", {"prompt_kind": "point-random"}), ("paper-random", {}),
-         ("medsam-box", {}), ("sam-med3d-clicks", {}), ("interactive", {})]
+         ("medsam-box", {}), ("sam-med3d-clicks", {}), ("interactive", {}),
+         ("cvpr25-interactive", {})]
 
 
 @pytest.mark.parametrize(("protocol", "params"), CASES)
@@ -83,6 +84,25 @@ def test_cvpr25_npz_keys_follow_the_challenge(tmp_path):
     assert clicks["bg"] == [] and [c[0] for c in clicks["fg"]] == [1, 2]
     assert all(flow.masks["liver"][z][y, x] for z, y, x in clicks["fg"])
     assert data["clicks_order"][1][0] == ["fg", "fg"]
+
+
+def test_a_challenge_file_without_bench_kinds_reads_boxes_as_box3d(tmp_path):
+    flow = _flow()
+    box = {"z_min": 1, "z_max": 2, "z_mid": 2, "z_mid_x_min": 2, "z_mid_y_min": 1,
+           "z_mid_x_max": 8, "z_mid_y_max": 5}
+    boxes, clicks = np.empty(1, dtype=object), np.empty(1, dtype=object)
+    boxes[0] = [box, None]
+    clicks[0] = [{"fg": [[1, 3, 4]], "bg": [[1, 0, 0]]}, {"fg": [], "bg": []}]
+    buffer = io.BytesIO()
+    np.savez(buffer, datasets=np.asarray(["demo"]), cases=np.asarray(["v1"]),
+             targets=np.asarray([json.dumps(["liver", "rim"])]), boxes=boxes, clicks=clicks)
+    path = tmp_path / "challenge.npz"
+    path.write_bytes(buffer.getvalue())
+    prompts = read_prompt_file(path).prompts_for("demo", flow, 0, "cvpr25-interactive",
+                                                 lambda: [])
+    assert [(p.target, p.frame, p.kind, p.box, p.z_range, p.points, p.labels)
+            for p in prompts] == [("liver", 1, "point", None, None, ((4, 3), (0, 0)), (1, 0)),
+                                  ("liver", 2, "box3d", (2, 1, 8, 5), (1, 2), (), ())]
 
 
 def _json_file(tmp_path, entries) -> Path:
