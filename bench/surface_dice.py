@@ -77,6 +77,8 @@ def _as_mask(a: object, name: str) -> np.ndarray:
 
 
 def _as_spacing(spacing: object, ndim: int) -> tuple[float, ...]:
+    if spacing is None:  # unknown spacing: pixel units, as bench.metrics
+        return (1.0,) * ndim
     try:
         values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
     except (TypeError, ValueError):
@@ -451,7 +453,7 @@ def surface_dice(
 def nsd_deepmind(
     prediction: np.ndarray,
     reference: np.ndarray,
-    spacing: Sequence[float],
+    spacing: Sequence[float] | None,
     tolerance_mm: float,
 ) -> float:
     """Normalised surface Dice at a tolerance, DeepMind's surfel definition.
@@ -464,8 +466,9 @@ def nsd_deepmind(
     ----------
     prediction, reference : ndarray of bool
         Masks of the same 2D or 3D shape (0/1 integers or floats accepted).
-    spacing : sequence of float
-        Spacing per axis in array order (mm), one positive number per axis.
+    spacing : sequence of float or None
+        Spacing per axis in array order (mm), one positive number per axis;
+        None means 1.0 per axis (pixel units, as in :mod:`bench.metrics`).
     tolerance_mm : float
         Tolerance, >= 0, in the units of ``spacing``.
 

@@ -455,6 +455,11 @@ def test_score_case_uses_the_tolerance_and_empty_policy():
         scored["nsd_deepmind"][0], abs=1e-12)
 
 
+def test_unknown_spacing_means_pixel_units():
+    _, pred, ref, _, _ = CASES[0]
+    assert nsd_deepmind(pred, ref, None, 1.0) == nsd_deepmind(pred, ref, (1.0, 1.0), 1.0)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ((np.zeros(5, bool), np.zeros(5, bool), (1.0,), 1.0), "2D or 3D"),
     ((np.zeros((3, 4), bool), np.zeros((4, 3), bool), (1.0, 1.0), 1.0), "shape mismatch"),
