@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from bench import metrics, surface_dice
@@ -378,6 +380,23 @@ def test_offset_ball_refused_where_rounding_straddles_the_tolerance():
     pred, ref = _blob(rng, (70, 60, 12), 0.3), _blob(rng, (70, 60, 12), 0.05)
     assert abs(nsd_deepmind(pred, ref, (0.8, 0.8, 2.5), 20.0)
                - _port(pred, ref, (0.8, 0.8, 2.5), 20.0)) <= TOL
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ndim=st.sampled_from([2, 3]), seed=st.integers(0, 2**32 - 1),
+       tol=st.sampled_from([0.0, 0.7, 1.0, 1.4, 2.0, 2.5, 3.5]), data=st.data())
+def test_random_pairs_equal_port(ndim, seed, tol, data):
+    """Random shapes (1-wide included), densities and spacings, including 0.7 and 1.3
+    whose products round, and tolerances that land on lattice distances."""
+    rng = np.random.default_rng(seed)
+    hi = 24 if ndim == 2 else 12
+    shape = tuple(data.draw(st.integers(1, hi)) for _ in range(ndim))
+    spacing = tuple(data.draw(st.sampled_from([0.5, 0.7, 1.0, 1.3, 2.5])) for _ in range(ndim))
+    pred = rng.random(shape) < data.draw(st.sampled_from([0.0, 0.05, 0.3, 0.7, 1.0]))
+    ref = rng.random(shape) < data.draw(st.sampled_from([0.05, 0.3, 0.7, 1.0]))
+    expected = _port(pred, ref, spacing, tol)
+    got = nsd_deepmind(pred, ref, spacing, tol)
+    assert (math.isnan(got) and math.isnan(expected)) or abs(got - expected) <= TOL
 
 
 @pytest.mark.parametrize(("name", "pred", "ref", "spacing", "tol"),
