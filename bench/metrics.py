@@ -441,9 +441,9 @@ def _lengths(offsets: np.ndarray, sp: tuple[float, ...]) -> np.ndarray:
 
     ``distance_transform_edt`` computes ``(feature - index)`` as integers, converts to
     float64, multiplies axis ``i`` by ``sampling[i]``, squares, sums over axis 0 in axis
-    order and takes the square root. The offsets are made C-contiguous so that numpy sums
-    the axes in the same order (a reduction along a contiguous axis would pair them
-    differently and could change the last bit).
+    order and takes the square root. The offsets are copied C-contiguous, the layout of
+    scipy's own array, so that numpy reduces them the same way: the order of the additions
+    decides the last bit.
     """
     d = np.array(offsets, dtype=np.float64, order="C")
     for axis, s in enumerate(sp):

@@ -333,3 +333,156 @@ def test_registry_and_policy_metadata():
     assert metrics.DEFAULT_POLICY.both_empty == "exclude"
     assert metrics.DEFAULT_POLICY.name == "empty-v1-exclude"
     assert "image diagonal" in metrics.DEFAULT_POLICY.describe()
+
+
+# --------------------------------------------------------------------------- exact equality
+# hd95 and the other surface metrics take their distances from a KD-tree and prove each
+# value from per-voxel bounds, falling back to scipy's EDT only when ties leave it open
+# (bench.metrics._SurfacePair). These tests ask for medpy's values bit for bit.
+
+# Spacings where tied offsets give different floats ((3*0.7)**2 + (4*0.7)**2 != (5*0.7)**2
+# in float64), float32 header values, and dyadic ones where all arithmetic is exact.
+TIE_SPACINGS = (0.7, 1.3, float(np.float32(0.7)), float(np.float32(0.976562)), 0.9765625, 2.5)
+
+
+@st.composite
+def tie_heavy_pairs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Mask pairs on near-isotropic grids (many equidistant voxels), up to 40 x 40 / 20^3."""
+    ndim = draw(st.sampled_from([2, 3]))
+    hi = 40 if ndim == 2 else 20
+    shape = tuple(draw(st.integers(1 if ndim == 3 else 2, hi)) for _ in range(ndim))
+    base = draw(st.sampled_from(TIE_SPACINGS))
+    # Mostly isotropic (ties), sometimes one anisotropic axis.
+    spacing = [base] * ndim
+    if draw(st.booleans()):
+        spacing[draw(st.integers(0, ndim - 1))] = draw(st.sampled_from(SPACINGS))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kinds = st.sampled_from(["blob", "sparse", "box"])
+    pred = _random_mask(rng, shape, draw(kinds))
+    ref = _random_mask(rng, shape, draw(kinds))
+    return pred, ref, tuple(spacing)
+
+
+def _assert_all_equal_medpy(pred, ref, spacing, tolerances=()):
+    """Every surface metric equals its medpy-based value exactly (==, not approx)."""
+    d_pr = _medpy_surface_distances(pred, ref, spacing)
+    d_rp = _medpy_surface_distances(ref, pred, spacing)
+    got_pr, got_rp = metrics.surface_distances(pred, ref, spacing)
+    np.testing.assert_array_equal(got_pr, d_pr)
+    np.testing.assert_array_equal(got_rp, d_rp)
+    assert metrics.hd95(pred, ref, spacing) == medpy_binary.hd95(pred, ref, voxelspacing=spacing)
+    assert metrics.assd(pred, ref, spacing) == medpy_binary.assd(pred, ref, voxelspacing=spacing)
+    assert metrics.hd95_max(pred, ref, spacing) == max(
+        np.percentile(d_pr, 95), np.percentile(d_rp, 95)
+    )
+    for tol in tolerances:
+        within = np.count_nonzero(d_pr <= tol) + np.count_nonzero(d_rp <= tol)
+        assert metrics.nsd(pred, ref, tol, spacing) == within / (d_pr.size + d_rp.size)
+    # score_case shares one state across the metrics: same values.
+    out = metrics.score_case(pred, ref, spacing, metrics=("hd95", "hd95_max", "assd"))
+    assert out["hd95"][0] == metrics.hd95(pred, ref, spacing)
+    assert out["hd95_max"][0] == metrics.hd95_max(pred, ref, spacing)
+    assert out["assd"][0] == metrics.assd(pred, ref, spacing)
+
+
+@HYP
+@given(st.one_of(mask_pairs(), tie_heavy_pairs()), st.data())
+def test_surface_metrics_identical_to_medpy(case, data):
+    pred, ref, spacing = case
+    d_all = np.concatenate(
+        (_medpy_surface_distances(pred, ref, spacing), _medpy_surface_distances(ref, pred, spacing))
+    )
+    # Tolerances exactly at distances that occur: where a tie's last bit decides the count.
+    tols = data.draw(st.lists(st.sampled_from(sorted(set(d_all.tolist()))), max_size=3))
+    _assert_all_equal_medpy(pred, ref, spacing, tols)
+
+
+def _ring(radius_sq: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """2D: pred = the centre voxel, ref = every voxel at squared offset ``radius_sq``."""
+    c = size // 2
+    pred = np.zeros((size, size + 3), bool)  # non-square: rows and columns differ
+    pred[c, c] = True
+    rr, cc = np.nonzero(np.ones_like(pred))
+    ref = ((rr - c) ** 2 + (cc - c) ** 2 == radius_sq).reshape(pred.shape)
+    return pred, ref
+
+
+def test_tied_voxels_with_different_floats_give_medpys_value(monkeypatch):
+    # 12 ref voxels at offset length 5: (±5, 0), (0, ±5) give 3.5 mm at spacing 0.7 but
+    # (±3, ±4), (±4, ±3) give 3.4999999999999996. The centre's nearest voxel is a 12-way tie,
+    # more than the first 8 neighbours looked at: which one scipy's EDT picks decides the
+    # last bit of hd95_max (a single directed value).
+    pred, ref = _ring(25, 13)
+    spacing = (0.7, 0.7)
+    assert len(np.argwhere(ref)) == 12
+    pair = metrics._SurfacePair(pred, ref, spacing)
+    lo, hi = pair.bounds(0)
+    assert (lo.tolist(), hi.tolist()) == ([3.4999999999999996], [3.5])
+    calls = []
+    real = metrics._distances_at
+    monkeypatch.setattr(
+        metrics, "_distances_at", lambda *a: calls.append(1) or real(*a)
+    )
+    _assert_all_equal_medpy(pred, ref, spacing, tolerances=(3.4999999999999996, 3.5))
+    assert calls, "the undecided tie must be settled by scipy's EDT, as medpy does"
+
+
+def test_ties_larger_than_every_neighbour_count_fall_back_to_the_edt(monkeypatch):
+    pred, ref = _ring(25, 13)
+    monkeypatch.setattr(metrics, "_TIE_COUNTS", (2, 4))
+    pair = metrics._SurfacePair(pred, ref, (0.7, 0.7))
+    assert pair.bounds(0)[0].tolist() == [0.0] and pair.bounds(0)[1].tolist() == [math.inf]
+    _assert_all_equal_medpy(pred, ref, (0.7, 0.7), tolerances=(3.5,))
+
+
+def test_ties_with_equal_floats_need_no_edt(monkeypatch):
+    # Spacing 0.8: (5*0.8)**2 == (3*0.8)**2 + (4*0.8)**2 in float64, so the 12-way tie is
+    # settled without scipy's EDT; so is a blob pair at unit spacing (integer arithmetic).
+    monkeypatch.setattr(metrics, "_distances_at", None)  # any call would raise
+    pred, ref = _ring(25, 13)
+    assert metrics.hd95_max(pred, ref, (0.8, 0.8)) == 4.0
+    rng = np.random.default_rng(5)
+    a, b = _random_mask(rng, (30, 20, 12), "blob"), _random_mask(rng, (30, 20, 12), "blob")
+    assert metrics.hd95(a, b) == medpy_binary.hd95(a, b)
+    assert metrics.assd(a, b) == medpy_binary.assd(a, b)
+
+
+@pytest.mark.parametrize(
+    "spacing", [(0.8, 0.8, 2.5), (0.7031249761581421, 0.7031249761581421, 3.0), (1.3, 1.3, 1.3)]
+)
+def test_organ_sized_blobs_identical_to_medpy(spacing):
+    # Larger than the property tests: many surface voxels and ties. (With seed 13, treating
+    # only bit-equal KD-tree distances as ties changes surface distances at two spacings.)
+    rng = np.random.default_rng(13)
+    shape = (70, 54, 26)
+    field = ndi.gaussian_filter(rng.random(shape), sigma=3.0)
+    ref = field > np.quantile(field, 0.7)
+    moved = np.roll(ndi.gaussian_filter(rng.random(shape), sigma=3.0), (3, -2, 1), (0, 1, 2))
+    pred = (field + 0.6 * (moved - moved.mean())) > np.quantile(field, 0.72)
+    _assert_all_equal_medpy(pred, ref, spacing, tolerances=(1.0, 2.0, 2.5))
+
+
+def test_masks_touching_several_borders_and_singleton_axes():
+    # A box filling three faces of a (9, 1, 11) volume: the singleton axis makes every voxel
+    # surface (outside counts as background); anisotropic spacing.
+    pred = np.zeros((9, 1, 11), bool)
+    ref = np.zeros_like(pred)
+    pred[:5, :, 3:] = True
+    ref[2:, :, :8] = True
+    _assert_all_equal_medpy(pred, ref, (0.7, 2.0, 1.3), tolerances=(0.7, 1.3))
+    # 3D, touching five faces, not a view of a C-contiguous array.
+    rng = np.random.default_rng(2)
+    a = _random_mask(rng, (8, 12, 10), "blob")
+    a[0], a[:, -1], a[..., 0] = True, True, True
+    b = np.roll(a, 2, axis=1)
+    _assert_all_equal_medpy(a.transpose(2, 0, 1), b.transpose(2, 0, 1), (2.5, 0.8, 0.8))
+
+
+def test_single_voxel_masks_at_a_tie():
+    # One voxel each way: every direction has one value; ref at (3, 4) voxels from pred.
+    pred = np.zeros((6, 9), bool)
+    ref = np.zeros_like(pred)
+    pred[0, 0] = True
+    ref[3, 4] = True
+    _assert_all_equal_medpy(pred, ref, (0.7, 0.7), tolerances=(3.5, 3.4999999999999996))
+    assert metrics.hd95(pred, ref, (0.7, 0.7)) == 3.4999999999999996  # not 3.5
