@@ -13,7 +13,8 @@ from bench.prompts.kinds import mask_sha256
 from bench.types import Flow, Prompt
 
 KIND_FOR = {"one-prompt": "box", "paper-random": "mask", "every-frame": "box-jitter",
-            "official-code": None, "interactive": None, "cvpr25-interactive": None}
+            "official-code": None, "interactive": None, "cvpr25-interactive": None,
+            "medsam-box": None, "sam-med3d-clicks": None}
 VOLUME_ONLY = {"cvpr25-interactive"}  # refuses image flows
 
 
