@@ -215,3 +215,66 @@ def test_run_records_dice_per_click_on_the_demo_volume(tmp_path):
                       & table["click"].isna() & (table["metric"] == "dice")]
         assert np.isclose(final["value"].item(), session.sort_values("click")["value"].iloc[-1])
     assert (clicks[clicks["model"] == "empty"]["value"] == 0).all()
+
+
+def test_a_model_gets_only_the_clicks_it_accepts():
+    from types import SimpleNamespace
+
+    from bench.prompts.sam_med3d import click_prompts, given_clicks
+
+    clicks = [(1, 2, 0, True), (3, 4, 1, False), (5, 6, 0, True)]  # (x, y, slice, positive)
+    every = given_clicks("t", [7, 8], clicks, SimpleNamespace())
+    assert every == click_prompts("t", [7, 8], clicks)
+    assert [(p.frame, p.points, p.labels) for p in every] == [(7, ((1, 2), (5, 6)), (1, 1)),
+                                                              (8, ((3, 4),), (0,))]
+    positive = given_clicks("t", [7, 8], clicks, SimpleNamespace(negative_clicks=False))
+    assert [(p.frame, p.labels) for p in positive] == [(7, (1, 1))]
+    # the latest click in time, (5, 6) on frame 7, not the last of the frame-sorted prompts
+    latest = given_clicks("t", [7, 8], clicks, SimpleNamespace(several_clicks=False))
+    assert [(p.frame, p.points) for p in latest] == [(7, ((5, 6),))]
+    negative_last = clicks[:2]
+    assert [(p.frame, p.points) for p in given_clicks(
+        "t", [7, 8], negative_last, SimpleNamespace(several_clicks=False,
+                                                    negative_clicks=False))] == [(7, ((1, 2),))]
+
+
+def test_image_flow_sessions_use_predict_click_and_the_upstream_rule():
+    from types import SimpleNamespace
+
+    from bench.prompts.sam_med3d import adapter_sessions
+
+    shapes = [(6, 9), (8, 5)]
+    masks = [np.zeros(s, bool) for s in shapes]
+    masks[0][1:4, 2:7] = True
+    masks[1][2:5, 1:4] = True
+    flow = Flow("f", "demo", "image-flow", [np.zeros(s + (3,), np.uint8) for s in shapes],
+                {"lesion": masks}, case_ids=["a", "b"], patient_ids=["a", "b"])
+    calls = []
+
+    def predict_click(view, prompt, previous):
+        calls.append((prompt.frame, prompt.points, prompt.labels, previous is None))
+        clicks = [((0, y, x), bool(label)) for (x, y), label in
+                  zip(prompt.points, prompt.labels, strict=True)]
+        return scripted(clicks, (1, *shapes[prompt.frame]))[0]
+
+    adapter = SimpleNamespace(capabilities=SimpleNamespace(), predict_click=predict_click)
+    prompts = make_prompts(flow, PROTOCOL, seed=2)
+
+    def keyer(target, frame, purpose):
+        return keyed_stream(2, "demo", "f", target, frame, PROTOCOL, purpose)
+
+    _, rows = adapter_sessions(flow, flow, adapter, prompts, 3, keyer)
+    assert [(r["case"], r["click"]) for r in rows] == [("a", 1), ("a", 2), ("a", 3),
+                                                        ("b", 1), ("b", 2), ("b", 3)]
+    for frame in (0, 1):
+        truth = masks[frame][None]
+        previous, expected = np.zeros_like(truth), []
+        for number in range(1, 4):
+            stream = keyed_stream(2, "demo", "f", "lesion", frame, PROTOCOL, f"click-{number}")
+            (x, y, _), positive = upstream_click(xyz(previous), xyz(truth), stream.integer)
+            expected.append(((x, y), int(positive)))
+            previous = scripted([((0, cy, cx), lab) for (cx, cy), lab in expected], truth.shape)
+        session = [c for c in calls if c[0] == frame]
+        assert [c[3] for c in session] == [True, False, False]  # previous mask after click 1
+        last = session[-1]
+        assert list(zip(last[1], last[2], strict=True)) == expected

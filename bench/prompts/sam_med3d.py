@@ -153,7 +153,8 @@ def click_prompts(target: str, frames: Sequence[int],
 def run_session(predict: Callable[[list[Prompt], np.ndarray | None], np.ndarray],
                 reference: np.ndarray, frames: Sequence[int], target: str,
                 first: Click3D, streams: Callable[[int], KeyedStream],
-                num_clicks: int) -> tuple[list[Click3D], list[float], np.ndarray]:
+                num_clicks: int, capabilities: Any = None
+                ) -> tuple[list[Click3D], list[float], np.ndarray]:
     """One session: ``num_clicks`` clicks, a prediction after each.
 
     Parameters
@@ -169,6 +170,8 @@ def run_session(predict: Callable[[list[Prompt], np.ndarray | None], np.ndarray]
         The ledger's first click.
     streams : callable
         ``streams(k)``: the keyed stream of click ``k`` (2, 3, ...).
+    capabilities : object, optional
+        The model's; it is given only the clicks they accept (:func:`given_clicks`).
 
     Returns
     -------
@@ -179,7 +182,8 @@ def run_session(predict: Callable[[list[Prompt], np.ndarray | None], np.ndarray]
     for number in range(1, num_clicks + 1):
         if number > 1:
             clicks.append(draw_click(previous, reference, streams(number)))
-        answer = np.asarray(predict(click_prompts(target, frames, clicks), previous), dtype=bool)
+        given = given_clicks(target, frames, clicks, capabilities)
+        answer = np.asarray(predict(given, previous), dtype=bool)
         if answer.shape != reference.shape:
             raise ValueError(f"sam-med3d clicks: the model answered {answer.shape} for target "
                              f"{target!r}, expected {reference.shape}")
@@ -191,7 +195,8 @@ def run_session(predict: Callable[[list[Prompt], np.ndarray | None], np.ndarray]
 def click_sessions(flow: Flow, prompts: Sequence[Prompt],
                    predict: Callable[[list[Prompt], np.ndarray | None, Sequence[int]],
                                      np.ndarray],
-                   num_clicks: int, keyer: Keyer) -> tuple[Prediction, list[dict[str, Any]]]:
+                   num_clicks: int, keyer: Keyer, capabilities: Any = None
+                   ) -> tuple[Prediction, list[dict[str, Any]]]:
     """Run every session of ``flow`` whose first click is a ledger prompt.
 
     ``predict(prompts, previous, frames)`` answers for the session's frames.
@@ -213,7 +218,8 @@ def click_sessions(flow: Flow, prompts: Sequence[Prompt],
         _, scores, final = run_session(
             lambda clicks, previous, fs=frames: predict(clicks, previous, fs),
             _stack(flow, target, frames), frames, target, start,
-            lambda number, t=target, k=key: keyer(t, k, purpose(number)), num_clicks)
+            lambda number, t=target, k=key: keyer(t, k, purpose(number)), num_clicks,
+            capabilities)
         for z, frame in enumerate(frames):
             masks[target][frame] = final[z]
         index = 0 if flow.kind == "volume" else frames[0]
@@ -224,21 +230,16 @@ def click_sessions(flow: Flow, prompts: Sequence[Prompt],
     return Prediction(masks=masks), rows
 
 
-def given_clicks(prompts: Sequence[Prompt], capabilities: Any) -> list[Prompt]:
-    """The click prompts a model accepts: only the latest click without
-    ``several_clicks``, no negative click without ``negative_clicks``."""
-    clicks = [(p.frame, point, label) for p in prompts
-              for point, label in zip(p.points, p.labels, strict=True)]
+def given_clicks(target: str, frames: Sequence[int], clicks: Sequence[Click3D],
+                 capabilities: Any = None) -> list[Prompt]:
+    """The clicks a model accepts, as :func:`click_prompts`: without ``negative_clicks``
+    no negative click, without ``several_clicks`` only the latest (kept) click."""
+    kept = list(clicks)
     if not getattr(capabilities, "negative_clicks", True):
-        clicks = [c for c in clicks if c[2]]
+        kept = [c for c in kept if c[3]]
     if not getattr(capabilities, "several_clicks", True):
-        clicks = clicks[-1:]
-    by_frame: dict[int, list[tuple[tuple[int, int], int]]] = {}
-    for frame, point, label in clicks:
-        by_frame.setdefault(frame, []).append((point, label))
-    target = prompts[0].target if prompts else ""
-    return [Prompt(target, frame, "point", points=tuple(c[0] for c in held),
-                   labels=tuple(c[1] for c in held)) for frame, held in sorted(by_frame.items())]
+        kept = kept[-1:]
+    return click_prompts(target, frames, kept)
 
 
 def adapter_sessions(flow: Flow, seen: Any, adapter: Any, prompts: Sequence[Prompt],
@@ -255,10 +256,9 @@ def adapter_sessions(flow: Flow, seen: Any, adapter: Any, prompts: Sequence[Prom
     wants_previous = bool(getattr(capabilities, "previous_mask", False))
     step = getattr(adapter, "predict_step", None)
 
-    def predict(clicks: list[Prompt], previous: np.ndarray | None,
+    def predict(given: list[Prompt], previous: np.ndarray | None,
                 frames: Sequence[int]) -> np.ndarray:
-        given = given_clicks(clicks, capabilities)
-        target = clicks[0].target
+        target = given[0].target
         if flow.kind != "volume":
             before = None if previous is None else previous[0]
             return np.asarray(adapter.predict_click(seen, given[0], before), dtype=bool)[None]
@@ -268,7 +268,7 @@ def adapter_sessions(flow: Flow, seen: Any, adapter: Any, prompts: Sequence[Prom
         answer = step(seen, given, earlier) if step is not None else adapter.predict(seen, given)
         return np.stack([np.asarray(answer.masks[target][f], dtype=bool) for f in frames])
 
-    return click_sessions(flow, prompts, predict, num_clicks, keyer)
+    return click_sessions(flow, prompts, predict, num_clicks, keyer, capabilities)
 
 
 def card(params: Any, kind: str | None) -> str:
@@ -281,8 +281,9 @@ def card(params: Any, kind: str | None) -> str:
             f"prediction's error (false negatives and false positives), positive on a false "
             f"negative, negative on a false positive (a target voxel, positive, when there is "
             f"no error); draws from the keyed streams over voxels listed in upstream's (x, y, "
-            f"z) order. The model gets every click so far; the last prediction is scored as "
-            f"usual, the Dice after each click is recorded. Not reproduced: SAM-Med3D's "
+            f"z) order. The model gets every click so far (those it accepts); the last "
+            f"prediction is scored as usual, the Dice after each click is recorded. Not "
+            f"reproduced: SAM-Med3D's "
             f"evaluation resamples to 1.5 mm isotropic, reorients to RAS, crops or pads "
             f"128^3 around the label and scores inside that crop; the harness clicks and "
             f"scores on the dataset's grid over the whole volume, and its seed is the keyed "
