@@ -333,7 +333,8 @@ def test_fingerprint_settings_are_the_resolved_options_as_given():
         "config": "auto", "image_size": 1024, "preprocessing": "official", "checkpoint": "",
         "device": "auto", "random_weights": True, "init_seed": 0,
         "fill_hole_area": "official",
-        "cache_mb": 64, "cache_dir": "", "memory": "official", "bank_size": 16,
+        "cache_mb": 64, "cache_dir": "", "encode_batch": 1, "compile": "off",
+        "memory": "official", "bank_size": 16,
         "bank_margin": 0, "bank_draws": 1, "flatten_order": "official", "bank_seed": 0,
         "bank_with_prompts": False, "batch": 1, "click_order": "xy",
         "mask_memory": "confidence"}

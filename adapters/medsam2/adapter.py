@@ -284,7 +284,7 @@ class MedSAM2Adapter(SAM2Adapter):
         opts = self.options
         inputs = FlowInputs(flow, model, loaded.weights_digest, self._cache(),
                             image_size=opts.image_size, preprocessing=opts.preprocessing,
-                            cache_dir=opts.cache_dir)
+                            cache_dir=opts.cache_dir, encode_batch=opts.encode_batch)
         masks: dict[str, list[np.ndarray]] = {}
         scores: dict[str, list[float | None]] = {}
         logits: dict[str, list[np.ndarray]] = {}

@@ -40,7 +40,14 @@ tests only: the fingerprint says ``meaningless``); ``init_seed`` (seed of the
 random weights); ``fill_hole_area`` (SAM 2's hole filling needs its CUDA
 extension; default 0 = off, so results do not depend on whether it was
 compiled); ``cache_mb`` (in-memory embedding cache budget, 0 = off) and
-``cache_dir`` (optional on-disk embedding cache).
+``cache_dir`` (optional on-disk embedding cache); ``encode_batch`` (B: the
+image encoder runs on B frames at once, ahead of the memory loop; 1 = one by
+one, the default: :class:`~bench.adapters.sam2.session.FlowInputs`);
+``compile`` (``off``; ``encoder``: ``torch.compile`` of the image encoder, as
+sam2's ``compile_image_encoder``; ``vos``: also the memory encoder, memory
+attention, prompt encoder and mask decoder, as sam2 1.1.0's
+``SAM2VideoPredictorVOS`` / ``vos_optimized=True``:
+:func:`~bench.adapters.sam2.build.compile_components`).
 
 Subclasses (``medsam2``) choose the predictor class (``predictor_class``),
 match a config to a checkpoint (:meth:`SAM2Adapter._select_config`) and
@@ -52,7 +59,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from bench.adapters import checkpoints
@@ -70,6 +77,7 @@ from bench.adapters.sam2.build import (
     LoadedModel,
     build_predictor,
     check_config,
+    compile_components,
 )
 from bench.adapters.sam2.preprocess import Preprocessing
 from bench.adapters.sam2.prompts import SAM_PROMPT_KINDS, FramePrompt, group_prompts
@@ -144,6 +152,8 @@ class Sam2Options(Settings):
     fill_hole_area: Annotated[int, Field(ge=0)] = 0
     cache_mb: Annotated[Number, Field(ge=0)] = 2048
     cache_dir: str = ""
+    encode_batch: Annotated[int, Field(ge=1, le=64)] = 1
+    compile: Literal["off", "encoder", "vos"] = "off"
 
 
 @register
@@ -206,7 +216,7 @@ class SAM2Adapter(Adapter):
         opts = self.options
         # fill_hole_area is not part of the model: it is set on it for each call.
         return ("sam2", self.predictor_class, config, weights, opts.image_size,
-                str(self._device()))
+                str(self._device()), opts.compile)
 
     def _load_random(self) -> LoadedModel:
         opts = self.options
@@ -217,7 +227,9 @@ class SAM2Adapter(Adapter):
                                         predictor=self.predictor_class,
                                         init_seed=opts.init_seed)
             force_object_present(predictor)
-            return LoadedModel(predictor, config, state_dict_digest(predictor.state_dict()))
+            digest = state_dict_digest(predictor.state_dict())
+            compile_components(predictor, opts.compile)
+            return LoadedModel(predictor, config, digest)
 
         shared = PROCESS_CACHE.models.get(self._model_key(config, f"random:{opts.init_seed}"),
                                           build)
@@ -240,6 +252,7 @@ class SAM2Adapter(Adapter):
         def build() -> LoadedModel:
             predictor = build_predictor(config, opts.image_size, self._device(), state(),
                                         predictor=self.predictor_class, where=str(path))
+            compile_components(predictor, opts.compile)
             return LoadedModel(predictor, config, sha, str(path), sha)
 
         shared = PROCESS_CACHE.models.get(self._model_key(config, sha), build)
@@ -303,7 +316,7 @@ class SAM2Adapter(Adapter):
         opts = self.options
         inputs = FlowInputs(flow, predictor, loaded.weights_digest, self._cache(),
                             image_size=opts.image_size, preprocessing=opts.preprocessing,
-                            cache_dir=opts.cache_dir)
+                            cache_dir=opts.cache_dir, encode_batch=opts.encode_batch)
         masks: dict[str, list[np.ndarray]] = {}
         scores: dict[str, list[float | None]] = {}
         logits: dict[str, list[np.ndarray]] = {}

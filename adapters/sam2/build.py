@@ -14,6 +14,7 @@ Nothing here imports torch, sam2 or hydra at module level.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,52 @@ def build_predictor(
         checkpoints.load_strict(model, state_dict, where)
     model.fill_hole_area = int(fill_hole_area)
     return model.to(device).eval()
+
+
+#: What each ``compile`` setting compiles: (attribute, torch.compile's ``dynamic``).
+#: ``vos`` is sam2 1.1.0's ``SAM2VideoPredictorVOS._compile_all_components`` plus its
+#: ``compile_image_encoder``: the number of memories varies, so memory attention is dynamic.
+COMPILED: dict[str, tuple[tuple[str, bool], ...]] = {
+    "off": (),
+    "encoder": (("image_encoder", False),),
+    "vos": (("image_encoder", False), ("memory_encoder", False), ("memory_attention", True),
+            ("sam_prompt_encoder", False), ("sam_mask_decoder", False)),
+}
+
+
+def compile_components(model: Any, which: str) -> Any:
+    """``torch.compile`` the ``forward`` of ``model``'s components named by ``which``
+    (:data:`COMPILED`), as sam2's VOS predictor does (``max-autotune``, full graph).
+
+    Each compiled forward's outputs are cloned, as ``SAM2VideoPredictorVOS``
+    clones them: with CUDA graphs a compiled call reuses its output buffers, and
+    the harness keeps features (the embedding cache) and memories across calls.
+    Compilation happens on the first call of each component.
+    """
+    if not COMPILED[which]:
+        return model
+    import torch
+
+    for name, dynamic in COMPILED[which]:
+        module = getattr(model, name)
+        compiled = torch.compile(module.forward, mode="max-autotune", fullgraph=True,
+                                 dynamic=dynamic)
+        module.forward = functools.partial(_cloned, compiled)
+    return model
+
+
+def _cloned(function: Any, *args: Any, **kwargs: Any) -> Any:
+    return _clone_tree(function(*args, **kwargs))
+
+
+def _clone_tree(value: Any) -> Any:
+    if hasattr(value, "clone") and hasattr(value, "dtype"):
+        return value.clone()
+    if isinstance(value, dict):
+        return {key: _clone_tree(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone_tree(item) for item in value)
+    return value
 
 
 def instantiate(config: str, image_size: int, init_seed: int,

@@ -34,11 +34,20 @@ class FlowInputs:
     Frames are preprocessed lazily; features come from the embedding cache
     (keyed by the preprocessed input, the weights and the compute settings)
     or from the encoder.
+
+    With ``encode_batch`` B > 1 a frame the encoder has to run on is encoded
+    together with the next B - 1 frames in the direction the loop is going
+    (one encoder call of exactly B images: the last frame is repeated at a
+    flow's end, so every frame is encoded in a batch of the same size), and
+    those are kept until the loop asks for them (at most B frames' features
+    held). Float kernels can round differently with the batch size (on CPU
+    at 512 px the features differ from one-by-one encoding by about 1e-6), so
+    B is part of the embedding cache key and of the adapter's fingerprint.
     """
 
     def __init__(self, flow: FlowFrames, predictor: Any, weights_digest: str,
                  cache: EmbeddingCache, *, image_size: int, preprocessing: str,
-                 cache_dir: str = "") -> None:
+                 cache_dir: str = "", encode_batch: int = 1) -> None:
         self.flow = flow
         self.image_size = int(image_size)
         self.profile = profile_for(preprocessing, flow.kind)
@@ -50,7 +59,12 @@ class FlowInputs:
         self._keys: dict[int, str] = {}
         device = predictor.device
         self.compute = f"{device.type}|{'bf16' if device.type == 'cuda' else 'fp32'}"
+        self.encode_batch = max(1, int(encode_batch))
+        if self.encode_batch > 1:  # batched features may round differently: their own key
+            self.compute += f"|batch{self.encode_batch}"
         self.encoded = 0
+        self._ahead: dict[int, list[Any]] = {}  # encoded in a batch, not asked for yet
+        self._last: int | None = None
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -70,14 +84,52 @@ class FlowInputs:
         """``(image (1, 3, S, S), backbone_out)`` as ``SAM2Base.forward_image`` gives them."""
         image = self.image(index).float().unsqueeze(0)
         key = self.key(index, image[0])
-        fpn = self.cache.get(key, self.cache_dir, self.predictor.device)
+        fpn = self._ahead.pop(index, None)
         if fpn is None:
+            fpn = self.cache.get(key, self.cache_dir, self.predictor.device)
+        if fpn is None and self.encode_batch > 1:
+            fpn = self._encode_ahead(index, image)
+        elif fpn is None:
             fpn = list(self.predictor.forward_image(image)["backbone_fpn"])
             self.encoded += 1
             self.cache.put(key, fpn, self.cache_dir)
+        self._last = index
         encode = self.predictor.image_encoder.neck.position_encoding
         pos = [encode(level).to(level.dtype) for level in fpn]
         return image, {"backbone_fpn": list(fpn), "vision_pos_enc": pos}
+
+
+    def _encode_ahead(self, index: int, image: Any) -> list[Any]:
+        """Encode frame ``index`` and the next frames in the loop's direction in one batch
+        of ``encode_batch`` images; keep the others for later; return ``index``'s."""
+        import torch
+
+        step = -1 if self._last is not None and index < self._last else 1
+        if any(i * step < index * step for i in self._ahead):
+            self._ahead.clear()  # the loop turned round: those are behind it now
+        wanted, images = [index], [image[0]]
+        candidate = index + step
+        while len(wanted) < self.encode_batch and 0 <= candidate < len(self):
+            if candidate not in self._ahead:
+                ahead = self.image(candidate).float()
+                if not self._stored(self.key(candidate, ahead)):
+                    wanted.append(candidate)
+                    images.append(ahead)
+            candidate += step
+        images += [images[-1]] * (self.encode_batch - len(images))  # always B images
+        levels = self.predictor.forward_image(torch.stack(images))["backbone_fpn"]
+        for position, frame in enumerate(wanted):
+            fpn = [level[position:position + 1].clone() for level in levels]
+            self.encoded += 1
+            self.cache.put(self.key(frame, images[position]), fpn, self.cache_dir)
+            if frame != index:
+                self._ahead[frame] = fpn
+        return [level[0:1].clone() for level in levels]
+
+    def _stored(self, key: str) -> bool:
+        """Whether the embedding cache (memory or disk) holds ``key``."""
+        return key in self.cache or (self.cache_dir is not None and
+                                     (self.cache_dir / f"{key}.pt").is_file())
 
 
 def new_inference_state(predictor: Any, inputs: FlowInputs, video_hw: tuple[int, int]) -> dict:
