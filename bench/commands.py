@@ -508,6 +508,9 @@ def cmd_prompts(args: argparse.Namespace) -> int:
                           f"{' '.join(args.words)!r}")
     if (args.format or args.out) and not export:
         raise ConfigError("--format and --out belong to `bench prompts export RUN_DIR`")
+    if export and (args.format is None or args.out is None):
+        raise ConfigError("bench prompts export: --format (one-prompt-json or cvpr25-npz) and "
+                          "--out FILE are required")
     args.run_dir = Path(args.words[-1])
     rundir = RunDir(args.run_dir)
     rows = [r for r in rundir.read_ledger()
@@ -542,9 +545,6 @@ def _export_prompts(args: argparse.Namespace, rows: list[dict]) -> int:
     """``bench prompts export``: the (filtered) ledger rows in another format."""
     from bench.prompts.interchange import export_prompts
 
-    if args.format is None or args.out is None:
-        raise ConfigError("bench prompts export: --format (one-prompt-json or cvpr25-npz) and "
-                          "--out FILE are required")
     count = export_prompts(rows, args.format, args.out)
     console.print(f"{count} prompts written to {args.out} ({args.format})", markup=False,
                   soft_wrap=True)

@@ -245,3 +245,32 @@ def test_cli_export_and_import_give_identical_ledger_and_metrics(tmp_path, capsy
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "entry 0 (demo-ct/no-such-case)" in err[0] \
         and "unknown case" in err[0]
+
+
+@pytest.mark.parametrize("fmt", ["one-prompt-json", "cvpr25-npz"])
+def test_several_seeds_round_trip_apart(tmp_path, fmt):
+    flow = _flow()
+    rows = _rows(flow, "one-prompt", seed=0, template="random", prompt_kind="box-jitter")
+    rows += _rows(flow, "one-prompt", seed=1, template="random", prompt_kind="box-jitter")
+    assert ledger.dumps_ledger(rows[:2]) != ledger.dumps_ledger(rows[2:])  # the seeds differ
+    out = tmp_path / "p.bin"
+    export_prompts(rows, fmt, out)
+    imported = read_prompt_file(out)
+    again = []
+    for seed in (0, 1):
+        prompts = imported.prompts_for("demo", flow, seed, "one-prompt", lambda: [])
+        again += ledger.prompt_rows(prompts, dataset="demo", case=flow.id,
+                                    protocol="one-prompt", seed=seed)
+    imported.check_all_used([0, 1])
+    assert ledger.dumps_ledger(again) == ledger.dumps_ledger(rows)
+
+
+def test_prompts_command_words_and_options_are_checked(tmp_path, capsys):
+    assert main(["prompts", "export", str(tmp_path), "--format", "cvpr25-npz"]) == 2
+    assert main(["prompts", "a", "b", "c"]) == 2
+    assert main(["prompts", str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 3 and all(line.startswith("error:") for line in err)
+    assert "--format (one-prompt-json or cvpr25-npz) and --out FILE are required" in err[0]
+    assert "expected RUN_DIR or 'export RUN_DIR', got 'a b c'" in err[1]
+    assert "--format and --out belong to `bench prompts export RUN_DIR`" in err[2]
