@@ -238,6 +238,7 @@ class UniverSegAdapter(Adapter):
             "checkpoint_sha256": loaded.checkpoint_sha256,
             "weights_digest": loaded.weights_digest,
             "meaningless": bool(self.options.random_weights),
+            "in_context": True,  # rows labelled universeg@kK under one-prompt k_shot
             "device": str(select_device(self.options.device)),
             "preprocessing": "grey, min-max [0, 1] per frame, PIL bilinear to 128 x 128; "
                              "masks PIL nearest; sigmoid, PIL bilinear back, > 0.5",

@@ -110,6 +110,13 @@ def random_weight_models(config: Mapping[str, Any]) -> list[str]:
               if isinstance(entry, Mapping) and entry.get("random_weights")}
     chosen |= {model for model, entry in adapters.items()
                if isinstance(entry, Mapping) and entry.get("meaningless")}
+    # An in-context model's rows are labelled per support set size (MODEL@kK, one-prompt k_shot).
+    k_shot = (plan.get("protocol_params") or {}).get("k_shot") if isinstance(plan, Mapping) \
+        else None
+    in_context = {model for model, entry in adapters.items()
+                  if isinstance(entry, Mapping) and entry.get("in_context")}
+    chosen |= {f"{model}@k{k}" for model in chosen & in_context
+               for k in (k_shot if isinstance(k_shot, list) else [k_shot] if k_shot else [])}
     return sorted(chosen)
 
 

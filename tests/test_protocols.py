@@ -290,7 +290,7 @@ def test_protocol_registry_and_parameters():
     assert set(PROTOCOLS) >= {"one-prompt", "paper-random", "official-code", "every-frame",
                               "interactive", "medsam-box", "sam-med3d-clicks"}
     assert PROTOCOLS["one-prompt"].defaults == {"template": "first", "prompt_kind": None,
-                                                "max_jitter": 20}
+                                                "max_jitter": 20, "k_shot": None}
     assert PROTOCOLS["official-code"].defaults == {"prompt": "box", "prompt_freq": 2,
                                                    "click_every": 5}
     assert PROTOCOLS["interactive"].defaults["max_clicks"] == 20

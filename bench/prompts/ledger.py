@@ -9,7 +9,7 @@ Row fields (every row has all of them)::
     seed         seed of the keyed streams
     target       target name
     frame        prompted frame index
-    kind         point | point-random | box | box-jitter | mask | empty-mask
+    kind         point | point-random | box | box-jitter | mask | empty-mask | support
     points       [[x, y], ...]   (column, row) in the frame's pixels
     labels       [1 | 0, ...]    one per point
     box          [x0, y0, x1, y1] inclusive, or null
@@ -46,7 +46,9 @@ from bench.prompts.kinds import mask_sha256
 from bench.types import Flow, Prompt
 
 LEDGER_VERSION = 1
-MASK_KINDS = ("mask", "empty-mask")
+# "support": a support-set frame's ground-truth mask (one-prompt k_shot); it may share its
+# frame with the template prompt (bench.prompts.protocols.SUPPORT_KIND).
+MASK_KINDS = ("mask", "empty-mask", "support")
 FIELDS = ("box", "case", "dataset", "frame", "hash", "kind", "labels", "mask_sha256",
           "mask_shape", "points", "protocol", "seed", "target", "version")
 # The 3D box of cvpr25-interactive: the only kind with (and required to have) a z_range.
@@ -129,7 +131,7 @@ def dumps_ledger(rows: Iterable[Mapping[str, Any]], where: str = "ledger") -> by
         problem = _row_problem(row)
         if problem:
             raise ValueError(f"{where}: row {row.get('case')!r}/{row.get('target')!r}: {problem}")
-        identity = sort_key(row)[:6]
+        identity = (*sort_key(row)[:6], row["kind"] == "support")
         if identity in seen:
             raise ValueError(f"{where}: two prompts for dataset {row['dataset']!r} case "
                              f"{row['case']!r} protocol {row['protocol']!r} seed {row['seed']} "
@@ -233,7 +235,7 @@ def rows_to_prompts(rows: Sequence[Mapping[str, Any]], flow: Flow) -> list[Promp
         mask = None
         if row["kind"] in MASK_KINDS:
             truth = np.asarray(flow.masks[row["target"]][row["frame"]]).astype(bool)
-            mask = truth.copy() if row["kind"] == "mask" else np.zeros_like(truth)
+            mask = truth.copy() if row["kind"] != "empty-mask" else np.zeros_like(truth)
             if mask_sha256(mask) != row["mask_sha256"]:
                 raise DataError(where, f"the {row['kind']} prompt's sha256 does not match the "
                                 "ground truth read now (the data changed)")

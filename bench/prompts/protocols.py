@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from bench.errors import unknown_name
 from bench.prompts import medsam_box, sam_med3d
@@ -77,12 +78,52 @@ class PromptParams(ProtocolParams):
                             description="box-jitter: largest outward move of each side, in pixels")
 
 
+def _not_bool(value: Any) -> Any:
+    # Literal[1, ...] would take True (== 1): a boolean is not a support set size.
+    if isinstance(value, bool):
+        raise PydanticCustomError("k_shot", "expected one of 1, 2, 4, 8, 16, 32, 64")
+    return value
+
+
+#: The support set sizes ``k_shot`` accepts (the UniverSeg paper's powers of two).
+KShot = Annotated[Literal[1, 2, 4, 8, 16, 32, 64], BeforeValidator(_not_bool)]
+#: The ledger kind of a support-set row: a frame's ground-truth mask, handed only to in-context
+#: models (as a ``mask`` prompt) and given (not scored) for every model of the run.
+SUPPORT_KIND = "support"
+
+
 class OnePromptParams(PromptParams):
-    """``one-prompt``: which frame is the template."""
+    """``one-prompt``: which frame is the template; the support set of in-context models."""
 
     template: Literal["first", "middle", "random"] | Annotated[int, Field(ge=0)] = Field(
         "first", description="'first' frame containing the target, the 'middle' of its extent "
         "(see middle_frame), a 'random' one (keyed stream) or a frame index")
+    k_shot: KShot | Items[KShot] | None = Field(
+        None, description="support set size k for in-context models (1, 2, 4, ..., 64; a list "
+        "such as [1, 2, 4] runs them once per k, for a Dice-versus-k curve): the template and "
+        "k - 1 frames drawn (keyed stream) among those containing the target, recorded as "
+        "'support' ledger rows and not scored for any model; none: no support rows")
+
+
+def k_values(params: ProtocolParams | None) -> tuple[int, ...]:
+    """The support set sizes of ``params`` (``k_shot``), sorted; () when unset or another
+    protocol's parameters."""
+    k_shot = getattr(params, "k_shot", None)
+    if k_shot is None:
+        return ()
+    return tuple(sorted({int(k) for k in (k_shot if isinstance(k_shot, tuple) else (k_shot,))}))
+
+
+def support_rank(seed: int, dataset: str, flow_id: str, target: str, frame: int,
+                 protocol: str = "one-prompt") -> float:
+    """The keyed draw that orders a target's candidate support frames (smallest first).
+
+    The support set of size k is the template plus the k - 1 other frames
+    containing the target with the smallest draws, so the sets of a list of
+    k are nested, and the runner can tell which ledger ``support`` rows make
+    up each k without anything beyond the ledger and the seed.
+    """
+    return keyed_stream(seed, dataset, flow_id, target, frame, protocol, "support").uniform()
 
 
 class PaperRandomParams(PromptParams):
@@ -289,7 +330,19 @@ def _one_prompt(flow: Flow, params: OnePromptParams, kind: str | None,
                 raise ValueError(f"one-prompt template index {frame}: target {target!r} is "
                                  f"absent from that frame of flow {flow.id!r}")
         prompts.append(_prompt(flow, target, frame, kind, keyer, params.max_jitter))
+        if params.k_shot is not None:
+            prompts.extend(_support(flow, target, frame, frames, max(k_values(params)), keyer))
     return prompts
+
+
+def _support(flow: Flow, target: str, template: int, frames: list[int], k: int,
+             keyer: Keyer) -> list[Prompt]:
+    """The ``support`` rows of one target: the template and k - 1 drawn frames (fewer when
+    fewer frames contain the target)."""
+    others = sorted((f for f in frames if f != template),
+                    key=lambda f: (keyer(target, f, "support").uniform(), f))
+    return [Prompt(target, f, SUPPORT_KIND, mask=_frame_mask(flow, target, f).copy())
+            for f in sorted([template, *others[:k - 1]])]
 
 
 def _one_prompt_card(params: OnePromptParams, kind: str | None) -> str:
@@ -308,7 +361,24 @@ def _one_prompt_card(params: OnePromptParams, kind: str | None) -> str:
             f"scored for its target (it is still scored for the other targets); on volumes "
             f"(one case scored in 3D) a mask-prompted template slice is masked out of both "
             f"prediction and reference, a point or box template slice is scored. "
-            f"--score-prompted reports the template rows apart, outside every aggregate.")
+            f"--score-prompted reports the template rows apart, outside every aggregate."
+            + _support_card(params))
+
+
+def _support_card(params: OnePromptParams) -> str:
+    ks = k_values(params)
+    if not ks:
+        return ""
+    return (f" Support set (k_shot = {', '.join(map(str, ks))}): per flow and target, the "
+            f"template and up to {max(ks) - 1} more frames containing the target, drawn by "
+            f"keyed stream ('support' ledger rows, their ground-truth masks); the set of each k "
+            f"is the template and the k - 1 drawn frames of smallest draw (nested sets; all of "
+            f"the target's frames when fewer contain it). In-context models get the support "
+            f"masks as mask prompts, once per k (rows labelled MODEL@kK); other models get "
+            f"only the template prompt. Every support frame is given for every model and every "
+            f"k (not scored), so all models and all k are scored on the same cases. Taken from "
+            f"ground truth beyond the prompt: the support masks, and which frames contain the "
+            f"target.")
 
 
 # ---------------------------------------------------------------- paper-random

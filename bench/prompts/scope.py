@@ -24,6 +24,12 @@ Rules (issue 12 items 1-2; each protocol card states its own):
   it adds nothing to the overlap counts; surface metrics see it as background
   in both masks. With ``--score-prompted`` the volume is also scored with the
   given slices left in (status ``prompted``).
+- **Support sets** (``one-prompt`` with ``k_shot``): every ``support`` row's
+  frame is given for its target, for every model of the run (in-context or
+  not) and every k, so all of them are scored on the same cases.
+  :func:`adapter_views` says what each model is shown: in-context models the
+  support masks (as ``mask`` prompts), once per k, labelled ``MODEL@kK``;
+  every other model the ledger without the support rows.
 - **official-code** restricts volumes to the window (first floor(n/4) slab
   slices) and to the targets present in it (:func:`official_targets`).
 """
@@ -31,10 +37,17 @@ Rules (issue 12 items 1-2; each protocol card states its own):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bench.prompts.protocols import ProtocolParams, official_targets, scored_frames
+from bench.prompts.protocols import (
+    SUPPORT_KIND,
+    ProtocolParams,
+    k_values,
+    official_targets,
+    scored_frames,
+    support_rank,
+)
 from bench.types import Flow, Prompt
 
 
@@ -70,7 +83,7 @@ def given_frames(flow_kind: str, protocol: str,
     template_given = protocol == "one-prompt" and flow_kind == "image-flow"
     given: dict[str, set[int]] = {}
     for prompt in prompts:
-        if prompt.kind == "mask" or template_given:
+        if prompt.kind in ("mask", SUPPORT_KIND) or template_given:
             given.setdefault(prompt.target, set()).add(int(prompt.frame))
     return {target: frozenset(frames) for target, frames in given.items()}
 
@@ -90,4 +103,61 @@ def scoring_scope(flow: Flow, protocol: str, prompts: Sequence[Prompt],
                         given_frames(flow.kind, protocol, prompts), reason)
 
 
-__all__ = ["ScoringScope", "given_frames", "scoring_scope"]
+def k_label(model: str, k: int) -> str:
+    """The model column of an in-context model's rows with support set size ``k``."""
+    return f"{model}@k{int(k)}"
+
+
+def parse_k_label(label: str) -> tuple[str, int | None]:
+    """``"universeg@k4"`` -> ``("universeg", 4)``; a plain model name -> ``(name, None)``."""
+    model, sep, k = str(label).rpartition("@k")
+    return (model, int(k)) if sep and model and k.isdigit() else (str(label), None)
+
+
+def adapter_views(model: str, in_context: bool, prompts: Sequence[Prompt], *, protocol: str,
+                  params: ProtocolParams | None, seed: int, dataset: str,
+                  flow_id: str) -> list[tuple[str, list[Prompt]]]:
+    """What a model is shown of a unit's ledger prompts, and the label of its rows.
+
+    Parameters
+    ----------
+    model : str
+        The model's name.
+    in_context : bool
+        ``Capabilities.in_context`` of its adapter.
+    prompts : sequence of Prompt
+        The unit's ledger prompts (support rows included).
+    protocol, params, seed, dataset, flow_id
+        The unit's; they order the support frames (:func:`support_rank`).
+
+    Returns
+    -------
+    list of (label, prompts)
+        Models that are not in-context, and in-context models when the
+        ledger has no support rows: one view, ``(model, prompts without the
+        support rows)``. In-context models with support rows: one view per k
+        of ``k_shot``, ``(MODEL@kK, the k support masks of each target as
+        mask prompts)``; the set of size k is the target's template frame and
+        the k - 1 other support frames of smallest :func:`support_rank`.
+    """
+    support = [p for p in prompts if p.kind == SUPPORT_KIND]
+    rest = [p for p in prompts if p.kind != SUPPORT_KIND]
+    if not in_context or not support:
+        return [(model, rest)]
+    templates = {p.target: p.frame for p in rest}
+    by_target: dict[str, list[Prompt]] = {}
+    for prompt in support:
+        by_target.setdefault(prompt.target, []).append(prompt)
+    for target, members in by_target.items():
+        members.sort(key=lambda p: (p.frame != templates.get(target),
+                                    support_rank(seed, dataset, flow_id, target, p.frame,
+                                                 protocol), p.frame))
+    views = []
+    for k in k_values(params) or (max(len(m) for m in by_target.values()),):
+        shown = [replace(p, kind="mask") for members in by_target.values() for p in members[:k]]
+        views.append((k_label(model, k), sorted(shown, key=lambda p: (p.target, p.frame))))
+    return views
+
+
+__all__ = ["ScoringScope", "adapter_views", "given_frames", "k_label", "parse_k_label",
+           "scoring_scope"]
