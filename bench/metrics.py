@@ -378,7 +378,7 @@ class _SurfacePair:
     which is several times faster than scipy's EDT over the crop. It finds the nearest voxel
     exactly, but where several voxels are equally near, medpy's value is that of the one
     scipy's EDT picks, and two tied offsets can differ in the last bit once multiplied by a
-    spacing (``(5*0.8)**2`` vs ``(3*0.8)**2 + (4*0.8)**2``). So the KD-tree gives, per voxel,
+    spacing (``(5*0.7)**2`` vs ``(3*0.7)**2 + (4*0.7)**2``). So the KD-tree gives, per voxel,
     bounds ``lo <= medpy's value <= hi`` (equal unless such a tie occurs), and
     :meth:`statistic` returns a metric from the bounds only when the bounds prove its value;
     otherwise it computes the direction with scipy's EDT as medpy does (:func:`_distances_at`).
