@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 import bench.report.figures as figs
+import bench.report.kcurve as kcurve
 import bench.report.published as published
 import bench.report.steps as steps
 import bench.report.tables as tables
@@ -117,7 +118,7 @@ def prompt_kinds(ledger: list[dict[str, Any]], cards: Mapping[str, Card],
     """The prompt kind of each dataset: the ledger's most common kind, else the card's."""
     counts: dict[str, Counter] = {}
     for row in ledger:
-        if row["kind"] != "empty-mask":
+        if row["kind"] not in ("empty-mask", "support"):  # support rows: k_shot's support sets
             counts.setdefault(row["dataset"], Counter())[row["kind"]] += 1
     kinds = {}
     for name in datasets:
@@ -177,6 +178,7 @@ def build_document(ctx: RunContext, *, gallery: bool = True) -> Document:
     _seeds(doc, ctx)
     _clicks(doc, ctx)
     steps.add_section(doc, ctx)
+    kcurve.add_section(doc, ctx)
     _published(doc, ctx)
     if gallery:
         _gallery(doc, ctx)

@@ -466,7 +466,7 @@ def template_table(ledger: Sequence[Mapping[str, Any]],
              for flow in entry.get("flows", [])}
     records = {}
     for row in ledger:
-        if row["protocol"] != "one-prompt":
+        if row["protocol"] != "one-prompt" or row["kind"] == "support":  # k_shot support sets
             continue
         key = (row["dataset"], row["case"], row["seed"], row["target"])
         flow = flows.get((row["dataset"], row["case"]), {})
