@@ -11,8 +11,12 @@ memoised figure is looked up by a key over everything its pixels depend on:
   index, columns and dtypes; other arguments by value; the output path is
   not part of it);
 - the source of the modules that draw (:mod:`bench.report.figures`,
-  :mod:`bench.report.gallery`, this one) and the versions of matplotlib,
-  Pillow and NumPy.
+  :mod:`bench.report.gallery`, this one) or read the predictions drawn
+  (:mod:`bench.store`), and the versions of matplotlib, Pillow and NumPy
+  (a ``matplotlibrc`` or fonts changed in between are not seen).
+
+Entries are not counted or pruned by ``bench cache info|prune`` (which look
+at predictions only); ``ROOT/figures/`` can be deleted at any time.
 
 A hit copies the stored PNG to the output path (byte-identical to drawing
 it: Agg's PNG output carries no date); a miss draws and stores it. A
@@ -38,7 +42,9 @@ import pandas as pd
 from bench.atomic import atomic_path, write_text
 
 FIGURE_CACHE_VERSION = 1
-_DRAWING_MODULES = ("figures.py", "gallery.py", "figure_cache.py")
+#: Sources (relative to this folder) whose code changes the pixels: drawing, and reading
+#: the predictions a gallery shows.
+_DRAWING_MODULES = ("figures.py", "gallery.py", "figure_cache.py", "../store.py")
 _ACTIVE: list[Path] = []
 
 F = TypeVar("F", bound=Callable[..., Any])
