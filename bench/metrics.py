@@ -609,8 +609,10 @@ def _percentile95(d: np.ndarray) -> float:
 def _percentile95_key(d: np.ndarray) -> np.ndarray:
     """The order statistics ``np.percentile(d, 95)`` interpolates between (and neighbours).
 
-    Each order statistic is nondecreasing in every element; two ranks either side of
-    ``0.95 * (n - 1)`` cover any rounding of numpy's own rank computation.
+    Each order statistic is nondecreasing in every element. numpy interpolates between
+    ranks ``floor(v)`` and ``floor(v) + 1``, ``v = 0.95 * (n - 1)``; ranks ``r - 1`` to
+    ``r + 2`` around ``r = int(v)`` hold that pair even if numpy's ``v`` rounds across an
+    integer.
     """
     rank = int(0.95 * (d.size - 1))
     ranks = np.arange(max(rank - 1, 0), min(rank + 3, d.size))
@@ -648,10 +650,9 @@ def _nsd_deepmind(case: _Case, policy: EmptyPolicy, tolerance_mm: float) -> floa
 def _nsd(case: _Case, policy: EmptyPolicy, tolerance_mm: float) -> float:
     if case.status != STATUS_OK:
         return case.empty_value("overlap", policy)
-    within = case.surfaces().statistic(
-        (0, 1), lambda d: float(np.count_nonzero(d <= tolerance_mm))
-    )
     pair = case.surfaces()
+    # The count is nonincreasing in every element.
+    within = pair.statistic((0, 1), lambda d: float(np.count_nonzero(d <= tolerance_mm)))
     return int(within) / (pair.bounds(0)[0].size + pair.bounds(1)[0].size)
 
 
