@@ -64,14 +64,12 @@ def assert_same(one, batched):
         assert worst <= LOGIT_TOLERANCE
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("size", [256, 512])
+@pytest.mark.parametrize("size", [256, pytest.param(512, marks=pytest.mark.slow)])
 def test_batched_encoding_gives_the_same_masks(size):
     frames = flow()
     assert_same(sam2(size, 1).predict(frames, PROMPTS), sam2(size, 4).predict(frames, PROMPTS))
 
 
-@pytest.mark.slow
 def test_batched_encoding_in_medsam2s_official_loop():
     frames = flow(5, kind="image-flow")
     prompts = [Prompt("t", 0, "point", points=((40, 35),), labels=(1,)),

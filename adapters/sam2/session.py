@@ -84,18 +84,22 @@ class FlowInputs:
         """``(image (1, 3, S, S), backbone_out)`` as ``SAM2Base.forward_image`` gives them."""
         image = self.image(index).float().unsqueeze(0)
         key = self.key(index, image[0])
-        fpn = self._ahead.pop(index, None)
+        fpn, pos = self._ahead.pop(index, None), None
         if fpn is None:
             fpn = self.cache.get(key, self.cache_dir, self.predictor.device)
         if fpn is None and self.encode_batch > 1:
             fpn = self._encode_ahead(index, image)
         elif fpn is None:
-            fpn = list(self.predictor.forward_image(image)["backbone_fpn"])
+            encoded = self.predictor.forward_image(image)
+            # the encoder's own position encodings (the same values as recomputing them:
+            # they depend on the shapes only), not computed and copied a second time
+            fpn, pos = list(encoded["backbone_fpn"]), list(encoded["vision_pos_enc"])
             self.encoded += 1
             self.cache.put(key, fpn, self.cache_dir)
         self._last = index
-        encode = self.predictor.image_encoder.neck.position_encoding
-        pos = [encode(level).to(level.dtype) for level in fpn]
+        if pos is None:  # the cache keeps no position encodings
+            encode = self.predictor.image_encoder.neck.position_encoding
+            pos = [encode(level).to(level.dtype) for level in fpn]
         return image, {"backbone_fpn": list(fpn), "vision_pos_enc": pos}
 
 
