@@ -18,7 +18,7 @@ from bench.adapters import create, registered
 from bench.config import Config, Suite
 from bench.errors import ConfigError, unknown_name
 from bench.prompts import get_protocol
-from bench.prompts.protocols import ProtocolParams
+from bench.prompts.protocols import ProtocolParams, without_k_shot
 from bench.readers.cards import Card
 from bench.settings import validate
 
@@ -165,6 +165,8 @@ def make_plan(
     if not run_models:
         raise ConfigError(f"no model of suite {suite_name!r} can run here: "
                           + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
+    if not any(registered()[m].capabilities.in_context for m in run_models):
+        params = without_k_shot(params)  # one-prompt support sets serve in-context models only
     return RunPlan(
         suite=suite_name,
         protocol=suite.protocol,

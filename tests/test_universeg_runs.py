@@ -80,19 +80,32 @@ def runs(tmp_path_factory):
     SHOWN.clear()
     first = _run(tmp, "a", ["support-echo", "full-frame"])
     shown = list(SHOWN)
-    second = _run(tmp, "b", ["full-frame"])
-    return first, second, shown
+    second = _run(tmp, "b", ["full-frame", "support-echo"])
+    third = _run(tmp, "c", ["full-frame"])
+    return first, second, shown, third
 
 
 def test_ledgers_are_byte_identical_across_runs_and_model_sets(runs):
-    first, second, _ = runs
+    first, second, _, third = runs
     data = (first / "prompts.jsonl").read_bytes()
     assert data == (second / "prompts.jsonl").read_bytes()
     assert b'"kind":"support"' in data
 
 
+def test_a_run_without_in_context_models_drops_k_shot(runs):
+    first, _, _, third = runs
+    plan = json.loads((third / "config.json").read_text(encoding="utf-8"))["plan"]
+    assert "k_shot" not in plan["protocol_params"]
+    data = (third / "prompts.jsonl").read_bytes()
+    assert b'"kind":"support"' not in data
+    # the template rows are those of the run with support sets
+    kept = [line for line in (first / "prompts.jsonl").read_bytes().splitlines(keepends=True)
+            if b'"kind":"support"' not in line]
+    assert b"".join(kept) == data
+
+
 def test_in_context_model_is_shown_exactly_the_k_support_masks(runs):
-    first, _, shown = runs
+    first, _, shown, _ = runs
     support = _support(read_ledger(first / "prompts.jsonl"))
     assert support and all(len(frames) >= 1 for frames in support.values())
     flows = sorted({flow for flow, _ in support})
@@ -106,7 +119,7 @@ def test_in_context_model_is_shown_exactly_the_k_support_masks(runs):
 
 
 def test_support_frames_are_excluded_for_every_model_and_k(runs):
-    first, _, _ = runs
+    first, _, _, _ = runs
     support = _support(read_ledger(first / "prompts.jsonl"))
     table = pd.read_csv(first / "metrics.csv", dtype={"case": str})
     dice = table[(table["metric"] == "dice") & (table["status"] != "error")]
@@ -129,7 +142,7 @@ def test_support_frames_are_excluded_for_every_model_and_k(runs):
 
 
 def test_report_draws_the_k_curve_with_one_prompt_models_flat(runs):
-    first, _, _ = runs
+    first, _, _, _ = runs
     report = write_report(first, "md").read_text(encoding="utf-8")
     assert "## Dice versus support set size k" in report
     assert (first / "figures" / "dice_vs_k.png").stat().st_size > 1000

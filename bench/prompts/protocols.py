@@ -114,6 +114,19 @@ def k_values(params: ProtocolParams | None) -> tuple[int, ...]:
     return tuple(sorted({int(k) for k in (k_shot if isinstance(k_shot, tuple) else (k_shot,))}))
 
 
+def without_k_shot(params: ProtocolParams) -> ProtocolParams:
+    """``params`` as if ``k_shot`` had never been set.
+
+    A run with no in-context model drops it (:func:`bench.plan.make_plan`):
+    nothing would use the support sets, and leaving them out of scoring would
+    only shrink every model's cases.
+    """
+    if getattr(params, "k_shot", None) is None:
+        return params
+    kept = {name: getattr(params, name) for name in params.model_fields_set if name != "k_shot"}
+    return type(params).model_validate(kept)
+
+
 def support_rank(seed: int, dataset: str, flow_id: str, target: str, frame: int,
                  protocol: str = "one-prompt") -> float:
     """The keyed draw that orders a target's candidate support frames (smallest first).
@@ -337,12 +350,17 @@ def _one_prompt(flow: Flow, params: OnePromptParams, kind: str | None,
 
 def _support(flow: Flow, target: str, template: int, frames: list[int], k: int,
              keyer: Keyer) -> list[Prompt]:
-    """The ``support`` rows of one target: the template and k - 1 drawn frames (fewer when
-    fewer frames contain the target)."""
+    """The ``support`` rows of one target: the template and k - 1 drawn frames.
+
+    At least one frame containing the target is left out of the support set
+    (when there is one besides the template), so that something is scored: a
+    flow with n such frames gets at most n - 1 support frames.
+    """
     others = sorted((f for f in frames if f != template),
                     key=lambda f: (keyer(target, f, "support").uniform(), f))
+    drawn = others[:max(0, min(k - 1, len(others) - 1))]
     return [Prompt(target, f, SUPPORT_KIND, mask=_frame_mask(flow, target, f).copy())
-            for f in sorted([template, *others[:k - 1]])]
+            for f in sorted([template, *drawn])]
 
 
 def _one_prompt_card(params: OnePromptParams, kind: str | None) -> str:
@@ -371,14 +389,14 @@ def _support_card(params: OnePromptParams) -> str:
         return ""
     return (f" Support set (k_shot = {', '.join(map(str, ks))}): per flow and target, the "
             f"template and up to {max(ks) - 1} more frames containing the target, drawn by "
-            f"keyed stream ('support' ledger rows, their ground-truth masks); the set of each k "
-            f"is the template and the k - 1 drawn frames of smallest draw (nested sets; all of "
-            f"the target's frames when fewer contain it). In-context models get the support "
-            f"masks as mask prompts, once per k (rows labelled MODEL@kK); other models get "
-            f"only the template prompt. Every support frame is given for every model and every "
-            f"k (not scored), so all models and all k are scored on the same cases. Taken from "
-            f"ground truth beyond the prompt: the support masks, and which frames contain the "
-            f"target.")
+            "keyed stream ('support' ledger rows, their ground-truth masks); the set of each "
+            "k is the template and the k - 1 drawn frames of smallest draw (nested sets; at "
+            "most n - 1 of the n frames containing the target, so one is always left to "
+            "score). In-context models get the support masks as mask prompts, once per k "
+            "(rows labelled MODEL@kK); other models get only the template prompt. Every "
+            "support frame is given for every model and every k (not scored), so all models "
+            "and all k are scored on the same cases. Taken from ground truth beyond the "
+            "prompt: the support masks, and which frames contain the target.")
 
 
 # ---------------------------------------------------------------- paper-random
