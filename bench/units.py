@@ -273,7 +273,11 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
     try:
         modality = next((d.card.modality for d in plan.datasets if d.name == spec.dataset), "")
         seen = flow if adapter.capabilities.sees_ground_truth else flow.view(modality)
-        notes = adapter.unit_notes(seen, prompts)  # e.g. medsam2's memory for this flow
+        # What this model is shown (support rows: in-context models only, once per k).
+        views = adapter_views(adapter.name, adapter.capabilities.in_context, prompts,
+                              protocol=plan.protocol, params=plan.params, seed=spec.seed,
+                              dataset=flow.dataset, flow_id=flow.id)
+        notes = adapter.unit_notes(seen, views[0][1])  # e.g. medsam2's memory for this flow
         prediction, cache_key, click_rows, labelled = None, None, [], None
         if plan.protocol == "interactive":
             # Later clicks depend on the model's answers: nothing to cache or replay.
@@ -298,10 +302,6 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
         else:
             # An adapter whose predictions follow the seed is never served another seed's.
             seeded = adapter.use_run_seed(spec.seed)
-            # What this model is shown (support rows: in-context models only, once per k).
-            views = adapter_views(adapter.name, adapter.capabilities.in_context, prompts,
-                                  protocol=plan.protocol, params=plan.params, seed=spec.seed,
-                                  dataset=flow.dataset, flow_id=flow.id)
             if (cache is not None and identity is not None and not _needs_logits(plan)
                     and not seeded and len(views) == 1):
                 cache_key = prediction_key(identity, flow.view(), spec.frames_sha256, spec.rows)
