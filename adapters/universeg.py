@@ -216,8 +216,16 @@ class UniverSegAdapter(Adapter):
         self._seed = 0
 
     def unavailable(self) -> str | None:
-        return checkpoints.why_unavailable(self.name, self.options.checkpoint,
-                                           self.options.random_weights, ("torch",), PUBLISHED)
+        reason = checkpoints.why_unavailable(self.name, self.options.checkpoint,
+                                             self.options.random_weights, ("torch",), PUBLISHED)
+        if reason is None and not self.options.random_weights:
+            # The released file is 5 MB: read and check it now, so that a foreign or damaged
+            # file stops the run before anything is written (the load is memoised).
+            try:
+                self.load()
+            except checkpoints.CheckpointError as err:
+                return str(err)
+        return reason
 
     def load(self) -> LoadedUniverSeg:
         if self._loaded is None:

@@ -239,6 +239,20 @@ def test_reshaped_checkpoint_is_refused(tmp_path):
         _adapter(checkpoint=str(path)).load()
 
 
+def test_bad_checkpoint_stops_the_run_before_anything_is_written(tmp_path, capsys):
+    from bench.cli import main
+
+    path = tmp_path / "universeg.pt"
+    path.write_bytes(b"not a checkpoint at all")
+    out = tmp_path / "run"
+    code = main(["run", "--suite", "one-prompt", "--models", "universeg", "--datasets",
+                 "demo-cells", "--checkpoint", f"universeg={path}", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and f"{path}: not a readable torch checkpoint" in err
+    assert not out.exists()
+
+
 def test_damaged_checkpoint_is_refused_with_one_line(tmp_path):
     path = tmp_path / "universeg.pt"
     torch.save(random_state(7), path)
