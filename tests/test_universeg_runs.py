@@ -178,3 +178,26 @@ def test_random_weights_stamp_covers_the_k_labels():
               "adapters": {"universeg": {"meaningless": True, "in_context": True},
                            "reg": {}}}
     assert random_weight_models(config) == ["universeg", "universeg@k1", "universeg@k4"]
+
+
+@pytest.mark.slow
+def test_universeg_random_weights_end_to_end(tmp_path):
+    pytest.importorskip("torch")
+    config = load_config(CONFIG)
+    plan = make_plan(config, "one-prompt", models=["universeg", "full-frame"],
+                     datasets=["demo-cells"], limit=6, protocol_params={"k_shot": [1, 2]},
+                     random_weights=True)
+    run = tmp_path / "run"
+    execute(plan, run)
+    table = pd.read_csv(run / "metrics.csv", dtype={"case": str})
+    dice = table[table["metric"] == "dice"]
+    assert set(dice["model"]) == {"full-frame", "universeg@k1", "universeg@k2"}
+    assert (dice["status"] != "error").all()
+    stamped = dice.groupby("model")["random_weights"].agg(set).to_dict()
+    assert stamped == {"full-frame": {False}, "universeg@k1": {True}, "universeg@k2": {True}}
+    cases = {m: set(zip(g["case"], g["target"], strict=True)) for m, g in dice.groupby("model")}
+    assert cases["universeg@k1"] == cases["universeg@k2"] == cases["full-frame"]
+    report = write_report(run, "md").read_text(encoding="utf-8")
+    assert "Meaningless results for universeg" in report
+    assert "| universeg [RANDOM WEIGHTS] |" in report and "## Dice versus support set size k" \
+        in report
