@@ -395,7 +395,9 @@ def _support_card(params: OnePromptParams) -> str:
             "score). In-context models get the support masks as mask prompts, once per k "
             "(rows labelled MODEL@kK); other models get only the template prompt. Every "
             "support frame is given for every model and every k (not scored), so all models "
-            "and all k are scored on the same cases. Taken from ground truth beyond the "
+            "and all k are scored on the same cases; with k above 1 that is fewer cases than "
+            "the paper's one-prompt setting (the template alone, k_shot = 1), whose n this "
+            "run does not reproduce. Taken from ground truth beyond the "
             "prompt: the support masks, and which frames contain the target.")
 
 
