@@ -93,7 +93,9 @@ class FlowInputs:
             encoded = self.predictor.forward_image(image)
             # the encoder's own position encodings (the same values as recomputing them:
             # they depend on the shapes only), not computed and copied a second time
-            fpn, pos = list(encoded["backbone_fpn"]), list(encoded["vision_pos_enc"])
+            fpn = list(encoded["backbone_fpn"])
+            pos = [p.to(level.dtype) for p, level in
+                   zip(encoded["vision_pos_enc"], fpn, strict=True)]
             self.encoded += 1
             self.cache.put(key, fpn, self.cache_dir)
         self._last = index
