@@ -8,8 +8,10 @@ file (not a field-of-view mask, not another case's mask), computed here from the
 arrays the test wrote.
 """
 
+import contextlib
 import io
 import json
+import locale
 import shlex
 from pathlib import Path
 
@@ -50,6 +52,15 @@ def _new_then_run(args: list[str], capsys) -> tuple[list[str], pd.DataFrame, str
     run_out = capsys.readouterr()
     (run_dir,) = Path("runs", "one-prompt").iterdir()
     return command, pd.read_csv(run_dir / "metrics.csv"), out + run_out.out
+
+
+@contextlib.contextmanager
+def _locale_kept():
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def _ledger(run_dir: Path) -> list[dict]:
@@ -237,7 +248,8 @@ def test_dicom_series_folders_with_nifti_labels(tmp_path, monkeypatch, capsys):
             writer = sitk.ImageFileWriter()
             writer.KeepOriginalImageUIDOn()  # else each file gets a series of its own
             writer.SetFileName(str(folder / f"IM{z + 1:04d}.dcm"))
-            writer.Execute(plane)
+            with _locale_kept():  # GDCM's writer sets the C locale (ASCII) for the process
+                writer.Execute(plane)
         mask = sitk.GetImageFromArray(label)
         mask.CopyInformation(image)
         (tmp_path / "labels").mkdir(exist_ok=True)

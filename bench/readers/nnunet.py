@@ -78,7 +78,7 @@ def read_dataset_json(root: Path, name: str = "dataset.json") -> dict[str, Any]:
     if not path.is_file():
         raise DataError(path, "file not found (an nnU-Net dataset needs dataset.json)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as err:
         raise DataError(path, f"invalid JSON ({err})") from None
 
