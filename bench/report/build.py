@@ -56,7 +56,8 @@ PER_CASE_TEXT = (f"Per-case values: `{PER_CASE_FILE}` in the run directory, one 
 #: synthetic demo stand-ins, are drawn in the paper's layouts; any other dataset (a card
 #: from ``bench datasets new``) gets a section of its own.
 PAPER_DATASETS = frozenset({
-    "btcv", "refuge2", "brats", "tnmix", "isic", "kits23", "atlas23", "tdsc-abus", "wbc",
+    "btcv", "refuge2", "brats", "tnmix", "isic", "kits23", "kits23-volumes", "atlas23",
+    "tdsc-abus", "wbc",
     "segrap", "crossmoda23", "refuge", "cadvidset", "stare", "toothfairy", "official-btcv",
     "official-refuge"})
 #: Metrics with a bar figure (the paper's Table 2 metrics), in this order.

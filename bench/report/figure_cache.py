@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from bench.atomic import atomic_path, write_text
+from bench.errors import RunError
 
 FIGURE_CACHE_VERSION = 1
 #: Sources (relative to this folder) whose code changes the pixels: drawing, and reading
@@ -101,11 +102,14 @@ def cached_figure(kind: str, parts: Any, path: Path, draw: Callable[[], Path | N
     drawn = draw()
     if not keep():
         return drawn
-    if drawn is None:
-        write_text(nothing, "")
-    else:
-        with atomic_path(stored) as temp:
-            shutil.copyfile(drawn, temp)
+    try:
+        if drawn is None:
+            write_text(nothing, "")
+        else:
+            with atomic_path(stored) as temp:
+                shutil.copyfile(drawn, temp)
+    except (RunError, OSError):  # a full or read-only cache costs speed, never the report
+        pass
     return drawn
 
 
