@@ -25,7 +25,10 @@ given key (true of the baselines; on CUDA, kernels may differ in the last bits).
 Entries live in ``ROOT/predictions/ab/KEY.npz`` (bit-packed masks, shapes,
 per-frame scores), written atomically, so concurrent workers may write the
 same entry. A hit refreshes the file's modification time, which
-:meth:`PredictionCache.prune` uses as "last used".
+:meth:`PredictionCache.prune` uses as "last used". Beside an entry,
+``KEY-rows-ROWSKEY.json`` holds a hit's scored rows (:func:`score_key`: the
+prediction key plus the ground truth's digest, the metrics code and every
+scoring setting), so that a rerun need not score the same masks again.
 """
 
 from __future__ import annotations
@@ -213,6 +216,45 @@ def source_digest(module_name: str) -> str:
     return _SOURCE_DIGESTS[top]
 
 
+#: The modules whose code a unit's scored rows depend on (beyond the prediction).
+SCORING_MODULES = ("bench/metrics.py", "bench/surface_dice.py", "bench/scoring.py",
+                   "bench/official_metrics.py", "bench/prompts/scope.py", "bench/frames.py")
+_SCORING_CODE: list[str] = []
+
+
+def scoring_code_digest() -> str:
+    """sha256 of the source of :data:`SCORING_MODULES` (read once per process)."""
+    if not _SCORING_CODE:
+        root = Path(__file__).resolve().parents[1]
+        digest = hashlib.sha256()
+        for name in SCORING_MODULES:
+            digest.update(f"|{name}|".encode())
+            digest.update((root / name).read_bytes())
+        _SCORING_CODE.append(digest.hexdigest())
+    return _SCORING_CODE[0]
+
+
+def score_key(prediction: str, scoring: Mapping[str, Any]) -> str:
+    """The key of a cache hit's scored rows: its prediction key plus all scoring reads.
+
+    Parameters
+    ----------
+    prediction : str
+        :func:`prediction_key` of the unit (adapter, flow frames, prompt content).
+    scoring : mapping
+        Everything else the rows depend on: the ground truth's masks digest, the
+        flow's cases and targets, the metric list, empty policy, NSD tolerance,
+        ``score_prompted``, protocol and its parameters, the ledger row hashes and
+        the row label. :func:`scoring_code_digest` is added here.
+    """
+    return sha256_text(canonical({"prediction": prediction, "scoring": dict(scoring),
+                                  "code": scoring_code_digest(),
+                                  "cache_version": CACHE_VERSION}))
+
+
+_ROW_VALUES = (str, float, int, bool, type(None))
+
+
 @dataclass(frozen=True)
 class CacheInfo:
     folder: Path
@@ -272,6 +314,31 @@ class PredictionCache:
             np.savez_compressed(temp, **arrays)
         return path
 
+    def rows_path(self, key: str, rows_key: str) -> Path:
+        """Where the scored rows ``rows_key`` of the prediction ``key`` live (beside it)."""
+        return self.path(key).with_name(f"{key}-rows-{rows_key}.json")
+
+    def get_rows(self, key: str, rows_key: str) -> list[dict[str, Any]] | None:
+        """The stored scored rows, or None (absent or unreadable: then scored again)."""
+        try:
+            rows = json.loads(self.rows_path(key, rows_key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            return None
+        return rows
+
+    def put_rows(self, key: str, rows_key: str, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """Store scored rows atomically; False (nothing stored) when a value is not
+        plain JSON (str, float, int, bool, None) and so might not come back the same."""
+        if not all(isinstance(v, _ROW_VALUES) for row in rows for v in row.values()):
+            return False
+        # Not canonical(): the rows' key order is the tables' column order.
+        text = json.dumps([dict(row) for row in rows], allow_nan=True)
+        with atomic_path(self.rows_path(key, rows_key)) as temp:
+            temp.write_text(text, encoding="utf-8")
+        return True
+
     def entries(self) -> list[Path]:
         folder = self.root / "predictions"
         if not folder.is_dir():
@@ -309,6 +376,8 @@ class PredictionCache:
                 path.unlink()
                 removed += 1
                 freed += stat.st_size
+                for rows in path.parent.glob(f"{path.stem}-rows-*.json"):
+                    rows.unlink()  # scored rows of a removed prediction go with it
         for leftover in (self.root / "predictions").glob(f"*/{PARTIAL_MARK}*"):
             if cutoff is None or leftover.stat().st_mtime < cutoff:
                 leftover.unlink()

@@ -43,6 +43,7 @@ from bench.cache import (
     adapter_identity,
     canonical,
     prediction_key,
+    score_key,
     sha256_text,
 )
 from bench.errors import RunError
@@ -320,10 +321,16 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
             check_prediction(flow, prediction, sorted({p.target for p in prompts}))
             if cache is not None and cache_key is not None and state == "miss":
                 _store(cache, cache_key, prediction, adapter.name)
-            scored = score_flow(flow, prediction, scope=scope, metrics=plan.metrics,
-                                policy=EmptyPolicy(both_empty=plan.empty_policy),
-                                nsd_tolerance_mm=plan.nsd_tolerance_mm,
-                                score_prompted=plan.score_prompted, model=label)
+            rows_key = (_rows_key(plan, spec, flow, cache_key, label)
+                        if cache is not None and cache_key is not None else None)
+            scored = cache.get_rows(cache_key, rows_key) if rows_key else None
+            if scored is None:
+                scored = score_flow(flow, prediction, scope=scope, metrics=plan.metrics,
+                                    policy=EmptyPolicy(both_empty=plan.empty_policy),
+                                    nsd_tolerance_mm=plan.nsd_tolerance_mm,
+                                    score_prompted=plan.score_prompted, model=label)
+                if rows_key:
+                    _store_rows(cache, cache_key, rows_key, scored)
             rows += [{**row, "model": label} for row in scored]
             write_prediction(rundir.prediction_folder(label, spec.seed, spec.dataset), flow,
                              prediction)
@@ -372,6 +379,31 @@ def _label(rows: list[dict[str, Any]], spec: UnitSpec, flow: str, model: str,
         row.setdefault("model", model)  # in-context rows keep their MODEL@kK label
         row.setdefault("message", "")
     return rows
+
+
+def _rows_key(plan: RunPlan, spec: UnitSpec, flow: Flow, cache_key: str,
+              label: str) -> str | None:
+    """:func:`bench.cache.score_key` of a cached unit's rows; None (not stored) when the
+    ground truth's digest was not recorded: the prediction key does not name it."""
+    if not spec.masks_sha256:
+        return None
+    return score_key(cache_key, {
+        "masks_sha256": spec.masks_sha256, "kind": flow.kind, "frames": len(flow.frames),
+        "case_ids": list(flow.case_ids), "patient_ids": list(flow.patient_ids),
+        "targets": list(flow.targets), "spacing": flow.spacing,
+        "metrics": list(plan.metrics), "metrics_version": METRICS_VERSION,
+        "empty_policy": plan.empty_policy, "nsd_tolerance_mm": plan.nsd_tolerance_mm,
+        "score_prompted": plan.score_prompted, "protocol": plan.protocol,
+        "params": plan.params.model_dump(mode="json"),
+        "ledger": sorted(row["hash"] for row in spec.rows), "label": label})
+
+
+def _store_rows(cache: PredictionCache, key: str, rows_key: str,
+                rows: list[dict[str, Any]]) -> None:
+    try:
+        cache.put_rows(key, rows_key, rows)
+    except (OSError, RunError):  # a full or read-only cache costs speed, never a result
+        pass
 
 
 def _store(cache: PredictionCache, key: str, prediction: Any, adapter: str) -> None:

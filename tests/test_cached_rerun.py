@@ -145,3 +145,57 @@ def test_cached_figure_draws_once_per_content(tmp_path):
     # off outside the block: drawn every time
     figure_cache.cached_figure("k", "x", tmp_path / "6.png", lambda: draw(tmp_path / "6.png", "x"))
     assert calls[-1] == "x" and len(calls) == 5
+
+
+def _poison_rows(cache: Path) -> int:
+    """Set every stored scored row's value to 123.0; the number of files changed."""
+    files = sorted((cache / "predictions").glob("*/*-rows-*.json"))
+    for path in files:
+        rows = json.loads(path.read_text())
+        path.write_text(json.dumps([{**row, "value": 123.0} for row in rows]))
+    return len(files)
+
+
+def test_a_cache_hit_takes_its_scored_rows_only_under_the_same_scoring(tmp_path, monkeypatch):
+    """A hit's rows come from the cache, keyed by the ground truth and every scoring
+    setting: a changed masks digest or empty policy scores the cached masks again."""
+    import dataclasses
+
+    import bench.derive
+    import bench.rundir
+
+    scored = []
+    real = bench.units.score_flow
+    monkeypatch.setattr(bench.units, "score_flow",
+                        lambda *a, **k: scored.append(1) or real(*a, **k))
+    cache = tmp_path / "cache"
+    plan = make_plan(load_config(CONFIG), "demo", models=["full-frame", "empty"],
+                     datasets=["demo-fundus"], limit=2)
+
+    def run(name: str, the_plan=plan) -> pd.DataFrame:
+        scored.clear()
+        execute(the_plan, tmp_path / name, cache=cache)
+        units = pd.read_csv(tmp_path / name / "units.csv")
+        assert (units["cache"] == ("miss" if name == "first" else "hit")).all(), name
+        return pd.read_csv(tmp_path / name / "metrics.csv")
+
+    first = run("first")
+    assert len(scored) == 2  # two units scored, their rows stored beside the entries
+    again = run("again")
+    assert scored == []  # the hits' rows came from the cache ...
+    assert (tmp_path / "first" / "metrics.csv").read_bytes() == \
+        (tmp_path / "again" / "metrics.csv").read_bytes()  # ... byte for byte
+    assert _poison_rows(cache) == 2
+    assert (run("poisoned")["value"].dropna() == 123.0).all()  # they are what is served
+    # another empty policy: the same masks (hits), scored again
+    other = dataclasses.replace(plan, empty_policy="one" if plan.empty_policy == "exclude"
+                                else "exclude")
+    policy = run("policy", other)
+    assert len(scored) == 2 and not (policy["value"] == 123.0).any()
+    # other ground truth (its masks digest) under the same prediction key: scored again
+    digest = bench.cache.masks_digest
+    for module in (bench.derive, bench.rundir):
+        monkeypatch.setattr(module, "masks_digest", lambda masks: "gt2" + digest(masks))
+    truth = run("truth")
+    assert len(scored) == 2 and not (truth["value"] == 123.0).any()
+    assert truth["value"].equals(first["value"]) and len(again) == len(first)
