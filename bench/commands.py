@@ -38,6 +38,7 @@ def _load_config(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.plan import make_plan, parse_roots
     from bench.prompts.interchange import read_prompt_file
+    from bench.readers.demo.store import stored_flows
     from bench.report import write_report
     from bench.runner import execute
 
@@ -77,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cache = None if args.no_cache else _cache_folder(config)
     started = time.perf_counter()
-    with RunProgress() as progress:
+    with RunProgress() as progress, stored_flows(cache):  # demo arrays: drawn once
         outcome = execute(plan, run_dir, resume=args.resume, progress=progress.notify,
                           record={"argv": sys.argv[1:],
                                   "card_files": _card_sources(config, plan),

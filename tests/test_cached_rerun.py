@@ -55,6 +55,8 @@ def test_a_cached_rerun_writes_the_same_tables_and_figures(tmp_path, monkeypatch
     assert _files(again) == drawn == _files(tmp_path / "plain")
     # the figures came from the cache: one entry per figure, none drawn twice
     assert len(list((tmp_path / "cache" / "figures").glob("*/*.png"))) == len(drawn)
+    # the demo flow was drawn once, into the cache folder (--limit 2: one flow of 2 images)
+    assert len(list((tmp_path / "cache" / "demo-flows").glob("*/*.npz"))) == 1
 
 
 def test_units_take_the_flows_the_ledger_stage_read(tmp_path, monkeypatch):
@@ -199,3 +201,51 @@ def test_a_cache_hit_takes_its_scored_rows_only_under_the_same_scoring(tmp_path,
     truth = run("truth")
     assert len(scored) == 2 and not (truth["value"] == 123.0).any()
     assert truth["value"].equals(first["value"]) and len(again) == len(first)
+
+
+def _same(a, b) -> bool:
+    """Equal values, dtypes, shapes and containers (lists, dicts in order, None)."""
+    if isinstance(a, np.ndarray):
+        return (type(b) is np.ndarray and a.dtype == b.dtype and a.shape == b.shape
+                and np.array_equal(a, b))
+    if isinstance(a, list):
+        return type(b) is list and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return type(b) is dict and list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    return a is None and b is None
+
+
+def test_stored_demo_flows_come_back_as_drawn_and_follow_the_options(tmp_path):
+    from bench.readers.demo.reader import DemoOptions, generate_flow
+    from bench.readers.demo.store import stored_flows
+
+    cards = [DemoOptions(generator="dermoscopy", flows=2, frames=3, size=64,
+                         aspect_jitter=0.5),  # widths vary within the flow
+             DemoOptions(generator="ct", flows=1, frames=8, size=64, window=(-160, 240))]
+    generate_flow(cards[0], 1)  # outside the block nothing is stored
+    assert not (tmp_path / "demo-flows").exists()
+    for options in cards:
+        drawn = generate_flow(options, 0, dataset="d")
+        for _ in range(2):  # stored, then loaded
+            with stored_flows(tmp_path):
+                flow = generate_flow(options, 0, dataset="d")
+            assert _same(flow.frames, drawn.frames) and _same(flow.masks, drawn.masks)
+            assert _same(flow.source_frames, drawn.source_frames)
+            assert (flow.case_ids, flow.patient_ids, flow.meta, flow.spacing) == \
+                (drawn.case_ids, drawn.patient_ids, drawn.meta, drawn.spacing)
+    assert drawn.source_frames is not None and len({f.shape for f in flow.frames}) == 1
+    entries = sorted((tmp_path / "demo-flows").glob("*/*.npz"))
+    assert len(entries) == 2
+    # another seed or flow index is another flow, never the stored one
+    with stored_flows(tmp_path):
+        other = generate_flow(cards[0].model_copy(update={"seed": 1}), 0)
+        second = generate_flow(cards[0], 1)
+    assert not _same(other.frames, generate_flow(cards[0], 0).frames)
+    assert _same(second.frames, generate_flow(cards[0], 1).frames)
+    assert len(list((tmp_path / "demo-flows").glob("*/*.npz"))) == 4
+    # a damaged entry is drawn again
+    for path in entries:
+        path.write_bytes(b"not a zip")
+    with stored_flows(tmp_path):
+        again = generate_flow(cards[1], 0, dataset="d")
+    assert _same(again.frames, drawn.frames) and _same(again.masks, drawn.masks)

@@ -22,6 +22,7 @@ from bench.readers.demo.ct import ct_volume
 from bench.readers.demo.dermoscopy import dermoscopy_image, dermoscopy_patient
 from bench.readers.demo.draw import keyed_rng
 from bench.readers.demo.fundus import fundus_image, fundus_patient
+from bench.readers.demo.store import stored_arrays
 from bench.readers.demo.ultrasound import ultrasound_image, ultrasound_patient
 from bench.readers.geometry import window_intensities
 from bench.readers.options import Items, Pair
@@ -197,25 +198,37 @@ def generate_flow(options: DemoOptions, index: int, dataset: str = "demo") -> Fl
     return _image_flow(options, index, dataset, meta)
 
 
+def _identity(options: DemoOptions, index: int) -> dict[str, Any]:
+    """What a flow's arrays depend on (:func:`~bench.readers.demo.store.stored_arrays`)."""
+    return {"options": options.model_dump(mode="json"), "index": index,
+            "demo_version": DEMO_VERSION}
+
+
 def _image_flow(options: DemoOptions, index: int, dataset: str, meta: dict[str, Any]) -> Flow:
     name = options.generator
     make_patient, make_image = _IMAGE_GENERATORS[name]
     fid = flow_id(options, index)
-    frames: list[np.ndarray] = []
-    masks: dict[str, list[np.ndarray]] = {t: [] for t in GENERATORS[name].targets}
-    patient_ids: list[str] = []
-    for i in range(options.frames):
-        p = i // options.images_per_patient
-        patient = make_patient(keyed_rng(name, options.seed, index, 0, p), options.size)
-        rng = keyed_rng(name, options.seed, index, 1, i)
-        width = options.size
-        if options.aspect_jitter > 0:
-            width = 8 * round(options.size * rng.uniform(1, 1 + options.aspect_jitter) / 8)
-        image, frame_masks = make_image(patient, rng, (options.size, width))
-        frames.append(image)
-        for target in masks:
-            masks[target].append(frame_masks[target])
-        patient_ids.append(f"{fid}-p{p:02d}")
+
+    def draw() -> dict[str, Any]:
+        frames: list[np.ndarray] = []
+        masks: dict[str, list[np.ndarray]] = {t: [] for t in GENERATORS[name].targets}
+        for i in range(options.frames):
+            p = i // options.images_per_patient
+            patient = make_patient(keyed_rng(name, options.seed, index, 0, p), options.size)
+            rng = keyed_rng(name, options.seed, index, 1, i)
+            width = options.size
+            if options.aspect_jitter > 0:
+                width = 8 * round(options.size * rng.uniform(1, 1 + options.aspect_jitter) / 8)
+            image, frame_masks = make_image(patient, rng, (options.size, width))
+            frames.append(image)
+            for target in masks:
+                masks[target].append(frame_masks[target])
+        return {"frames": frames, "masks": masks}
+
+    arrays = stored_arrays(_identity(options, index), draw)
+    frames, masks = arrays["frames"], arrays["masks"]
+    patient_ids = [f"{fid}-p{i // options.images_per_patient:02d}"
+                   for i in range(options.frames)]
     meta.update(images_per_patient=options.images_per_patient,
                 aspect_jitter=options.aspect_jitter)
     return Flow(
@@ -233,15 +246,22 @@ def _image_flow(options: DemoOptions, index: int, dataset: str, meta: dict[str, 
 
 def _volume_flow(options: DemoOptions, index: int, dataset: str, meta: dict[str, Any]) -> Flow:
     fid = flow_id(options, index)
-    rng = keyed_rng(options.generator, options.seed, index, 2, 0)
-    volume, masks = ct_volume(rng, options.frames, options.size, options.spacing)
+
+    def draw() -> dict[str, Any]:
+        rng = keyed_rng(options.generator, options.seed, index, 2, 0)
+        volume, masks = ct_volume(rng, options.frames, options.size, options.spacing)
+        source = None
+        if options.window is not None:
+            # The same windowing as the file readers, so adapters see CT alike (and keep
+            # the HU, as they do, for recipes that start from them).
+            source = volume.copy()
+            volume, _ = window_intensities(volume, list(options.window), None, dataset)
+        return {"volume": volume, "masks": masks, "source": source}
+
+    arrays = stored_arrays(_identity(options, index), draw)
+    volume, masks, source = arrays["volume"], arrays["masks"], arrays["source"]
     intensity = "HU"
-    source = None
     if options.window is not None:
-        # The same windowing as the file readers, so adapters see CT alike (and keep the
-        # HU, as they do, for recipes that start from them).
-        source = volume.copy()
-        volume, _ = window_intensities(volume, list(options.window), None, dataset)
         intensity = f"HU window [{options.window[0]:g}, {options.window[1]:g}] scaled to [0, 1]"
     meta.update(spacing_mm=options.spacing, intensity=intensity, window=options.window,
                 orientation="slice 0 inferior; rows anterior to posterior; "
