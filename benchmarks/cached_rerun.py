@@ -4,7 +4,9 @@ Runs ``bench run --suite demo`` twice in fresh processes with
 ``MEDSAM2_BENCH_CACHE`` pointing at a new, empty cache folder:
 
 1. uncached: every unit runs its model and fills the cache;
-2. cached: the same run again into a new run directory; every unit is a hit.
+2. cached: the same run again into a new run directory; every unit is a hit,
+   its scored rows come from beside its cache entry and the demo flows' arrays
+   from ``CACHE/demo-flows`` (both stored by the first run).
 
 It prints both wall times (process start to exit, imports included) and their
 ratio (the issue's goal: <= 0.15), and checks that the two runs'
@@ -52,6 +54,9 @@ STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "units": (("bench.units", "UnitWorker.run"),),
     "units: reading the flow again": (("bench.units", "UnitWorker._read"),),
     "units: scoring": (("bench.units", "score_flow"),),
+    "units: scored rows from the cache": (("bench.cache", "PredictionCache.get_rows"),),
+    "reading: demo arrays (drawn or loaded)": (("bench.readers.demo.store",
+                                                "stored_arrays"),),
     "units: writing masks": (("bench.units", "write_prediction"),),
     "metrics/aggregate": (("bench.rundir", "RunDir.write_metrics"),
                           ("bench.rundir", "RunDir.write_unit_table"),
