@@ -378,6 +378,10 @@ class PredictionCache:
                 freed += stat.st_size
                 for rows in path.parent.glob(f"{path.stem}-rows-*.json"):
                     rows.unlink()  # scored rows of a removed prediction go with it
+        # the demo generator's arrays (bench.readers.demo.store): not counted as entries
+        for stored in (self.root / "demo-flows").glob("*/*.npz"):
+            if cutoff is None or stored.stat().st_mtime < cutoff:
+                stored.unlink()
         for leftover in (self.root / "predictions").glob(f"*/{PARTIAL_MARK}*"):
             if cutoff is None or leftover.stat().st_mtime < cutoff:
                 leftover.unlink()

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import bench.units
+from bench.cache import PredictionCache
 from bench.cli import main
 from bench.config import load_config
 from bench.flow_memo import FLOWS, FlowMemo, flow_nbytes
@@ -249,3 +250,7 @@ def test_stored_demo_flows_come_back_as_drawn_and_follow_the_options(tmp_path):
     with stored_flows(tmp_path):
         again = generate_flow(cards[1], 0, dataset="d")
     assert _same(again.frames, drawn.frames) and _same(again.masks, drawn.masks)
+    PredictionCache(tmp_path).prune(older_than_days=1)  # all used just now: kept
+    assert len(list((tmp_path / "demo-flows").glob("*/*.npz"))) == 4
+    PredictionCache(tmp_path).prune()
+    assert not list((tmp_path / "demo-flows").glob("*/*.npz"))

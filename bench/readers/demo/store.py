@@ -10,7 +10,8 @@ flow index, :data:`~bench.readers.demo.reader.DEMO_VERSION`, the source of the
 generator modules and the versions of numpy and scipy (the random streams and
 filters). Only arrays are stored; ids, cases and metadata are rebuilt by the
 reader. An unreadable or foreign entry is drawn again; a full or read-only folder
-costs speed, never a flow. Outside the block (workers, tests, the library) nothing
+costs speed, never a flow; ``bench cache prune`` removes entries unused for its
+number of days. Outside the block (workers, tests, the library) nothing
 is stored.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -131,6 +133,11 @@ def _load(path: Path) -> Arrays | None:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         layout = json.loads(arrays.pop("layout").tobytes().decode())
-        return _decode(layout, arrays)
+        loaded = _decode(layout, arrays)
     except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError):
         return None  # damaged or foreign: drawn again
+    try:
+        os.utime(path)  # "last used", as prediction entries (PredictionCache.prune)
+    except OSError:
+        pass
+    return loaded
