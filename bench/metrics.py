@@ -212,17 +212,8 @@ def _check_pair(pred: object, ref: object) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
-    if spacing is None:
-        return (1.0,) * ndim
-    try:
-        values = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing: expected {ndim} numbers, got {spacing!r}") from None
-    if len(values) != ndim:
-        raise ValueError(f"spacing: expected {ndim} values (one per axis), got {len(values)}")
-    if not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing: values must be finite and > 0, got {values}")
-    return values
+    # One rule for every metric (None: pixel units), kept with the surface Dice code.
+    return surface_dice.as_spacing(spacing, ndim)
 
 
 def _check_tolerance(tolerance_mm: float) -> float:

@@ -53,6 +53,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
+    "as_spacing",
     "contour_length_table",
     "nsd_deepmind",
     "surface_area_table",
@@ -76,8 +77,10 @@ def _as_mask(a: object, name: str) -> np.ndarray:
     return arr.astype(bool)
 
 
-def _as_spacing(spacing: object, ndim: int) -> tuple[float, ...]:
-    if spacing is None:  # unknown spacing: pixel units, as bench.metrics
+def as_spacing(spacing: object, ndim: int) -> tuple[float, ...]:
+    """``spacing`` as ``ndim`` finite positive floats (None: 1.0 per axis, pixel units);
+    ValueError naming what is wrong. Every metric of :mod:`bench.metrics` uses it."""
+    if spacing is None:  # unknown spacing: pixel units
         return (1.0,) * ndim
     try:
         values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
@@ -488,7 +491,7 @@ def nsd_deepmind(
     ref = _as_mask(reference, "reference")
     if pred.shape != ref.shape:
         raise ValueError(f"prediction and reference: shape mismatch {pred.shape} vs {ref.shape}")
-    sp = _as_spacing(spacing, pred.ndim)
+    sp = as_spacing(spacing, pred.ndim)
     tol = _as_tolerance(tolerance_mm)
     has_p, has_r = bool(pred.any()), bool(ref.any())
     if not (has_p or has_r):
