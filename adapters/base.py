@@ -280,23 +280,27 @@ def _load_entry_point(entry: EntryPoint) -> str | None:
     dist = getattr(entry, "dist", None)
     origin = f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
     before = dict(_REGISTRY)
-    problem = _entry_point_problem(entry, before)
+    try:
+        loaded: Any = entry.load()
+    except Exception as err:  # third-party code: skipped with a warning line, nothing else
+        problem: str | None = (f"cannot import it ({type(err).__name__}: {err})"
+                               .replace("\n", " "))
+    else:
+        problem = _entry_point_problem(entry, loaded, before)
     if problem is not None:
         _REGISTRY.clear()
         _REGISTRY.update(before)
         return (f"model plugin {entry.name!r} skipped ({ENTRY_POINT_GROUP} entry point "
                 f"'{entry.name} = {entry.value}' of {origin}): {problem}")
-    _REGISTRY[entry.name] = entry.load()
+    _REGISTRY[entry.name] = loaded
     _SOURCES[entry.name] = origin
     return None
 
 
-def _entry_point_problem(entry: EntryPoint, before: Mapping[str, type[Adapter]]) -> str | None:
-    """Why the class ``entry`` names cannot be registered (``before``: the registry so far)."""
-    try:
-        loaded: Any = entry.load()
-    except Exception as err:  # third-party code: any failure skips this plugin, nothing else
-        return f"cannot import it ({type(err).__name__}: {err})".replace("\n", " ")
+def _entry_point_problem(entry: EntryPoint, loaded: Any,
+                         before: Mapping[str, type[Adapter]]) -> str | None:
+    """Why ``loaded``, the object ``entry`` names, cannot be registered (``before``: the
+    registry so far)."""
     if not (isinstance(loaded, type) and issubclass(loaded, Adapter)):
         return f"{entry.value} is not a subclass of bench.adapters.Adapter"
     if loaded.name != entry.name:

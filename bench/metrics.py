@@ -50,6 +50,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from bench import surface_dice
+from bench.metric_inputs import as_mask, as_spacing, as_tolerance
 
 #: Version of the scoring code. Raise it whenever a metric's value can change for the same
 #: masks (definition, empty policy, surface extraction): resumed runs recompute every unit
@@ -187,40 +188,18 @@ METRIC_DEFINITIONS.update(OFFICIAL_METRICS)
 # --------------------------------------------------------------------------- validation
 
 
-def _as_mask(a: object, name: str) -> np.ndarray:
-    """Return ``a`` as a boolean array, or raise ValueError naming ``name``."""
-    arr = np.asarray(a)
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{name}: expected a 2D or 3D mask, got ndim={arr.ndim}")
-    if arr.dtype == np.bool_:
-        return arr
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name}: expected a boolean mask, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise ValueError(f"{name}: mask contains NaN")
-    if ((arr != 0) & (arr != 1)).any():
-        raise ValueError(f"{name}: expected a boolean mask (values 0/1), got other values")
-    return arr.astype(bool)
 
 
 def _check_pair(pred: object, ref: object) -> tuple[np.ndarray, np.ndarray]:
-    p = _as_mask(pred, "pred")
-    r = _as_mask(ref, "ref")
+    p = as_mask(pred, "pred")
+    r = as_mask(ref, "ref")
     if p.shape != r.shape:
         raise ValueError(f"pred and ref: shape mismatch {p.shape} vs {r.shape}")
     return p, r
 
 
-def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
-    # One rule for every metric (None: pixel units), kept with the surface Dice code.
-    return surface_dice.as_spacing(spacing, ndim)
 
 
-def _check_tolerance(tolerance_mm: float) -> float:
-    tol = float(tolerance_mm)
-    if not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tolerance_mm: expected a finite number >= 0, got {tolerance_mm!r}")
-    return tol
 
 
 # --------------------------------------------------------------------------- geometry
@@ -243,7 +222,7 @@ def image_diagonal(shape: Sequence[int], spacing: Sequence[float] | None = None)
     float
         The diagonal in mm (pixels when ``spacing`` is None).
     """
-    sp = _check_spacing(spacing, len(shape))
+    sp = as_spacing(spacing, len(shape))
     return math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sp, strict=True)))
 
 
@@ -337,7 +316,7 @@ def surface_distances(
         The same from ``ref`` to ``pred``.
     """
     p, r = _check_pair(pred, ref)
-    sp = _check_spacing(spacing, p.ndim)
+    sp = as_spacing(spacing, p.ndim)
     if not p.any() or not r.any():
         raise ValueError("pred and ref: surface distances need two non-empty masks")
     return _surface_distances(p, r, sp)
@@ -538,7 +517,7 @@ class _Case:
 
     def __init__(self, pred: object, ref: object, spacing: Sequence[float] | None) -> None:
         self.pred, self.ref = _check_pair(pred, ref)
-        self.spacing = _check_spacing(spacing, self.pred.ndim)
+        self.spacing = as_spacing(spacing, self.pred.ndim)
         self.n_pred = int(np.count_nonzero(self.pred))
         self.n_ref = int(np.count_nonzero(self.ref))
         self._surfaces: _SurfacePair | None = None
@@ -774,7 +753,7 @@ def nsd(
     float
         In [0, 1].
     """
-    tol = _check_tolerance(tolerance_mm)
+    tol = as_tolerance(tolerance_mm)
     return _nsd(_Case(pred, ref, spacing), _check_policy(policy), tol)
 
 
@@ -795,7 +774,7 @@ def nsd_deepmind(
 
     Parameters and returns as in :func:`nsd`.
     """
-    tol = _check_tolerance(tolerance_mm)
+    tol = as_tolerance(tolerance_mm)
     return _nsd_deepmind(_Case(pred, ref, spacing), _check_policy(policy), tol)
 
 
@@ -853,7 +832,7 @@ def score_case(
         raise ValueError(f"metrics: unknown name(s) {unknown}; valid: {sorted(METRICS)}")
     policy = _check_policy(policy)
     uses_tol = "nsd" in metrics or "nsd_deepmind" in metrics
-    tol = _check_tolerance(nsd_tolerance_mm) if uses_tol else 0.0
+    tol = as_tolerance(nsd_tolerance_mm) if uses_tol else 0.0
     case = _Case(pred, ref, spacing)
     scorers: dict[str, Callable[[], float]] = {
         "dice": lambda: _dice(case, policy),

@@ -52,55 +52,14 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from bench.metric_inputs import as_mask, as_spacing, as_tolerance
+
 __all__ = [
-    "as_spacing",
     "contour_length_table",
     "nsd_deepmind",
     "surface_area_table",
     "surface_dice",
 ]
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _as_mask(a: object, name: str) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{name}: expected a 2D or 3D mask, got ndim={arr.ndim}")
-    if arr.dtype == np.bool_:
-        return arr
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name}: expected a boolean mask, got dtype {arr.dtype}")
-    if ((arr != 0) & (arr != 1)).any():  # NaN fails this too
-        raise ValueError(f"{name}: expected a boolean mask (values 0/1), got other values")
-    return arr.astype(bool)
-
-
-def as_spacing(spacing: object, ndim: int) -> tuple[float, ...]:
-    """``spacing`` as ``ndim`` finite positive floats (None: 1.0 per axis, pixel units);
-    ValueError naming what is wrong. Every metric of :mod:`bench.metrics` uses it."""
-    if spacing is None:  # unknown spacing: pixel units
-        return (1.0,) * ndim
-    try:
-        values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing: expected {ndim} numbers, got {spacing!r}") from None
-    if len(values) != ndim:
-        raise ValueError(f"spacing: expected {ndim} values (one per axis), got {len(values)}")
-    if not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing: values must be finite and > 0, got {values}")
-    return values
-
-
-def _as_tolerance(tolerance_mm: object) -> float:
-    try:
-        tol = float(tolerance_mm)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"tolerance_mm: expected a number, got {tolerance_mm!r}") from None
-    if not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tolerance_mm: expected a finite number >= 0, got {tolerance_mm!r}")
-    return tol
 
 
 # --------------------------------------------------------------------------- lookup tables
@@ -487,12 +446,12 @@ def nsd_deepmind(
         A mask that is not 2D/3D boolean, different shapes, a spacing of the
         wrong length or not positive, or a negative or non-finite tolerance.
     """
-    pred = _as_mask(prediction, "prediction")
-    ref = _as_mask(reference, "reference")
+    pred = as_mask(prediction, "prediction")
+    ref = as_mask(reference, "reference")
     if pred.shape != ref.shape:
         raise ValueError(f"prediction and reference: shape mismatch {pred.shape} vs {ref.shape}")
     sp = as_spacing(spacing, pred.ndim)
-    tol = _as_tolerance(tolerance_mm)
+    tol = as_tolerance(tolerance_mm)
     has_p, has_r = bool(pred.any()), bool(ref.any())
     if not (has_p or has_r):
         return math.nan
