@@ -31,49 +31,16 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy
-from scipy import ndimage as ndi
+from phantoms import ORGANS, ellipsoid, organ_maps
 
 from bench.surface_dice import nsd_deepmind
 
 SPACING = (0.8, 0.8, 2.5)
 SHAPE = (512, 512, 100)
 
-# BTCV's 13 organs: name, semi-axes in mm (row, col, slice), centre as a fraction of the
-# field of view; rough adult sizes, from the liver down to the adrenal glands.
-ORGANS: tuple[tuple[str, tuple[float, float, float], tuple[float, float, float]], ...] = (
-    ("spleen", (55, 35, 50), (0.45, 0.75, 0.55)),
-    ("right kidney", (30, 25, 50), (0.62, 0.32, 0.40)),
-    ("left kidney", (30, 25, 50), (0.62, 0.68, 0.42)),
-    ("gallbladder", (18, 15, 35), (0.42, 0.33, 0.45)),
-    ("esophagus", (8, 8, 45), (0.58, 0.52, 0.80)),
-    ("liver", (95, 80, 75), (0.40, 0.30, 0.62)),
-    ("stomach", (55, 40, 45), (0.35, 0.66, 0.65)),
-    ("aorta", (12, 12, 110), (0.60, 0.55, 0.50)),
-    ("inferior vena cava", (12, 10, 95), (0.58, 0.44, 0.48)),
-    ("portal/splenic veins", (30, 8, 12), (0.45, 0.50, 0.55)),
-    ("pancreas", (18, 60, 14), (0.50, 0.55, 0.45)),
-    ("right adrenal", (12, 6, 20), (0.56, 0.38, 0.62)),
-    ("left adrenal", (12, 6, 20), (0.56, 0.62, 0.62)),
-)
-
 Pair = tuple[str, np.ndarray, np.ndarray]
 
 
-def ellipsoid(shape, spacing, centre, semi_axes_mm, rng=None, wobble=0.0) -> np.ndarray:
-    """Boolean ellipsoid, built on its own box; ``rng``/``wobble`` perturb its boundary."""
-    half = [a / s * (1.0 + wobble) + 2 for a, s in zip(semi_axes_mm, spacing, strict=True)]
-    lo = [max(int(c - h), 0) for c, h in zip(centre, half, strict=True)]
-    hi = [min(int(c + h) + 1, n) for c, h, n in zip(centre, half, shape, strict=True)]
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    grids = np.ogrid[box]
-    r2 = sum(((g - c) * s / a) ** 2
-             for g, c, s, a in zip(grids, centre, spacing, semi_axes_mm, strict=True))
-    if rng is not None and wobble > 0:
-        noise = ndi.gaussian_filter(rng.standard_normal(r2.shape), sigma=4.0)
-        r2 = r2 + wobble * noise / noise.std()
-    out = np.zeros(shape, bool)
-    out[box] = r2 <= 1.0
-    return out
 
 
 def organ_pair(shape, spacing, rng) -> Pair:
@@ -87,18 +54,7 @@ def organ_pair(shape, spacing, rng) -> Pair:
 
 def label_pairs(shape, spacing, rng) -> list[Pair]:
     """(b): one binary pair per label of a 13-label map and its perturbed copy."""
-    ref_map = np.zeros(shape, np.uint8)
-    pred_map = np.zeros(shape, np.uint8)
-    # the largest organs first, so that the small ones are painted over them
-    order = sorted(range(len(ORGANS)), key=lambda i: -float(np.prod(ORGANS[i][1])))
-    for index in order:
-        label, (_, axes, frac) = index + 1, ORGANS[index]
-        centre = tuple(f * n for f, n in zip(frac, shape, strict=True))
-        ref_map[ellipsoid(shape, spacing, centre, axes)] = label
-        moved = tuple(c + rng.uniform(-2.0, 2.0) / s for c, s in zip(centre, spacing,
-                                                                       strict=True))
-        scaled = tuple(a * rng.uniform(0.9, 1.1) for a in axes)
-        pred_map[ellipsoid(shape, spacing, moved, scaled, rng, wobble=0.15)] = label
+    pred_map, ref_map = organ_maps(shape, spacing, rng)
     return [(name, pred_map == label, ref_map == label)
             for label, (name, _, _) in enumerate(ORGANS, start=1)]
 
