@@ -57,6 +57,10 @@ class Capabilities:
     # pairs: under one-prompt with k_shot they get the ledger's support rows as mask
     # prompts instead of the template prompt (bench.prompts.scope.adapter_views).
     in_context: bool = False
+    # Models whose answer does not depend on what a prompt shows, only on which targets are
+    # prompted (saved predictions, constant baselines): they can run protocols that show
+    # nothing in the flow itself (alpnet-protocol's support slices of another volume).
+    prompt_free: bool = False
     # Interactive sessions (cvpr25-interactive): what the adapter accepts besides its prompt
     # kinds ("box3d" there: the challenge's 3D box; without it a model gets the middle-slice
     # box). A model is given only what it accepts: with several_clicks False only the latest

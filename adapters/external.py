@@ -186,7 +186,8 @@ class PredictionsAdapter(Adapter):
         "nnU-Net-style label maps per case), checked against the frames' geometry; the "
         "prompts are ignored. The scores are those of whatever model wrote the folder."
     )
-    capabilities = Capabilities(prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask"}))
+    capabilities = Capabilities(prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask",
+                                                       "support-volume"}), prompt_free=True)
     Options: ClassVar[type[Settings]] = PredictionsOptions
 
     def __post_init__(self) -> None:

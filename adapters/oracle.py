@@ -32,8 +32,8 @@ class OracleAdapter(Adapter):
         "so every case must score Dice 1 and HD95 0. It sees ground truth by design."
     )
     capabilities = Capabilities(
-        prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask"}),
-        sees_ground_truth=True,
+        prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask", "support-volume"}),
+        sees_ground_truth=True, prompt_free=True,
     )
     hidden = True
 

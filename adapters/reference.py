@@ -17,7 +17,7 @@ from bench.adapters.base import Adapter, Capabilities, register
 from bench.frames import PackedMasks, frame_shapes
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
-_ALL_PROMPTS = frozenset({*PROMPT_KINDS, "empty-mask"})
+_ALL_PROMPTS = frozenset({*PROMPT_KINDS, "empty-mask", "support-volume"})
 
 
 def prompted_targets(prompts: Sequence[Prompt]) -> list[str]:
@@ -56,7 +56,7 @@ class EmptyAdapter(Adapter):
 
     name = "empty"
     description = "Floor: predicts background everywhere (all-False masks); ignores prompts."
-    capabilities = Capabilities(prompt_kinds=_ALL_PROMPTS)
+    capabilities = Capabilities(prompt_kinds=_ALL_PROMPTS, prompt_free=True)
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         return _constant_prediction(flow, prompts, False)
@@ -72,7 +72,7 @@ class FullFrameAdapter(Adapter):
         "Floor: predicts the whole frame as the target (all-True masks); ignores prompts. "
         "Its Dice is the target's area fraction, so a method must beat it to show any skill."
     )
-    capabilities = Capabilities(prompt_kinds=_ALL_PROMPTS)
+    capabilities = Capabilities(prompt_kinds=_ALL_PROMPTS, prompt_free=True)
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         return _constant_prediction(flow, prompts, True)

@@ -14,6 +14,9 @@ Support set
     (k = 1). A point or box prompt is refused with one line: the model has
     no way to use it. Every other frame of the flow is a query; a support
     frame's prediction is its own mask (it is given, and not scored).
+    Under ``alpnet-protocol`` the support slices come from another volume
+    (``support-volume`` prompts, image and mask): each query slice is
+    segmented from the one slice serving its part (1-shot).
 
 Preprocessing (as the official README and example loaders)
     Grey levels (RGB frames: ITU-R 601 luma, as ``PIL.Image.convert("L")``),
@@ -67,6 +70,7 @@ from bench.adapters.torch_utils import (
 from pydantic import Field
 
 from bench.progress import frames_done
+from bench.prompts.alpnet import KIND as SUPPORT_VOLUME
 from bench.settings import Settings
 from bench.types import FlowFrames, Prediction, Prompt
 
@@ -206,7 +210,8 @@ class UniverSegAdapter(Adapter):
         "or k support frames with k_shot); 128 x 128 grey input in [0, 1], sigmoid > 0.5 "
         "after a bilinear resize back to the frame."
     )
-    capabilities = Capabilities(prompt_kinds=frozenset({"mask"}), needs_weights=True,
+    capabilities = Capabilities(prompt_kinds=frozenset({"mask", SUPPORT_VOLUME}),
+                                needs_weights=True,
                                 devices=frozenset({"cpu", "cuda"}), in_context=True)
     Options: ClassVar[type[Settings]] = UniverSegOptions
 
@@ -256,19 +261,54 @@ class UniverSegAdapter(Adapter):
 
     def predict(self, flow: FlowFrames, prompts: Sequence[Prompt]) -> Prediction:
         shapes = frame_sizes(flow.frames)
+        if any(prompt.kind == SUPPORT_VOLUME for prompt in prompts):
+            masks = self._from_support_volume(flow, prompts, shapes)
+            return Prediction(masks=masks, scores={t: [None] * len(shapes) for t in masks})
         supports = self._supports(flow, prompts)
-        masks: dict[str, list[np.ndarray]] = {}
+        masks = {}
         inputs: dict[int, np.ndarray] = {}
         for target, given in supports.items():
             queries = [i for i in range(len(shapes)) if i not in given]
             for index in [*given, *queries]:
                 if index not in inputs:
                     inputs[index] = model_image(flow.frames[index])
-            probability = self._probabilities(flow.id, target, inputs, given, queries)
+            order = sorted(given)
+            probability = self._probabilities(
+                flow.id, target, [inputs[i] for i in order], [given[i] for i in order],
+                {i: inputs[i] for i in queries})
             masks[target] = [
                 np.asarray(given[i], dtype=bool) if i in given
                 else frame_mask(probability[i], shapes[i]) for i in range(len(shapes))]
         return Prediction(masks=masks, scores={t: [None] * len(shapes) for t in masks})
+
+    def _from_support_volume(self, flow: FlowFrames, prompts: Sequence[Prompt],
+                             shapes: list[tuple[int, int]]) -> dict[str, list[np.ndarray]]:
+        """alpnet-protocol: each query slice from the one support slice serving it (1-shot).
+
+        Every prompt is a slice of another volume (image, mask) and the range
+        of this flow's slices it serves; slices no prompt serves stay empty.
+        """
+        masks: dict[str, list[np.ndarray]] = {}
+        inputs: dict[int, np.ndarray] = {}
+        for prompt in prompts:
+            if prompt.kind != SUPPORT_VOLUME or prompt.image is None or prompt.mask is None \
+                    or prompt.z_range is None:
+                raise ValueError(f"universeg: flow {flow.id!r} target {prompt.target!r}: a "
+                                 f"{prompt.kind} prompt among {SUPPORT_VOLUME} prompts (an "
+                                 "alpnet-protocol flow takes support slices only)")
+            low, high = prompt.z_range
+            queries = range(low, high + 1)
+            for index in queries:
+                if index not in inputs:
+                    inputs[index] = model_image(flow.frames[index])
+            probability = self._probabilities(
+                flow.id, prompt.target, [model_image(prompt.image)], [prompt.mask],
+                {i: inputs[i] for i in queries})
+            target_masks = masks.setdefault(
+                prompt.target, [np.zeros(shape, dtype=bool) for shape in shapes])
+            for index in queries:
+                target_masks[index] = frame_mask(probability[index], shapes[index])
+        return masks
 
     def _supports(self, flow: FlowFrames, prompts: Sequence[Prompt]
                   ) -> dict[str, dict[int, np.ndarray]]:
@@ -283,24 +323,30 @@ class UniverSegAdapter(Adapter):
             supports.setdefault(prompt.target, {})[int(prompt.frame)] = prompt.mask
         return supports
 
-    def _probabilities(self, flow_id: str, target: str, inputs: dict[int, np.ndarray],
-                       given: dict[int, np.ndarray], queries: list[int]) -> dict[int, np.ndarray]:
-        """Sigmoid maps (128 x 128) of the query frames, averaged over the ensemble."""
+    def _probabilities(self, flow_id: str, target: str, support_images: list[np.ndarray],
+                       support_masks: list[np.ndarray], query_inputs: dict[int, np.ndarray]
+                       ) -> dict[int, np.ndarray]:
+        """Sigmoid maps (128 x 128) of the query frames, averaged over the ensemble.
+
+        ``support_images`` and ``query_inputs`` (frame -> image) are model inputs
+        (:func:`model_image`); ``support_masks`` are at the support frames' shape.
+        """
         import torch
 
         loaded = self.load()
         device = next(loaded.model.parameters()).device
-        order = sorted(given)
-        images = torch.from_numpy(np.stack([inputs[i] for i in order]))[:, None]
-        labels = torch.from_numpy(np.stack([model_mask(given[i]) for i in order]))[:, None]
+        images = torch.from_numpy(np.stack(support_images))[:, None]
+        labels = torch.from_numpy(np.stack([model_mask(m) for m in support_masks]))[:, None]
+        queries = list(query_inputs)
         rng = np.random.default_rng([self._seed, *map(ord, f"{flow_id}\0{target}")])
-        subsets = support_subsets(len(order), self.options.ensemble,
+        subsets = support_subsets(len(support_images), self.options.ensemble,
                                   self.options.ensemble_size, rng)
         result: dict[int, np.ndarray] = {}
         batch = int(self.options.batch)
         for start in range(0, len(queries), batch):
             chunk = queries[start:start + batch]
-            query = torch.from_numpy(np.stack([inputs[i] for i in chunk]))[:, None].to(device)
+            query = torch.from_numpy(np.stack([query_inputs[i] for i in chunk]))[:, None]
+            query = query.to(device)
             total = torch.zeros(len(chunk), SIZE, SIZE, device=device)
             for members in subsets:
                 chosen = torch.from_numpy(members)

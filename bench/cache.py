@@ -61,6 +61,8 @@ _LIBRARIES = ("numpy", "scipy", "scikit-image", "torch", "torchvision", "sam2",
               "segment-anything")
 _PROMPT_FIELDS = ("target", "frame", "kind", "points", "labels", "box", "mask_sha256",
                   "mask_shape")
+# Fields only some ledger kinds have (support-volume: its source volume and query slices).
+_OPTIONAL_FIELDS = ("source", "z_range")
 
 
 def cache_dir(configured: str | None = None, base: Path | None = None) -> Path:
@@ -148,7 +150,8 @@ def adapter_digest(fingerprint: Mapping[str, Any]) -> str:
 
 def prompt_content(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """What an adapter sees of ledger rows: no seed, protocol or row hash; sorted."""
-    content = [{name: row[name] for name in _PROMPT_FIELDS} for row in rows]
+    content = [{name: row[name] for name in (*_PROMPT_FIELDS, *_OPTIONAL_FIELDS) if name in row}
+               for row in rows]
     return sorted(content, key=canonical)
 
 
@@ -180,14 +183,21 @@ def adapter_identity(adapter: Any) -> AdapterIdentity:
 
 
 def prediction_key(identity: AdapterIdentity, flow: FlowFrames, frames_sha256: str,
-                   rows: Iterable[Mapping[str, Any]]) -> str:
-    """The cache key of one adapter's prediction for one flow and its prompts."""
+                   rows: Iterable[Mapping[str, Any]],
+                   sources: Mapping[str, Any] | None = None) -> str:
+    """The cache key of one adapter's prediction for one flow and its prompts.
+
+    ``sources``: the digests of the flows the prompts take support slices
+    from (``alpnet-protocol``), whose frames the adapter sees too.
+    """
     view = {"dataset": flow.dataset, "id": flow.id, "kind": flow.kind,
             "spacing": list(flow.spacing) if flow.spacing else None,
             "case_ids": list(flow.case_ids), "geometry": dict(flow.geometry),
             "frames_sha256": frames_sha256}
-    return sha256_text(canonical({"adapter": identity.digest, "flow": view,
-                                  "prompts": prompt_content(rows)}))
+    key = {"adapter": identity.digest, "flow": view, "prompts": prompt_content(rows)}
+    if sources:
+        key["sources"] = dict(sources)
+    return sha256_text(canonical(key))
 
 
 _SOURCE_DIGESTS: dict[str, str] = {}

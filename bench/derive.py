@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from bench.cache import DIGEST_VERSION, flow_frames_digest, masks_digest
-from bench.errors import DataError, Problem
+from bench.errors import ConfigError, DataError, Problem
 from bench.flow_memo import FLOWS
 from bench.frames import frame_shapes
 from bench.plan import DatasetRun, RunPlan
 from bench.progress import DatasetReading, DatasetRefused, DatasetWarnings, Progress
-from bench.prompts import ledger, make_prompts, resolve_prompt_kind
+from bench.prompts import alpnet, ledger, make_prompts, resolve_prompt_kind
 from bench.prompts.interchange import ImportedPrompts
 from bench.readers import Card, Truncation, get_reader, read_flows
 from bench.readers.cases import FileReader
@@ -61,6 +61,9 @@ def derive_ledger(plan: RunPlan, rundir: RunDir, notify: Progress,
     DataError
         An imported entry that does not fit the run (naming the entry).
     """
+    if imported is not None and plan.protocol == alpnet.PROTOCOL:
+        raise ConfigError(f"--prompts: {alpnet.PROTOCOL} takes its support slices from the "
+                          "support volumes' ground truth; it reads no prompt file")
     rows: list[dict[str, Any]] = []
     manifest: dict[str, Any] = {"digest_version": DIGEST_VERSION, "datasets": {}}
     layouts = check_layouts(plan)
@@ -149,6 +152,9 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun, imported: ImportedPrompts 
     files = isinstance(get_reader(dataset.card.reader), FileReader)
     owners: dict[str, str] = {}
     cuts: list[Truncation] = []
+    # alpnet-protocol: a flow's prompts come from another flow, made once all are read
+    summaries: list[alpnet.FlowSummary] | None = \
+        [] if plan.protocol == alpnet.PROTOCOL else None
     for flow, failure in _stream(dataset, plan.limit, cuts):
         if flow is None:
             entry["failures"].append(failure)
@@ -169,6 +175,12 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun, imported: ImportedPrompts 
                     record["masks_sha256"])
         if files:  # hub and generated data have no files to exclude: not compared
             contents.extend(flow_contents(flow, record["frames_sha256"], record["masks_sha256"]))
+        if summaries is not None:
+            try:
+                summaries.append(alpnet.summarise(flow, plan.params))
+            except ValueError as err:
+                raise DataError(dataset.root or dataset.name, str(err)) from None
+            continue
         for seed in plan.seeds:
             def derived(flow: Flow = flow, seed: int = seed) -> list:
                 return make_prompts(flow, plan.protocol, seed=seed,
@@ -178,9 +190,25 @@ def _read_dataset(plan: RunPlan, dataset: DatasetRun, imported: ImportedPrompts 
                 dataset.name, flow, seed, plan.protocol, derived)
             rows.extend(ledger.prompt_rows(prompts, dataset=dataset.name, case=flow.id,
                                            protocol=plan.protocol, seed=seed))
+    if summaries is not None:
+        rows = _alpnet_rows(plan, dataset, summaries)
     # --limit cut this dataset: what was listed and what was read (see bench.readers._limited)
     entry["truncated"] = {**asdict(cuts[0]), "how": cuts[0].describe()} if cuts else None
     return entry, rows, contents
+
+
+def _alpnet_rows(plan: RunPlan, dataset: DatasetRun,
+                 summaries: list[alpnet.FlowSummary]) -> list[dict[str, Any]]:
+    """The ledger rows of every query flow of ``dataset`` under alpnet-protocol (one set,
+    repeated per seed: the protocol draws nothing)."""
+    try:
+        contents = alpnet.ledger_rows(summaries, plan.params)
+    except ValueError as err:
+        raise DataError(dataset.root or dataset.name,
+                        f"dataset {dataset.name!r}: {err}") from None
+    return [row for seed in plan.seeds for case, content in sorted(contents.items())
+            for row in ledger.support_volume_rows(content, dataset=dataset.name, case=case,
+                                                  protocol=plan.protocol, seed=seed)]
 
 
 def _check_case_ids(dataset: DatasetRun, flow: Flow, owners: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from bench.adapters import create, registered
 from bench.config import Config, Suite
 from bench.errors import ConfigError, unknown_name
-from bench.prompts import get_protocol
+from bench.prompts import alpnet, get_protocol
 from bench.prompts.protocols import ProtocolParams, without_k_shot
 from bench.readers.cards import Card
 from bench.settings import validate
@@ -167,6 +167,9 @@ def make_plan(
                           + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
     if not any(registered()[m].capabilities.in_context for m in run_models):
         params = without_k_shot(params)  # one-prompt support sets serve in-context models only
+    if suite.protocol == alpnet.PROTOCOL:
+        _check_alpnet(config, params, chosen, run_models,
+                      (*suite.datasets, *suite.demo, *chosen))
     return RunPlan(
         suite=suite_name,
         protocol=suite.protocol,
@@ -189,6 +192,39 @@ def make_plan(
         skipped_models=skipped,
         score_prompted=score_prompted,
     )
+
+
+def _check_alpnet(config: Config, params: ProtocolParams, datasets: Sequence[str],
+                  models: Sequence[str], suite_datasets: Sequence[str]) -> None:
+    """alpnet-protocol: volumes only, models that can use support slices of another volume
+    (or need no prompt), and ``targets`` that the datasets have (each name a target of
+    some dataset of the suite, its demo stand-ins included; each dataset run having one)."""
+    for model in models:
+        caps = registered()[model].capabilities
+        if not (caps.in_context or caps.prompt_free):
+            in_context = sorted(m for m, a in registered().items() if a.capabilities.in_context)
+            raise ConfigError(
+                f"model {model!r} cannot run {alpnet.PROTOCOL}: the protocol gives no prompt "
+                f"in the query volume, only support slices of another volume, which only "
+                f"in-context models ({', '.join(in_context)}) use; saved masks (predictions) "
+                f"and the constant baselines need none. Run {model!r} under another protocol")
+    for name in datasets:
+        if config.cards[name].kind != "volume":
+            raise ConfigError(f"dataset {name!r} holds image flows; {alpnet.PROTOCOL} scores "
+                              "volumes (support and query slices of 3D scans)")
+    wanted = getattr(params, "targets", None)
+    if wanted:
+        have = {name: set(config.cards[name].targets) for name in datasets}
+        known = {t for name in suite_datasets for t in config.cards[name].targets}
+        unknown = [t for t in wanted if t not in known]
+        if unknown:
+            raise ConfigError(f"{alpnet.PROTOCOL} targets: {unknown[0]!r} is not a target of "
+                              f"dataset(s) {', '.join(dict.fromkeys(suite_datasets))}")
+        for name, targets in have.items():
+            if not targets & set(wanted):
+                raise ConfigError(f"{alpnet.PROTOCOL} targets: dataset {name!r} has none of "
+                                  f"{', '.join(wanted)} (its targets: "
+                                  f"{', '.join(config.cards[name].targets)})")
 
 
 def _distinct(flag: str, values: Sequence[Any]) -> tuple[Any, ...]:

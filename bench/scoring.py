@@ -108,9 +108,12 @@ def score_flow(
         return [_row(flow.case_ids[0], flow.patient_ids[0], target, name, float("nan"),
                      STATUS_NOT_SCORED, scope.empty_reason or "no frame to score")
                 for target in flow.targets for name in metrics]
-    frames = list(range(len(flow.frames))) if scope.frames is None else list(scope.frames)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [
+        _row(flow.case_ids[0], flow.patient_ids[0], target, name, float("nan"),
+             STATUS_NOT_SCORED, reason)
+        for target, reason in scope.not_scored.items() for name in metrics]
     for target in scope.targets:
+        frames = scope.frames_for(target, len(flow.frames))
         given = scope.given_for(target)
         for case, patient, pred, ref, status, message in _cases(flow, prediction, target,
                                                                 frames, given, score_prompted):

@@ -170,9 +170,18 @@ class Prompt:
         Boolean mask for mask prompts (not serialised in the ledger: the ledger
         records its sha256 and the runner re-derives it from ground truth).
     z_range : (z_min, z_max) or None
-        ``box3d`` prompts only (``cvpr25-interactive``): the inclusive range of
+        ``box3d`` prompts (``cvpr25-interactive``): the inclusive range of
         frames the 3D box spans; ``frame`` is its middle slice and ``box`` the
-        2D box there (:mod:`bench.prompts.cvpr25`).
+        2D box there (:mod:`bench.prompts.cvpr25`). ``support-volume`` prompts
+        (``alpnet-protocol``): the inclusive range of this flow's frames the
+        support slice serves.
+    source : str or None
+        ``support-volume`` prompts only: the id of the flow (the support
+        volume) that ``frame``, ``mask`` and ``image`` come from
+        (:mod:`bench.prompts.alpnet`).
+    image : ndarray or None
+        ``support-volume`` prompts only: the support slice's frame, as the
+        model sees frames (the card's intensities), filled in by the runner.
     """
 
     target: str
@@ -183,6 +192,8 @@ class Prompt:
     box: tuple[int, int, int, int] | None = None
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     z_range: tuple[int, int] | None = None
+    source: str | None = None
+    image: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

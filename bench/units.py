@@ -90,6 +90,10 @@ class UnitSpec:
         :func:`unit_inputs`: digests of everything the unit's numbers depend
         on, stored in its record so that a resumed run can tell whether a
         stored unit still holds.
+    sources : tuple of dict
+        The manifest entries (id, position, digests) of the flows the rows
+        take support slices from (``alpnet-protocol``'s support volume); a
+        worker reads and checks them too.
     """
 
     key: str
@@ -105,10 +109,11 @@ class UnitSpec:
     targets: tuple[str, ...]
     masks_sha256: str = ""
     inputs: dict[str, Any] = field(default_factory=dict)
+    sources: tuple[dict[str, Any], ...] = ()
 
 
 def unit_inputs(flow: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-                adapter: str) -> dict[str, Any]:
+                adapter: str, sources: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """What a unit's numbers depend on beyond the stored plan, as digests.
 
     Parameters
@@ -120,11 +125,23 @@ def unit_inputs(flow: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     adapter : str
         :func:`bench.cache.adapter_digest` of the model's fingerprint
         (resolved options, checkpoint sha256, device, versions).
+    sources : sequence of mapping
+        The manifest entries of the flows the rows take support slices from
+        (their frames are the support images); recorded only when there are.
     """
-    return {"frames": flow["frames_sha256"], "masks": flow.get("masks_sha256", ""),
-            "spacing": flow.get("spacing"),
-            "prompts": sha256_text(canonical(sorted(row["hash"] for row in rows))),
-            "adapter": adapter, "metrics_version": METRICS_VERSION}
+    inputs = {"frames": flow["frames_sha256"], "masks": flow.get("masks_sha256", ""),
+              "spacing": flow.get("spacing"),
+              "prompts": sha256_text(canonical(sorted(row["hash"] for row in rows))),
+              "adapter": adapter, "metrics_version": METRICS_VERSION}
+    if sources:
+        inputs["sources"] = source_digests(sources)
+    return inputs
+
+
+def source_digests(sources: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Support flow id -> its frames and masks digests."""
+    return {entry["id"]: [entry["frames_sha256"], entry.get("masks_sha256", "")]
+            for entry in sources}
 
 
 def changed_inputs(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -164,13 +181,16 @@ def unit_specs(units: Sequence[UnitRef], manifest: Mapping[str, Any],
     for unit in units:
         flow = flows[(unit.dataset, unit.flow)]
         rows = rows_by_flow.get((unit.dataset, unit.flow, protocol, unit.seed), [])
+        sources = tuple(dict(flows[(unit.dataset, source)])
+                        for source in ledger.source_ids(rows))
         specs.append(UnitSpec(
             key=unit.key, dataset=unit.dataset, flow=unit.flow, model=unit.model,
             seed=unit.seed, position=flow["position"], frames_sha256=flow["frames_sha256"],
             rows=tuple(rows), case_ids=tuple(flow["case_ids"]),
             patient_ids=tuple(flow["patient_ids"]), targets=tuple(flow["targets"]),
             masks_sha256=flow.get("masks_sha256", ""),
-            inputs=unit_inputs(flow, rows, (adapters or {}).get(unit.model, ""))))
+            inputs=unit_inputs(flow, rows, (adapters or {}).get(unit.model, ""), sources),
+            sources=sources))
     return specs
 
 
@@ -208,6 +228,7 @@ class UnitWorker:
             PredictionCache(context.cache_dir) if context.cache_dir else None)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._flow: tuple[tuple[str, str], Flow] | None = None
+        self._source: tuple[tuple[str, str], Flow] | None = None
         self._listings: dict[tuple[str, str], Any] = {}
 
     def run(self, spec: UnitSpec, attempt: int = 1) -> UnitRecord:
@@ -219,7 +240,7 @@ class UnitWorker:
             flow = self._read(spec)
             adapter = self._adapter(spec.model)
             identity = self._identity(spec.model) if self.cache is not None else None
-            prompts = ledger.rows_to_prompts(spec.rows, flow)
+            prompts = ledger.rows_to_prompts(spec.rows, flow, self._read_sources(spec))
         except Exception as err:  # the unit fails, recorded with its traceback; the worker goes on
             self.rundir.write_log(spec.key, traceback.format_exc())
             unit = failed_unit(spec, self.plan, one_line(err), attempt)
@@ -260,6 +281,27 @@ class UnitWorker:
             check_frames(flow, spec.frames_sha256, spec.masks_sha256)
         self._flow = (key, flow)
         return flow
+
+    def _read_sources(self, spec: UnitSpec) -> dict[str, Flow]:
+        """The support volumes of the unit's rows, each checked against its digests.
+
+        The last one read is kept: the queries of a fold share their support.
+        """
+        found = {}
+        for entry in spec.sources:
+            key = (spec.dataset, entry["id"])
+            if self._source is None or self._source[0] != key:
+                self._source = None
+                flow = FLOWS.get(spec.dataset, entry["id"], entry["position"],
+                                 entry["frames_sha256"], entry.get("masks_sha256", ""))
+                if flow is None:
+                    dataset = self.datasets[spec.dataset]
+                    flow = read_flow(dataset.card, dataset.root, entry["id"], entry["position"],
+                                     self.plan.limit, self._listings)
+                    check_frames(flow, entry["frames_sha256"], entry.get("masks_sha256", ""))
+                self._source = (key, flow)
+            found[entry["id"]] = self._source[1]
+        return found
 
 
 def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter: Adapter,
@@ -305,7 +347,8 @@ def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter:
             seeded = adapter.use_run_seed(spec.seed)
             if (cache is not None and identity is not None and not _needs_logits(plan)
                     and not seeded and len(views) == 1):
-                cache_key = prediction_key(identity, flow.view(), spec.frames_sha256, spec.rows)
+                cache_key = prediction_key(identity, flow.view(), spec.frames_sha256, spec.rows,
+                                           source_digests(spec.sources))
                 prediction = cache.get(cache_key)
                 state = "hit" if prediction is not None else "miss"
             if prediction is None:

@@ -51,12 +51,16 @@ LEDGER_VERSION = 1
 MASK_KINDS = ("mask", "empty-mask", "support")
 FIELDS = ("box", "case", "dataset", "frame", "hash", "kind", "labels", "mask_sha256",
           "mask_shape", "points", "protocol", "seed", "target", "version")
-# The 3D box of cvpr25-interactive: the only kind with (and required to have) a z_range.
+# The 3D box of cvpr25-interactive: a kind with (and required to have) a z_range.
 BOX3D_KIND, Z_RANGE = "box3d", "z_range"
+# alpnet-protocol's support slice of another volume: "source" names that volume (the row's
+# "frame" and mask are its), "z_range" the slices of this flow it serves.
+SUPPORT_VOLUME_KIND, SOURCE = "support-volume", "source"
+EXTRA_FIELDS = {BOX3D_KIND: (Z_RANGE,), SUPPORT_VOLUME_KIND: (SOURCE, Z_RANGE)}
 
 __all__ = ["LEDGER_VERSION", "canonical_json", "dumps_ledger", "format_rows", "group_rows",
            "prompt_rows", "read_ledger", "row_hash", "rows_to_prompts", "sort_key",
-           "write_ledger"]
+           "source_ids", "support_volume_rows", "write_ledger"]
 
 
 def canonical_json(row: Mapping[str, Any]) -> str:
@@ -116,6 +120,32 @@ def prompt_rows(prompts: Iterable[Prompt], *, dataset: str, case: str, protocol:
     return rows
 
 
+def support_volume_rows(contents: Iterable[Mapping[str, Any]], *, dataset: str, case: str,
+                        protocol: str, seed: int) -> list[dict[str, Any]]:
+    """Ledger rows of ``alpnet-protocol`` support slices (:func:`bench.prompts.alpnet.ledger_rows`).
+
+    Their masks are in another flow (``source``), so the rows are made from
+    the digests taken when that flow was read, not from :class:`Prompt` objects.
+    """
+    rows = []
+    for content in contents:
+        row: dict[str, Any] = {
+            "version": LEDGER_VERSION, "dataset": str(dataset), "case": str(case),
+            "protocol": str(protocol), "seed": int(seed), "target": str(content["target"]),
+            "frame": int(content["frame"]), "kind": SUPPORT_VOLUME_KIND, "points": [],
+            "labels": [], "box": None, "mask_sha256": str(content["mask_sha256"]),
+            "mask_shape": [int(n) for n in content["mask_shape"]],
+            SOURCE: str(content["source"]), Z_RANGE: [int(v) for v in content["z_range"]]}
+        row["hash"] = row_hash(row)
+        rows.append(row)
+    return rows
+
+
+def source_ids(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The flows whose frames the rows take (``support-volume`` sources), sorted."""
+    return sorted({str(row[SOURCE]) for row in rows if row.get("kind") == SUPPORT_VOLUME_KIND})
+
+
 def dumps_ledger(rows: Iterable[Mapping[str, Any]], where: str = "ledger") -> bytes:
     """The canonical bytes of a ledger: rows checked, sorted, one JSON object per line.
 
@@ -131,7 +161,10 @@ def dumps_ledger(rows: Iterable[Mapping[str, Any]], where: str = "ledger") -> by
         problem = _row_problem(row)
         if problem:
             raise ValueError(f"{where}: row {row.get('case')!r}/{row.get('target')!r}: {problem}")
-        identity = (*sort_key(row)[:6], row["kind"] == "support")
+        # a support set may share its frame with the template; one support slice may serve
+        # two alpnet parts (a class on few slices of the support volume)
+        identity = (*sort_key(row)[:6], row["kind"] == "support",
+                    tuple(row[Z_RANGE]) if row["kind"] == SUPPORT_VOLUME_KIND else ())
         if identity in seen:
             raise ValueError(f"{where}: two prompts for dataset {row['dataset']!r} case "
                              f"{row['case']!r} protocol {row['protocol']!r} seed {row['seed']} "
@@ -189,7 +222,7 @@ def read_ledger(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _row_problem(row: Mapping[str, Any]) -> str:
     """What is wrong with a ledger row ('' when nothing)."""
-    fields = (*FIELDS, Z_RANGE) if row.get("kind") == BOX3D_KIND else FIELDS
+    fields = (*FIELDS, *EXTRA_FIELDS.get(row.get("kind"), ()))
     missing = [name for name in fields if name not in row]
     extra = sorted(set(row) - set(fields))
     if missing or extra:
@@ -211,11 +244,13 @@ def group_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str, i
     return groups
 
 
-def rows_to_prompts(rows: Sequence[Mapping[str, Any]], flow: Flow) -> list[Prompt]:
+def rows_to_prompts(rows: Sequence[Mapping[str, Any]], flow: Flow,
+                    sources: Mapping[str, Flow] | None = None) -> list[Prompt]:
     """The prompts of one flow, read back from its ledger rows.
 
     Mask prompts get their mask from the flow's ground truth (all zeros for
-    ``empty-mask``), checked against the recorded sha256.
+    ``empty-mask``), checked against the recorded sha256. ``support-volume``
+    rows get mask and image from their ``source`` flow, one of ``sources``.
 
     Raises
     ------
@@ -230,15 +265,29 @@ def rows_to_prompts(rows: Sequence[Mapping[str, Any]], flow: Flow) -> list[Promp
             raise DataError(where, f"does not belong to flow {flow.dataset}/{flow.id}")
         if row["target"] not in flow.masks:
             raise DataError(where, f"flow {flow.id!r} has no target {row['target']!r}")
-        if not 0 <= row["frame"] < len(flow.frames):
-            raise DataError(where, f"flow {flow.id!r} has {len(flow.frames)} frames")
+        image, origin = None, flow
+        if row["kind"] == SUPPORT_VOLUME_KIND:
+            origin = (sources or {}).get(row[SOURCE])
+            if origin is None:
+                raise DataError(where, f"its support volume {row[SOURCE]!r} was not read")
+            where = f"{where} of support volume {origin.id!r}"
+            if row["target"] not in origin.masks:
+                raise DataError(where, f"flow {origin.id!r} has no target {row['target']!r}")
+            low, high = row[Z_RANGE]
+            if not 0 <= low <= high < len(flow.frames):
+                raise DataError(where, f"z_range {[low, high]} is outside flow {flow.id!r} "
+                                f"({len(flow.frames)} frames)")
+        if not 0 <= row["frame"] < len(origin.frames):
+            raise DataError(where, f"flow {origin.id!r} has {len(origin.frames)} frames")
         mask = None
-        if row["kind"] in MASK_KINDS:
-            truth = np.asarray(flow.masks[row["target"]][row["frame"]]).astype(bool)
+        if row["kind"] in (*MASK_KINDS, SUPPORT_VOLUME_KIND):
+            truth = np.asarray(origin.masks[row["target"]][row["frame"]]).astype(bool)
             mask = truth.copy() if row["kind"] != "empty-mask" else np.zeros_like(truth)
             if mask_sha256(mask) != row["mask_sha256"]:
                 raise DataError(where, f"the {row['kind']} prompt's sha256 does not match the "
                                 "ground truth read now (the data changed)")
+        if row["kind"] == SUPPORT_VOLUME_KIND:
+            image = np.array(origin.frames[row["frame"]], copy=True)
         prompts.append(Prompt(
             target=row["target"],
             frame=row["frame"],
@@ -248,6 +297,8 @@ def rows_to_prompts(rows: Sequence[Mapping[str, Any]], flow: Flow) -> list[Promp
             box=None if row["box"] is None else tuple(int(v) for v in row["box"]),
             mask=mask,
             z_range=tuple(int(v) for v in row[Z_RANGE]) if Z_RANGE in row else None,
+            source=row.get(SOURCE),
+            image=image,
         ))
     return prompts
 
@@ -274,6 +325,8 @@ def _describe(row: Mapping[str, Any]) -> str:
                               for (x, y), label in zip(row["points"], row["labels"], strict=True)))
     if row["box"] is not None:
         parts.append("box[{},{},{},{}]".format(*row["box"]))
+    if row.get(SOURCE) is not None:
+        parts.append(f"from {row[SOURCE]} for")
     if row.get(Z_RANGE) is not None:
         parts.append("z[{},{}]".format(*row[Z_RANGE]))
     if row["mask_sha256"] is not None:

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from bench.errors import unknown_name
-from bench.prompts import medsam_box, sam_med3d
+from bench.prompts import alpnet, medsam_box, sam_med3d
 from bench.prompts.cvpr25 import BOX_KIND as CVPR25_KIND
 from bench.prompts.cvpr25 import PROTOCOL as CVPR25
 from bench.prompts.cvpr25 import card as cvpr25_card
@@ -181,6 +181,36 @@ class SamMed3DParams(ProtocolParams):
 
 class Cvpr25Params(ProtocolParams):
     """``cvpr25-interactive``: fixed by the challenge; nothing to set."""
+
+
+class AlpnetParams(ProtocolParams):
+    """``alpnet-protocol``: parts, folds, the support volume, the setting, the classes
+    (:mod:`bench.prompts.alpnet`)."""
+
+    npart: Annotated[int, Field(ge=1)] = Field(
+        3, description="parts each volume's class extent is split into, one support slice per "
+        "part (odd, as upstream asserts; SSL-ALPNet's default 3)")
+    folds: Annotated[int, Field(ge=2)] = Field(
+        5, description="consecutive folds of the cases sorted by the last number in their id; "
+        "each fold's support volume is the case just after it (SABS: 5 folds of 6 scans)")
+    support_case: str | None = Field(
+        None, description="one case id as the support volume of every other case (that case "
+        "is then not scored); none: the fold rule")
+    setting: Literal[1, 2] | None = Field(
+        None, description="the ALPNet setting of the model scored: 1 (test classes seen, "
+        "unlabelled, in training) or 2 (training slices containing them removed); recorded "
+        "and reported, changes no prompt or score; none: not stated")
+    targets: Items[str] | None = Field(
+        None, min_length=1, description="the classes scored (SSL-ALPNet: liver, spleen, left "
+        "and right kidney); each must be a target of some dataset of the run, names a dataset "
+        "lacks are skipped there; none: every target of the card")
+
+    @field_validator("npart")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 != 1:
+            raise ValueError(f"must be odd (upstream asserts npart % 2 == 1), got {value}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -590,6 +620,13 @@ def _all_frames(flow: Flow, params: ProtocolParams) -> list[int] | None:
     return None
 
 
+def _per_dataset(flow: Flow, params: ProtocolParams, kind: str | None,
+                 keyer: Keyer) -> list[Prompt]:
+    raise ValueError(f"{alpnet.PROTOCOL} derives a flow's prompts from another flow (its "
+                     "support volume): use bench.prompts.alpnet.ledger_rows on the dataset's "
+                     "summaries, as bench.derive does")
+
+
 PROTOCOLS: dict[str, ProtocolSpec] = {
     spec.name: spec
     for spec in (
@@ -637,6 +674,12 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
             "each next one at a random voxel of the previous prediction's error.",
             SamMed3DParams, "fixed", "point-random", sam_med3d.select, _all_frames,
             sam_med3d.card),
+        ProtocolSpec(
+            alpnet.PROTOCOL,
+            "The ALPNet family's 1-way 1-shot volume protocol (SSL-ALPNet, ADNet, Q-Net): "
+            "query slices matched by relative position to support slices of another volume; "
+            "the class's z-extent scored.",
+            AlpnetParams, "fixed", alpnet.KIND, _per_dataset, _all_frames, alpnet.card),
     )
 }
 

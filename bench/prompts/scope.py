@@ -32,6 +32,11 @@ Rules (issue 12 items 1-2; each protocol card states its own):
   every other model the ledger without the support rows.
 - **official-code** restricts volumes to the window (first floor(n/4) slab
   slices) and to the targets present in it (:func:`official_targets`).
+- **alpnet-protocol** scores each target on its own z-extent of the query
+  volume (``[z_min, z_max]``, :func:`bench.prompts.alpnet.scored_extent`),
+  and only the targets with support slices; the others get ``not_scored``
+  rows saying why. Its support slices are in another volume: nothing of the
+  query is given.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bench.prompts import alpnet
 from bench.prompts.protocols import (
     SUPPORT_KIND,
     ProtocolParams,
+    get_protocol,
     k_values,
     official_targets,
     scored_frames,
@@ -66,15 +73,28 @@ class ScoringScope:
         scored for that target (see the module docstring).
     empty_reason : str
         Why nothing is scored when ``frames`` is empty ("" otherwise).
+    target_frames : mapping of str to tuple of int
+        Per target, the frames that count for it instead of ``frames``
+        (``alpnet-protocol``: the target's z-extent).
+    not_scored : mapping of str to str
+        Targets of the flow that get ``not_scored`` rows, with the reason.
     """
 
     frames: tuple[int, ...] | None
     targets: tuple[str, ...]
     given: Mapping[str, frozenset[int]] = field(default_factory=dict)
     empty_reason: str = ""
+    target_frames: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    not_scored: Mapping[str, str] = field(default_factory=dict)
 
     def given_for(self, target: str) -> frozenset[int]:
         return self.given.get(target, frozenset())
+
+    def frames_for(self, target: str, count: int) -> list[int]:
+        """The frames scored for ``target`` in a flow of ``count`` frames."""
+        if target in self.target_frames:
+            return list(self.target_frames[target])
+        return list(range(count)) if self.frames is None else list(self.frames)
 
 
 def given_frames(flow_kind: str, protocol: str,
@@ -91,6 +111,8 @@ def given_frames(flow_kind: str, protocol: str,
 def scoring_scope(flow: Flow, protocol: str, prompts: Sequence[Prompt],
                   params: Mapping[str, Any] | ProtocolParams | None = None) -> ScoringScope:
     """The :class:`ScoringScope` of ``flow`` under ``protocol`` with its ledger ``prompts``."""
+    if protocol == alpnet.PROTOCOL:
+        return _alpnet_scope(flow, prompts, params)
     frames = scored_frames(flow, protocol, params)
     targets = tuple(flow.targets)
     reason = ""
@@ -101,6 +123,30 @@ def scoring_scope(flow: Flow, protocol: str, prompts: Sequence[Prompt],
                       "official window (first floor(n/4) slices) is empty")
     return ScoringScope(None if frames is None else tuple(frames), targets,
                         given_frames(flow.kind, protocol, prompts), reason)
+
+
+def _alpnet_scope(flow: Flow, prompts: Sequence[Prompt],
+                  params: Mapping[str, Any] | ProtocolParams | None) -> ScoringScope:
+    """Each target with support slices on its own z-extent; the rest not scored, with why."""
+    settings = get_protocol(alpnet.PROTOCOL).settings(params)
+    if flow.id == settings.support_case:
+        return ScoringScope((), tuple(flow.targets), empty_reason=(
+            f"{alpnet.PROTOCOL}: the support volume (support_case), not a query"))
+    supported = {p.target for p in prompts if p.kind == alpnet.KIND}
+    sources = sorted({str(p.source) for p in prompts if p.kind == alpnet.KIND})
+    source_text = f" ({', '.join(sources)})" if sources else ""
+    targets, extents, not_scored = [], {}, {}
+    for target in alpnet.chosen_targets(flow.targets, settings):
+        extent = alpnet.scored_extent(flow, target)
+        if target in supported and extent:
+            targets.append(target)
+            extents[target] = extent
+        elif not extent:
+            not_scored[target] = f"{alpnet.PROTOCOL}: {target!r} is absent from this volume"
+        else:
+            not_scored[target] = (f"{alpnet.PROTOCOL}: {target!r} is absent from the support "
+                                  f"volume{source_text}")
+    return ScoringScope(None, tuple(targets), {}, "", extents, not_scored)
 
 
 def k_label(model: str, k: int) -> str:
@@ -140,6 +186,10 @@ def adapter_views(model: str, in_context: bool, prompts: Sequence[Prompt], *, pr
         mask prompts)``; the set of size k is the target's template frame and
         the k - 1 other support frames of smallest :func:`support_rank`.
     """
+    if protocol == alpnet.PROTOCOL:
+        # support slices of another volume: in-context models use them, models reading saved
+        # masks only learn which targets to return (others are refused by the plan)
+        return [(model, list(prompts))]
     support = [p for p in prompts if p.kind == SUPPORT_KIND]
     rest = [p for p in prompts if p.kind != SUPPORT_KIND]
     if not in_context or not support:
