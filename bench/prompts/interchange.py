@@ -64,6 +64,7 @@ from bench.atomic import atomic_path
 from bench.errors import ConfigError, DataError
 from bench.frames import frame_shapes
 from bench.prompts.kinds import mask_sha256
+from bench.prompts.ledger import SUPPORT_VOLUME_KIND
 from bench.types import PROMPT_KINDS, Flow, Prompt
 
 FORMATS = ("one-prompt-json", "cvpr25-npz")
@@ -109,6 +110,13 @@ def export_prompts(rows: Sequence[Mapping[str, Any]], fmt: str,
     ConfigError
         An unknown format, or a ledger the format cannot hold.
     """
+    borrowed = next((row for row in rows if row.get("kind") == SUPPORT_VOLUME_KIND), None)
+    if borrowed is not None:
+        # its frame and mask are another volume's: neither format can say so
+        raise ConfigError(f"bench prompts export: the ledger holds {SUPPORT_VOLUME_KIND} rows "
+                          f"({borrowed['protocol']}: case {borrowed['case']!r} takes slices of "
+                          f"{borrowed['source']!r}), which no export format can hold; share "
+                          "prompts.jsonl itself")
     if fmt == "one-prompt-json":
         data = _one_prompt_json(rows)
     elif fmt == "cvpr25-npz":
