@@ -203,7 +203,15 @@ modality = "CT (synthetic)"
 targets = ["liver", "spleen", "kidney_left", "kidney_right", "aorta"]
 synthetic = true
 expected_cases = 11
-options = { generator = "ct", flows = 11, frames = 20, size = 64, seed = 0, spacing = [4.0, 2.0, 1.5], window = [-160, 240] }
+
+[options]
+generator = "ct"
+flows = 11
+frames = 20
+size = 64
+seed = 0
+spacing = [4.0, 2.0, 1.5]
+window = [-160, 240]
 """
 # The fold rule by hand for ct-v0 .. ct-v10 sorted by number, 5 folds: bounds 0, 2, 4, 6, 8, 11.
 SUPPORT_OF = {"ct-v0": "ct-v2", "ct-v1": "ct-v2", "ct-v2": "ct-v4", "ct-v3": "ct-v4",
@@ -294,7 +302,7 @@ def test_npart_changes_the_scores(runs):
 def test_each_query_is_shown_its_supports_slices(runs):
     flows = runs["flows"]
     seen = {(s["flow"], s["target"], s["z_range"]): s for s in runs["shown"]}
-    for (query, target, z_range), shown in seen.items():
+    for (query, target, _), shown in seen.items():
         source = flows[SUPPORT_OF[query]]
         assert shown["source"] == source.id
         assert np.array_equal(shown["image"], source.frames[shown["frame"]])
@@ -388,3 +396,44 @@ def test_universeg_segments_each_part_from_its_own_slice():
                                  [Prompt("organ", 0, "mask", mask=support_masks[part])])
         for offset, z in enumerate(range(low, high + 1)):
             assert np.array_equal(got[z], single.masks["organ"][offset + 1]), (part, z)
+
+
+# ---------------------------------------------------------------- ledger rows
+
+
+def test_support_volume_rows_are_checked_when_read(runs, tmp_path):
+    import json
+
+    from bench.prompts.ledger import rows_to_prompts, write_ledger
+
+    rows = read_ledger(runs["three"] / "prompts.jsonl")
+    flows = runs["flows"]
+    row = next(r for r in rows if r["case"] == "ct-v0" and r["target"] == "liver")
+    prompts = rows_to_prompts([row], flows["ct-v0"], {"ct-v2": flows["ct-v2"]})
+    assert prompts[0].source == "ct-v2" and tuple(row["z_range"]) == prompts[0].z_range
+    with pytest.raises(DataError, match="support volume 'ct-v2' was not read"):
+        rows_to_prompts([row], flows["ct-v0"], {})
+    # the support volume's ground truth changed since the ledger was written
+    with pytest.raises(DataError, match="sha256 does not match"):
+        rows_to_prompts([row], flows["ct-v0"], {"ct-v2": _renamed(flows["ct-v3"], "ct-v2")})
+    # a row without its source, or with its served range edited, is refused on reading
+    path = tmp_path / "prompts.jsonl"
+    write_ledger(path, rows)
+    for edit in ({"source": None}, {"z_range": [0, 99]}):
+        changed = dict(row)
+        changed.update(edit)
+        if changed["source"] is None:
+            del changed["source"]
+        lines = path.read_text().splitlines()
+        line = json.dumps(row, sort_keys=True, separators=(",", ":"))
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text("\n".join(json.dumps(changed, sort_keys=True, separators=(",", ":"))
+                                 if x == line else x for x in lines) + "\n")
+        with pytest.raises(DataError, match="missing|hash mismatch"):
+            read_ledger(bad)
+
+
+def _renamed(flow, new_id):
+    from dataclasses import replace
+
+    return replace(flow, id=new_id, case_ids=[new_id], patient_ids=[new_id])
