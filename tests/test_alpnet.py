@@ -437,3 +437,26 @@ def _renamed(flow, new_id):
     from dataclasses import replace
 
     return replace(flow, id=new_id, case_ids=[new_id], patient_ids=[new_id])
+
+
+def test_support_volume_digests_are_unit_inputs_and_in_the_cache_key(runs):
+    from bench.cache import AdapterIdentity, prediction_key
+    from bench.prompts.ledger import group_rows
+    from bench.rundir import RunDir
+    from bench.units import unit_specs
+
+    rundir = RunDir(runs["three"])
+    manifest = rundir.read_manifest()
+    specs = unit_specs(rundir.expected_units(), manifest, group_rows(rundir.read_ledger()),
+                       alpnet.PROTOCOL)
+    spec = next(s for s in specs if s.flow == "ct-v0")
+    entry = next(f for f in manifest["datasets"]["alp-ct"]["flows"] if f["id"] == "ct-v2")
+    assert [source["id"] for source in spec.sources] == ["ct-v2"]
+    assert spec.inputs["sources"] == {"ct-v2": [entry["frames_sha256"], entry["masks_sha256"]]}
+    # a resumed run re-runs the unit, and the cache misses, when only the support changed
+    identity = AdapterIdentity(True, "digest")
+    view = runs["flows"]["ct-v0"].view()
+    same = prediction_key(identity, view, spec.frames_sha256, spec.rows, spec.inputs["sources"])
+    other = prediction_key(identity, view, spec.frames_sha256, spec.rows,
+                           {"ct-v2": ["0" * 64, entry["masks_sha256"]]})
+    assert same != other
