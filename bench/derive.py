@@ -204,8 +204,9 @@ def _alpnet_rows(plan: RunPlan, dataset: DatasetRun,
     try:
         contents = alpnet.ledger_rows(summaries, plan.params)
     except ValueError as err:
-        raise DataError(dataset.root or dataset.name,
-                        f"dataset {dataset.name!r}: {err}") from None
+        if dataset.root is None:  # generated data: the name is the only place to name
+            raise DataError(dataset.name, str(err)) from None
+        raise DataError(dataset.root, f"dataset {dataset.name!r}: {err}") from None
     return [row for seed in plan.seeds for case, content in sorted(contents.items())
             for row in ledger.support_volume_rows(content, dataset=dataset.name, case=case,
                                                   protocol=plan.protocol, seed=seed)]

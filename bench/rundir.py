@@ -271,8 +271,21 @@ class RunDir:
         return self.path / REPORT_NAMES[fmt]
 
     def is_empty(self) -> bool:
-        """True when the folder does not exist or holds nothing."""
-        return not self.path.exists() or not any(self.path.iterdir())
+        """True when the folder does not exist or holds nothing (a file is not empty)."""
+        return not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir()))
+
+    def abandon(self, created: bool) -> None:
+        """Undo :meth:`begin` of a new run stopped before any unit ran.
+
+        Removes the record, the ledger and the manifest (and temporaries), and
+        the folder itself when this run ``created`` it and it is then empty,
+        so that the same ``--out`` can be used again without ``--resume``.
+        """
+        for name in (CONFIG, LEDGER, MANIFEST):
+            (self.path / name).unlink(missing_ok=True)
+        atomic.remove_partials(self.path)
+        if created and self.is_empty() and self.path.exists():
+            self.path.rmdir()
 
     # ------------------------------------------------------------------ config
 

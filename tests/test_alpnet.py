@@ -357,10 +357,14 @@ def test_a_lone_volume_or_an_unknown_support_case_is_refused(tmp_path):
     with pytest.raises(DataError, match="at least two volumes"):
         execute(make_plan(_config(tmp_path), "alpnet", models=["full-frame"],
                           datasets=["alp-ct"], limit=1), tmp_path / "lone")
+    (tmp_path / "given").mkdir()
     with pytest.raises(DataError, match="support_case 'ct-v99'"):
         execute(make_plan(_config(tmp_path), "alpnet", models=["full-frame"],
                           datasets=["alp-ct"], limit=3,
-                          protocol_params={"support_case": "ct-v99"}), tmp_path / "unknown")
+                          protocol_params={"support_case": "ct-v99"}), tmp_path / "given")
+    # refused before any unit: no record left to demand --resume; a folder the user made stays
+    assert not (tmp_path / "lone").exists()
+    assert list((tmp_path / "given").iterdir()) == []
 
 
 def test_the_support_case_itself_is_not_scored(tmp_path):
