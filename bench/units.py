@@ -271,14 +271,8 @@ class UnitWorker:
         if self._flow is not None and self._flow[0] == key:
             return self._flow[1]
         self._flow = None  # free the previous flow before reading the next
-        # the flow the ledger stage read, when this process kept it (same digests)
-        flow = FLOWS.get(spec.dataset, spec.flow, spec.position, spec.frames_sha256,
-                         spec.masks_sha256)
-        if flow is None:
-            dataset = self.datasets[spec.dataset]
-            flow = read_flow(dataset.card, dataset.root, spec.flow, spec.position,
-                             self.plan.limit, self._listings)
-            check_frames(flow, spec.frames_sha256, spec.masks_sha256)
+        flow = self._load(spec.dataset, spec.flow, spec.position, spec.frames_sha256,
+                          spec.masks_sha256)
         self._flow = (key, flow)
         return flow
 
@@ -292,16 +286,23 @@ class UnitWorker:
             key = (spec.dataset, entry["id"])
             if self._source is None or self._source[0] != key:
                 self._source = None
-                flow = FLOWS.get(spec.dataset, entry["id"], entry["position"],
-                                 entry["frames_sha256"], entry.get("masks_sha256", ""))
-                if flow is None:
-                    dataset = self.datasets[spec.dataset]
-                    flow = read_flow(dataset.card, dataset.root, entry["id"], entry["position"],
-                                     self.plan.limit, self._listings)
-                    check_frames(flow, entry["frames_sha256"], entry.get("masks_sha256", ""))
-                self._source = (key, flow)
+                self._source = (key, self._load(spec.dataset, entry["id"], entry["position"],
+                                                entry["frames_sha256"],
+                                                entry.get("masks_sha256", "")))
             found[entry["id"]] = self._source[1]
         return found
+
+    def _load(self, name: str, flow_id: str, position: int, frames_sha256: str,
+              masks_sha256: str) -> Flow:
+        """Flow ``flow_id`` of dataset ``name``, checked against the ledger stage's digests."""
+        # the flow the ledger stage read, when this process kept it (same digests)
+        flow = FLOWS.get(name, flow_id, position, frames_sha256, masks_sha256)
+        if flow is None:
+            dataset = self.datasets[name]
+            flow = read_flow(dataset.card, dataset.root, flow_id, position, self.plan.limit,
+                             self._listings)
+            check_frames(flow, frames_sha256, masks_sha256)
+        return flow
 
 
 def run_unit(plan: RunPlan, rundir: RunDir, spec: UnitSpec, flow: Flow, adapter: Adapter,

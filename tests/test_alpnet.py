@@ -373,6 +373,7 @@ def test_the_support_case_itself_is_not_scored(tmp_path):
     own = table[table.case == "ct-v1"]
     assert set(own.status) == {"not_scored"}
     assert own.message.str.contains("the support volume").all()
+    assert set(own.target) == set(CLASSES)  # the suite's classes only, as for every query
     rows = read_ledger(run / "prompts.jsonl")
     assert {r["source"] for r in rows} == {"ct-v1"}
     assert "ct-v1" not in {r["case"] for r in rows}

@@ -130,8 +130,9 @@ def _alpnet_scope(flow: Flow, prompts: Sequence[Prompt],
     """Each target with support slices on its own z-extent; the rest not scored, with why."""
     settings = get_protocol(alpnet.PROTOCOL).settings(params)
     if flow.id == settings.support_case:
-        return ScoringScope((), tuple(flow.targets), empty_reason=(
-            f"{alpnet.PROTOCOL}: the support volume (support_case), not a query"))
+        reason = f"{alpnet.PROTOCOL}: the support volume (support_case), not a query"
+        return ScoringScope(None, (), not_scored={
+            target: reason for target in alpnet.chosen_targets(flow.targets, settings)})
     supported = {p.target for p in prompts if p.kind == alpnet.KIND}
     sources = sorted({str(p.source) for p in prompts if p.kind == alpnet.KIND})
     source_text = f" ({', '.join(sources)})" if sources else ""
