@@ -202,7 +202,8 @@ def _check_alpnet(config: Config, params: ProtocolParams, datasets: Sequence[str
     for model in models:
         caps = registered()[model].capabilities
         if not (caps.in_context or caps.prompt_free):
-            in_context = sorted(m for m, a in registered().items() if a.capabilities.in_context)
+            in_context = sorted(m for m, a in registered().items()
+                                if a.capabilities.in_context and not a.hidden)
             raise ConfigError(
                 f"model {model!r} cannot run {alpnet.PROTOCOL}: the protocol gives no prompt "
                 f"in the query volume, only support slices of another volume, which only "
