@@ -33,6 +33,7 @@ from bench.aggregate import cluster_bootstrap_ci, is_excluded, is_scored, per_ca
 from bench.errors import ConfigError, unknown_name
 from bench.metrics import METRICS
 from bench.prompts import ledger
+from bench.prompts.cvpr25 import CASE_METRICS as CVPR25_CASE_METRICS
 from bench.rundir import RunDir
 
 CASE_KEYS = ["dataset", "flow", "case", "patient", "target", "protocol", "seed", "metric"]
@@ -176,10 +177,16 @@ _CLICK_METRIC = re.compile(r"noc\d{1,3}")
 
 
 def check_metric_names(names: Sequence[str], option: str) -> None:
-    """Raise ConfigError (with a did-you-mean) for a name that is no metric of any table."""
+    """Raise ConfigError (with a did-you-mean) for a name that is no metric of any table.
+
+    Besides the mask metrics: interactive runs' ``nocNN`` and cvpr25 runs' case
+    metrics (``dice_auc``, ``nsd_auc``, ``dice_final``, ``nsd_final``).
+    """
     for name in names:
-        if name not in METRICS and not _CLICK_METRIC.fullmatch(name):
-            raise unknown_name("metric", name, [*METRICS, "noc90"], option)
+        if name not in METRICS and name not in CVPR25_CASE_METRICS \
+                and not _CLICK_METRIC.fullmatch(name):
+            raise unknown_name("metric", name, [*METRICS, *CVPR25_CASE_METRICS, "noc90"],
+                               option)
 
 
 def compare_runs(run_a: Path, run_b: Path, *, model_a: str | None = None,

@@ -675,3 +675,19 @@ def test_check_and_compare_read_step_tables(run, tmp_path):
     # One pair per case and target (6 step rows each would pair 36 times without the filter).
     assert len(dice) == 2 * 5 and (dice["n_pairs"] == 1).all() and (dice["difference"] == 0).all()
     assert {"dice_auc", "nsd_auc"} <= set(result["metric"])
+    # the case metrics are metric names of `bench compare --metrics` (refused before)
+    from bench.cli import main
+
+    out = tmp_path / "compare.csv"
+    assert main(["compare", str(base / "whole"), str(base / "whole"), "--model-a", "empty",
+                 "--model-b", "test-cvpr25-scripted", "--metrics", "dice_auc",
+                 "--out", str(out)]) == 0
+    table = RunDir(base / "whole").read_metrics()
+    compared = pd.read_csv(out)
+    assert set(compared.metric) == {"dice_auc"}
+    for row in compared.itertuples():
+        own = table[(table.metric == "dice_auc") & (table.target == row.target)]
+        # by hand: the paired difference of one case is the difference of its two rows
+        expected = (own[own.model == "test-cvpr25-scripted"].value.mean()
+                    - own[own.model == "empty"].value.mean())
+        assert row.difference == pytest.approx(expected, abs=1e-9)
