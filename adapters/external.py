@@ -61,6 +61,7 @@ from pydantic_core import PydanticCustomError
 
 from bench.errors import ConfigError
 from bench.frames import PackedMasks
+from bench.prompts.alpnet import KIND as SUPPORT_VOLUME
 from bench.readers.files import image_file_errors, volume_file_errors
 from bench.settings import Settings
 from bench.store import file_stem, image_path, safe_name, volume_path
@@ -187,7 +188,7 @@ class PredictionsAdapter(Adapter):
         "prompts are ignored. The scores are those of whatever model wrote the folder."
     )
     capabilities = Capabilities(prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask",
-                                                       "support-volume"}), prompt_free=True)
+                                                       SUPPORT_VOLUME}), prompt_free=True)
     Options: ClassVar[type[Settings]] = PredictionsOptions
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from bench.adapters.base import Adapter, Capabilities, register
 from bench.adapters.reference import prompted_targets
 
+from bench.prompts.alpnet import KIND as SUPPORT_VOLUME
 from bench.types import PROMPT_KINDS, Flow, FlowFrames, Prediction, Prompt
 
 
@@ -32,7 +33,7 @@ class OracleAdapter(Adapter):
         "so every case must score Dice 1 and HD95 0. It sees ground truth by design."
     )
     capabilities = Capabilities(
-        prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask", "support-volume"}),
+        prompt_kinds=frozenset({*PROMPT_KINDS, "empty-mask", SUPPORT_VOLUME}),
         sees_ground_truth=True, prompt_free=True,
     )
     hidden = True

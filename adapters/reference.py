@@ -15,9 +15,10 @@ import numpy as np
 from bench.adapters.base import Adapter, Capabilities, register
 
 from bench.frames import PackedMasks, frame_shapes
+from bench.prompts.alpnet import KIND as SUPPORT_VOLUME
 from bench.types import PROMPT_KINDS, FlowFrames, Prediction, Prompt
 
-_ALL_PROMPTS = frozenset({*PROMPT_KINDS, "empty-mask", "support-volume"})
+_ALL_PROMPTS = frozenset({*PROMPT_KINDS, "empty-mask", SUPPORT_VOLUME})
 
 
 def prompted_targets(prompts: Sequence[Prompt]) -> list[str]:

@@ -42,6 +42,7 @@ import numpy as np
 
 from bench.atomic import atomic_path
 from bench.errors import DataError
+from bench.prompts.alpnet import KIND as ALPNET_KIND
 from bench.prompts.kinds import mask_sha256
 from bench.types import Flow, Prompt
 
@@ -55,7 +56,7 @@ FIELDS = ("box", "case", "dataset", "frame", "hash", "kind", "labels", "mask_sha
 BOX3D_KIND, Z_RANGE = "box3d", "z_range"
 # alpnet-protocol's support slice of another volume: "source" names that volume (the row's
 # "frame" and mask are its), "z_range" the slices of this flow it serves.
-SUPPORT_VOLUME_KIND, SOURCE = "support-volume", "source"
+SUPPORT_VOLUME_KIND, SOURCE = ALPNET_KIND, "source"
 EXTRA_FIELDS = {BOX3D_KIND: (Z_RANGE,), SUPPORT_VOLUME_KIND: (SOURCE, Z_RANGE)}
 
 __all__ = ["LEDGER_VERSION", "canonical_json", "dumps_ledger", "format_rows", "group_rows",
