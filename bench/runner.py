@@ -136,17 +136,18 @@ def execute(plan: RunPlan, run_dir: Path, *, resume: bool = False,
     rundir.begin({"plan": plan.identity(), "shard": shard_text(chosen),
                   "cards": {d.name: card_record(d.card) for d in plan.datasets}},
                  {**(record or {}), "execution": execution}, resume=resume)
+    ledger_written = False
     try:
         adapters = {name: create(name, plan.model_settings.get(name)) for name in plan.models}
         fingerprints = {name: adapter.fingerprint() for name, adapter in adapters.items()}
         rundir.record_adapters(fingerprints)
         manifest = derive_ledger(plan, rundir, notify, prompts)
-    except BaseException:
-        # a new run refused before any unit (a bad checkpoint, a refused dataset): no record
-        # is left behind to demand --resume of a run that never started
-        if fresh:
+        ledger_written = True
+    finally:
+        # a new run stopped before any unit (a bad checkpoint, a refused dataset) leaves no
+        # record behind to demand --resume of a run that never started; the error goes on
+        if fresh and not ledger_written:
             rundir.abandon(created)
-        raise
     specs = unit_specs(rundir.expected_units(), manifest,
                        ledger.group_rows(rundir.read_ledger()), plan.protocol,
                        {name: adapter_digest(fp) for name, fp in fingerprints.items()})

@@ -33,7 +33,6 @@ import argparse
 import importlib.metadata
 import os
 import platform
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from medpy.metric import binary as medpy_binary
 from phantoms import ORGANS, ellipsoid, organ_maps
 from rich.console import Console
 from rich.table import Table
+from timing import best_of
 
 from bench import metrics
 
@@ -90,17 +90,8 @@ class Row:
 
 
 def timed(fn: Callable[[], float], repeat: int) -> tuple[Timing, float]:
-    """Best wall and CPU time of ``repeat`` calls, and the value.
-
-    CPU time (all threads of this process) is reported beside wall time
-    because on a shared machine wall time also measures the neighbours.
-    """
-    wall, cpu, value = np.inf, np.inf, np.nan
-    for _ in range(repeat):
-        w0, c0 = time.perf_counter(), time.process_time()
-        value = fn()
-        wall = min(wall, time.perf_counter() - w0)
-        cpu = min(cpu, time.process_time() - c0)
+    """Best wall and CPU time of ``repeat`` calls (:func:`timing.best_of`), and the value."""
+    wall, cpu, value = best_of(fn, repeat)
     return Timing(wall, cpu), value
 
 

@@ -25,13 +25,13 @@ import argparse
 import importlib.metadata
 import os
 import platform
-import time
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 import scipy
 from phantoms import ORGANS, ellipsoid, organ_maps
+from timing import best_of
 
 from bench.surface_dice import nsd_deepmind
 
@@ -59,15 +59,6 @@ def label_pairs(shape, spacing, rng) -> list[Pair]:
             for label, (name, _, _) in enumerate(ORGANS, start=1)]
 
 
-def timed(fn: Callable[[], float], repeat: int) -> tuple[float, float, float]:
-    """Best wall seconds, best CPU seconds of ``repeat`` calls, and the value."""
-    wall, cpu, value = np.inf, np.inf, np.nan
-    for _ in range(repeat):
-        w0, c0 = time.perf_counter(), time.process_time()
-        value = fn()
-        wall = min(wall, time.perf_counter() - w0)
-        cpu = min(cpu, time.process_time() - c0)
-    return wall, cpu, value
 
 
 def deepmind() -> tuple[Callable | None, str]:
@@ -90,10 +81,10 @@ def measure(pairs: list[Pair], spacing, tol, repeat, reference) -> list[dict]:
     rows = []
     for name, pred, ref in pairs:
         row = {"case": name, "voxels": int(ref.sum())}
-        row["ours_wall"], row["ours_cpu"], row["ours"] = timed(
+        row["ours_wall"], row["ours_cpu"], row["ours"] = best_of(
             lambda p=pred, r=ref: nsd_deepmind(p, r, spacing, tol), repeat)
         if reference is not None:
-            row["dm_wall"], row["dm_cpu"], row["dm"] = timed(
+            row["dm_wall"], row["dm_cpu"], row["dm"] = best_of(
                 lambda p=pred, r=ref: reference(p, r, spacing, tol), repeat)
         rows.append(row)
     return rows

@@ -148,6 +148,13 @@ def test_explicit_support_case_and_refusals():
         alpnet.support_cases(["a1", "b7"], _params(support_case="zz"))
     with pytest.raises(ValueError, match="at least two volumes"):
         alpnet.support_cases(["a1"], _params())
+    # the fold rule needs an order: no number, or one number twice, is refused, not guessed
+    with pytest.raises(ValueError, match="case 'beta' has no number"):
+        alpnet.support_cases(["a1", "beta", "c3"], _params())
+    with pytest.raises(ValueError, match="'a/img7' and 'b/img7' both end in number 7"):
+        alpnet.support_cases(["a/img7", "b/img7", "c8"], _params())
+    assert alpnet.support_cases(["alpha", "beta"], _params(support_case="alpha")) == \
+        {"beta": "alpha"}
 
 
 def test_even_npart_and_one_fold_are_refused():

@@ -42,6 +42,7 @@ serves.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -99,10 +100,30 @@ def part_ranges(n_frames: int, z_min: int, z_max: int, npart: int
     return {part: (low, high) for part, (low, high) in sorted(ranges.items())}
 
 
-def case_order_key(case: str) -> tuple[int, int, str]:
-    """Upstream's scan order: by the last number in the name; names without one last."""
-    numbers = re.findall(r"\d+", case)
-    return (0, int(numbers[-1]), case) if numbers else (1, 0, case)
+def scan_order(cases: Sequence[str]) -> list[str]:
+    """Upstream's scan order: by the last number in each name.
+
+    Raises
+    ------
+    ValueError
+        A name without a number, or two names ending in the same number: the
+        folds would then rest on an order upstream never defined.
+    """
+    numbers = {}
+    for case in cases:
+        found = re.findall(r"\d+", case)
+        if not found:
+            raise ValueError(f"{PROTOCOL}: case {case!r} has no number to order the folds by "
+                             "(upstream sorts scans by the last number in their name); set "
+                             "support_case, or a card case_id holding the scan number")
+        numbers[case] = int(found[-1])
+    order = sorted(cases, key=lambda case: numbers[case])
+    for before, after in itertools.pairwise(order):
+        if numbers[before] == numbers[after]:
+            raise ValueError(f"{PROTOCOL}: cases {before!r} and {after!r} both end in number "
+                             f"{numbers[after]}, so their fold order is undefined; set "
+                             "support_case, or make the card's case_id distinct by number")
+    return order
 
 
 def support_cases(cases: Sequence[str], params: AlpnetParams) -> dict[str, str]:
@@ -112,7 +133,8 @@ def support_cases(cases: Sequence[str], params: AlpnetParams) -> dict[str, str]:
     Raises
     ------
     ValueError
-        Fewer than two cases, or a ``support_case`` that is not among them.
+        Fewer than two cases, a ``support_case`` that is not among them, or
+        (fold rule) names that do not order (:func:`scan_order`).
     """
     if len(cases) < 2:
         raise ValueError(f"{PROTOCOL} needs at least two volumes (a support and a query), "
@@ -123,7 +145,7 @@ def support_cases(cases: Sequence[str], params: AlpnetParams) -> dict[str, str]:
                              f"of the dataset; cases: {', '.join(sorted(cases)[:8])}"
                              f"{' ...' if len(cases) > 8 else ''}")
         return {case: params.support_case for case in cases if case != params.support_case}
-    order = sorted(cases, key=case_order_key)
+    order = scan_order(cases)
     n, folds = len(order), int(params.folds)
     bounds = [fold * n // folds for fold in range(folds + 1)]
     return {order[position]: order[bounds[fold + 1] % n]
@@ -213,7 +235,8 @@ def card(params: AlpnetParams, kind: str | None = None) -> str:
         support = (f"the support volume is case {params.support_case!r} for every other "
                    "case (it is not scored itself)")
     else:
-        support = (f"the cases, sorted by the last number in their id, form {params.folds} "
+        support = (f"the cases, sorted by the last number in their id (an id without one, "
+                   f"or two ending in the same number, is refused), form {params.folds} "
                    "folds of consecutive cases (fold f: cases f*n//folds to "
                    "(f+1)*n//folds - 1 of the n read); each fold's support volume is the case "
                    "just after it, the first case for the last fold, so every case is a "
@@ -242,6 +265,6 @@ def card(params: AlpnetParams, kind: str | None = None) -> str:
 
 
 __all__ = ["KIND", "PROTOCOL", "FlowSummary", "SupportSlice", "card",
-           "case_order_key", "chosen_targets", "ledger_rows", "part_percentages",
-           "part_ranges", "query_part", "scored_extent", "summarise", "support_cases",
-           "support_slices"]
+           "chosen_targets", "ledger_rows", "part_percentages",
+           "part_ranges", "query_part", "scan_order", "scored_extent", "summarise",
+           "support_cases", "support_slices"]
